@@ -1,0 +1,247 @@
+//! ssfd's own telemetry (SPEC 10): one place names every counter and its labels, and
+//! renders them as Prometheus text. Counters are process-global atomics indexed by
+//! closed enums, so a hot path adds a batch's count with one `fetch_add`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! label_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $label:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub const COUNT: usize = [$($label),+].len();
+            pub fn label(self) -> &'static str {
+                match self { $($name::$variant => $label),+ }
+            }
+            pub fn from_label(label: &str) -> Option<$name> {
+                match label { $($label => Some($name::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+label_enum!(
+    /// The server that received an item.
+    Listener { Statsd = "statsd", Ssf = "ssf", Grpc = "grpc", Otlp = "otlp", Forward = "forward" }
+);
+label_enum!(
+    /// The transport it came over.
+    Protocol { Udp = "udp", Tcp = "tcp", Unixgram = "unixgram", Unix = "unix", Grpc = "grpc", Http = "http" }
+);
+label_enum!(
+    /// Why an item was rejected.
+    Reason {
+        Parse = "parse",
+        TooLong = "too_long",
+        BadValue = "bad_value",
+        BadRate = "bad_rate",
+        UnknownSection = "unknown_section",
+        Framing = "framing",
+        Decode = "decode",
+        Empty = "empty",
+        InvalidSpan = "invalid_span",
+    }
+);
+label_enum!(
+    /// Where an item was dropped.
+    Stage { Ingest = "ingest", Worker = "worker", Store = "store", Index = "index", Sink = "sink", Forward = "forward" }
+);
+label_enum!(
+    /// Why it was dropped.
+    DropReason {
+        QueueFull = "queue_full",
+        Overflow = "overflow",
+        MemoryLimit = "memory_limit",
+        RetryExhausted = "retry_exhausted",
+        Shutdown = "shutdown",
+    }
+);
+label_enum!(
+    /// What a pipeline worker received.
+    Kind {
+        Counter = "counter",
+        Gauge = "gauge",
+        Histogram = "histogram",
+        Timer = "timer",
+        Set = "set",
+        Status = "status",
+        Event = "event",
+        Log = "log",
+        Span = "span",
+    }
+);
+
+struct Grid<const N: usize> {
+    cells: [AtomicU64; N],
+}
+
+impl<const N: usize> Grid<N> {
+    const fn new() -> Self {
+        Grid { cells: [const { AtomicU64::new(0) }; N] }
+    }
+}
+
+const RECEIVED: usize = Listener::COUNT * Protocol::COUNT;
+const REJECTED: usize = Listener::COUNT * Protocol::COUNT * Reason::COUNT;
+const DROPPED: usize = Stage::COUNT * DropReason::COUNT;
+
+static RECEIVED_TOTAL: Grid<RECEIVED> = Grid::new();
+static REJECTED_TOTAL: Grid<REJECTED> = Grid::new();
+static DROPPED_TOTAL: Grid<DROPPED> = Grid::new();
+static WORKER_RECEIVED_TOTAL: Grid<{ Kind::COUNT }> = Grid::new();
+static UDP_KERNEL_DROPS: Grid<{ Listener::COUNT }> = Grid::new();
+
+/// Items (statsd lines, SSF spans, frames) that reached a listener.
+pub fn received(listener: Listener, protocol: Protocol, count: u64) {
+    if count > 0 {
+        RECEIVED_TOTAL.cells[listener as usize * Protocol::COUNT + protocol as usize]
+            .fetch_add(count, Relaxed);
+    }
+}
+
+/// Items rejected alone for `reason`.
+pub fn rejected(listener: Listener, protocol: Protocol, reason: Reason, count: u64) {
+    if count > 0 {
+        let index = (listener as usize * Protocol::COUNT + protocol as usize) * Reason::COUNT
+            + reason as usize;
+        REJECTED_TOTAL.cells[index].fetch_add(count, Relaxed);
+    }
+}
+
+/// Items dropped at `stage`.
+pub fn dropped(stage: Stage, reason: DropReason, count: u64) {
+    if count > 0 {
+        DROPPED_TOTAL.cells[stage as usize * DropReason::COUNT + reason as usize]
+            .fetch_add(count, Relaxed);
+    }
+}
+
+/// Items a pipeline worker took off its queue.
+pub fn worker_received(kind: Kind, count: u64) {
+    if count > 0 {
+        WORKER_RECEIVED_TOTAL.cells[kind as usize].fetch_add(count, Relaxed);
+    }
+}
+
+/// Sets the kernel's receive-queue drop count of a UDP listener (a running total).
+pub fn set_udp_kernel_drops(listener: Listener, total: u64) {
+    UDP_KERNEL_DROPS.cells[listener as usize].store(total, Relaxed);
+}
+
+/// Reads one received counter (for tests and the load generator).
+pub fn received_value(listener: Listener, protocol: Protocol) -> u64 {
+    RECEIVED_TOTAL.cells[listener as usize * Protocol::COUNT + protocol as usize].load(Relaxed)
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Appends the Prometheus text exposition of every own-telemetry series.
+pub fn render(out: &mut String, version: &str) {
+    header(out, "ssfd_build_info", "gauge", "ssfd's version");
+    let _ = writeln!(out, "ssfd_build_info{{version=\"{version}\"}} 1");
+
+    header(out, "ssfd_received_total", "counter", "items that reached a listener");
+    for &listener in Listener::ALL {
+        for &protocol in Protocol::ALL {
+            let value = received_value(listener, protocol);
+            if value > 0 {
+                let _ = writeln!(
+                    out,
+                    "ssfd_received_total{{listener=\"{}\",protocol=\"{}\"}} {value}",
+                    listener.label(),
+                    protocol.label()
+                );
+            }
+        }
+    }
+    header(out, "ssfd_rejected_total", "counter", "items rejected alone, by reason");
+    for &listener in Listener::ALL {
+        for &protocol in Protocol::ALL {
+            for &reason in Reason::ALL {
+                let index = (listener as usize * Protocol::COUNT + protocol as usize)
+                    * Reason::COUNT
+                    + reason as usize;
+                let value = REJECTED_TOTAL.cells[index].load(Relaxed);
+                if value > 0 {
+                    let _ = writeln!(
+                        out,
+                        "ssfd_rejected_total{{listener=\"{}\",protocol=\"{}\",reason=\"{}\"}} {value}",
+                        listener.label(),
+                        protocol.label(),
+                        reason.label()
+                    );
+                }
+            }
+        }
+    }
+    header(out, "ssfd_dropped_total", "counter", "items dropped, by stage and reason");
+    for &stage in Stage::ALL {
+        for &reason in DropReason::ALL {
+            let value = DROPPED_TOTAL.cells[stage as usize * DropReason::COUNT + reason as usize]
+                .load(Relaxed);
+            let _ = writeln!(
+                out,
+                "ssfd_dropped_total{{stage=\"{}\",reason=\"{}\"}} {value}",
+                stage.label(),
+                reason.label()
+            );
+        }
+    }
+    header(
+        out,
+        "ssfd_worker_received_total",
+        "counter",
+        "items pipeline workers took off their queues, by kind",
+    );
+    for &kind in Kind::ALL {
+        let value = WORKER_RECEIVED_TOTAL.cells[kind as usize].load(Relaxed);
+        let _ = writeln!(out, "ssfd_worker_received_total{{kind=\"{}\"}} {value}", kind.label());
+    }
+    header(
+        out,
+        "ssfd_udp_kernel_drops_total",
+        "counter",
+        "datagrams the kernel dropped from a full socket receive queue",
+    );
+    for &listener in &[Listener::Statsd, Listener::Ssf] {
+        let value = UDP_KERNEL_DROPS.cells[listener as usize].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "ssfd_udp_kernel_drops_total{{listener=\"{}\"}} {value}",
+            listener.label()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_round_trip() {
+        for &reason in Reason::ALL {
+            assert_eq!(Reason::from_label(reason.label()), Some(reason));
+        }
+        assert_eq!(Reason::from_label("nope"), None);
+    }
+
+    #[test]
+    fn render_shows_counts_with_labels() {
+        rejected(Listener::Statsd, Protocol::Tcp, Reason::BadRate, 3);
+        let mut text = String::new();
+        render(&mut text, "t");
+        assert!(
+            text.contains(
+                "ssfd_rejected_total{listener=\"statsd\",protocol=\"tcp\",reason=\"bad_rate\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE ssfd_received_total counter"));
+    }
+}

@@ -1,0 +1,33 @@
+//! ssfd's wire formats: the SSF and Veneur protobuf types (generated, checked in), the
+//! DogStatsD text grammar, SSF stream framing and SSF normalisation. Pure code: no I/O.
+
+pub mod dogstatsd_text;
+pub mod framing;
+pub mod normalize;
+
+#[allow(clippy::all, missing_docs)]
+pub mod ssf {
+    include!("gen/ssf.rs");
+}
+#[allow(clippy::all, missing_docs)]
+pub mod dogstatsd {
+    include!("gen/dogstatsd.rs");
+}
+#[allow(clippy::all, missing_docs)]
+pub mod tdigest {
+    include!("gen/tdigest.rs");
+}
+#[allow(clippy::all, missing_docs)]
+pub mod metricpb {
+    include!("gen/metricpb.rs");
+}
+#[allow(clippy::all, missing_docs)]
+pub mod forwardrpc {
+    include!("gen/forwardrpc.rs");
+}
+pub mod ssfd {
+    #[allow(clippy::all, missing_docs)]
+    pub mod v1 {
+        include!("gen/ssfd.v1.rs");
+    }
+}

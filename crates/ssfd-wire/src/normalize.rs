@@ -1,0 +1,131 @@
+//! SSF decoding, normalisation and validity (SPEC 3.1), the same on every ingest path.
+
+use crate::ssf::{SsfSample, SsfSpan, ssf_sample};
+use prost::Message;
+
+/// Why an SSF packet or sample was refused; [`SsfError::reason`] is its counter label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SsfError {
+    #[error("bytes do not decode as an SSF span")]
+    Decode,
+    #[error("packet has neither a valid trace span nor samples")]
+    Empty,
+    #[error("span fields are set but the span is not a valid trace span, and it has no samples")]
+    InvalidSpan,
+    #[error("sample has no name")]
+    NoName,
+    #[error("sample value is not finite")]
+    BadValue,
+    #[error("sample rate is not in (0, 1]")]
+    BadRate,
+    #[error("packet is larger than trace_max_length_bytes")]
+    TooLong,
+}
+
+impl SsfError {
+    /// The `reason` label of `ssfd_rejected_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            SsfError::Decode => "decode",
+            SsfError::Empty => "empty",
+            SsfError::InvalidSpan => "invalid_span",
+            SsfError::NoName => "parse",
+            SsfError::BadValue => "bad_value",
+            SsfError::BadRate => "bad_rate",
+            SsfError::TooLong => "too_long",
+        }
+    }
+}
+
+/// Decodes one `SSFSpan`, reusing `span`'s allocations where prost can.
+pub fn decode_span_into(bytes: &[u8], span: &mut SsfSpan) -> Result<(), SsfError> {
+    span.clear();
+    span.merge(bytes).map_err(|_| SsfError::Decode)
+}
+
+/// Decodes one `SSFSpan`.
+pub fn decode_span(bytes: &[u8]) -> Result<SsfSpan, SsfError> {
+    SsfSpan::decode(bytes).map_err(|_| SsfError::Decode)
+}
+
+/// SPEC 3.1 normalisation: an unnamed span takes its `name` tag as name (and loses the
+/// tag); a sample rate of 0 becomes 1.
+pub fn normalize(span: &mut SsfSpan) {
+    if span.name.is_empty() {
+        if let Some(name) = span.tags.remove("name") {
+            span.name = name;
+        }
+    }
+    for sample in &mut span.metrics {
+        if sample.sample_rate == 0.0 {
+            sample.sample_rate = 1.0;
+        }
+    }
+}
+
+/// A trace span has ids, both timestamps and a name.
+pub fn is_trace_span(span: &SsfSpan) -> bool {
+    span.id != 0
+        && span.trace_id != 0
+        && span.start_timestamp != 0
+        && span.end_timestamp != 0
+        && !span.name.is_empty()
+}
+
+/// True when any field that marks a span as a span is set.
+fn looks_like_span(span: &SsfSpan) -> bool {
+    span.id != 0 || span.trace_id != 0 || span.start_timestamp != 0 || span.end_timestamp != 0
+}
+
+/// What a normalised packet carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketClass {
+    /// A valid trace span (with or without samples).
+    TraceSpan,
+    /// Not a trace span, but its samples are processed.
+    SamplesOnly,
+}
+
+/// Classifies a normalised packet (SPEC 3.1 validity).
+pub fn classify(span: &SsfSpan) -> Result<PacketClass, SsfError> {
+    if is_trace_span(span) {
+        return Ok(PacketClass::TraceSpan);
+    }
+    if !span.metrics.is_empty() {
+        return Ok(PacketClass::SamplesOnly);
+    }
+    if looks_like_span(span) {
+        Err(SsfError::InvalidSpan)
+    } else {
+        Err(SsfError::Empty)
+    }
+}
+
+/// What a normalised sample is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleClass {
+    Metric,
+    /// A log record (SPEC 5): COUNTER, value 0, non-empty message. Not a metric.
+    Log,
+}
+
+/// Classifies a normalised sample, or says why it is refused.
+pub fn classify_sample(sample: &SsfSample) -> Result<SampleClass, SsfError> {
+    if sample.metric == ssf_sample::Metric::Counter as i32
+        && sample.value == 0.0
+        && !sample.message.is_empty()
+    {
+        return Ok(SampleClass::Log);
+    }
+    if sample.name.is_empty() {
+        return Err(SsfError::NoName);
+    }
+    if !sample.value.is_finite() {
+        return Err(SsfError::BadValue);
+    }
+    let rate = sample.sample_rate;
+    if !(rate > 0.0 && rate <= 1.0) {
+        return Err(SsfError::BadRate);
+    }
+    Ok(SampleClass::Metric)
+}
