@@ -1,1 +1,583 @@
-//! stub
+//! ssfd's configuration (SPEC 9): Veneur's keys with Veneur's meaning, ssfd's own keys,
+//! the embedded default, and the parsing of listen addresses and Go-style durations.
+//!
+//! A Veneur key that ssfd does not implement is accepted with a warning; any other
+//! unknown key is an error that names the key and its line.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The embedded default configuration, used when `ssfd serve` has no `-f`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../deploy/config/default.yaml");
+
+/// Veneur keys that ssfd accepts but does not implement (one warning each).
+pub const VENEUR_UNIMPLEMENTED: &[&str] = &[
+    "flush_watchdog_missed_flushes",
+    "flush_on_shutdown",
+    "synchronize_with_interval",
+    "stats_address",
+    "http_quit",
+    "omit_empty_hostname",
+    "tags_exclude",
+    "veneur_metrics_scopes",
+    "veneur_metrics_additional_tags",
+    "count_unique_timeseries",
+    "debug",
+    "mutex_profile_fraction",
+    "block_profile_rate",
+    "sentry_dsn",
+    "enable_profiling",
+    "flush_max_per_body",
+    "datadog_api_key",
+    "datadog_api_hostname",
+    "ssf_buffer_size",
+    "statsd_address",
+    "tcp_address",
+    "udp_address",
+    "ssf_address",
+    "trace_address",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_region",
+    "aws_s3_bucket",
+    "sources",
+    "source_config",
+    "debug_flushed_metrics",
+    "debug_ingested_spans",
+    "http",
+    "signalfx_api_key",
+];
+
+/// Keys whose absence from a file means "open nothing" (Veneur's rule).
+const LISTENER_KEYS: &[&str] = &[
+    "statsd_listen_addresses",
+    "ssf_listen_addresses",
+    "grpc_listen_addresses",
+    "grpc_address",
+    "otlp_listen_addresses",
+];
+
+/// A configuration error, naming the key and, where known, its line.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("config is not YAML: {0}")]
+    Yaml(String),
+    #[error("unknown config key `{key}` at line {line}")]
+    UnknownKey { key: String, line: usize },
+    #[error("bad value for `{key}`{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+    BadValue { key: String, line: Option<usize>, message: String },
+}
+
+/// One sink entry of `metric_sinks` / `span_sinks`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub config: serde_yaml::Value,
+}
+
+/// `storage`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+}
+
+fn default_max_bytes() -> u64 {
+    1 << 30
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { max_bytes: default_max_bytes() }
+    }
+}
+
+/// The whole configuration, after defaults.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_role")]
+    pub role: String,
+    #[serde(default)]
+    pub statsd_listen_addresses: Vec<String>,
+    #[serde(default)]
+    pub ssf_listen_addresses: Vec<String>,
+    #[serde(default)]
+    pub grpc_listen_addresses: Vec<String>,
+    #[serde(default)]
+    pub grpc_address: String,
+    #[serde(default)]
+    pub otlp_listen_addresses: Vec<String>,
+    #[serde(default = "default_http_address")]
+    pub http_address: String,
+    #[serde(default = "default_interval")]
+    pub interval: String,
+    #[serde(default = "default_percentiles")]
+    pub percentiles: Vec<f64>,
+    #[serde(default = "default_aggregates")]
+    pub aggregates: Vec<String>,
+    #[serde(default)]
+    pub forward_address: String,
+    #[serde(default)]
+    pub num_workers: usize,
+    #[serde(default = "one")]
+    pub num_readers: usize,
+    #[serde(default)]
+    pub num_span_workers: usize,
+    #[serde(default = "default_span_channel_capacity")]
+    pub span_channel_capacity: usize,
+    #[serde(default = "default_metric_max_length")]
+    pub metric_max_length: usize,
+    #[serde(default = "default_trace_max_length")]
+    pub trace_max_length_bytes: usize,
+    #[serde(default = "default_read_buffer")]
+    pub read_buffer_size_bytes: usize,
+    #[serde(default = "default_indicator_name")]
+    pub indicator_span_timer_name: String,
+    #[serde(default = "default_objective_name")]
+    pub objective_span_timer_name: String,
+    #[serde(default)]
+    pub extend_tags: Vec<String>,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub metric_sinks: Vec<SinkConfig>,
+    #[serde(default)]
+    pub span_sinks: Vec<SinkConfig>,
+    #[serde(default)]
+    pub metric_sink_routing: serde_yaml::Value,
+    #[serde(default)]
+    pub features: serde_yaml::Value,
+    #[serde(default)]
+    pub tls_key: String,
+    #[serde(default)]
+    pub tls_certificate: String,
+    #[serde(default)]
+    pub tls_authority_certificate: String,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    #[serde(default = "default_retention")]
+    pub retention: String,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default = "default_max_series")]
+    pub max_series: u64,
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit: u64,
+    #[serde(default)]
+    pub shutdown_timeout: String,
+    #[serde(default)]
+    pub slos: serde_yaml::Value,
+    #[serde(default)]
+    pub proxy: serde_yaml::Value,
+    #[serde(default)]
+    pub tls: serde_yaml::Value,
+    #[serde(default)]
+    pub http_bearer_token_file: String,
+    #[serde(default = "default_prometheus_expiry")]
+    pub prometheus_expiry: String,
+}
+
+fn default_role() -> String {
+    "standalone".into()
+}
+fn default_http_address() -> String {
+    "127.0.0.1:8127".into()
+}
+fn default_interval() -> String {
+    "10s".into()
+}
+fn default_percentiles() -> Vec<f64> {
+    vec![0.5, 0.75, 0.99]
+}
+fn default_aggregates() -> Vec<String> {
+    vec!["min".into(), "max".into(), "count".into()]
+}
+fn one() -> usize {
+    1
+}
+fn default_span_channel_capacity() -> usize {
+    100
+}
+fn default_metric_max_length() -> usize {
+    8192
+}
+fn default_trace_max_length() -> usize {
+    16384
+}
+fn default_read_buffer() -> usize {
+    2 * 1024 * 1024
+}
+fn default_indicator_name() -> String {
+    "indicator_span.duration_ns".into()
+}
+fn default_objective_name() -> String {
+    "objective_span.duration_ns".into()
+}
+fn default_data_dir() -> String {
+    "./ssfd-data".into()
+}
+fn default_retention() -> String {
+    "24h".into()
+}
+fn default_max_series() -> u64 {
+    1_000_000
+}
+fn default_memory_limit() -> u64 {
+    2 << 30
+}
+fn default_prometheus_expiry() -> String {
+    "5m".into()
+}
+
+/// A parsed configuration and the warnings it produced.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+fn line_of(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|line| {
+            line.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map_or(0, |index| index + 1)
+}
+
+impl Config {
+    /// The embedded default.
+    pub fn embedded() -> Config {
+        Config::parse(EMBEDDED_DEFAULT).expect("embedded default parses").config
+    }
+
+    /// Parses a YAML file's text. Absent listener keys open nothing; every other absent
+    /// key takes the embedded default.
+    pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        let mut mapping = match value {
+            serde_yaml::Value::Mapping(mapping) => mapping,
+            serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+            _ => return Err(ConfigError::Yaml("top level is not a mapping".into())),
+        };
+        let known: Vec<&str> = KNOWN_KEYS.to_vec();
+        let mut warnings = Vec::new();
+        let keys: Vec<serde_yaml::Value> = mapping.keys().cloned().collect();
+        for key in keys {
+            let name = key.as_str().unwrap_or_default().to_string();
+            if known.contains(&name.as_str()) {
+                continue;
+            }
+            if VENEUR_UNIMPLEMENTED.contains(&name.as_str()) {
+                warnings.push(format!(
+                    "veneur key `{name}` (line {}) is not implemented by ssfd and is ignored",
+                    line_of(text, &name)
+                ));
+                mapping.remove(&key);
+                continue;
+            }
+            return Err(ConfigError::UnknownKey { line: line_of(text, &name), key: name });
+        }
+        let config: Config = match serde_yaml::from_value(serde_yaml::Value::Mapping(mapping.clone())) {
+            Ok(config) => config,
+            Err(error) => {
+                // find the key at fault by deserialising each key alone
+                for (key, value) in &mapping {
+                    let mut single = serde_yaml::Mapping::new();
+                    single.insert(key.clone(), value.clone());
+                    if let Err(e) = serde_yaml::from_value::<Config>(serde_yaml::Value::Mapping(single)) {
+                        let key = key.as_str().unwrap_or_default().to_string();
+                        return Err(ConfigError::BadValue {
+                            line: Some(line_of(text, &key)),
+                            key,
+                            message: e.to_string(),
+                        });
+                    }
+                }
+                return Err(ConfigError::Yaml(error.to_string()));
+            }
+        };
+        config.validate(text)?;
+        Ok(Loaded { config, warnings })
+    }
+
+    fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::BadValue {
+            key: key.into(),
+            line: Some(line_of(text, key)),
+            message,
+        };
+        for (key, list) in [
+            ("statsd_listen_addresses", &self.statsd_listen_addresses),
+            ("ssf_listen_addresses", &self.ssf_listen_addresses),
+            ("grpc_listen_addresses", &self.grpc_listen_addresses),
+        ] {
+            for address in list {
+                ListenAddr::parse(address).map_err(|m| bad(key, m))?;
+            }
+        }
+        if !self.grpc_address.is_empty() {
+            ListenAddr::parse_host_port(&self.grpc_address).map_err(|m| bad("grpc_address", m))?;
+        }
+        for key in ["interval", "retention", "prometheus_expiry"] {
+            let value = match key {
+                "interval" => &self.interval,
+                "retention" => &self.retention,
+                _ => &self.prometheus_expiry,
+            };
+            let duration = parse_duration(value).map_err(|m| bad(key, m))?;
+            if duration.is_zero() {
+                return Err(bad(key, "must be above zero".into()));
+            }
+        }
+        if !self.shutdown_timeout.is_empty() {
+            parse_duration(&self.shutdown_timeout).map_err(|m| bad("shutdown_timeout", m))?;
+        }
+        for &p in &self.percentiles {
+            if !(p > 0.0 && p < 1.0) {
+                return Err(bad("percentiles", format!("percentile {p} is not in (0, 1)")));
+            }
+        }
+        for aggregate in &self.aggregates {
+            if !["min", "max", "median", "avg", "count", "sum", "hmean"].contains(&aggregate.as_str()) {
+                return Err(bad("aggregates", format!("unknown aggregate `{aggregate}`")));
+            }
+        }
+        if !["standalone", "local", "global", "proxy"].contains(&self.role.as_str()) {
+            return Err(bad("role", format!("unknown role `{}`", self.role)));
+        }
+        if self.metric_max_length == 0 || self.metric_max_length > 1 << 20 {
+            return Err(bad("metric_max_length", "must be in 1..=1048576".into()));
+        }
+        if self.trace_max_length_bytes == 0 || self.trace_max_length_bytes > 16 << 20 {
+            return Err(bad("trace_max_length_bytes", "must be in 1..=16777216".into()));
+        }
+        Ok(())
+    }
+
+    /// The flush interval.
+    pub fn interval(&self) -> Duration {
+        parse_duration(&self.interval).unwrap_or(Duration::from_secs(10))
+    }
+
+    /// Listener keys that a file without them leaves closed.
+    pub fn listener_keys() -> &'static [&'static str] {
+        LISTENER_KEYS
+    }
+}
+
+const KNOWN_KEYS: &[&str] = &[
+    "role",
+    "statsd_listen_addresses",
+    "ssf_listen_addresses",
+    "grpc_listen_addresses",
+    "grpc_address",
+    "otlp_listen_addresses",
+    "http_address",
+    "interval",
+    "percentiles",
+    "aggregates",
+    "forward_address",
+    "num_workers",
+    "num_readers",
+    "num_span_workers",
+    "span_channel_capacity",
+    "metric_max_length",
+    "trace_max_length_bytes",
+    "read_buffer_size_bytes",
+    "indicator_span_timer_name",
+    "objective_span_timer_name",
+    "extend_tags",
+    "hostname",
+    "metric_sinks",
+    "span_sinks",
+    "metric_sink_routing",
+    "features",
+    "tls_key",
+    "tls_certificate",
+    "tls_authority_certificate",
+    "data_dir",
+    "retention",
+    "storage",
+    "max_series",
+    "memory_limit",
+    "shutdown_timeout",
+    "slos",
+    "proxy",
+    "tls",
+    "http_bearer_token_file",
+    "prometheus_expiry",
+];
+
+/// A listen address in Veneur's URL forms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    Udp(String),
+    Tcp(String),
+    /// A UNIX stream socket path (`@name` is an abstract socket).
+    Unix(String),
+    /// A UNIX datagram socket path (`@name` is an abstract socket).
+    Unixgram(String),
+}
+
+impl ListenAddr {
+    /// Parses `udp://host:port`, `tcp://host:port`, `unix:///path`, `unix:@name`,
+    /// `unixgram://...`. `localhost` means 127.0.0.1.
+    pub fn parse(url: &str) -> Result<ListenAddr, String> {
+        let (scheme, rest) = url
+            .split_once(':')
+            .ok_or_else(|| format!("`{url}` has no scheme (udp://, tcp://, unix://, unixgram://)"))?;
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        match scheme {
+            "udp" | "udp4" | "udp6" => Ok(ListenAddr::Udp(Self::parse_host_port(rest)?)),
+            "tcp" | "tcp4" | "tcp6" => Ok(ListenAddr::Tcp(Self::parse_host_port(rest)?)),
+            "unix" | "unixgram" => {
+                if rest.is_empty() {
+                    return Err(format!("`{url}` has no socket path"));
+                }
+                Ok(if scheme == "unix" {
+                    ListenAddr::Unix(rest.to_string())
+                } else {
+                    ListenAddr::Unixgram(rest.to_string())
+                })
+            }
+            _ => Err(format!("`{url}` has an unknown scheme `{scheme}`")),
+        }
+    }
+
+    /// Checks `host:port` and turns `localhost` into 127.0.0.1.
+    pub fn parse_host_port(text: &str) -> Result<String, String> {
+        let text = text.trim_end_matches('/');
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{text}` is not host:port"))?;
+        port.parse::<u16>().map_err(|_| format!("`{text}` has a bad port"))?;
+        let host = match host {
+            "" | "localhost" => "127.0.0.1",
+            other => other,
+        };
+        Ok(format!("{host}:{port}"))
+    }
+}
+
+/// Parses a Go-style duration: `250ms`, `1.5s`, `1m30s`, `24h`; a bare `0` is zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("`{text}` lacks a unit (ns, us, ms, s, m, h)"))?;
+        if number_len == 0 {
+            return Err(format!("`{text}` is not a duration"));
+        }
+        let number: f64 = rest[..number_len]
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration"))?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            unit => return Err(format!("`{text}` has an unknown unit `{unit}`")),
+        };
+        total += number * scale;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| format!("`{text}` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_opens_every_listener() {
+        let config = Config::embedded();
+        assert_eq!(config.statsd_listen_addresses, ["udp://127.0.0.1:8126", "tcp://127.0.0.1:8126"]);
+        assert_eq!(config.grpc_address, "127.0.0.1:8128");
+        assert_eq!(config.metric_max_length, 8192);
+        assert_eq!(config.interval(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_file_without_listener_keys_opens_nothing() {
+        let loaded = Config::parse("interval: 5s\n").unwrap();
+        assert!(loaded.config.statsd_listen_addresses.is_empty());
+        assert!(loaded.config.grpc_address.is_empty());
+        assert_eq!(loaded.config.interval(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let error = Config::parse("interval: 5s\nbogus_key: 1\n").unwrap_err();
+        assert_eq!(error, ConfigError::UnknownKey { key: "bogus_key".into(), line: 2 });
+    }
+
+    #[test]
+    fn veneur_keys_warn_once_each() {
+        let loaded = Config::parse("debug: true\nsentry_dsn: x\n").unwrap();
+        assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].contains("`debug`"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let error = Config::parse("percentiles: [0.5, 1.5]\n").unwrap_err();
+        assert!(error.to_string().contains("percentiles"), "{error}");
+        let error = Config::parse("statsd_listen_addresses: [\"ftp://x:1\"]\n").unwrap_err();
+        assert!(error.to_string().contains("statsd_listen_addresses"), "{error}");
+        let error = Config::parse("num_readers: many\n").unwrap_err();
+        assert!(error.to_string().contains("num_readers"), "{error}");
+    }
+
+    #[test]
+    fn veneur_example_parses() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../testdata/veneur/example.yaml"
+        ))
+        .unwrap();
+        let loaded = Config::parse(&text).unwrap();
+        assert!(loaded.warnings.iter().any(|w| w.contains("sentry_dsn")));
+        assert_eq!(loaded.config.num_readers, 1);
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(ListenAddr::parse("udp://localhost:8126"), Ok(ListenAddr::Udp("127.0.0.1:8126".into())));
+        assert_eq!(ListenAddr::parse("unixgram:@veneur.sock"), Ok(ListenAddr::Unixgram("@veneur.sock".into())));
+        assert_eq!(ListenAddr::parse("unix:///tmp/a.sock"), Ok(ListenAddr::Unix("/tmp/a.sock".into())));
+        assert_eq!(ListenAddr::parse("tcp://[::]:0"), Ok(ListenAddr::Tcp("[::]:0".into())));
+        assert!(ListenAddr::parse("udp://x").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

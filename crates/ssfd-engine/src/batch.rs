@@ -1,0 +1,330 @@
+//! Metric samples as they cross from ingest to the workers: owned batches whose keys
+//! live in one byte arena, each sample carrying its series hash.
+
+use ssfd_telemetry::Kind;
+
+/// The aggregation type of a series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+    Timer,
+    Set,
+    Status,
+}
+
+impl MetricKind {
+    fn key_byte(self) -> u8 {
+        match self {
+            MetricKind::Counter => b'c',
+            MetricKind::Gauge => b'g',
+            MetricKind::Histogram => b'h',
+            MetricKind::Timer => b't',
+            MetricKind::Set => b's',
+            MetricKind::Status => b'k',
+        }
+    }
+
+    /// The telemetry kind a worker counts this under.
+    pub fn telemetry(self) -> Kind {
+        match self {
+            MetricKind::Counter => Kind::Counter,
+            MetricKind::Gauge => Kind::Gauge,
+            MetricKind::Histogram => Kind::Histogram,
+            MetricKind::Timer => Kind::Timer,
+            MetricKind::Set => Kind::Set,
+            MetricKind::Status => Kind::Status,
+        }
+    }
+}
+
+/// Where a sample is aggregated (SPEC 4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Scope {
+    /// Veneur's default: counters and gauges local, sets and histograms mixed.
+    #[default]
+    Default,
+    Local,
+    Global,
+}
+
+/// One metric sample. Byte ranges point into its batch's arena.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// xxh3 of the canonical series key.
+    pub hash: u64,
+    key_start: u32,
+    key_len: u32,
+    name_len: u32,
+    /// Set member or status message.
+    extra_start: u32,
+    extra_len: u32,
+    pub kind: MetricKind,
+    pub scope: Scope,
+    /// The value (counter increment before rate, gauge, histogram sample, status 0-3).
+    pub value: f64,
+    /// Sample rate in (0, 1].
+    pub rate: f32,
+}
+
+/// An owned batch of samples for one worker.
+#[derive(Debug, Default)]
+pub struct SampleBatch {
+    arena: Vec<u8>,
+    samples: Vec<Sample>,
+}
+
+impl SampleBatch {
+    pub fn with_capacity(samples: usize) -> Self {
+        SampleBatch { arena: Vec::with_capacity(samples * 64), samples: Vec::with_capacity(samples) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+
+    /// The canonical series key: name, 0, type byte, 0, sorted tags joined by `,`.
+    pub fn key(&self, sample: &Sample) -> &[u8] {
+        &self.arena[sample.key_start as usize..(sample.key_start + sample.key_len) as usize]
+    }
+
+    pub fn name(&self, sample: &Sample) -> &[u8] {
+        &self.arena[sample.key_start as usize..(sample.key_start + sample.name_len) as usize]
+    }
+
+    /// The sorted tags, joined by `,`.
+    pub fn tags(&self, sample: &Sample) -> &[u8] {
+        let start = (sample.key_start + sample.name_len + 3) as usize;
+        &self.arena[start..(sample.key_start + sample.key_len) as usize]
+    }
+
+    /// A set's member or a status's message.
+    pub fn extra(&self, sample: &Sample) -> &[u8] {
+        &self.arena[sample.extra_start as usize..(sample.extra_start + sample.extra_len) as usize]
+    }
+
+    /// Appends a sample whose key `scratch` has built.
+    pub fn push(&mut self, key: &KeyScratch, scope: Scope, value: f64, rate: f32, extra: &[u8]) {
+        let key_start = self.arena.len() as u32;
+        self.arena.extend_from_slice(&key.buffer);
+        let extra_start = self.arena.len() as u32;
+        self.arena.extend_from_slice(extra);
+        self.samples.push(Sample {
+            hash: key.hash,
+            key_start,
+            key_len: key.buffer.len() as u32,
+            name_len: key.name_len,
+            extra_start,
+            extra_len: extra.len() as u32,
+            kind: key.kind,
+            scope,
+            value,
+            rate,
+        });
+    }
+
+    fn clear(&mut self) {
+        self.arena.clear();
+        self.samples.clear();
+    }
+}
+
+/// Builds a canonical series key and its hash, reusing its buffers across samples.
+#[derive(Debug)]
+pub struct KeyScratch {
+    buffer: Vec<u8>,
+    tags: Vec<u8>,
+    ranges: Vec<(u32, u32)>,
+    name_len: u32,
+    kind: MetricKind,
+    hash: u64,
+}
+
+impl Default for KeyScratch {
+    fn default() -> Self {
+        KeyScratch {
+            buffer: Vec::with_capacity(256),
+            tags: Vec::with_capacity(256),
+            ranges: Vec::with_capacity(16),
+            name_len: 0,
+            kind: MetricKind::Counter,
+            hash: 0,
+        }
+    }
+}
+
+impl KeyScratch {
+    /// Starts a key.
+    pub fn begin(&mut self, name: &[u8], kind: MetricKind) {
+        self.buffer.clear();
+        self.tags.clear();
+        self.ranges.clear();
+        self.buffer.extend_from_slice(name);
+        self.name_len = name.len() as u32;
+        self.kind = kind;
+    }
+
+    /// Adds a tag made of the concatenation of `parts` (empty tags are skipped).
+    pub fn tag(&mut self, parts: &[&[u8]]) {
+        let start = self.tags.len();
+        for part in parts {
+            self.tags.extend_from_slice(part);
+        }
+        if self.tags.len() > start {
+            self.ranges.push((start as u32, (self.tags.len() - start) as u32));
+        }
+    }
+
+    /// Sorts and de-duplicates the tags, lays out the key and hashes it once.
+    pub fn finish(&mut self) -> u64 {
+        self.buffer.push(0);
+        self.buffer.push(self.kind.key_byte());
+        self.buffer.push(0);
+        let tags = &self.tags;
+        let slice = |&(start, len): &(u32, u32)| &tags[start as usize..(start + len) as usize];
+        if self.ranges.len() > 1 {
+            self.ranges.sort_unstable_by(|a, b| slice(a).cmp(slice(b)));
+            self.ranges.dedup_by(|a, b| slice(a) == slice(b));
+        }
+        for (index, range) in self.ranges.iter().enumerate() {
+            if index > 0 {
+                self.buffer.push(b',');
+            }
+            self.buffer.extend_from_slice(slice(range));
+        }
+        self.hash = xxhash_rust::xxh3::xxh3_64(&self.buffer);
+        self.hash
+    }
+
+    /// The key built by the last [`KeyScratch::finish`].
+    pub fn key(&self) -> &[u8] {
+        &self.buffer
+    }
+
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// Which of `shards` owns `hash` (multiply-shift, so every bit of the hash counts).
+pub fn shard_of(hash: u64, shards: usize) -> usize {
+    ((hash as u128 * shards as u128) >> 64) as usize
+}
+
+/// One open batch per metric worker, filled by one ingest thread.
+#[derive(Debug)]
+pub struct ShardedSamples {
+    batches: Vec<SampleBatch>,
+    pending: usize,
+}
+
+impl ShardedSamples {
+    pub fn new(shards: usize) -> Self {
+        ShardedSamples {
+            batches: (0..shards.max(1)).map(|_| SampleBatch::with_capacity(64)).collect(),
+            pending: 0,
+        }
+    }
+
+    /// Appends a sample to the batch of the shard that owns its key.
+    pub fn push(&mut self, key: &KeyScratch, scope: Scope, value: f64, rate: f32, extra: &[u8]) {
+        let shard = shard_of(key.hash, self.batches.len());
+        self.batches[shard].push(key, scope, value, rate, extra);
+        self.pending += 1;
+    }
+
+    /// Samples waiting to be sent.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Takes every non-empty batch, with its shard index, leaving empty ones behind.
+    pub fn drain(&mut self) -> impl Iterator<Item = (usize, SampleBatch)> + '_ {
+        self.pending = 0;
+        self.batches.iter_mut().enumerate().filter(|(_, b)| !b.is_empty()).map(|(shard, batch)| {
+            let capacity = batch.samples.capacity();
+            let mut taken = std::mem::replace(batch, SampleBatch::with_capacity(capacity.min(4096)));
+            taken.samples.shrink_to_fit();
+            (shard, taken)
+        })
+    }
+
+    /// Drops every pending sample, returning how many there were.
+    pub fn discard(&mut self) -> usize {
+        let count = self.pending;
+        self.batches.iter_mut().for_each(SampleBatch::clear);
+        self.pending = 0;
+        count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, kind: MetricKind, tags: &[&str]) -> (Vec<u8>, u64) {
+        let mut scratch = KeyScratch::default();
+        scratch.begin(name.as_bytes(), kind);
+        for tag in tags {
+            scratch.tag(&[tag.as_bytes()]);
+        }
+        let hash = scratch.finish();
+        (scratch.key().to_vec(), hash)
+    }
+
+    #[test]
+    fn tag_order_and_duplicates_do_not_change_the_key() {
+        let a = key("req", MetricKind::Counter, &["b:2", "a:1", "b:2"]);
+        let b = key("req", MetricKind::Counter, &["a:1", "b:2"]);
+        assert_eq!(a, b);
+        assert_eq!(a.0, b"req\0c\0a:1,b:2");
+    }
+
+    #[test]
+    fn type_is_part_of_the_key() {
+        assert_ne!(key("x", MetricKind::Counter, &[]).1, key("x", MetricKind::Gauge, &[]).1);
+    }
+
+    #[test]
+    fn batches_keep_name_tags_and_extra() {
+        let mut scratch = KeyScratch::default();
+        scratch.begin(b"users", MetricKind::Set);
+        scratch.tag(&[b"container_id:", b"abc"]);
+        scratch.tag(&[b"env:prod"]);
+        scratch.finish();
+        let mut sharded = ShardedSamples::new(3);
+        sharded.push(&scratch, Scope::Global, 0.0, 1.0, b"alice");
+        assert_eq!(sharded.pending(), 1);
+        let batches: Vec<_> = sharded.drain().collect();
+        assert_eq!(batches.len(), 1);
+        let (shard, batch) = &batches[0];
+        assert_eq!(*shard, shard_of(scratch.hash(), 3));
+        let sample = batch.samples()[0];
+        assert_eq!(batch.name(&sample), b"users");
+        assert_eq!(batch.tags(&sample), b"container_id:abc,env:prod");
+        assert_eq!(batch.extra(&sample), b"alice");
+        assert_eq!(sample.scope, Scope::Global);
+        assert_eq!(sharded.pending(), 0);
+    }
+
+    #[test]
+    fn shards_spread_evenly() {
+        let mut counts = [0usize; 4];
+        for i in 0..40_000 {
+            let (_, hash) = key(&format!("m{i}"), MetricKind::Counter, &[]);
+            counts[shard_of(hash, 4)] += 1;
+        }
+        for count in counts {
+            assert!((9_000..11_000).contains(&count), "{counts:?}");
+        }
+    }
+}
