@@ -230,7 +230,7 @@ pub struct ShardedSamples {
 impl ShardedSamples {
     pub fn new(shards: usize) -> Self {
         ShardedSamples {
-            batches: (0..shards.max(1)).map(|_| SampleBatch::with_capacity(64)).collect(),
+            batches: (0..shards.max(1)).map(|_| SampleBatch::default()).collect(),
             pending: 0,
         }
     }

@@ -132,11 +132,14 @@ impl Pipeline {
         )
     }
 
-    /// True when every queue these sends would touch has room.
-    pub fn has_room(&self, samples: &ShardedSamples, span_shard: Option<usize>) -> bool {
-        let _ = samples;
-        self.metric_senders.iter().all(|s| !s.is_full())
-            && span_shard.is_none_or(|shard| !self.span_senders[shard].is_full())
+    /// True when some metric queue is full (a refused send would touch any of them).
+    pub fn any_metric_queue_full(&self) -> bool {
+        self.metric_senders.iter().any(Sender::is_full)
+    }
+
+    /// True when span shard `shard`'s queue is full.
+    pub fn span_queue_full(&self, shard: usize) -> bool {
+        self.span_senders[shard].is_full()
     }
 
     /// Sends every pending sample batch under `policy`.

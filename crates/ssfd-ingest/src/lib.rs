@@ -1,1 +1,262 @@
-//! stub
+//! ssfd's front door: every way data enters (SPEC 2, 3.1-3.3). Listeners decode and
+//! validate, and a per-thread [`handoff::Handoff`] hands items to the pipeline through
+//! bounded queues. Ingest never aggregates and never stores.
+//!
+//! [`bind`] opens every configured socket first, so the caller can announce the real
+//! addresses before anything is served; [`Bound::start`] then runs them.
+
+pub mod datagram;
+pub mod grpc;
+pub mod handoff;
+pub mod stream;
+
+use datagram::{Payload, ReaderContext};
+use handoff::HandoffConfig;
+use ssfd_config::{Config, ListenAddr};
+use ssfd_engine::Pipeline;
+use ssfd_telemetry::Protocol;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
+use stream::{StreamContext, StreamPayload};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// One bound listener, as announced on standard error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    /// statsd, ssf or grpc.
+    pub kind: &'static str,
+    /// The URL with the real port.
+    pub url: String,
+}
+
+enum Socket {
+    Datagram { payload: Payload, protocol: Protocol, sockets: Vec<socket2::Socket>, max: usize },
+    Tcp { payload: StreamPayload, listener: TcpListener },
+    Unix { payload: StreamPayload, listener: UnixListener },
+    Grpc { listener: TcpListener },
+}
+
+/// Every ingest socket, bound but not yet served.
+pub struct Bound {
+    sockets: Vec<Socket>,
+    pub announcements: Vec<Announcement>,
+    handoff: HandoffConfig,
+}
+
+/// The running listeners.
+pub struct Running {
+    threads: Vec<JoinHandle<()>>,
+    tasks: JoinSet<()>,
+    stop_threads: Arc<AtomicBool>,
+}
+
+impl Running {
+    /// Stops intake and waits for every listener to return (after `shutdown` was sent).
+    pub async fn stop(mut self) {
+        self.stop_threads.store(true, std::sync::atomic::Ordering::Relaxed);
+        while self.tasks.join_next().await.is_some() {}
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
+
+fn with_context(error: io::Error, what: &str) -> io::Error {
+    io::Error::new(error.kind(), format!("cannot listen on {what}: {error}"))
+}
+
+async fn bind_unix_stream(path: &str) -> io::Result<UnixListener> {
+    match path.strip_prefix('@') {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+            let listener = std::os::unix::net::UnixListener::bind_addr(&address)?;
+            listener.set_nonblocking(true)?;
+            UnixListener::from_std(listener)
+        }
+        None => {
+            let _ = std::fs::remove_file(path);
+            UnixListener::bind(path)
+        }
+    }
+}
+
+/// Binds every ingest listener of `config`.
+pub async fn bind(config: &Config) -> io::Result<Bound> {
+    let mut sockets = Vec::new();
+    let mut announcements = Vec::new();
+    let readers = config.num_readers.max(1);
+    let buffer = config.read_buffer_size_bytes;
+    let parse = |url: &str| {
+        ListenAddr::parse(url).map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))
+    };
+    for url in &config.statsd_listen_addresses {
+        match parse(url)? {
+            ListenAddr::Udp(address) => {
+                let bound = datagram::bind_udp(&address, readers, buffer).map_err(|e| with_context(e, url))?;
+                let local = bound[0].local_addr()?.as_socket().expect("inet address");
+                announcements.push(Announcement { kind: "statsd", url: format!("udp://{local}") });
+                sockets.push(Socket::Datagram {
+                    payload: Payload::Statsd,
+                    protocol: Protocol::Udp,
+                    sockets: bound,
+                    max: config.metric_max_length,
+                });
+            }
+            ListenAddr::Tcp(address) => {
+                let listener = TcpListener::bind(&address).await.map_err(|e| with_context(e, url))?;
+                announcements.push(Announcement { kind: "statsd", url: format!("tcp://{}", listener.local_addr()?) });
+                sockets.push(Socket::Tcp { payload: StreamPayload::StatsdLines, listener });
+            }
+            ListenAddr::Unixgram(path) => {
+                let socket = datagram::bind_unixgram(&path, buffer).map_err(|e| with_context(e, url))?;
+                announcements.push(Announcement { kind: "statsd", url: format!("unixgram://{path}") });
+                sockets.push(Socket::Datagram {
+                    payload: Payload::Statsd,
+                    protocol: Protocol::Unixgram,
+                    sockets: vec![socket],
+                    max: config.metric_max_length,
+                });
+            }
+            ListenAddr::Unix(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("statsd_listen_addresses: `{url}`: statsd takes udp, tcp and unixgram"),
+                ));
+            }
+        }
+    }
+    for url in &config.ssf_listen_addresses {
+        match parse(url)? {
+            ListenAddr::Udp(address) => {
+                let bound = datagram::bind_udp(&address, readers, buffer).map_err(|e| with_context(e, url))?;
+                let local = bound[0].local_addr()?.as_socket().expect("inet address");
+                announcements.push(Announcement { kind: "ssf", url: format!("udp://{local}") });
+                sockets.push(Socket::Datagram {
+                    payload: Payload::Ssf,
+                    protocol: Protocol::Udp,
+                    sockets: bound,
+                    max: config.trace_max_length_bytes,
+                });
+            }
+            ListenAddr::Tcp(address) => {
+                let listener = TcpListener::bind(&address).await.map_err(|e| with_context(e, url))?;
+                announcements.push(Announcement { kind: "ssf", url: format!("tcp://{}", listener.local_addr()?) });
+                sockets.push(Socket::Tcp { payload: StreamPayload::SsfFrames, listener });
+            }
+            ListenAddr::Unix(path) => {
+                let listener = bind_unix_stream(&path).await.map_err(|e| with_context(e, url))?;
+                announcements.push(Announcement { kind: "ssf", url: format!("unix://{path}") });
+                sockets.push(Socket::Unix { payload: StreamPayload::SsfFrames, listener });
+            }
+            ListenAddr::Unixgram(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("ssf_listen_addresses: `{url}`: ssf takes udp, tcp and unix"),
+                ));
+            }
+        }
+    }
+    let mut grpc_addresses = Vec::new();
+    for url in &config.grpc_listen_addresses {
+        match parse(url)? {
+            ListenAddr::Tcp(address) => grpc_addresses.push((url.clone(), address)),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("grpc_listen_addresses: `{url}`: gRPC takes tcp only"),
+                ));
+            }
+        }
+    }
+    if !config.grpc_address.is_empty() {
+        let address = ListenAddr::parse_host_port(&config.grpc_address)
+            .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
+        grpc_addresses.push((config.grpc_address.clone(), address));
+    }
+    for (url, address) in grpc_addresses {
+        let listener = TcpListener::bind(&address).await.map_err(|e| with_context(e, &url))?;
+        announcements.push(Announcement { kind: "grpc", url: format!("tcp://{}", listener.local_addr()?) });
+        sockets.push(Socket::Grpc { listener });
+    }
+    Ok(Bound {
+        sockets,
+        announcements,
+        handoff: HandoffConfig {
+            extend_tags: config.extend_tags.iter().filter(|t| !t.is_empty()).cloned().collect(),
+            metric_max_length: config.metric_max_length,
+        },
+    })
+}
+
+impl Bound {
+    /// Serves every bound listener until `shutdown` turns true.
+    pub async fn start(self, pipeline: Pipeline, shutdown: watch::Receiver<bool>) -> io::Result<Running> {
+        let stop_threads = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let mut tasks = JoinSet::new();
+        let grpc = grpc::GrpcIngest { pipeline: pipeline.clone(), handoff: self.handoff.clone() };
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        for service in ["", "veneur"] {
+            health_reporter
+                .set_service_status(service, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        for socket in self.sockets {
+            match socket {
+                Socket::Datagram { payload, protocol, sockets, max } => {
+                    let context = ReaderContext {
+                        pipeline: pipeline.clone(),
+                        handoff: self.handoff.clone(),
+                        shutdown: Arc::clone(&stop_threads),
+                    };
+                    threads.extend(datagram::spawn_readers(sockets, payload, protocol, max, context)?);
+                }
+                Socket::Tcp { payload, listener } => {
+                    let context = StreamContext {
+                        pipeline: pipeline.clone(),
+                        handoff: self.handoff.clone(),
+                        shutdown: shutdown.clone(),
+                    };
+                    tasks.spawn(stream::serve_tcp(listener, payload, context));
+                }
+                Socket::Unix { payload, listener } => {
+                    let context = StreamContext {
+                        pipeline: pipeline.clone(),
+                        handoff: self.handoff.clone(),
+                        shutdown: shutdown.clone(),
+                    };
+                    tasks.spawn(stream::serve_unix(listener, payload, context));
+                }
+                Socket::Grpc { listener } => {
+                    let router = tonic::transport::Server::builder()
+                        .add_service(health_service.clone())
+                        .add_service(ssfd_wire::ssf::ssfgrpc_server::SsfgrpcServer::new(grpc.clone()))
+                        .add_service(ssfd_wire::dogstatsd::dogstatsd_grpc_server::DogstatsdGrpcServer::new(
+                            grpc.clone(),
+                        ))
+                        .add_service(ssfd_wire::ssfd::v1::ingest_server::IngestServer::new(grpc.clone()));
+                    let mut stop = shutdown.clone();
+                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                    tasks.spawn(async move {
+                        let signal = async move {
+                            let _ = stop.changed().await;
+                        };
+                        if let Err(error) = router.serve_with_incoming_shutdown(incoming, signal).await {
+                            tracing::error!(%error, "grpc server failed");
+                        }
+                    });
+                }
+            }
+        }
+        Ok(Running { threads, tasks, stop_threads })
+    }
+}

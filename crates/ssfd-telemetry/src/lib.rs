@@ -93,6 +93,15 @@ static REJECTED_TOTAL: Grid<REJECTED> = Grid::new();
 static DROPPED_TOTAL: Grid<DROPPED> = Grid::new();
 static WORKER_RECEIVED_TOTAL: Grid<{ Kind::COUNT }> = Grid::new();
 static UDP_KERNEL_DROPS: Grid<{ Listener::COUNT }> = Grid::new();
+static REFUSED_TOTAL: Grid<{ Listener::COUNT }> = Grid::new();
+
+/// Items refused with a retryable answer (gRPC `UNAVAILABLE`, HTTP 503): not lost, the
+/// client is told to retry.
+pub fn refused(listener: Listener, count: u64) {
+    if count > 0 {
+        REFUSED_TOTAL.cells[listener as usize].fetch_add(count, Relaxed);
+    }
+}
 
 /// Items (statsd lines, SSF spans, frames) that reached a listener.
 pub fn received(listener: Listener, protocol: Protocol, count: u64) {
@@ -202,6 +211,16 @@ pub fn render(out: &mut String, version: &str) {
     for &kind in Kind::ALL {
         let value = WORKER_RECEIVED_TOTAL.cells[kind as usize].load(Relaxed);
         let _ = writeln!(out, "ssfd_worker_received_total{{kind=\"{}\"}} {value}", kind.label());
+    }
+    header(
+        out,
+        "ssfd_refused_total",
+        "counter",
+        "items refused with a retryable answer (gRPC UNAVAILABLE, HTTP 503)",
+    );
+    for &listener in &[Listener::Grpc, Listener::Otlp, Listener::Forward] {
+        let value = REFUSED_TOTAL.cells[listener as usize].load(Relaxed);
+        let _ = writeln!(out, "ssfd_refused_total{{listener=\"{}\"}} {value}", listener.label());
     }
     header(
         out,

@@ -3,6 +3,8 @@
 
 pub mod dogstatsd_text;
 pub mod framing;
+#[cfg(feature = "grpc")]
+pub mod grpc_codec;
 pub mod normalize;
 
 #[allow(clippy::all, missing_docs)]

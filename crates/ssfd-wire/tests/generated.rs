@@ -44,6 +44,7 @@ fn generate(out_dir: &Path) {
         .build_client(true)
         .build_server(true)
         .build_transport(false)
+        .codec_path("crate::grpc_codec::SsfdCodec")
         .out_dir(out_dir)
         .compile_fds_with_config(fds, config)
         .expect("code generation");

@@ -99,7 +99,7 @@ pub mod dogstatsd_grpc_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::grpc_codec::SsfdCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/dogstatsd.DogstatsdGRPC/SendPacket",
             );
@@ -235,7 +235,7 @@ pub mod dogstatsd_grpc_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SendPacketSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::grpc_codec::SsfdCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,

@@ -97,7 +97,7 @@ pub mod forward_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::grpc_codec::SsfdCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/forwardrpc.Forward/SendMetrics",
             );
@@ -120,7 +120,7 @@ pub mod forward_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::grpc_codec::SsfdCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/forwardrpc.Forward/SendMetricsV2",
             );
@@ -258,7 +258,7 @@ pub mod forward_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SendMetricsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::grpc_codec::SsfdCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -306,7 +306,7 @@ pub mod forward_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SendMetricsV2Svc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::grpc_codec::SsfdCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,

@@ -283,7 +283,7 @@ pub mod ssfgrpc_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::grpc_codec::SsfdCodec::default();
             let path = http::uri::PathAndQuery::from_static("/ssf.SSFGRPC/SendSpan");
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("ssf.SSFGRPC", "SendSpan"));
@@ -414,7 +414,7 @@ pub mod ssfgrpc_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SendSpanSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::grpc_codec::SsfdCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,

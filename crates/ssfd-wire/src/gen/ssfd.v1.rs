@@ -101,7 +101,7 @@ pub mod ingest_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::grpc_codec::SsfdCodec::default();
             let path = http::uri::PathAndQuery::from_static("/ssfd.v1.Ingest/SendSpans");
             let mut req = request.into_streaming_request();
             req.extensions_mut().insert(GrpcMethod::new("ssfd.v1.Ingest", "SendSpans"));
@@ -237,7 +237,7 @@ pub mod ingest_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SendSpansSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::grpc_codec::SsfdCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,

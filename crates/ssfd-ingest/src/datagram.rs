@@ -1,0 +1,200 @@
+//! Datagram listeners: statsd over UDP and unixgram, SSF over UDP. Each reader is a
+//! blocking thread on its own socket (UDP readers share a port with SO_REUSEPORT) that
+//! takes up to 32 datagrams per `recvmmsg` call and hands them off with the
+//! drop-newest policy. Truncated datagrams are counted as `too_long`; the kernel's
+//! receive-queue drops are read from `SO_RXQ_OVFL`.
+
+use crate::handoff::{Handoff, HandoffConfig};
+use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
+use ssfd_engine::{Pipeline, WhenFull};
+use ssfd_telemetry::{Listener, Protocol, Reason};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What a datagram carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    Statsd,
+    Ssf,
+}
+
+/// Binds `readers` UDP sockets on one address (port 0 picks one port for all).
+pub fn bind_udp(address: &str, readers: usize, receive_buffer: usize) -> io::Result<Vec<Socket>> {
+    let mut target: SocketAddr = address
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("bad address {address}")))?;
+    let mut sockets = Vec::new();
+    for _ in 0..readers.max(1) {
+        let socket = Socket::new(Domain::for_address(target), Type::DGRAM, Some(SockProtocol::UDP))?;
+        socket.set_reuse_port(true)?;
+        let _ = socket.set_recv_buffer_size(receive_buffer);
+        socket.bind(&SockAddr::from(target))?;
+        target = socket.local_addr()?.as_socket().unwrap_or(target);
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
+/// Binds a unixgram socket; a path starting with `@` is an abstract socket.
+pub fn bind_unixgram(path: &str, receive_buffer: usize) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+    let address = unix_address(path)?;
+    if !path.starts_with('@') {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = socket.set_recv_buffer_size(receive_buffer);
+    socket.bind(&address)?;
+    Ok(socket)
+}
+
+/// A UNIX socket address; `@name` is abstract.
+pub fn unix_address(path: &str) -> io::Result<SockAddr> {
+    match path.strip_prefix('@') {
+        Some(name) => SockAddr::unix(format!("\0{name}")),
+        None => SockAddr::unix(path),
+    }
+}
+
+/// Everything a reader thread needs.
+#[derive(Clone)]
+pub struct ReaderContext {
+    pub pipeline: Pipeline,
+    pub handoff: HandoffConfig,
+    pub shutdown: Arc<AtomicBool>,
+}
+
+/// Starts one reader thread per socket.
+pub fn spawn_readers(
+    sockets: Vec<Socket>,
+    payload: Payload,
+    protocol: Protocol,
+    max_datagram: usize,
+    context: ReaderContext,
+) -> io::Result<Vec<JoinHandle<()>>> {
+    let listener = match payload {
+        Payload::Statsd => Listener::Statsd,
+        Payload::Ssf => Listener::Ssf,
+    };
+    let kernel_drops = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for (index, socket) in sockets.into_iter().enumerate() {
+        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        enable_drop_counter(&socket);
+        let context = context.clone();
+        let kernel_drops = Arc::clone(&kernel_drops);
+        let name = format!("{}-{}-reader-{index}", listener.label(), protocol.label());
+        handles.push(std::thread::Builder::new().name(name).spawn(move || {
+            let handoff = Handoff::new(context.pipeline.clone(), context.handoff.clone(), listener, protocol);
+            read_loop(socket, payload, max_datagram, handoff, &context.shutdown, &kernel_drops, listener);
+        })?);
+    }
+    Ok(handles)
+}
+
+fn enable_drop_counter(socket: &Socket) {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid fd and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RXQ_OVFL,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+const BATCH: usize = 32;
+const CONTROL_WORDS: usize = 8;
+
+fn read_loop(
+    socket: Socket,
+    payload: Payload,
+    max_datagram: usize,
+    mut handoff: Handoff,
+    shutdown: &AtomicBool,
+    kernel_drops: &AtomicU64,
+    listener: Listener,
+) {
+    let fd = socket.as_raw_fd();
+    let mut buffers: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; max_datagram.max(1)]).collect();
+    let mut control = vec![[0u64; CONTROL_WORDS]; BATCH];
+    // SAFETY: plain-old-data structs; all-zero is a valid value.
+    let mut iovecs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    let mut headers: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    let mut last_drops: u32 = 0;
+    while !shutdown.load(Ordering::Relaxed) {
+        for index in 0..BATCH {
+            iovecs[index].iov_base = buffers[index].as_mut_ptr().cast();
+            iovecs[index].iov_len = buffers[index].len();
+            let header = &mut headers[index].msg_hdr;
+            header.msg_iov = &mut iovecs[index];
+            header.msg_iovlen = 1;
+            header.msg_control = control[index].as_mut_ptr().cast();
+            header.msg_controllen = CONTROL_WORDS * 8;
+            header.msg_flags = 0;
+        }
+        // SAFETY: every header points at live buffers owned by this frame.
+        let received = unsafe {
+            libc::recvmmsg(fd, headers.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut())
+        };
+        if received < 0 {
+            let error = io::Error::last_os_error();
+            match error.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => continue,
+                _ => {
+                    tracing::warn!(%error, "datagram receive failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+        }
+        for index in 0..received as usize {
+            let header = &headers[index];
+            if let Some(drops) = overflow_count(&header.msg_hdr) {
+                if drops != last_drops {
+                    kernel_drops.fetch_add(drops.wrapping_sub(last_drops) as u64, Ordering::Relaxed);
+                    last_drops = drops;
+                    ssfd_telemetry::set_udp_kernel_drops(listener, kernel_drops.load(Ordering::Relaxed));
+                }
+            }
+            let len = header.msg_len as usize;
+            if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                handoff.count_received(1);
+                handoff.reject_reason(Reason::TooLong);
+                continue;
+            }
+            let datagram = &buffers[index][..len];
+            match payload {
+                Payload::Statsd => handoff.statsd_packet(datagram),
+                Payload::Ssf => {
+                    let _ = handoff.ssf_packet(datagram);
+                }
+            }
+        }
+        let _ = handoff.flush(WhenFull::DropNewest);
+    }
+}
+
+fn overflow_count(header: &libc::msghdr) -> Option<u32> {
+    if header.msg_controllen == 0 {
+        return None;
+    }
+    // SAFETY: the kernel filled msg_control with well-formed cmsgs of msg_controllen bytes.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(header);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL {
+                return Some(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<u32>()));
+            }
+            cmsg = libc::CMSG_NXTHDR(header, cmsg);
+        }
+    }
+    None
+}

@@ -1,0 +1,90 @@
+//! The gRPC services (SPEC 3.3): Veneur's `SSFGRPC/SendSpan` and
+//! `DogstatsdGRPC/SendPacket`, ssfd's streaming `Ingest/SendSpans`, and
+//! `grpc.health.v1`. Unary calls answer `UNAVAILABLE` when a queue is full, without
+//! sending anything; the stream waits for room instead.
+
+use crate::handoff::{Handoff, HandoffConfig};
+use crate::stream::flush_with_backpressure;
+use ssfd_engine::{Pipeline, WhenFull};
+use ssfd_telemetry::{Listener, Protocol};
+use ssfd_wire::dogstatsd::{self, DogstatsdPacket, dogstatsd_grpc_server::DogstatsdGrpc};
+use ssfd_wire::ssf::{self, SsfSpan, ssfgrpc_server::Ssfgrpc};
+use ssfd_wire::ssfd::v1::{SendSummary, ingest_server::Ingest};
+use tonic::{Request, Response, Status, Streaming};
+
+/// The ingest gRPC services share one pipeline handle.
+#[derive(Clone)]
+pub struct GrpcIngest {
+    pub pipeline: Pipeline,
+    pub handoff: HandoffConfig,
+}
+
+impl GrpcIngest {
+    fn handoff(&self) -> Handoff {
+        Handoff::new(self.pipeline.clone(), self.handoff.clone(), Listener::Grpc, Protocol::Grpc)
+    }
+}
+
+fn refuse(handoff: &mut Handoff) -> Status {
+    let refused = handoff.discard();
+    ssfd_telemetry::refused(Listener::Grpc, refused as u64);
+    Status::unavailable("ssfd is overloaded: a pipeline queue is full, retry later")
+}
+
+#[tonic::async_trait]
+impl Ssfgrpc for GrpcIngest {
+    async fn send_span(&self, request: Request<SsfSpan>) -> Result<Response<ssf::Empty>, Status> {
+        let mut handoff = self.handoff();
+        if let Err(error) = handoff.ssf_span(request.into_inner()) {
+            return Err(Status::invalid_argument(error.to_string()));
+        }
+        handoff.flush(WhenFull::Refuse).map_err(|_| refuse(&mut handoff))?;
+        Ok(Response::new(ssf::Empty {}))
+    }
+}
+
+#[tonic::async_trait]
+impl DogstatsdGrpc for GrpcIngest {
+    async fn send_packet(
+        &self,
+        request: Request<DogstatsdPacket>,
+    ) -> Result<Response<dogstatsd::Empty>, Status> {
+        let mut handoff = self.handoff();
+        handoff.statsd_packet(&request.into_inner().packet_bytes);
+        handoff.flush(WhenFull::Refuse).map_err(|_| refuse(&mut handoff))?;
+        Ok(Response::new(dogstatsd::Empty {}))
+    }
+}
+
+/// Spans handed off per batch on the stream.
+const STREAM_BATCH: usize = 256;
+
+#[tonic::async_trait]
+impl Ingest for GrpcIngest {
+    async fn send_spans(
+        &self,
+        request: Request<Streaming<SsfSpan>>,
+    ) -> Result<Response<SendSummary>, Status> {
+        let mut stream = request.into_inner();
+        let mut handoff = self.handoff();
+        let mut summary = SendSummary { accepted: 0, rejected: 0 };
+        loop {
+            match stream.message().await {
+                Ok(Some(span)) => match handoff.ssf_span(span) {
+                    Ok(_) => summary.accepted += 1,
+                    Err(_) => summary.rejected += 1,
+                },
+                Ok(None) => break,
+                Err(status) => {
+                    flush_with_backpressure(&mut handoff);
+                    return Err(status);
+                }
+            }
+            if handoff.pending() >= STREAM_BATCH {
+                flush_with_backpressure(&mut handoff);
+            }
+        }
+        flush_with_backpressure(&mut handoff);
+        Ok(Response::new(summary))
+    }
+}

@@ -1,0 +1,397 @@
+//! Turns decoded statsd lines and SSF spans into pipeline work: series keys are built
+//! and hashed once here, samples are sharded, and every rejection is counted by reason.
+//! One `Handoff` belongs to one reader thread or connection; it has no socket.
+
+use ssfd_engine::{
+    KeyScratch, LogKind, LogRecord, MetricKind, Pipeline, Scope, Severity, ShardedSamples,
+    SpanWork, WhenFull,
+};
+use ssfd_telemetry::{self as telemetry, Listener, Protocol, Reason};
+use ssfd_wire::dogstatsd_text::{self as text, Line, MagicScope, MetricType, ParseError, Value};
+use ssfd_wire::normalize::{self, PacketClass, SampleClass, SsfError};
+use ssfd_wire::ssf::{SsfSample, SsfSpan, ssf_sample};
+use std::sync::Arc;
+
+/// Settings shared by every hand-off.
+#[derive(Clone, Debug, Default)]
+pub struct HandoffConfig {
+    /// `extend_tags`, added to every metric.
+    pub extend_tags: Arc<[String]>,
+    /// `metric_max_length`: longest statsd line or datagram.
+    pub metric_max_length: usize,
+}
+
+/// Per-thread hand-off from a listener into the pipeline.
+pub struct Handoff {
+    pipeline: Pipeline,
+    config: HandoffConfig,
+    listener: Listener,
+    protocol: Protocol,
+    samples: ShardedSamples,
+    scratch: KeyScratch,
+    spans: Vec<Vec<SsfSpan>>,
+    records: Vec<LogRecord>,
+    received: u64,
+    rejected: [u64; Reason::COUNT],
+}
+
+/// What one SSF packet contributed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanOutcome {
+    /// A valid trace span went to the span workers (its samples too, to the metric workers).
+    TraceSpan,
+    /// Not a trace span; its samples were processed.
+    SamplesOnly,
+}
+
+impl Handoff {
+    pub fn new(pipeline: Pipeline, config: HandoffConfig, listener: Listener, protocol: Protocol) -> Self {
+        let shards = pipeline.metric_shards();
+        let span_shards = pipeline.span_shards();
+        Handoff {
+            pipeline,
+            config,
+            listener,
+            protocol,
+            samples: ShardedSamples::new(shards),
+            scratch: KeyScratch::default(),
+            spans: (0..span_shards).map(|_| Vec::new()).collect(),
+            records: Vec::new(),
+            received: 0,
+            rejected: [0; Reason::COUNT],
+        }
+    }
+
+    /// Items waiting to be sent.
+    pub fn pending(&self) -> usize {
+        self.samples.pending() + self.spans.iter().map(Vec::len).sum::<usize>() + self.records.len()
+    }
+
+    fn reject(&mut self, reason: &'static str) {
+        let reason = Reason::from_label(reason).unwrap_or(Reason::Parse);
+        self.rejected[reason as usize] += 1;
+    }
+
+    /// Counts a rejection the listener found itself (framing, truncation).
+    pub fn reject_reason(&mut self, reason: Reason) {
+        self.rejected[reason as usize] += 1;
+    }
+
+    /// Counts one received item that never reached a parser (a truncated datagram).
+    pub fn count_received(&mut self, count: u64) {
+        self.received += count;
+    }
+
+    /// Handles every line of a statsd packet; bad lines are counted and skipped.
+    pub fn statsd_packet(&mut self, packet: &[u8]) {
+        for line in text::lines(packet) {
+            let _ = self.statsd_line(line);
+        }
+    }
+
+    /// Handles one statsd line.
+    pub fn statsd_line(&mut self, line: &[u8]) -> Result<(), ParseError> {
+        self.received += 1;
+        if line.len() > self.config.metric_max_length {
+            self.reject(ParseError::TooLong.reason());
+            return Err(ParseError::TooLong);
+        }
+        let parsed = match text::parse_line(line) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                self.reject(error.reason());
+                return Err(error);
+            }
+        };
+        match parsed {
+            Line::Metric(metric) => {
+                let unknown = metric.unknown_sections as u64;
+                self.rejected[Reason::UnknownSection as usize] += unknown;
+                self.metric_line(&metric);
+            }
+            Line::Event(event) => {
+                self.rejected[Reason::UnknownSection as usize] += event.unknown_sections as u64;
+                let mut tags: Vec<String> = event.tags.iter().map(lossy).collect();
+                for (key, value) in [
+                    ("hostname", event.hostname),
+                    ("aggregation_key", event.aggregation_key),
+                    ("priority", event.priority),
+                    ("source_type_name", event.source_type),
+                    ("alert_type", event.alert_type),
+                ] {
+                    if let Some(value) = value {
+                        tags.push(format!("{key}:{}", lossy(value)));
+                    }
+                }
+                tags.sort();
+                tags.dedup();
+                let service = service_of_tags(&tags);
+                self.records.push(LogRecord {
+                    kind: LogKind::Event,
+                    timestamp_ns: event.timestamp.map_or_else(now_ns, |s| s.saturating_mul(1_000_000_000)),
+                    service,
+                    trace_id: None,
+                    span_id: None,
+                    name: lossy(event.title),
+                    message: lossy(&text::unescape_event_text(event.text)),
+                    severity: Severity::from_alert_type(event.alert_type),
+                    tags,
+                });
+            }
+            Line::ServiceCheck(check) => {
+                self.rejected[Reason::UnknownSection as usize] += check.unknown_sections as u64;
+                self.scratch.begin(check.name, MetricKind::Status);
+                let mut tags: Vec<String> = Vec::new();
+                for tag in check.tags.without_magic() {
+                    self.scratch.tag(&[tag]);
+                    tags.push(lossy(tag));
+                }
+                if let Some(host) = check.hostname {
+                    self.scratch.tag(&[b"hostname:", host]);
+                    tags.push(format!("hostname:{}", lossy(host)));
+                }
+                self.extend_tags();
+                self.scratch.finish();
+                let message = check.message.unwrap_or_default();
+                self.samples.push(&self.scratch, scope(magic_of(check.tags)), check.status as f64, 1.0, message);
+                if !message.is_empty() {
+                    tags.sort();
+                    tags.dedup();
+                    let service = service_of_tags(&tags);
+                    self.records.push(LogRecord {
+                        kind: LogKind::ServiceCheck,
+                        timestamp_ns: check.timestamp.map_or_else(now_ns, |s| s.saturating_mul(1_000_000_000)),
+                        service,
+                        trace_id: None,
+                        span_id: None,
+                        name: lossy(check.name),
+                        message: lossy(message),
+                        severity: Severity::from_status(check.status as i32),
+                        tags,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn extend_tags(&mut self) {
+        for tag in self.config.extend_tags.iter() {
+            self.scratch.tag(&[tag.as_bytes()]);
+        }
+    }
+
+    fn metric_line(&mut self, metric: &text::MetricLine<'_>) {
+        let kind = match metric.kind {
+            MetricType::Counter => MetricKind::Counter,
+            MetricType::Gauge => MetricKind::Gauge,
+            MetricType::Histogram | MetricType::Distribution => MetricKind::Histogram,
+            MetricType::Timer => MetricKind::Timer,
+            MetricType::Set => MetricKind::Set,
+        };
+        self.scratch.begin(metric.name, kind);
+        for tag in metric.tags.without_magic() {
+            self.scratch.tag(&[tag]);
+        }
+        if let Some(container) = metric.container_id {
+            self.scratch.tag(&[b"container_id:", container]);
+        }
+        self.extend_tags();
+        self.scratch.finish();
+        let scope = scope(metric.scope);
+        let rate = metric.sample_rate as f32;
+        for value in metric.values() {
+            match value {
+                Value::Number(number) => self.samples.push(&self.scratch, scope, number, rate, b""),
+                Value::Member(member) => self.samples.push(&self.scratch, scope, 0.0, rate, member),
+            }
+        }
+    }
+
+    /// Decodes, normalises and hands off one SSF packet.
+    pub fn ssf_packet(&mut self, bytes: &[u8]) -> Result<SpanOutcome, SsfError> {
+        match normalize::decode_span(bytes) {
+            Ok(span) => self.ssf_span(span),
+            Err(error) => {
+                self.received += 1;
+                self.reject(error.reason());
+                Err(error)
+            }
+        }
+    }
+
+    /// Normalises and hands off one decoded SSF span (SPEC 3.1).
+    pub fn ssf_span(&mut self, mut span: SsfSpan) -> Result<SpanOutcome, SsfError> {
+        self.received += 1;
+        normalize::normalize(&mut span);
+        let class = match normalize::classify(&span) {
+            Ok(class) => class,
+            Err(error) => {
+                self.reject(error.reason());
+                return Err(error);
+            }
+        };
+        let trace_span = class == PacketClass::TraceSpan;
+        for sample in &span.metrics {
+            match normalize::classify_sample(sample) {
+                Ok(SampleClass::Metric) => self.ssf_sample(sample),
+                Ok(SampleClass::Log) if !trace_span => self.records.push(log_record(sample, None)),
+                Ok(SampleClass::Log) => {}
+                Err(error) => self.reject(error.reason()),
+            }
+        }
+        if trace_span {
+            let shard = self.pipeline.span_shard(span.trace_id);
+            self.spans[shard].push(span);
+            Ok(SpanOutcome::TraceSpan)
+        } else {
+            Ok(SpanOutcome::SamplesOnly)
+        }
+    }
+
+    fn ssf_sample(&mut self, sample: &SsfSample) {
+        use ssf_sample::Metric;
+        let kind = match Metric::try_from(sample.metric) {
+            Ok(Metric::Counter) => MetricKind::Counter,
+            Ok(Metric::Gauge) => MetricKind::Gauge,
+            Ok(Metric::Histogram) => MetricKind::Histogram,
+            Ok(Metric::Set) => MetricKind::Set,
+            Ok(Metric::Status) => MetricKind::Status,
+            Err(_) => {
+                self.reject("parse");
+                return;
+            }
+        };
+        self.scratch.begin(sample.name.as_bytes(), kind);
+        let mut scope = match ssf_sample::Scope::try_from(sample.scope) {
+            Ok(ssf_sample::Scope::Local) => Scope::Local,
+            Ok(ssf_sample::Scope::Global) => Scope::Global,
+            _ => Scope::Default,
+        };
+        for (key, value) in &sample.tags {
+            if let Some(magic) = text::magic_scope(key.as_bytes()) {
+                scope = self::scope(magic);
+                continue;
+            }
+            if value.is_empty() {
+                self.scratch.tag(&[key.as_bytes()]);
+            } else {
+                self.scratch.tag(&[key.as_bytes(), b":", value.as_bytes()]);
+            }
+        }
+        self.extend_tags();
+        self.scratch.finish();
+        let (value, extra) = match kind {
+            MetricKind::Set => (0.0, sample.message.as_bytes()),
+            MetricKind::Status => (sample.status as f64, sample.message.as_bytes()),
+            _ => (sample.value as f64, &b""[..]),
+        };
+        self.samples.push(&self.scratch, scope, value, sample.sample_rate, extra);
+    }
+
+    /// Sends everything pending under `policy` and publishes the counters. With
+    /// [`WhenFull::Refuse`] nothing is sent when any queue is full, and the work stays
+    /// pending for [`Handoff::discard`] or a retry.
+    pub fn flush(&mut self, policy: WhenFull) -> Result<(), ssfd_engine::Full> {
+        self.publish_counters();
+        if policy == WhenFull::Refuse {
+            let spans_full = self
+                .spans
+                .iter()
+                .enumerate()
+                .any(|(shard, spans)| !spans.is_empty() && self.pipeline.span_queue_full(shard))
+                || (!self.records.is_empty() && self.pipeline.span_queue_full(0));
+            if spans_full || (self.samples.pending() > 0 && self.pipeline.any_metric_queue_full()) {
+                return Err(ssfd_engine::Full);
+            }
+        }
+        let send_policy = if policy == WhenFull::Refuse { WhenFull::DropNewest } else { policy };
+        let _ = self.pipeline.send_samples(&mut self.samples, send_policy);
+        for shard in 0..self.spans.len() {
+            if !self.spans[shard].is_empty() {
+                let spans = std::mem::take(&mut self.spans[shard]);
+                let _ = self.pipeline.send_spans(shard, SpanWork::Spans(spans), send_policy);
+            }
+        }
+        if !self.records.is_empty() {
+            let records = std::mem::take(&mut self.records);
+            let _ = self.pipeline.send_spans(0, SpanWork::Records(records), send_policy);
+        }
+        Ok(())
+    }
+
+    /// Drops everything pending (after a refused flush), returning how many items.
+    pub fn discard(&mut self) -> usize {
+        let spans: usize = self.spans.iter_mut().map(|s| std::mem::take(s).len()).sum();
+        let records = std::mem::take(&mut self.records).len();
+        self.samples.discard() + spans + records
+    }
+
+    fn publish_counters(&mut self) {
+        telemetry::received(self.listener, self.protocol, std::mem::take(&mut self.received));
+        for (index, count) in self.rejected.iter_mut().enumerate() {
+            telemetry::rejected(self.listener, self.protocol, Reason::ALL[index], std::mem::take(count));
+        }
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        self.publish_counters();
+    }
+}
+
+fn scope(magic: MagicScope) -> Scope {
+    match magic {
+        MagicScope::Default => Scope::Default,
+        MagicScope::Local => Scope::Local,
+        MagicScope::Global => Scope::Global,
+    }
+}
+
+fn magic_of(tags: text::Tags<'_>) -> MagicScope {
+    tags.iter().filter_map(text::magic_scope).last().unwrap_or_default()
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn service_of_tags(tags: &[String]) -> String {
+    tags.iter()
+        .find_map(|t| t.strip_prefix("service:"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// A log sample sent outside a span.
+fn log_record(sample: &SsfSample, span: Option<&SsfSpan>) -> LogRecord {
+    let mut tags: Vec<String> = sample
+        .tags
+        .iter()
+        .map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}:{v}") })
+        .collect();
+    tags.sort();
+    let service = span
+        .map(|s| s.service.clone())
+        .filter(|s| !s.is_empty())
+        .or_else(|| sample.tags.get("service").cloned())
+        .unwrap_or_default();
+    LogRecord {
+        kind: LogKind::Log,
+        timestamp_ns: if sample.timestamp == 0 { now_ns() } else { sample.timestamp },
+        service,
+        trace_id: span.map(|s| s.trace_id),
+        span_id: span.map(|s| s.id),
+        name: sample.name.clone(),
+        message: sample.message.clone(),
+        severity: Severity::from_status(sample.status),
+        tags,
+    }
+}

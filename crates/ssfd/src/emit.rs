@@ -1,0 +1,276 @@
+//! `ssfd emit`: a Veneur-emit-compatible client. Sends a counter, gauge, timer, set,
+//! event, service check or span as DogStatsD text (UDP or TCP), as an SSF span (UDP),
+//! or over gRPC (`SendSpan` with `--ssf`, else `SendPacket`). SPEC 8.
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use prost::Message;
+use ssfd_wire::ssf::{SsfSample, SsfSpan, ssf_sample};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Args, Debug, Default)]
+pub struct EmitArgs {
+    /// Where to send: udp://, tcp:// (statsd or gRPC), default by mode.
+    #[arg(long, alias = "host")]
+    pub hostport: Option<String>,
+    /// Send over gRPC (SendSpan with --ssf, SendPacket otherwise).
+    #[arg(long)]
+    pub grpc: bool,
+    /// Send an SSF span instead of DogStatsD text.
+    #[arg(long)]
+    pub ssf: bool,
+    /// metric (default), event or sc.
+    #[arg(long, default_value = "metric")]
+    pub mode: String,
+    /// The metric name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Sends a counter of N.
+    #[arg(long)]
+    pub count: Option<f64>,
+    /// Sends a gauge.
+    #[arg(long)]
+    pub gauge: Option<f64>,
+    /// Sends a timer (a duration like 250ms).
+    #[arg(long)]
+    pub timing: Option<String>,
+    /// Sends a set member.
+    #[arg(long)]
+    pub set: Option<String>,
+    /// Tags, comma separated k:v.
+    #[arg(long)]
+    pub tag: Option<String>,
+    #[arg(long = "e-title", alias = "e_title")]
+    pub e_title: Option<String>,
+    #[arg(long = "e-text", alias = "e_text")]
+    pub e_text: Option<String>,
+    #[arg(long = "e-alert-type", alias = "e_alert_type")]
+    pub e_alert_type: Option<String>,
+    #[arg(long = "sc-name", alias = "sc_name")]
+    pub sc_name: Option<String>,
+    #[arg(long = "sc-status", alias = "sc_status")]
+    pub sc_status: Option<String>,
+    #[arg(long = "sc-msg", alias = "sc_msg")]
+    pub sc_msg: Option<String>,
+    #[arg(long = "span-service", alias = "span_service")]
+    pub span_service: Option<String>,
+    #[arg(long = "span-name", alias = "span_name")]
+    pub span_name: Option<String>,
+    #[arg(long = "trace-id", alias = "trace_id")]
+    pub trace_id: Option<i64>,
+    #[arg(long = "parent-span-id", alias = "parent_span_id")]
+    pub parent_span_id: Option<i64>,
+    #[arg(long)]
+    pub indicator: bool,
+    #[arg(long)]
+    pub error: bool,
+    #[arg(long = "span-tags", alias = "span_tags")]
+    pub span_tags: Option<String>,
+}
+
+fn random_id() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos());
+    (hasher.finish() >> 1) as i64 | 1
+}
+
+fn tags_of(text: Option<&str>) -> Vec<(String, String)> {
+    text.unwrap_or_default()
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| match t.split_once(':') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (t.to_string(), String::new()),
+        })
+        .collect()
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64
+}
+
+impl EmitArgs {
+    fn timing(&self) -> anyhow::Result<Option<Duration>> {
+        self.timing
+            .as_deref()
+            .map(|t| ssfd_config::parse_duration(t).map_err(anyhow::Error::msg))
+            .transpose()
+    }
+
+    fn wants_span(&self) -> bool {
+        self.span_service.is_some() || self.span_name.is_some() || self.trace_id.is_some()
+    }
+
+    /// The DogStatsD lines this invocation sends.
+    fn statsd_lines(&self) -> anyhow::Result<Vec<String>> {
+        let tags = self.tag.as_deref().filter(|t| !t.is_empty()).map(|t| format!("|#{t}")).unwrap_or_default();
+        match self.mode.as_str() {
+            "event" => {
+                let title = self.e_title.as_deref().context("--e-title is required in event mode")?;
+                let text = self.e_text.as_deref().unwrap_or_default().replace('\n', "\\n");
+                let alert = self.e_alert_type.as_deref().map(|a| format!("|t:{a}")).unwrap_or_default();
+                Ok(vec![format!("_e{{{},{}}}:{title}|{text}{alert}{tags}", title.len(), text.len())])
+            }
+            "sc" => {
+                let name = self.sc_name.as_deref().context("--sc-name is required in sc mode")?;
+                let status = match self.sc_status.as_deref().unwrap_or("0") {
+                    "0" | "ok" | "OK" => 0,
+                    "1" | "warning" | "WARNING" => 1,
+                    "2" | "critical" | "CRITICAL" => 2,
+                    "3" | "unknown" | "UNKNOWN" => 3,
+                    other => bail!("--sc-status `{other}` is not 0-3 or ok/warning/critical/unknown"),
+                };
+                let message = self.sc_msg.as_deref().map(|m| format!("|m:{m}")).unwrap_or_default();
+                Ok(vec![format!("_sc|{name}|{status}{tags}{message}")])
+            }
+            "metric" => {
+                let mut lines = Vec::new();
+                let name = self.name.as_deref();
+                let need = || name.context("--name is required for a metric");
+                if let Some(count) = self.count {
+                    lines.push(format!("{}:{count}|c{tags}", need()?));
+                }
+                if let Some(gauge) = self.gauge {
+                    lines.push(format!("{}:{gauge}|g{tags}", need()?));
+                }
+                if let Some(timing) = self.timing()? {
+                    lines.push(format!("{}:{}|ms{tags}", need()?, timing.as_secs_f64() * 1000.0));
+                }
+                if let Some(member) = &self.set {
+                    lines.push(format!("{}:{member}|s{tags}", need()?));
+                }
+                Ok(lines)
+            }
+            other => bail!("--mode `{other}` is not metric, event or sc"),
+        }
+    }
+
+    /// The SSF span this invocation sends.
+    fn span(&self) -> anyhow::Result<SsfSpan> {
+        let tags: BTreeMap<String, String> = tags_of(self.tag.as_deref()).into_iter().collect();
+        let mut metrics = Vec::new();
+        let sample = |metric: ssf_sample::Metric, value: f32| SsfSample {
+            metric: metric as i32,
+            name: self.name.clone().unwrap_or_default(),
+            value,
+            sample_rate: 1.0,
+            tags: tags.clone(),
+            ..Default::default()
+        };
+        if self.name.is_some() {
+            if let Some(count) = self.count {
+                metrics.push(sample(ssf_sample::Metric::Counter, count as f32));
+            }
+            if let Some(gauge) = self.gauge {
+                metrics.push(sample(ssf_sample::Metric::Gauge, gauge as f32));
+            }
+            if let Some(timing) = self.timing()? {
+                let mut timer = sample(ssf_sample::Metric::Histogram, (timing.as_secs_f64() * 1000.0) as f32);
+                timer.unit = "ms".into();
+                metrics.push(timer);
+            }
+            if let Some(member) = &self.set {
+                let mut set = sample(ssf_sample::Metric::Set, 0.0);
+                set.message = member.clone();
+                metrics.push(set);
+            }
+        }
+        let mut span = SsfSpan { metrics, ..Default::default() };
+        if self.wants_span() {
+            let end = now_ns();
+            let duration = self.timing()?.map_or(1_000, |d| d.as_nanos() as i64).max(1);
+            span.id = random_id();
+            span.trace_id = self.trace_id.unwrap_or(span.id);
+            span.parent_id = self.parent_span_id.unwrap_or(0);
+            span.start_timestamp = end - duration;
+            span.end_timestamp = end;
+            span.service = self.span_service.clone().unwrap_or_default();
+            span.name = self.span_name.clone().unwrap_or_default();
+            span.error = self.error;
+            span.indicator = self.indicator;
+            span.tags = tags_of(self.span_tags.as_deref()).into_iter().collect();
+        }
+        if span.metrics.is_empty() && !self.wants_span() {
+            bail!("nothing to send: give --count, --gauge, --timing, --set or span flags");
+        }
+        Ok(span)
+    }
+}
+
+/// Go's flag package takes `-hostport` as well as `--hostport`; so does emit.
+pub fn normalise_flags(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    args.into_iter()
+        .map(|arg| {
+            let bytes = arg.as_bytes();
+            if bytes.len() > 2 && bytes[0] == b'-' && bytes[1].is_ascii_alphabetic() {
+                format!("-{arg}")
+            } else {
+                arg
+            }
+        })
+        .collect()
+}
+
+pub fn run(args: EmitArgs) -> anyhow::Result<()> {
+    let grpc = args.grpc;
+    let ssf = args.ssf || (args.wants_span() && !grpc);
+    let default_host = match (grpc, ssf) {
+        (true, _) => "tcp://127.0.0.1:8181",
+        (false, true) => "udp://127.0.0.1:8128",
+        (false, false) => "udp://127.0.0.1:8126",
+    };
+    let hostport = args.hostport.clone().unwrap_or_else(|| default_host.to_string());
+    let (scheme, address) = match hostport.split_once("://") {
+        Some((scheme, address)) => (scheme.to_string(), address.to_string()),
+        None => ("udp".to_string(), hostport.clone()),
+    };
+    if grpc {
+        let span = if args.ssf || args.wants_span() { Some(args.span()?) } else { None };
+        let packet = if span.is_none() { args.statsd_lines()?.join("\n") } else { String::new() };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        return runtime.block_on(async move {
+            let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))?
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {hostport}"))?;
+            match span {
+                Some(span) => {
+                    ssfd_wire::ssf::ssfgrpc_client::SsfgrpcClient::new(channel).send_span(span).await?;
+                }
+                None => {
+                    let packet = ssfd_wire::dogstatsd::DogstatsdPacket { packet_bytes: packet.into_bytes() };
+                    ssfd_wire::dogstatsd::dogstatsd_grpc_client::DogstatsdGrpcClient::new(channel)
+                        .send_packet(packet)
+                        .await?;
+                }
+            }
+            anyhow::Ok(())
+        });
+    }
+    let payload = if ssf { args.span()?.encode_to_vec() } else { args.statsd_lines()?.join("\n").into_bytes() };
+    if payload.is_empty() {
+        bail!("nothing to send: give --count, --gauge, --timing, --set or span flags");
+    }
+    match scheme.as_str() {
+        "udp" => {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            socket.send_to(&payload, &address).with_context(|| format!("cannot send to {hostport}"))?;
+        }
+        "tcp" => {
+            use std::io::Write;
+            let mut stream = std::net::TcpStream::connect(&address).with_context(|| format!("cannot connect to {hostport}"))?;
+            if ssf {
+                let mut framed = Vec::new();
+                ssfd_wire::framing::encode_frame(&payload, &mut framed);
+                stream.write_all(&framed)?;
+            } else {
+                stream.write_all(&payload)?;
+                stream.write_all(b"\n")?;
+            }
+        }
+        other => bail!("--hostport scheme `{other}` is not udp or tcp"),
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! `ssfd serve`: binds every listener, announces them on standard error, then serves
+//! until SIGTERM or SIGINT, when intake stops and the workers drain.
+
+use anyhow::Context as _;
+use ssfd_config::Config;
+use ssfd_engine::{Pipeline, PipelineConfig};
+use std::path::Path;
+
+fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    let Some(path) = path else {
+        return Ok(Config::embedded());
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let loaded = Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(loaded.config)
+}
+
+pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SSFD_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = load(path)?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pipeline_config = PipelineConfig {
+        metric_workers: if config.num_workers == 0 { cores } else { config.num_workers },
+        span_workers: if config.num_span_workers == 0 { 1 } else { config.num_span_workers },
+        metric_queue_batches: 1024,
+        span_queue_batches: config.span_channel_capacity.max(1),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.max(2))
+        .thread_name("ssfd-io")
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (pipeline, workers) = Pipeline::start(pipeline_config);
+        let bound = ssfd_ingest::bind(&config).await?;
+        let http = tokio::net::TcpListener::bind(
+            ssfd_config::ListenAddr::parse_host_port(&config.http_address).map_err(anyhow::Error::msg)?,
+        )
+        .await
+        .with_context(|| format!("cannot listen on http_address {}", config.http_address))?;
+        for announcement in &bound.announcements {
+            eprintln!("listening {} {}", announcement.kind, announcement.url);
+        }
+        eprintln!("listening http http://{}", http.local_addr()?);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let running = bound.start(pipeline.clone(), stopped.clone()).await?;
+        let mut http_stopped = stopped.clone();
+        let http_server = tokio::spawn(async move {
+            let _ = axum::serve(http, crate::http::router())
+                .with_graceful_shutdown(async move {
+                    let _ = http_stopped.changed().await;
+                })
+                .await;
+        });
+        wait_for_signal().await;
+        tracing::info!("shutting down: intake stops, workers drain");
+        let _ = stop.send(true);
+        running.stop().await;
+        drop(pipeline);
+        tokio::task::spawn_blocking(move || workers.join()).await?;
+        let _ = http_server.await;
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
