@@ -65,7 +65,11 @@ pub enum ConfigError {
     #[error("unknown config key `{key}` at line {line}")]
     UnknownKey { key: String, line: usize },
     #[error("bad value for `{key}`{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
-    BadValue { key: String, line: Option<usize>, message: String },
+    BadValue {
+        key: String,
+        line: Option<usize>,
+        message: String,
+    },
 }
 
 /// One sink entry of `metric_sinks` / `span_sinks`.
@@ -93,7 +97,9 @@ fn default_max_bytes() -> u64 {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { max_bytes: default_max_bytes() }
+        StorageConfig {
+            max_bytes: default_max_bytes(),
+        }
     }
 }
 
@@ -254,7 +260,9 @@ fn line_of(text: &str, key: &str) -> usize {
 impl Config {
     /// The embedded default.
     pub fn embedded() -> Config {
-        Config::parse(EMBEDDED_DEFAULT).expect("embedded default parses").config
+        Config::parse(EMBEDDED_DEFAULT)
+            .expect("embedded default parses")
+            .config
     }
 
     /// Parses a YAML file's text. Absent listener keys open nothing; every other absent
@@ -283,27 +291,33 @@ impl Config {
                 mapping.remove(&key);
                 continue;
             }
-            return Err(ConfigError::UnknownKey { line: line_of(text, &name), key: name });
+            return Err(ConfigError::UnknownKey {
+                line: line_of(text, &name),
+                key: name,
+            });
         }
-        let config: Config = match serde_yaml::from_value(serde_yaml::Value::Mapping(mapping.clone())) {
-            Ok(config) => config,
-            Err(error) => {
-                // find the key at fault by deserialising each key alone
-                for (key, value) in &mapping {
-                    let mut single = serde_yaml::Mapping::new();
-                    single.insert(key.clone(), value.clone());
-                    if let Err(e) = serde_yaml::from_value::<Config>(serde_yaml::Value::Mapping(single)) {
-                        let key = key.as_str().unwrap_or_default().to_string();
-                        return Err(ConfigError::BadValue {
-                            line: Some(line_of(text, &key)),
-                            key,
-                            message: e.to_string(),
-                        });
+        let config: Config =
+            match serde_yaml::from_value(serde_yaml::Value::Mapping(mapping.clone())) {
+                Ok(config) => config,
+                Err(error) => {
+                    // find the key at fault by deserialising each key alone
+                    for (key, value) in &mapping {
+                        let mut single = serde_yaml::Mapping::new();
+                        single.insert(key.clone(), value.clone());
+                        if let Err(e) =
+                            serde_yaml::from_value::<Config>(serde_yaml::Value::Mapping(single))
+                        {
+                            let key = key.as_str().unwrap_or_default().to_string();
+                            return Err(ConfigError::BadValue {
+                                line: Some(line_of(text, &key)),
+                                key,
+                                message: e.to_string(),
+                            });
+                        }
                     }
+                    return Err(ConfigError::Yaml(error.to_string()));
                 }
-                return Err(ConfigError::Yaml(error.to_string()));
-            }
-        };
+            };
         config.validate(text)?;
         Ok(Loaded { config, warnings })
     }
@@ -342,12 +356,20 @@ impl Config {
         }
         for &p in &self.percentiles {
             if !(p > 0.0 && p < 1.0) {
-                return Err(bad("percentiles", format!("percentile {p} is not in (0, 1)")));
+                return Err(bad(
+                    "percentiles",
+                    format!("percentile {p} is not in (0, 1)"),
+                ));
             }
         }
         for aggregate in &self.aggregates {
-            if !["min", "max", "median", "avg", "count", "sum", "hmean"].contains(&aggregate.as_str()) {
-                return Err(bad("aggregates", format!("unknown aggregate `{aggregate}`")));
+            if !["min", "max", "median", "avg", "count", "sum", "hmean"]
+                .contains(&aggregate.as_str())
+            {
+                return Err(bad(
+                    "aggregates",
+                    format!("unknown aggregate `{aggregate}`"),
+                ));
             }
         }
         if !["standalone", "local", "global", "proxy"].contains(&self.role.as_str()) {
@@ -357,7 +379,10 @@ impl Config {
             return Err(bad("metric_max_length", "must be in 1..=1048576".into()));
         }
         if self.trace_max_length_bytes == 0 || self.trace_max_length_bytes > 16 << 20 {
-            return Err(bad("trace_max_length_bytes", "must be in 1..=16777216".into()));
+            return Err(bad(
+                "trace_max_length_bytes",
+                "must be in 1..=16777216".into(),
+            ));
         }
         Ok(())
     }
@@ -431,9 +456,9 @@ impl ListenAddr {
     /// Parses `udp://host:port`, `tcp://host:port`, `unix:///path`, `unix:@name`,
     /// `unixgram://...`. `localhost` means 127.0.0.1.
     pub fn parse(url: &str) -> Result<ListenAddr, String> {
-        let (scheme, rest) = url
-            .split_once(':')
-            .ok_or_else(|| format!("`{url}` has no scheme (udp://, tcp://, unix://, unixgram://)"))?;
+        let (scheme, rest) = url.split_once(':').ok_or_else(|| {
+            format!("`{url}` has no scheme (udp://, tcp://, unix://, unixgram://)")
+        })?;
         let rest = rest.strip_prefix("//").unwrap_or(rest);
         match scheme {
             "udp" | "udp4" | "udp6" => Ok(ListenAddr::Udp(Self::parse_host_port(rest)?)),
@@ -458,7 +483,8 @@ impl ListenAddr {
         let (host, port) = text
             .rsplit_once(':')
             .ok_or_else(|| format!("`{text}` is not host:port"))?;
-        port.parse::<u16>().map_err(|_| format!("`{text}` has a bad port"))?;
+        port.parse::<u16>()
+            .map_err(|_| format!("`{text}` has a bad port"))?;
         let host = match host {
             "" | "localhost" => "127.0.0.1",
             other => other,
@@ -514,7 +540,10 @@ mod tests {
     #[test]
     fn embedded_default_opens_every_listener() {
         let config = Config::embedded();
-        assert_eq!(config.statsd_listen_addresses, ["udp://127.0.0.1:8126", "tcp://127.0.0.1:8126"]);
+        assert_eq!(
+            config.statsd_listen_addresses,
+            ["udp://127.0.0.1:8126", "tcp://127.0.0.1:8126"]
+        );
         assert_eq!(config.grpc_address, "127.0.0.1:8128");
         assert_eq!(config.metric_max_length, 8192);
         assert_eq!(config.interval(), Duration::from_secs(10));
@@ -531,7 +560,13 @@ mod tests {
     #[test]
     fn unknown_key_names_key_and_line() {
         let error = Config::parse("interval: 5s\nbogus_key: 1\n").unwrap_err();
-        assert_eq!(error, ConfigError::UnknownKey { key: "bogus_key".into(), line: 2 });
+        assert_eq!(
+            error,
+            ConfigError::UnknownKey {
+                key: "bogus_key".into(),
+                line: 2
+            }
+        );
     }
 
     #[test]
@@ -546,7 +581,10 @@ mod tests {
         let error = Config::parse("percentiles: [0.5, 1.5]\n").unwrap_err();
         assert!(error.to_string().contains("percentiles"), "{error}");
         let error = Config::parse("statsd_listen_addresses: [\"ftp://x:1\"]\n").unwrap_err();
-        assert!(error.to_string().contains("statsd_listen_addresses"), "{error}");
+        assert!(
+            error.to_string().contains("statsd_listen_addresses"),
+            "{error}"
+        );
         let error = Config::parse("num_readers: many\n").unwrap_err();
         assert!(error.to_string().contains("num_readers"), "{error}");
     }
@@ -565,10 +603,22 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(ListenAddr::parse("udp://localhost:8126"), Ok(ListenAddr::Udp("127.0.0.1:8126".into())));
-        assert_eq!(ListenAddr::parse("unixgram:@veneur.sock"), Ok(ListenAddr::Unixgram("@veneur.sock".into())));
-        assert_eq!(ListenAddr::parse("unix:///tmp/a.sock"), Ok(ListenAddr::Unix("/tmp/a.sock".into())));
-        assert_eq!(ListenAddr::parse("tcp://[::]:0"), Ok(ListenAddr::Tcp("[::]:0".into())));
+        assert_eq!(
+            ListenAddr::parse("udp://localhost:8126"),
+            Ok(ListenAddr::Udp("127.0.0.1:8126".into()))
+        );
+        assert_eq!(
+            ListenAddr::parse("unixgram:@veneur.sock"),
+            Ok(ListenAddr::Unixgram("@veneur.sock".into()))
+        );
+        assert_eq!(
+            ListenAddr::parse("unix:///tmp/a.sock"),
+            Ok(ListenAddr::Unix("/tmp/a.sock".into()))
+        );
+        assert_eq!(
+            ListenAddr::parse("tcp://[::]:0"),
+            Ok(ListenAddr::Tcp("[::]:0".into()))
+        );
         assert!(ListenAddr::parse("udp://x").is_err());
     }
 

@@ -77,7 +77,10 @@ pub struct SampleBatch {
 
 impl SampleBatch {
     pub fn with_capacity(samples: usize) -> Self {
-        SampleBatch { arena: Vec::with_capacity(samples * 64), samples: Vec::with_capacity(samples) }
+        SampleBatch {
+            arena: Vec::with_capacity(samples * 64),
+            samples: Vec::with_capacity(samples),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -180,7 +183,8 @@ impl KeyScratch {
             self.tags.extend_from_slice(part);
         }
         if self.tags.len() > start {
-            self.ranges.push((start as u32, (self.tags.len() - start) as u32));
+            self.ranges
+                .push((start as u32, (self.tags.len() - start) as u32));
         }
     }
 
@@ -250,12 +254,17 @@ impl ShardedSamples {
     /// Takes every non-empty batch, with its shard index, leaving empty ones behind.
     pub fn drain(&mut self) -> impl Iterator<Item = (usize, SampleBatch)> + '_ {
         self.pending = 0;
-        self.batches.iter_mut().enumerate().filter(|(_, b)| !b.is_empty()).map(|(shard, batch)| {
-            let capacity = batch.samples.capacity();
-            let mut taken = std::mem::replace(batch, SampleBatch::with_capacity(capacity.min(4096)));
-            taken.samples.shrink_to_fit();
-            (shard, taken)
-        })
+        self.batches
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(shard, batch)| {
+                let capacity = batch.samples.capacity();
+                let mut taken =
+                    std::mem::replace(batch, SampleBatch::with_capacity(capacity.min(4096)));
+                taken.samples.shrink_to_fit();
+                (shard, taken)
+            })
     }
 
     /// Drops every pending sample, returning how many there were.
@@ -291,7 +300,10 @@ mod tests {
 
     #[test]
     fn type_is_part_of_the_key() {
-        assert_ne!(key("x", MetricKind::Counter, &[]).1, key("x", MetricKind::Gauge, &[]).1);
+        assert_ne!(
+            key("x", MetricKind::Counter, &[]).1,
+            key("x", MetricKind::Gauge, &[]).1
+        );
     }
 
     #[test]

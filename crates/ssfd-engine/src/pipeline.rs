@@ -113,7 +113,13 @@ impl Pipeline {
                     .expect("spawn span worker"),
             );
         }
-        (Pipeline { metric_senders, span_senders }, Workers { handles })
+        (
+            Pipeline {
+                metric_senders,
+                span_senders,
+            },
+            Workers { handles },
+        )
     }
 
     pub fn metric_shards(&self) -> usize {
@@ -169,7 +175,9 @@ impl Pipeline {
 
 fn send<T>(sender: &Sender<T>, item: T, policy: WhenFull, len: fn(&T) -> usize) {
     let result = match policy {
-        WhenFull::Block => sender.send(item).map_err(|e| TrySendError::Disconnected(e.0)),
+        WhenFull::Block => sender
+            .send(item)
+            .map_err(|e| TrySendError::Disconnected(e.0)),
         WhenFull::DropNewest | WhenFull::Refuse => sender.try_send(item),
     };
     match result {
@@ -206,7 +214,10 @@ fn span_worker(receiver: Receiver<SpanWork>) {
                 let logs = spans
                     .iter()
                     .flat_map(|s| &s.metrics)
-                    .filter(|m| ssfd_wire::normalize::classify_sample(m) == Ok(ssfd_wire::normalize::SampleClass::Log))
+                    .filter(|m| {
+                        ssfd_wire::normalize::classify_sample(m)
+                            == Ok(ssfd_wire::normalize::SampleClass::Log)
+                    })
                     .count();
                 telemetry::worker_received(Kind::Log, logs as u64);
             }
@@ -231,15 +242,24 @@ mod tests {
     #[test]
     fn refuse_sends_nothing_when_a_queue_is_full() {
         let (sender, _receiver) = bounded(1);
-        let pipeline = Pipeline { metric_senders: vec![sender], span_senders: vec![] };
+        let pipeline = Pipeline {
+            metric_senders: vec![sender],
+            span_senders: vec![],
+        };
         let mut scratch = KeyScratch::default();
         scratch.begin(b"x", MetricKind::Counter);
         scratch.finish();
         let mut samples = ShardedSamples::new(1);
         samples.push(&scratch, Scope::Default, 1.0, 1.0, b"");
-        assert_eq!(pipeline.send_samples(&mut samples, WhenFull::Refuse), Ok(()));
+        assert_eq!(
+            pipeline.send_samples(&mut samples, WhenFull::Refuse),
+            Ok(())
+        );
         samples.push(&scratch, Scope::Default, 1.0, 1.0, b"");
-        assert_eq!(pipeline.send_samples(&mut samples, WhenFull::Refuse), Err(Full));
+        assert_eq!(
+            pipeline.send_samples(&mut samples, WhenFull::Refuse),
+            Err(Full)
+        );
         assert_eq!(samples.pending(), 1, "a refused send keeps its samples");
     }
 }

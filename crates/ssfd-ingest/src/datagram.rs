@@ -25,12 +25,19 @@ pub enum Payload {
 
 /// Binds `readers` UDP sockets on one address (port 0 picks one port for all).
 pub fn bind_udp(address: &str, readers: usize, receive_buffer: usize) -> io::Result<Vec<Socket>> {
-    let mut target: SocketAddr = address
-        .parse()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("bad address {address}")))?;
+    let mut target: SocketAddr = address.parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad address {address}"),
+        )
+    })?;
     let mut sockets = Vec::new();
     for _ in 0..readers.max(1) {
-        let socket = Socket::new(Domain::for_address(target), Type::DGRAM, Some(SockProtocol::UDP))?;
+        let socket = Socket::new(
+            Domain::for_address(target),
+            Type::DGRAM,
+            Some(SockProtocol::UDP),
+        )?;
         socket.set_reuse_port(true)?;
         let _ = socket.set_recv_buffer_size(receive_buffer);
         socket.bind(&SockAddr::from(target))?;
@@ -89,8 +96,21 @@ pub fn spawn_readers(
         let kernel_drops = Arc::clone(&kernel_drops);
         let name = format!("{}-{}-reader-{index}", listener.label(), protocol.label());
         handles.push(std::thread::Builder::new().name(name).spawn(move || {
-            let handoff = Handoff::new(context.pipeline.clone(), context.handoff.clone(), listener, protocol);
-            read_loop(socket, payload, max_datagram, handoff, &context.shutdown, &kernel_drops, listener);
+            let handoff = Handoff::new(
+                context.pipeline.clone(),
+                context.handoff.clone(),
+                listener,
+                protocol,
+            );
+            read_loop(
+                socket,
+                payload,
+                max_datagram,
+                handoff,
+                &context.shutdown,
+                &kernel_drops,
+                listener,
+            );
         })?);
     }
     Ok(handles)
@@ -142,12 +162,20 @@ fn read_loop(
         }
         // SAFETY: every header points at live buffers owned by this frame.
         let received = unsafe {
-            libc::recvmmsg(fd, headers.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                headers.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
         };
         if received < 0 {
             let error = io::Error::last_os_error();
             match error.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::Interrupted => continue,
                 _ => {
                     tracing::warn!(%error, "datagram receive failed");
                     std::thread::sleep(Duration::from_millis(10));
@@ -159,9 +187,13 @@ fn read_loop(
             let header = &headers[index];
             if let Some(drops) = overflow_count(&header.msg_hdr) {
                 if drops != last_drops {
-                    kernel_drops.fetch_add(drops.wrapping_sub(last_drops) as u64, Ordering::Relaxed);
+                    kernel_drops
+                        .fetch_add(drops.wrapping_sub(last_drops) as u64, Ordering::Relaxed);
                     last_drops = drops;
-                    ssfd_telemetry::set_udp_kernel_drops(listener, kernel_drops.load(Ordering::Relaxed));
+                    ssfd_telemetry::set_udp_kernel_drops(
+                        listener,
+                        kernel_drops.load(Ordering::Relaxed),
+                    );
                 }
             }
             let len = header.msg_len as usize;
@@ -191,7 +223,9 @@ fn overflow_count(header: &libc::msghdr) -> Option<u32> {
         let mut cmsg = libc::CMSG_FIRSTHDR(header);
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL {
-                return Some(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<u32>()));
+                return Some(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(cmsg).cast::<u32>(),
+                ));
             }
             cmsg = libc::CMSG_NXTHDR(header, cmsg);
         }

@@ -21,7 +21,12 @@ pub struct GrpcIngest {
 
 impl GrpcIngest {
     fn handoff(&self) -> Handoff {
-        Handoff::new(self.pipeline.clone(), self.handoff.clone(), Listener::Grpc, Protocol::Grpc)
+        Handoff::new(
+            self.pipeline.clone(),
+            self.handoff.clone(),
+            Listener::Grpc,
+            Protocol::Grpc,
+        )
     }
 }
 
@@ -38,7 +43,9 @@ impl Ssfgrpc for GrpcIngest {
         if let Err(error) = handoff.ssf_span(request.into_inner()) {
             return Err(Status::invalid_argument(error.to_string()));
         }
-        handoff.flush(WhenFull::Refuse).map_err(|_| refuse(&mut handoff))?;
+        handoff
+            .flush(WhenFull::Refuse)
+            .map_err(|_| refuse(&mut handoff))?;
         Ok(Response::new(ssf::Empty {}))
     }
 }
@@ -51,7 +58,9 @@ impl DogstatsdGrpc for GrpcIngest {
     ) -> Result<Response<dogstatsd::Empty>, Status> {
         let mut handoff = self.handoff();
         handoff.statsd_packet(&request.into_inner().packet_bytes);
-        handoff.flush(WhenFull::Refuse).map_err(|_| refuse(&mut handoff))?;
+        handoff
+            .flush(WhenFull::Refuse)
+            .map_err(|_| refuse(&mut handoff))?;
         Ok(Response::new(dogstatsd::Empty {}))
     }
 }
@@ -67,7 +76,10 @@ impl Ingest for GrpcIngest {
     ) -> Result<Response<SendSummary>, Status> {
         let mut stream = request.into_inner();
         let mut handoff = self.handoff();
-        let mut summary = SendSummary { accepted: 0, rejected: 0 };
+        let mut summary = SendSummary {
+            accepted: 0,
+            rejected: 0,
+        };
         loop {
             match stream.message().await {
                 Ok(Some(span)) => match handoff.ssf_span(span) {

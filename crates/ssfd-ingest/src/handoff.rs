@@ -45,7 +45,12 @@ pub enum SpanOutcome {
 }
 
 impl Handoff {
-    pub fn new(pipeline: Pipeline, config: HandoffConfig, listener: Listener, protocol: Protocol) -> Self {
+    pub fn new(
+        pipeline: Pipeline,
+        config: HandoffConfig,
+        listener: Listener,
+        protocol: Protocol,
+    ) -> Self {
         let shards = pipeline.metric_shards();
         let span_shards = pipeline.span_shards();
         Handoff {
@@ -128,7 +133,9 @@ impl Handoff {
                 let service = service_of_tags(&tags);
                 self.records.push(LogRecord {
                     kind: LogKind::Event,
-                    timestamp_ns: event.timestamp.map_or_else(now_ns, |s| s.saturating_mul(1_000_000_000)),
+                    timestamp_ns: event
+                        .timestamp
+                        .map_or_else(now_ns, |s| s.saturating_mul(1_000_000_000)),
                     service,
                     trace_id: None,
                     span_id: None,
@@ -153,14 +160,22 @@ impl Handoff {
                 self.extend_tags();
                 self.scratch.finish();
                 let message = check.message.unwrap_or_default();
-                self.samples.push(&self.scratch, scope(magic_of(check.tags)), check.status as f64, 1.0, message);
+                self.samples.push(
+                    &self.scratch,
+                    scope(magic_of(check.tags)),
+                    check.status as f64,
+                    1.0,
+                    message,
+                );
                 if !message.is_empty() {
                     tags.sort();
                     tags.dedup();
                     let service = service_of_tags(&tags);
                     self.records.push(LogRecord {
                         kind: LogKind::ServiceCheck,
-                        timestamp_ns: check.timestamp.map_or_else(now_ns, |s| s.saturating_mul(1_000_000_000)),
+                        timestamp_ns: check
+                            .timestamp
+                            .map_or_else(now_ns, |s| s.saturating_mul(1_000_000_000)),
                         service,
                         trace_id: None,
                         span_id: None,
@@ -286,7 +301,8 @@ impl Handoff {
             MetricKind::Status => (sample.status as f64, sample.message.as_bytes()),
             _ => (sample.value as f64, &b""[..]),
         };
-        self.samples.push(&self.scratch, scope, value, sample.sample_rate, extra);
+        self.samples
+            .push(&self.scratch, scope, value, sample.sample_rate, extra);
     }
 
     /// Sends everything pending under `policy` and publishes the counters. With
@@ -295,27 +311,33 @@ impl Handoff {
     pub fn flush(&mut self, policy: WhenFull) -> Result<(), ssfd_engine::Full> {
         self.publish_counters();
         if policy == WhenFull::Refuse {
-            let spans_full = self
-                .spans
-                .iter()
-                .enumerate()
-                .any(|(shard, spans)| !spans.is_empty() && self.pipeline.span_queue_full(shard))
-                || (!self.records.is_empty() && self.pipeline.span_queue_full(0));
+            let spans_full =
+                self.spans.iter().enumerate().any(|(shard, spans)| {
+                    !spans.is_empty() && self.pipeline.span_queue_full(shard)
+                }) || (!self.records.is_empty() && self.pipeline.span_queue_full(0));
             if spans_full || (self.samples.pending() > 0 && self.pipeline.any_metric_queue_full()) {
                 return Err(ssfd_engine::Full);
             }
         }
-        let send_policy = if policy == WhenFull::Refuse { WhenFull::DropNewest } else { policy };
+        let send_policy = if policy == WhenFull::Refuse {
+            WhenFull::DropNewest
+        } else {
+            policy
+        };
         let _ = self.pipeline.send_samples(&mut self.samples, send_policy);
         for shard in 0..self.spans.len() {
             if !self.spans[shard].is_empty() {
                 let spans = std::mem::take(&mut self.spans[shard]);
-                let _ = self.pipeline.send_spans(shard, SpanWork::Spans(spans), send_policy);
+                let _ = self
+                    .pipeline
+                    .send_spans(shard, SpanWork::Spans(spans), send_policy);
             }
         }
         if !self.records.is_empty() {
             let records = std::mem::take(&mut self.records);
-            let _ = self.pipeline.send_spans(0, SpanWork::Records(records), send_policy);
+            let _ = self
+                .pipeline
+                .send_spans(0, SpanWork::Records(records), send_policy);
         }
         Ok(())
     }
@@ -328,9 +350,18 @@ impl Handoff {
     }
 
     fn publish_counters(&mut self) {
-        telemetry::received(self.listener, self.protocol, std::mem::take(&mut self.received));
+        telemetry::received(
+            self.listener,
+            self.protocol,
+            std::mem::take(&mut self.received),
+        );
         for (index, count) in self.rejected.iter_mut().enumerate() {
-            telemetry::rejected(self.listener, self.protocol, Reason::ALL[index], std::mem::take(count));
+            telemetry::rejected(
+                self.listener,
+                self.protocol,
+                Reason::ALL[index],
+                std::mem::take(count),
+            );
         }
     }
 }
@@ -350,7 +381,10 @@ fn scope(magic: MagicScope) -> Scope {
 }
 
 fn magic_of(tags: text::Tags<'_>) -> MagicScope {
-    tags.iter().filter_map(text::magic_scope).last().unwrap_or_default()
+    tags.iter()
+        .filter_map(text::magic_scope)
+        .last()
+        .unwrap_or_default()
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -375,7 +409,13 @@ fn log_record(sample: &SsfSample, span: Option<&SsfSpan>) -> LogRecord {
     let mut tags: Vec<String> = sample
         .tags
         .iter()
-        .map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}:{v}") })
+        .map(|(k, v)| {
+            if v.is_empty() {
+                k.clone()
+            } else {
+                format!("{k}:{v}")
+            }
+        })
         .collect();
     tags.sort();
     let service = span
@@ -385,7 +425,11 @@ fn log_record(sample: &SsfSample, span: Option<&SsfSpan>) -> LogRecord {
         .unwrap_or_default();
     LogRecord {
         kind: LogKind::Log,
-        timestamp_ns: if sample.timestamp == 0 { now_ns() } else { sample.timestamp },
+        timestamp_ns: if sample.timestamp == 0 {
+            now_ns()
+        } else {
+            sample.timestamp
+        },
         service,
         trace_id: span.map(|s| s.trace_id),
         span_id: span.map(|s| s.id),

@@ -34,10 +34,23 @@ pub struct Announcement {
 }
 
 enum Socket {
-    Datagram { payload: Payload, protocol: Protocol, sockets: Vec<socket2::Socket>, max: usize },
-    Tcp { payload: StreamPayload, listener: TcpListener },
-    Unix { payload: StreamPayload, listener: UnixListener },
-    Grpc { listener: TcpListener },
+    Datagram {
+        payload: Payload,
+        protocol: Protocol,
+        sockets: Vec<socket2::Socket>,
+        max: usize,
+    },
+    Tcp {
+        payload: StreamPayload,
+        listener: TcpListener,
+    },
+    Unix {
+        payload: StreamPayload,
+        listener: UnixListener,
+    },
+    Grpc {
+        listener: TcpListener,
+    },
 }
 
 /// Every ingest socket, bound but not yet served.
@@ -57,7 +70,8 @@ pub struct Running {
 impl Running {
     /// Stops intake and waits for every listener to return (after `shutdown` was sent).
     pub async fn stop(mut self) {
-        self.stop_threads.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop_threads
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         while self.tasks.join_next().await.is_some() {}
         let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || {
@@ -101,9 +115,13 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
     for url in &config.statsd_listen_addresses {
         match parse(url)? {
             ListenAddr::Udp(address) => {
-                let bound = datagram::bind_udp(&address, readers, buffer).map_err(|e| with_context(e, url))?;
+                let bound = datagram::bind_udp(&address, readers, buffer)
+                    .map_err(|e| with_context(e, url))?;
                 let local = bound[0].local_addr()?.as_socket().expect("inet address");
-                announcements.push(Announcement { kind: "statsd", url: format!("udp://{local}") });
+                announcements.push(Announcement {
+                    kind: "statsd",
+                    url: format!("udp://{local}"),
+                });
                 sockets.push(Socket::Datagram {
                     payload: Payload::Statsd,
                     protocol: Protocol::Udp,
@@ -112,13 +130,25 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
                 });
             }
             ListenAddr::Tcp(address) => {
-                let listener = TcpListener::bind(&address).await.map_err(|e| with_context(e, url))?;
-                announcements.push(Announcement { kind: "statsd", url: format!("tcp://{}", listener.local_addr()?) });
-                sockets.push(Socket::Tcp { payload: StreamPayload::StatsdLines, listener });
+                let listener = TcpListener::bind(&address)
+                    .await
+                    .map_err(|e| with_context(e, url))?;
+                announcements.push(Announcement {
+                    kind: "statsd",
+                    url: format!("tcp://{}", listener.local_addr()?),
+                });
+                sockets.push(Socket::Tcp {
+                    payload: StreamPayload::StatsdLines,
+                    listener,
+                });
             }
             ListenAddr::Unixgram(path) => {
-                let socket = datagram::bind_unixgram(&path, buffer).map_err(|e| with_context(e, url))?;
-                announcements.push(Announcement { kind: "statsd", url: format!("unixgram://{path}") });
+                let socket =
+                    datagram::bind_unixgram(&path, buffer).map_err(|e| with_context(e, url))?;
+                announcements.push(Announcement {
+                    kind: "statsd",
+                    url: format!("unixgram://{path}"),
+                });
                 sockets.push(Socket::Datagram {
                     payload: Payload::Statsd,
                     protocol: Protocol::Unixgram,
@@ -137,9 +167,13 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
     for url in &config.ssf_listen_addresses {
         match parse(url)? {
             ListenAddr::Udp(address) => {
-                let bound = datagram::bind_udp(&address, readers, buffer).map_err(|e| with_context(e, url))?;
+                let bound = datagram::bind_udp(&address, readers, buffer)
+                    .map_err(|e| with_context(e, url))?;
                 let local = bound[0].local_addr()?.as_socket().expect("inet address");
-                announcements.push(Announcement { kind: "ssf", url: format!("udp://{local}") });
+                announcements.push(Announcement {
+                    kind: "ssf",
+                    url: format!("udp://{local}"),
+                });
                 sockets.push(Socket::Datagram {
                     payload: Payload::Ssf,
                     protocol: Protocol::Udp,
@@ -148,14 +182,30 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
                 });
             }
             ListenAddr::Tcp(address) => {
-                let listener = TcpListener::bind(&address).await.map_err(|e| with_context(e, url))?;
-                announcements.push(Announcement { kind: "ssf", url: format!("tcp://{}", listener.local_addr()?) });
-                sockets.push(Socket::Tcp { payload: StreamPayload::SsfFrames, listener });
+                let listener = TcpListener::bind(&address)
+                    .await
+                    .map_err(|e| with_context(e, url))?;
+                announcements.push(Announcement {
+                    kind: "ssf",
+                    url: format!("tcp://{}", listener.local_addr()?),
+                });
+                sockets.push(Socket::Tcp {
+                    payload: StreamPayload::SsfFrames,
+                    listener,
+                });
             }
             ListenAddr::Unix(path) => {
-                let listener = bind_unix_stream(&path).await.map_err(|e| with_context(e, url))?;
-                announcements.push(Announcement { kind: "ssf", url: format!("unix://{path}") });
-                sockets.push(Socket::Unix { payload: StreamPayload::SsfFrames, listener });
+                let listener = bind_unix_stream(&path)
+                    .await
+                    .map_err(|e| with_context(e, url))?;
+                announcements.push(Announcement {
+                    kind: "ssf",
+                    url: format!("unix://{path}"),
+                });
+                sockets.push(Socket::Unix {
+                    payload: StreamPayload::SsfFrames,
+                    listener,
+                });
             }
             ListenAddr::Unixgram(_) => {
                 return Err(io::Error::new(
@@ -183,15 +233,25 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         grpc_addresses.push((config.grpc_address.clone(), address));
     }
     for (url, address) in grpc_addresses {
-        let listener = TcpListener::bind(&address).await.map_err(|e| with_context(e, &url))?;
-        announcements.push(Announcement { kind: "grpc", url: format!("tcp://{}", listener.local_addr()?) });
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|e| with_context(e, &url))?;
+        announcements.push(Announcement {
+            kind: "grpc",
+            url: format!("tcp://{}", listener.local_addr()?),
+        });
         sockets.push(Socket::Grpc { listener });
     }
     Ok(Bound {
         sockets,
         announcements,
         handoff: HandoffConfig {
-            extend_tags: config.extend_tags.iter().filter(|t| !t.is_empty()).cloned().collect(),
+            extend_tags: config
+                .extend_tags
+                .iter()
+                .filter(|t| !t.is_empty())
+                .cloned()
+                .collect(),
             metric_max_length: config.metric_max_length,
         },
     })
@@ -199,11 +259,18 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
 
 impl Bound {
     /// Serves every bound listener until `shutdown` turns true.
-    pub async fn start(self, pipeline: Pipeline, shutdown: watch::Receiver<bool>) -> io::Result<Running> {
+    pub async fn start(
+        self,
+        pipeline: Pipeline,
+        shutdown: watch::Receiver<bool>,
+    ) -> io::Result<Running> {
         let stop_threads = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut tasks = JoinSet::new();
-        let grpc = grpc::GrpcIngest { pipeline: pipeline.clone(), handoff: self.handoff.clone() };
+        let grpc = grpc::GrpcIngest {
+            pipeline: pipeline.clone(),
+            handoff: self.handoff.clone(),
+        };
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         for service in ["", "veneur"] {
             health_reporter
@@ -212,13 +279,20 @@ impl Bound {
         }
         for socket in self.sockets {
             match socket {
-                Socket::Datagram { payload, protocol, sockets, max } => {
+                Socket::Datagram {
+                    payload,
+                    protocol,
+                    sockets,
+                    max,
+                } => {
                     let context = ReaderContext {
                         pipeline: pipeline.clone(),
                         handoff: self.handoff.clone(),
                         shutdown: Arc::clone(&stop_threads),
                     };
-                    threads.extend(datagram::spawn_readers(sockets, payload, protocol, max, context)?);
+                    threads.extend(datagram::spawn_readers(
+                        sockets, payload, protocol, max, context,
+                    )?);
                 }
                 Socket::Tcp { payload, listener } => {
                     let context = StreamContext {
@@ -239,24 +313,36 @@ impl Bound {
                 Socket::Grpc { listener } => {
                     let router = tonic::transport::Server::builder()
                         .add_service(health_service.clone())
-                        .add_service(ssfd_wire::ssf::ssfgrpc_server::SsfgrpcServer::new(grpc.clone()))
-                        .add_service(ssfd_wire::dogstatsd::dogstatsd_grpc_server::DogstatsdGrpcServer::new(
+                        .add_service(ssfd_wire::ssf::ssfgrpc_server::SsfgrpcServer::new(
                             grpc.clone(),
                         ))
-                        .add_service(ssfd_wire::ssfd::v1::ingest_server::IngestServer::new(grpc.clone()));
+                        .add_service(
+                            ssfd_wire::dogstatsd::dogstatsd_grpc_server::DogstatsdGrpcServer::new(
+                                grpc.clone(),
+                            ),
+                        )
+                        .add_service(ssfd_wire::ssfd::v1::ingest_server::IngestServer::new(
+                            grpc.clone(),
+                        ));
                     let mut stop = shutdown.clone();
                     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                     tasks.spawn(async move {
                         let signal = async move {
                             let _ = stop.changed().await;
                         };
-                        if let Err(error) = router.serve_with_incoming_shutdown(incoming, signal).await {
+                        if let Err(error) =
+                            router.serve_with_incoming_shutdown(incoming, signal).await
+                        {
                             tracing::error!(%error, "grpc server failed");
                         }
                     });
                 }
             }
         }
-        Ok(Running { threads, tasks, stop_threads })
+        Ok(Running {
+            threads,
+            tasks,
+            stop_threads,
+        })
     }
 }

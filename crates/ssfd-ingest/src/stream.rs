@@ -68,12 +68,22 @@ pub async fn serve_unix(listener: UnixListener, payload: StreamPayload, context:
     }
 }
 
-async fn connection<S: AsyncRead + Unpin>(stream: S, payload: StreamPayload, protocol: Protocol, context: StreamContext) {
+async fn connection<S: AsyncRead + Unpin>(
+    stream: S,
+    payload: StreamPayload,
+    protocol: Protocol,
+    context: StreamContext,
+) {
     let listener = match payload {
         StreamPayload::StatsdLines => Listener::Statsd,
         StreamPayload::SsfFrames => Listener::Ssf,
     };
-    let handoff = Handoff::new(context.pipeline.clone(), context.handoff.clone(), listener, protocol);
+    let handoff = Handoff::new(
+        context.pipeline.clone(),
+        context.handoff.clone(),
+        listener,
+        protocol,
+    );
     let result = match payload {
         StreamPayload::StatsdLines => statsd_lines(stream, handoff, context).await,
         StreamPayload::SsfFrames => ssf_frames(stream, handoff, context).await,
@@ -132,7 +142,10 @@ async fn statsd_lines<S: AsyncRead + Unpin>(
 }
 
 fn memchr_from(buffer: &[u8], from: usize) -> Option<usize> {
-    buffer[from..].iter().position(|&b| b == b'\n').map(|p| p + from)
+    buffer[from..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|p| p + from)
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {

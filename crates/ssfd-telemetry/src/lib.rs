@@ -80,7 +80,9 @@ struct Grid<const N: usize> {
 
 impl<const N: usize> Grid<N> {
     const fn new() -> Self {
-        Grid { cells: [const { AtomicU64::new(0) }; N] }
+        Grid {
+            cells: [const { AtomicU64::new(0) }; N],
+        }
     }
 }
 
@@ -155,7 +157,12 @@ pub fn render(out: &mut String, version: &str) {
     header(out, "ssfd_build_info", "gauge", "ssfd's version");
     let _ = writeln!(out, "ssfd_build_info{{version=\"{version}\"}} 1");
 
-    header(out, "ssfd_received_total", "counter", "items that reached a listener");
+    header(
+        out,
+        "ssfd_received_total",
+        "counter",
+        "items that reached a listener",
+    );
     for &listener in Listener::ALL {
         for &protocol in Protocol::ALL {
             let value = received_value(listener, protocol);
@@ -169,7 +176,12 @@ pub fn render(out: &mut String, version: &str) {
             }
         }
     }
-    header(out, "ssfd_rejected_total", "counter", "items rejected alone, by reason");
+    header(
+        out,
+        "ssfd_rejected_total",
+        "counter",
+        "items rejected alone, by reason",
+    );
     for &listener in Listener::ALL {
         for &protocol in Protocol::ALL {
             for &reason in Reason::ALL {
@@ -189,7 +201,12 @@ pub fn render(out: &mut String, version: &str) {
             }
         }
     }
-    header(out, "ssfd_dropped_total", "counter", "items dropped, by stage and reason");
+    header(
+        out,
+        "ssfd_dropped_total",
+        "counter",
+        "items dropped, by stage and reason",
+    );
     for &stage in Stage::ALL {
         for &reason in DropReason::ALL {
             let value = DROPPED_TOTAL.cells[stage as usize * DropReason::COUNT + reason as usize]
@@ -210,7 +227,11 @@ pub fn render(out: &mut String, version: &str) {
     );
     for &kind in Kind::ALL {
         let value = WORKER_RECEIVED_TOTAL.cells[kind as usize].load(Relaxed);
-        let _ = writeln!(out, "ssfd_worker_received_total{{kind=\"{}\"}} {value}", kind.label());
+        let _ = writeln!(
+            out,
+            "ssfd_worker_received_total{{kind=\"{}\"}} {value}",
+            kind.label()
+        );
     }
     header(
         out,
@@ -220,7 +241,11 @@ pub fn render(out: &mut String, version: &str) {
     );
     for &listener in &[Listener::Grpc, Listener::Otlp, Listener::Forward] {
         let value = REFUSED_TOTAL.cells[listener as usize].load(Relaxed);
-        let _ = writeln!(out, "ssfd_refused_total{{listener=\"{}\"}} {value}", listener.label());
+        let _ = writeln!(
+            out,
+            "ssfd_refused_total{{listener=\"{}\"}} {value}",
+            listener.label()
+        );
     }
     header(
         out,

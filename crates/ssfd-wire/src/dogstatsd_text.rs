@@ -335,14 +335,20 @@ pub fn parse_metric(line: &[u8]) -> Result<MetricLine<'_>, ParseError> {
                 once(&mut seen_time)?;
                 parsed.timestamp = Some(parse_int(&section[1..]).ok_or(ParseError::BadTimestamp)?);
             }
-            Some(letter) if letter.is_ascii_alphabetic() && section.get(1) == Some(&b':') => {
-                parsed.unknown_sections += 1;
-            }
+            Some(_) if is_extension_section(section) => parsed.unknown_sections += 1,
             Some(_) => return Err(ParseError::UnknownSection),
         }
     }
     parsed.scope = scope_of(parsed.tags);
     Ok(parsed)
+}
+
+/// A newer DogStatsD field: letters, then `:` (`|e:...`, `|card:...`).
+fn is_extension_section(section: &[u8]) -> bool {
+    match memchr(b':', section) {
+        Some(colon) => colon > 0 && section[..colon].iter().all(u8::is_ascii_alphabetic),
+        None => false,
+    }
 }
 
 fn once(seen: &mut bool) -> Result<(), ParseError> {
@@ -377,7 +383,9 @@ fn parse_len(text: &[u8]) -> Option<usize> {
 
 /// Parses `_e{<title len>,<text len>}:<title>|<text>[|sections]`.
 pub fn parse_event(line: &[u8]) -> Result<EventLine<'_>, ParseError> {
-    let body = line.strip_prefix(b"_e{").ok_or(ParseError::BadEventHeader)?;
+    let body = line
+        .strip_prefix(b"_e{")
+        .ok_or(ParseError::BadEventHeader)?;
     let close = memchr(b'}', body).ok_or(ParseError::BadEventHeader)?;
     let lengths = &body[..close];
     let comma = memchr(b',', lengths).ok_or(ParseError::BadEventHeader)?;
@@ -469,7 +477,9 @@ pub fn parse_event(line: &[u8]) -> Result<EventLine<'_>, ParseError> {
 /// Parses `_sc|<name>|<status>[|d:ts][|h:host][|#tags][|m:message]`; `m:` takes the
 /// rest of the line, pipes included, as DogStatsD requires it last.
 pub fn parse_service_check(line: &[u8]) -> Result<ServiceCheckLine<'_>, ParseError> {
-    let body = line.strip_prefix(b"_sc|").ok_or(ParseError::BadServiceCheck)?;
+    let body = line
+        .strip_prefix(b"_sc|")
+        .ok_or(ParseError::BadServiceCheck)?;
     let pipe = memchr(b'|', body).ok_or(ParseError::BadServiceCheck)?;
     let name = &body[..pipe];
     if name.is_empty() {

@@ -49,7 +49,8 @@ impl<T: Message> Encoder for SsfdEncoder<T> {
         if buf.remaining_mut() < item.encoded_len() {
             buf.reserve(item.encoded_len());
         }
-        item.encode(buf).map_err(|e| Status::internal(e.to_string()))
+        item.encode(buf)
+            .map_err(|e| Status::internal(e.to_string()))
     }
 }
 
@@ -65,7 +66,9 @@ impl<U: Message + Default> Decoder for SsfdDecoder<U> {
             Ok(message) => Ok(Some(message)),
             Err(error) => {
                 ssfd_telemetry::rejected(Listener::Grpc, Protocol::Grpc, Reason::Decode, 1);
-                Err(Status::invalid_argument(format!("message does not decode: {error}")))
+                Err(Status::invalid_argument(format!(
+                    "message does not decode: {error}"
+                )))
             }
         }
     }

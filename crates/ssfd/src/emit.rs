@@ -72,7 +72,12 @@ pub struct EmitArgs {
 fn random_id() -> i64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     (hasher.finish() >> 1) as i64 | 1
 }
 
@@ -88,7 +93,10 @@ fn tags_of(text: Option<&str>) -> Vec<(String, String)> {
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i64
 }
 
 impl EmitArgs {
@@ -105,24 +113,53 @@ impl EmitArgs {
 
     /// The DogStatsD lines this invocation sends.
     fn statsd_lines(&self) -> anyhow::Result<Vec<String>> {
-        let tags = self.tag.as_deref().filter(|t| !t.is_empty()).map(|t| format!("|#{t}")).unwrap_or_default();
+        let tags = self
+            .tag
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| format!("|#{t}"))
+            .unwrap_or_default();
         match self.mode.as_str() {
             "event" => {
-                let title = self.e_title.as_deref().context("--e-title is required in event mode")?;
-                let text = self.e_text.as_deref().unwrap_or_default().replace('\n', "\\n");
-                let alert = self.e_alert_type.as_deref().map(|a| format!("|t:{a}")).unwrap_or_default();
-                Ok(vec![format!("_e{{{},{}}}:{title}|{text}{alert}{tags}", title.len(), text.len())])
+                let title = self
+                    .e_title
+                    .as_deref()
+                    .context("--e-title is required in event mode")?;
+                let text = self
+                    .e_text
+                    .as_deref()
+                    .unwrap_or_default()
+                    .replace('\n', "\\n");
+                let alert = self
+                    .e_alert_type
+                    .as_deref()
+                    .map(|a| format!("|t:{a}"))
+                    .unwrap_or_default();
+                Ok(vec![format!(
+                    "_e{{{},{}}}:{title}|{text}{alert}{tags}",
+                    title.len(),
+                    text.len()
+                )])
             }
             "sc" => {
-                let name = self.sc_name.as_deref().context("--sc-name is required in sc mode")?;
+                let name = self
+                    .sc_name
+                    .as_deref()
+                    .context("--sc-name is required in sc mode")?;
                 let status = match self.sc_status.as_deref().unwrap_or("0") {
                     "0" | "ok" | "OK" => 0,
                     "1" | "warning" | "WARNING" => 1,
                     "2" | "critical" | "CRITICAL" => 2,
                     "3" | "unknown" | "UNKNOWN" => 3,
-                    other => bail!("--sc-status `{other}` is not 0-3 or ok/warning/critical/unknown"),
+                    other => {
+                        bail!("--sc-status `{other}` is not 0-3 or ok/warning/critical/unknown")
+                    }
                 };
-                let message = self.sc_msg.as_deref().map(|m| format!("|m:{m}")).unwrap_or_default();
+                let message = self
+                    .sc_msg
+                    .as_deref()
+                    .map(|m| format!("|m:{m}"))
+                    .unwrap_or_default();
                 Ok(vec![format!("_sc|{name}|{status}{tags}{message}")])
             }
             "metric" => {
@@ -136,7 +173,11 @@ impl EmitArgs {
                     lines.push(format!("{}:{gauge}|g{tags}", need()?));
                 }
                 if let Some(timing) = self.timing()? {
-                    lines.push(format!("{}:{}|ms{tags}", need()?, timing.as_secs_f64() * 1000.0));
+                    lines.push(format!(
+                        "{}:{}|ms{tags}",
+                        need()?,
+                        timing.as_secs_f64() * 1000.0
+                    ));
                 }
                 if let Some(member) = &self.set {
                     lines.push(format!("{}:{member}|s{tags}", need()?));
@@ -167,7 +208,10 @@ impl EmitArgs {
                 metrics.push(sample(ssf_sample::Metric::Gauge, gauge as f32));
             }
             if let Some(timing) = self.timing()? {
-                let mut timer = sample(ssf_sample::Metric::Histogram, (timing.as_secs_f64() * 1000.0) as f32);
+                let mut timer = sample(
+                    ssf_sample::Metric::Histogram,
+                    (timing.as_secs_f64() * 1000.0) as f32,
+                );
                 timer.unit = "ms".into();
                 metrics.push(timer);
             }
@@ -177,7 +221,10 @@ impl EmitArgs {
                 metrics.push(set);
             }
         }
-        let mut span = SsfSpan { metrics, ..Default::default() };
+        let mut span = SsfSpan {
+            metrics,
+            ..Default::default()
+        };
         if self.wants_span() {
             let end = now_ns();
             let duration = self.timing()?.map_or(1_000, |d| d.as_nanos() as i64).max(1);
@@ -221,15 +268,28 @@ pub fn run(args: EmitArgs) -> anyhow::Result<()> {
         (false, true) => "udp://127.0.0.1:8128",
         (false, false) => "udp://127.0.0.1:8126",
     };
-    let hostport = args.hostport.clone().unwrap_or_else(|| default_host.to_string());
+    let hostport = args
+        .hostport
+        .clone()
+        .unwrap_or_else(|| default_host.to_string());
     let (scheme, address) = match hostport.split_once("://") {
         Some((scheme, address)) => (scheme.to_string(), address.to_string()),
         None => ("udp".to_string(), hostport.clone()),
     };
     if grpc {
-        let span = if args.ssf || args.wants_span() { Some(args.span()?) } else { None };
-        let packet = if span.is_none() { args.statsd_lines()?.join("\n") } else { String::new() };
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let span = if args.ssf || args.wants_span() {
+            Some(args.span()?)
+        } else {
+            None
+        };
+        let packet = if span.is_none() {
+            args.statsd_lines()?.join("\n")
+        } else {
+            String::new()
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         return runtime.block_on(async move {
             let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))?
                 .connect()
@@ -237,10 +297,14 @@ pub fn run(args: EmitArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot connect to {hostport}"))?;
             match span {
                 Some(span) => {
-                    ssfd_wire::ssf::ssfgrpc_client::SsfgrpcClient::new(channel).send_span(span).await?;
+                    ssfd_wire::ssf::ssfgrpc_client::SsfgrpcClient::new(channel)
+                        .send_span(span)
+                        .await?;
                 }
                 None => {
-                    let packet = ssfd_wire::dogstatsd::DogstatsdPacket { packet_bytes: packet.into_bytes() };
+                    let packet = ssfd_wire::dogstatsd::DogstatsdPacket {
+                        packet_bytes: packet.into_bytes(),
+                    };
                     ssfd_wire::dogstatsd::dogstatsd_grpc_client::DogstatsdGrpcClient::new(channel)
                         .send_packet(packet)
                         .await?;
@@ -249,18 +313,25 @@ pub fn run(args: EmitArgs) -> anyhow::Result<()> {
             anyhow::Ok(())
         });
     }
-    let payload = if ssf { args.span()?.encode_to_vec() } else { args.statsd_lines()?.join("\n").into_bytes() };
+    let payload = if ssf {
+        args.span()?.encode_to_vec()
+    } else {
+        args.statsd_lines()?.join("\n").into_bytes()
+    };
     if payload.is_empty() {
         bail!("nothing to send: give --count, --gauge, --timing, --set or span flags");
     }
     match scheme.as_str() {
         "udp" => {
             let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
-            socket.send_to(&payload, &address).with_context(|| format!("cannot send to {hostport}"))?;
+            socket
+                .send_to(&payload, &address)
+                .with_context(|| format!("cannot send to {hostport}"))?;
         }
         "tcp" => {
             use std::io::Write;
-            let mut stream = std::net::TcpStream::connect(&address).with_context(|| format!("cannot connect to {hostport}"))?;
+            let mut stream = std::net::TcpStream::connect(&address)
+                .with_context(|| format!("cannot connect to {hostport}"))?;
             if ssf {
                 let mut framed = Vec::new();
                 ssfd_wire::framing::encode_frame(&payload, &mut framed);

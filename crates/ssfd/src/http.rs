@@ -18,5 +18,11 @@ pub fn router() -> Router {
 async fn metrics() -> impl IntoResponse {
     let mut text = String::with_capacity(8192);
     ssfd_telemetry::render(&mut text, VERSION);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
 }

@@ -10,7 +10,8 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     let Some(path) = path else {
         return Ok(Config::embedded());
     };
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let loaded = Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
@@ -23,14 +24,23 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SSFD_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SSFD_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
     let config = load(path)?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pipeline_config = PipelineConfig {
-        metric_workers: if config.num_workers == 0 { cores } else { config.num_workers },
-        span_workers: if config.num_span_workers == 0 { 1 } else { config.num_span_workers },
+        metric_workers: if config.num_workers == 0 {
+            cores
+        } else {
+            config.num_workers
+        },
+        span_workers: if config.num_span_workers == 0 {
+            1
+        } else {
+            config.num_span_workers
+        },
         metric_queue_batches: 1024,
         span_queue_batches: config.span_channel_capacity.max(1),
     };
@@ -43,7 +53,8 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let (pipeline, workers) = Pipeline::start(pipeline_config);
         let bound = ssfd_ingest::bind(&config).await?;
         let http = tokio::net::TcpListener::bind(
-            ssfd_config::ListenAddr::parse_host_port(&config.http_address).map_err(anyhow::Error::msg)?,
+            ssfd_config::ListenAddr::parse_host_port(&config.http_address)
+                .map_err(anyhow::Error::msg)?,
         )
         .await
         .with_context(|| format!("cannot listen on http_address {}", config.http_address))?;
