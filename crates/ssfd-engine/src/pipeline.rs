@@ -52,6 +52,9 @@ pub struct PipelineConfig {
     pub metric_queue_batches: usize,
     /// Batches each span queue holds.
     pub span_queue_batches: usize,
+    /// Test hook: every worker sleeps this long per batch, so tests can fill queues
+    /// deterministically (`SSFD_TEST_WORKER_STALL_MS`). Zero in production.
+    pub stall_per_batch: std::time::Duration,
 }
 
 impl Default for PipelineConfig {
@@ -61,6 +64,7 @@ impl Default for PipelineConfig {
             span_workers: 1,
             metric_queue_batches: 1024,
             span_queue_batches: 1024,
+            stall_per_batch: std::time::Duration::ZERO,
         }
     }
 }
@@ -98,7 +102,7 @@ impl Pipeline {
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("metric-worker-{index}"))
-                    .spawn(move || metric_worker(receiver))
+                    .spawn(move || metric_worker(receiver, config.stall_per_batch))
                     .expect("spawn metric worker"),
             );
         }
@@ -109,7 +113,7 @@ impl Pipeline {
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("span-worker-{index}"))
-                    .spawn(move || span_worker(receiver))
+                    .spawn(move || span_worker(receiver, config.stall_per_batch))
                     .expect("spawn span worker"),
             );
         }
@@ -193,9 +197,12 @@ fn send<T>(sender: &Sender<T>, item: T, policy: WhenFull, len: fn(&T) -> usize) 
 
 /// Counts what arrives, by kind. The aggregation engine (issue 3) replaces the body
 /// with per-shard series state; the loop and its queue stay.
-fn metric_worker(receiver: Receiver<SampleBatch>) {
+fn metric_worker(receiver: Receiver<SampleBatch>, stall: std::time::Duration) {
     let mut counts = [0u64; Kind::COUNT];
     for batch in receiver {
+        if !stall.is_zero() {
+            std::thread::sleep(stall);
+        }
         for sample in batch.samples() {
             counts[sample.kind.telemetry() as usize] += 1;
         }
@@ -206,8 +213,11 @@ fn metric_worker(receiver: Receiver<SampleBatch>) {
 }
 
 /// Counts spans and log records. The store and trace joiner (issue 4) take over here.
-fn span_worker(receiver: Receiver<SpanWork>) {
+fn span_worker(receiver: Receiver<SpanWork>, stall: std::time::Duration) {
     for work in receiver {
+        if !stall.is_zero() {
+            std::thread::sleep(stall);
+        }
         match work {
             SpanWork::Spans(spans) => {
                 telemetry::worker_received(Kind::Span, spans.len() as u64);

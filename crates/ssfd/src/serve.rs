@@ -43,6 +43,10 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         },
         metric_queue_batches: 1024,
         span_queue_batches: config.span_channel_capacity.max(1),
+        stall_per_batch: std::env::var("SSFD_TEST_WORKER_STALL_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map_or(std::time::Duration::ZERO, std::time::Duration::from_millis),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores.max(2))
