@@ -65,6 +65,7 @@ impl<U: Message + Default> Decoder for SsfdDecoder<U> {
         match U::decode(buf) {
             Ok(message) => Ok(Some(message)),
             Err(error) => {
+                ssfd_telemetry::received(Listener::Grpc, Protocol::Grpc, 1);
                 ssfd_telemetry::rejected(Listener::Grpc, Protocol::Grpc, Reason::Decode, 1);
                 Err(Status::invalid_argument(format!(
                     "message does not decode: {error}"
