@@ -1,1 +1,80 @@
-//! stub
+//! Shared inputs of the benchmarks: realistic DogStatsD lines and SSF spans.
+
+use prost::Message;
+use ssfd_wire::ssf::{SsfSample, SsfSpan, ssf_sample::Metric};
+
+/// A mix of typical DogStatsD lines (counters, gauges, timers, histograms, sets; most
+/// with two or three tags, some with sample rates).
+pub fn statsd_lines(count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| match i % 6 {
+            0 => format!("api.requests:1|c|#service:web,env:prod,route:/v{}", i % 50),
+            1 => format!(
+                "api.latency:{}.{}|ms|@0.5|#service:web,env:prod",
+                i % 997,
+                i % 10
+            ),
+            2 => format!("queue.depth:{}|g|#queue:q{}", i % 1000, i % 20),
+            3 => format!(
+                "payload.bytes:{}|h|#service:ingest,env:prod,region:us-east-1",
+                i % 65536
+            ),
+            4 => format!("users.active:user-{}|s|#env:prod", i % 10_000),
+            _ => format!("cache.hits:{}|c|@0.1", i % 7),
+        })
+        .collect()
+}
+
+/// An SSF span of about 300 bytes: 5 tags and 2 samples.
+pub fn ssf_span(id: i64) -> SsfSpan {
+    let tags = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    SsfSpan {
+        version: 0,
+        trace_id: 0x1234_5678_9abc + id / 10,
+        id,
+        parent_id: id - 1,
+        start_timestamp: 1_700_000_000_000_000_000 + id,
+        end_timestamp: 1_700_000_000_000_250_000 + id,
+        error: id % 17 == 0,
+        service: "checkout-service".into(),
+        name: "POST /api/v1/orders/{id}/items".into(),
+        tags: tags(&[
+            ("http.method", "POST"),
+            ("http.status_code", "201"),
+            ("region", "us-east-1"),
+            ("host", "ip-10-0-12-34.ec2.internal"),
+            ("version", "2026.11.3"),
+        ]),
+        metrics: vec![
+            SsfSample {
+                metric: Metric::Counter as i32,
+                name: "orders.items.added".into(),
+                value: 1.0,
+                sample_rate: 1.0,
+                tags: tags(&[("tier", "gold")]),
+                ..Default::default()
+            },
+            SsfSample {
+                metric: Metric::Histogram as i32,
+                name: "orders.db.latency_ms".into(),
+                value: 3.25,
+                sample_rate: 0.5,
+                unit: "ms".into(),
+                tags: tags(&[("db", "orders")]),
+                ..Default::default()
+            },
+        ],
+        indicator: false,
+        root_start_timestamp: 0,
+    }
+}
+
+/// The encoded form of [`ssf_span`].
+pub fn ssf_span_bytes(id: i64) -> Vec<u8> {
+    ssf_span(id).encode_to_vec()
+}

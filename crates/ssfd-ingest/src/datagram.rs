@@ -185,16 +185,15 @@ fn read_loop(
         }
         for index in 0..received as usize {
             let header = &headers[index];
-            if let Some(drops) = overflow_count(&header.msg_hdr) {
-                if drops != last_drops {
-                    kernel_drops
-                        .fetch_add(drops.wrapping_sub(last_drops) as u64, Ordering::Relaxed);
-                    last_drops = drops;
-                    ssfd_telemetry::set_udp_kernel_drops(
-                        listener,
-                        kernel_drops.load(Ordering::Relaxed),
-                    );
-                }
+            if let Some(drops) = overflow_count(&header.msg_hdr)
+                && drops != last_drops
+            {
+                kernel_drops.fetch_add(drops.wrapping_sub(last_drops) as u64, Ordering::Relaxed);
+                last_drops = drops;
+                ssfd_telemetry::set_udp_kernel_drops(
+                    listener,
+                    kernel_drops.load(Ordering::Relaxed),
+                );
             }
             let len = header.msg_len as usize;
             if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {

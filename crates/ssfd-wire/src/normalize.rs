@@ -51,10 +51,10 @@ pub fn decode_span(bytes: &[u8]) -> Result<SsfSpan, SsfError> {
 /// SPEC 3.1 normalisation: an unnamed span takes its `name` tag as name (and loses the
 /// tag); a sample rate of 0 becomes 1.
 pub fn normalize(span: &mut SsfSpan) {
-    if span.name.is_empty() {
-        if let Some(name) = span.tags.remove("name") {
-            span.name = name;
-        }
+    if span.name.is_empty()
+        && let Some(name) = span.tags.remove("name")
+    {
+        span.name = name;
     }
     for sample in &mut span.metrics {
         if sample.sample_rate == 0.0 {

@@ -27,7 +27,7 @@ enum Command {
         config: Option<std::path::PathBuf>,
     },
     /// Sends one metric or span to a running ssfd (or Veneur).
-    Emit(emit::EmitArgs),
+    Emit(Box<emit::EmitArgs>),
     /// Parses and validates a configuration, then prints the effective configuration.
     CheckConfig {
         /// The YAML configuration file.
@@ -39,7 +39,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse_from(emit::normalise_flags(std::env::args()));
     let result = match cli.command {
         Command::Serve { config } => serve::run(config.as_deref()),
-        Command::Emit(args) => emit::run(args),
+        Command::Emit(args) => emit::run(*args),
         Command::CheckConfig { file } => check_config(&file),
     };
     match result {

@@ -1,0 +1,311 @@
+//! loadgen: drives the real `ssfd` binary over loopback with a bounded count and
+//! duration, and reports delivered items, losses and server CPU per item (from
+//! `/proc/<pid>/stat`, user + system time of every ssfd thread).
+//!
+//!   loadgen statsd-udp --rate 200000 --seconds 5 --lines 1 --runs 3
+//!   loadgen ssf-udp --rate 0 --count 1000000
+//!   loadgen send-spans --count 2000000 --streams 2
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use ssfd_benches::{ssf_span, ssf_span_bytes, statsd_lines};
+use ssfd_e2e::Server;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+    /// Runs of the same load, each against a fresh server.
+    #[arg(long, default_value_t = 1, global = true)]
+    runs: usize,
+    /// UDP reader threads of the server.
+    #[arg(long, default_value_t = 1, global = true)]
+    readers: usize,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// DogStatsD datagrams over UDP at a fixed rate.
+    StatsdUdp {
+        /// Datagrams per second (0: as fast as one sender can).
+        #[arg(long, default_value_t = 200_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Lines per datagram.
+        #[arg(long, default_value_t = 1)]
+        lines: usize,
+    },
+    /// SSF spans over UDP, one per datagram.
+    SsfUdp {
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+    },
+    /// SSF spans over gRPC `SendSpans` client streams.
+    SendSpans {
+        #[arg(long, default_value_t = 2_000_000)]
+        count: u64,
+        #[arg(long, default_value_t = 2)]
+        streams: u64,
+    },
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_comm = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // fields[11] is utime, fields[12] stime (the 14th and 15th of the whole line)
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Sends `datagrams` (cycled) to `target` at `rate` per second (0 = unpaced) until
+/// `total` are sent, with `sendmmsg` in chunks of 64. Returns the datagrams sent.
+fn blast(target: &str, datagrams: &[Vec<u8>], rate: u64, total: u64) -> anyhow::Result<u64> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.connect(target)?;
+    let _ = socket2::SockRef::from(&socket).set_send_buffer_size(8 << 20);
+    let fd = socket.as_raw_fd();
+    const CHUNK: usize = 64;
+    let start = Instant::now();
+    let mut sent: u64 = 0;
+    // SAFETY: zeroed POD structs, filled below.
+    let mut iovecs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; CHUNK];
+    let mut headers: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; CHUNK];
+    while sent < total {
+        let due = if rate == 0 {
+            total
+        } else {
+            ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(total)
+        };
+        if due <= sent {
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
+        let batch = ((due - sent) as usize).min(CHUNK);
+        for index in 0..batch {
+            let datagram = &datagrams[(sent as usize + index) % datagrams.len()];
+            iovecs[index].iov_base = datagram.as_ptr() as *mut _;
+            iovecs[index].iov_len = datagram.len();
+            headers[index].msg_hdr.msg_iov = &mut iovecs[index];
+            headers[index].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: the headers point at live datagrams for the duration of the call.
+        let done = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), batch as u32, 0) };
+        if done < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::WouldBlock
+                || error.raw_os_error() == Some(libc::ENOBUFS)
+            {
+                continue;
+            }
+            bail!("sendmmsg: {error}");
+        }
+        sent += done as u64;
+    }
+    Ok(sent)
+}
+
+/// Waits until `series` stops moving (or reaches `want`) and returns its value.
+fn settle(server: &Server, series: &str, want: f64) -> f64 {
+    let mut last = -1.0;
+    let mut still_since = Instant::now();
+    loop {
+        let value = server.metric(series);
+        if value >= want {
+            return value;
+        }
+        if value != last {
+            last = value;
+            still_since = Instant::now();
+        } else if still_since.elapsed() > Duration::from_millis(1500) {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Outcome {
+    items: u64,
+    delivered: f64,
+    dropped: f64,
+    cpu: f64,
+    wall: f64,
+}
+
+fn report(label: &str, unit: &str, outcome: &Outcome) {
+    let lossless = outcome.delivered == outcome.items as f64 && outcome.dropped == 0.0;
+    println!(
+        "{label}: sent {} {unit}s in {:.2}s, delivered {}, dropped {}, lossless {}, server CPU {:.3}s = {:.3} µs/{unit} = {:.0} {unit}s per server-CPU-second",
+        outcome.items,
+        outcome.wall,
+        outcome.delivered,
+        outcome.dropped,
+        if lossless { "yes" } else { "NO" },
+        outcome.cpu,
+        outcome.cpu * 1e6 / outcome.items as f64,
+        outcome.items as f64 / outcome.cpu,
+    );
+}
+
+fn dropped(server: &Server, listener: &str) -> f64 {
+    server.metric("ssfd_dropped_total{stage=\"ingest\",reason=\"queue_full\"}")
+        + server.metric(&format!(
+            "ssfd_udp_kernel_drops_total{{listener=\"{listener}\"}}"
+        ))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let extra = format!(
+        "num_readers: {}\nspan_channel_capacity: 4096\n",
+        cli.readers
+    );
+    for run in 1..=cli.runs {
+        let server = Server::start(&extra);
+        let pid = server.pid();
+        std::thread::sleep(Duration::from_millis(300));
+        match &cli.mode {
+            Mode::StatsdUdp {
+                rate,
+                seconds,
+                lines,
+            } => {
+                let pool = statsd_lines(6000);
+                let datagrams: Vec<Vec<u8>> = pool
+                    .chunks(*lines)
+                    .take(1000)
+                    .map(|chunk| chunk.join("\n").into_bytes())
+                    .collect();
+                let total = if *rate == 0 {
+                    (seconds * 300_000.0) as u64
+                } else {
+                    (*rate as f64 * seconds) as u64
+                };
+                let cpu_before = cpu_seconds(pid);
+                let start = Instant::now();
+                let sent = blast(server.addr("statsd udp"), &datagrams, *rate, total)?;
+                let wall = start.elapsed().as_secs_f64();
+                let items = sent * *lines as u64;
+                let delivered = settle(
+                    &server,
+                    "ssfd_received_total{listener=\"statsd\",protocol=\"udp\"}",
+                    items as f64,
+                );
+                let cpu = cpu_seconds(pid) - cpu_before;
+                let outcome = Outcome {
+                    items,
+                    delivered,
+                    dropped: dropped(&server, "statsd"),
+                    cpu,
+                    wall,
+                };
+                let label = format!("run {run} statsd-udp rate {rate}/s x {lines} line(s)");
+                report(&label, "line", &outcome);
+                println!(
+                    "    per datagram: {:.3} µs of server CPU",
+                    cpu * 1e6 / sent as f64
+                );
+            }
+            Mode::SsfUdp { rate, count } => {
+                let datagrams: Vec<Vec<u8>> = (1..=1000).map(ssf_span_bytes).collect();
+                let cpu_before = cpu_seconds(pid);
+                let start = Instant::now();
+                let sent = blast(server.addr("ssf udp"), &datagrams, *rate, *count)?;
+                let wall = start.elapsed().as_secs_f64();
+                let delivered = settle(
+                    &server,
+                    "ssfd_received_total{listener=\"ssf\",protocol=\"udp\"}",
+                    sent as f64,
+                );
+                let cpu = cpu_seconds(pid) - cpu_before;
+                let outcome = Outcome {
+                    items: sent,
+                    delivered,
+                    dropped: dropped(&server, "ssf"),
+                    cpu,
+                    wall,
+                };
+                report(
+                    &format!("run {run} ssf-udp rate {rate}/s"),
+                    "span",
+                    &outcome,
+                );
+            }
+            Mode::SendSpans { count, streams } => {
+                let address = format!("http://{}", server.addr("grpc tcp"));
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                let per_stream = count / streams;
+                let spans: Vec<_> = (1..=1000).map(ssf_span).collect();
+                let cpu_before = cpu_seconds(pid);
+                let start = Instant::now();
+                let accepted = runtime.block_on(async {
+                    let mut tasks = Vec::new();
+                    for _ in 0..*streams {
+                        let address = address.clone();
+                        let spans = spans.clone();
+                        tasks.push(tokio::spawn(async move {
+                            let channel = tonic::transport::Channel::from_shared(address)?
+                                .connect()
+                                .await?;
+                            let mut client =
+                                ssfd_wire::ssfd::v1::ingest_client::IngestClient::new(channel);
+                            let stream = tokio_stream::iter(
+                                (0..per_stream).map(move |i| spans[i as usize % 1000].clone()),
+                            );
+                            let summary = client.send_spans(stream).await?.into_inner();
+                            anyhow::Ok(summary.accepted)
+                        }));
+                    }
+                    let mut accepted = 0;
+                    for task in tasks {
+                        accepted += task.await.context("stream task")??;
+                    }
+                    anyhow::Ok(accepted)
+                })?;
+                let wall = start.elapsed().as_secs_f64();
+                let items = per_stream * streams;
+                let delivered = settle(
+                    &server,
+                    "ssfd_worker_received_total{kind=\"span\"}",
+                    items as f64,
+                );
+                let cpu = cpu_seconds(pid) - cpu_before;
+                if accepted != items {
+                    println!("    accepted {accepted} of {items}");
+                }
+                let outcome = Outcome {
+                    items,
+                    delivered,
+                    dropped: dropped(&server, "ssf"),
+                    cpu,
+                    wall,
+                };
+                report(
+                    &format!("run {run} send-spans x {streams} streams"),
+                    "span",
+                    &outcome,
+                );
+            }
+        }
+    }
+    Ok(())
+}
