@@ -205,7 +205,7 @@ impl KeyScratch {
             }
             self.buffer.extend_from_slice(slice(range));
         }
-        self.hash = xxhash_rust::xxh3::xxh3_64(&self.buffer);
+        self.hash = key_hash(&self.buffer);
         self.hash
     }
 
@@ -217,6 +217,11 @@ impl KeyScratch {
     pub fn hash(&self) -> u64 {
         self.hash
     }
+}
+
+/// The hash of a canonical series key (xxh3, 64 bits).
+pub fn key_hash(key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key)
 }
 
 /// Which of `shards` owns `hash` (multiply-shift, so every bit of the hash counts).

@@ -92,13 +92,36 @@ impl Workers {
 }
 
 impl Pipeline {
+    /// The queues without workers: the receiving ends are for whoever consumes them
+    /// (the workers, or a test that inspects what ingest produced).
+    pub fn channels(
+        config: PipelineConfig,
+    ) -> (
+        Pipeline,
+        Vec<Receiver<SampleBatch>>,
+        Vec<Receiver<SpanWork>>,
+    ) {
+        let (metric_senders, metric_receivers) = (0..config.metric_workers.max(1))
+            .map(|_| bounded(config.metric_queue_batches.max(1)))
+            .unzip();
+        let (span_senders, span_receivers) = (0..config.span_workers.max(1))
+            .map(|_| bounded(config.span_queue_batches.max(1)))
+            .unzip();
+        (
+            Pipeline {
+                metric_senders,
+                span_senders,
+            },
+            metric_receivers,
+            span_receivers,
+        )
+    }
+
     /// Starts the workers and returns the sending side.
     pub fn start(config: PipelineConfig) -> (Pipeline, Workers) {
+        let (pipeline, metric_receivers, span_receivers) = Self::channels(config);
         let mut handles = Vec::new();
-        let mut metric_senders = Vec::new();
-        for index in 0..config.metric_workers.max(1) {
-            let (sender, receiver) = bounded(config.metric_queue_batches.max(1));
-            metric_senders.push(sender);
+        for (index, receiver) in metric_receivers.into_iter().enumerate() {
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("metric-worker-{index}"))
@@ -106,10 +129,7 @@ impl Pipeline {
                     .expect("spawn metric worker"),
             );
         }
-        let mut span_senders = Vec::new();
-        for index in 0..config.span_workers.max(1) {
-            let (sender, receiver) = bounded(config.span_queue_batches.max(1));
-            span_senders.push(sender);
+        for (index, receiver) in span_receivers.into_iter().enumerate() {
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("span-worker-{index}"))
@@ -117,13 +137,7 @@ impl Pipeline {
                     .expect("spawn span worker"),
             );
         }
-        (
-            Pipeline {
-                metric_senders,
-                span_senders,
-            },
-            Workers { handles },
-        )
+        (pipeline, Workers { handles })
     }
 
     pub fn metric_shards(&self) -> usize {

@@ -1,0 +1,388 @@
+//! What the hand-off gives the workers: canonical series keys (sorted, de-duplicated,
+//! magic tags removed, container id and extend_tags added), scopes, values, rates, set
+//! members, statuses, spans by trace id and log records; and that garbage never panics.
+
+use crossbeam_channel::Receiver;
+use prost::Message;
+use ssfd_engine::{
+    LogKind, MetricKind, Pipeline, PipelineConfig, SampleBatch, Scope, SpanWork, WhenFull,
+};
+use ssfd_ingest::handoff::{Handoff, HandoffConfig};
+use ssfd_telemetry::{Listener, Protocol};
+use ssfd_wire::ssf::{SsfSample, SsfSpan, ssf_sample};
+
+struct Rig {
+    handoff: Handoff,
+    metrics: Vec<Receiver<SampleBatch>>,
+    spans: Vec<Receiver<SpanWork>>,
+}
+
+fn rig(extend_tags: &[&str]) -> Rig {
+    let (pipeline, metrics, spans) = Pipeline::channels(PipelineConfig {
+        metric_workers: 3,
+        span_workers: 2,
+        metric_queue_batches: 64,
+        span_queue_batches: 64,
+        ..PipelineConfig::default()
+    });
+    let config = HandoffConfig {
+        extend_tags: extend_tags.iter().map(|t| t.to_string()).collect(),
+        metric_max_length: 8192,
+    };
+    Rig {
+        handoff: Handoff::new(pipeline, config, Listener::Statsd, Protocol::Udp),
+        metrics,
+        spans,
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Seen {
+    name: String,
+    kind: MetricKind,
+    tags: String,
+    scope: Scope,
+    value: f64,
+    rate: f32,
+    extra: String,
+}
+
+impl Rig {
+    fn samples(&mut self) -> Vec<Seen> {
+        self.handoff.flush(WhenFull::DropNewest).unwrap();
+        let mut seen = Vec::new();
+        for (shard, receiver) in self.metrics.iter().enumerate() {
+            for batch in receiver.try_iter() {
+                for sample in batch.samples() {
+                    assert_eq!(
+                        ssfd_engine::batch::shard_of(sample.hash, self.metrics.len()),
+                        shard,
+                        "a sample reaches the shard that owns its hash"
+                    );
+                    assert_eq!(
+                        sample.hash,
+                        ssfd_engine::batch::key_hash(batch.key(sample)),
+                        "hashed once, of the shipped key"
+                    );
+                    seen.push(Seen {
+                        name: String::from_utf8_lossy(batch.name(sample)).into(),
+                        kind: sample.kind,
+                        tags: String::from_utf8_lossy(batch.tags(sample)).into(),
+                        scope: sample.scope,
+                        value: sample.value,
+                        rate: sample.rate,
+                        extra: String::from_utf8_lossy(batch.extra(sample)).into(),
+                    });
+                }
+            }
+        }
+        seen.sort_by(|a, b| (&a.name, a.value.to_bits()).cmp(&(&b.name, b.value.to_bits())));
+        seen
+    }
+
+    fn span_work(&mut self) -> Vec<(usize, SpanWork)> {
+        self.handoff.flush(WhenFull::DropNewest).unwrap();
+        let mut out = Vec::new();
+        for (shard, receiver) in self.spans.iter().enumerate() {
+            out.extend(receiver.try_iter().map(|w| (shard, w)));
+        }
+        out
+    }
+}
+
+fn seen(
+    name: &str,
+    kind: MetricKind,
+    tags: &str,
+    scope: Scope,
+    value: f64,
+    rate: f32,
+    extra: &str,
+) -> Seen {
+    Seen {
+        name: name.into(),
+        kind,
+        tags: tags.into(),
+        scope,
+        value,
+        rate,
+        extra: extra.into(),
+    }
+}
+
+#[test]
+fn statsd_lines_become_canonical_samples() {
+    let mut rig = rig(&["dc:east", ""]);
+    rig.handoff.statsd_packet(
+        b"req:2|c|@0.5|#z:1,a:2,z:1,veneurglobalonly\n\
+          temp:21.5|g|c:abc\n\
+          lat:1:2|h|#veneurlocalonly\n\
+          rt:3|ms\n\
+          dist:4|d\n\
+          users:alice|s|#a\n\
+          _sc|db|2|#db:main|m:down\n\
+          bad line\n",
+    );
+    let got = rig.samples();
+    assert_eq!(
+        got,
+        vec![
+            seen(
+                "db",
+                MetricKind::Status,
+                "db:main,dc:east",
+                Scope::Default,
+                2.0,
+                1.0,
+                "down"
+            ),
+            seen(
+                "dist",
+                MetricKind::Histogram,
+                "dc:east",
+                Scope::Default,
+                4.0,
+                1.0,
+                ""
+            ),
+            seen(
+                "lat",
+                MetricKind::Histogram,
+                "dc:east",
+                Scope::Local,
+                1.0,
+                1.0,
+                ""
+            ),
+            seen(
+                "lat",
+                MetricKind::Histogram,
+                "dc:east",
+                Scope::Local,
+                2.0,
+                1.0,
+                ""
+            ),
+            seen(
+                "req",
+                MetricKind::Counter,
+                "a:2,dc:east,z:1",
+                Scope::Global,
+                2.0,
+                0.5,
+                ""
+            ),
+            seen(
+                "rt",
+                MetricKind::Timer,
+                "dc:east",
+                Scope::Default,
+                3.0,
+                1.0,
+                ""
+            ),
+            seen(
+                "temp",
+                MetricKind::Gauge,
+                "container_id:abc,dc:east",
+                Scope::Default,
+                21.5,
+                1.0,
+                ""
+            ),
+            seen(
+                "users",
+                MetricKind::Set,
+                "a,dc:east",
+                Scope::Default,
+                0.0,
+                1.0,
+                "alice"
+            ),
+        ]
+    );
+    let work = rig.span_work();
+    assert_eq!(work.len(), 1);
+    let SpanWork::Records(records) = &work[0].1 else {
+        panic!("records")
+    };
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].kind, LogKind::ServiceCheck);
+    assert_eq!(records[0].message, "down");
+    assert_eq!(records[0].severity.label(), "error");
+}
+
+#[test]
+fn events_become_log_records() {
+    let mut rig = rig(&[]);
+    rig.handoff
+        .statsd_packet(b"_e{6,10}:deploy|v2\\nrolled|t:warning|h:web1|#service:api,env:prod");
+    assert!(rig.samples().is_empty());
+    let work = rig.span_work();
+    let SpanWork::Records(records) = &work[0].1 else {
+        panic!("records")
+    };
+    let record = &records[0];
+    assert_eq!(record.kind, LogKind::Event);
+    assert_eq!(
+        (record.name.as_str(), record.message.as_str()),
+        ("deploy", "v2\nrolled")
+    );
+    assert_eq!(record.severity.label(), "warn");
+    assert_eq!(record.service, "api");
+    assert_eq!(
+        record.tags,
+        [
+            "alert_type:warning",
+            "env:prod",
+            "hostname:web1",
+            "service:api"
+        ]
+    );
+}
+
+fn sample(metric: ssf_sample::Metric, name: &str, value: f32) -> SsfSample {
+    SsfSample {
+        metric: metric as i32,
+        name: name.into(),
+        value,
+        sample_rate: 1.0,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn ssf_spans_split_into_samples_and_span_work() {
+    use ssf_sample::Metric;
+    let mut rig = rig(&[]);
+    let mut counter = sample(Metric::Counter, "c", 3.0);
+    counter.tags.insert("k".into(), "v".into());
+    counter.tags.insert("bare".into(), String::new());
+    counter
+        .tags
+        .insert("veneurglobalonly".into(), String::new());
+    counter.sample_rate = 0.0;
+    let mut set = sample(Metric::Set, "s", 0.0);
+    set.message = "member".into();
+    let mut status = sample(Metric::Status, "st", 0.0);
+    status.status = 1;
+    status.message = "slow".into();
+    let mut scoped = sample(Metric::Gauge, "g", 1.5);
+    scoped.scope = ssf_sample::Scope::Local as i32;
+    let log = SsfSample {
+        message: "hello".into(),
+        ..sample(Metric::Counter, "logger", 0.0)
+    };
+    let bad = sample(Metric::Gauge, "nan", f32::NAN);
+    let span = SsfSpan {
+        trace_id: 42,
+        id: 7,
+        start_timestamp: 1,
+        end_timestamp: 2,
+        tags: [("name".to_string(), "from-tag".to_string())].into(),
+        metrics: vec![counter, set, status, scoped, log, bad],
+        ..Default::default()
+    };
+    rig.handoff.ssf_packet(&span.encode_to_vec()).unwrap();
+    assert_eq!(
+        rig.samples(),
+        vec![
+            seen(
+                "c",
+                MetricKind::Counter,
+                "bare,k:v",
+                Scope::Global,
+                3.0,
+                1.0,
+                ""
+            ),
+            seen("g", MetricKind::Gauge, "", Scope::Local, 1.5, 1.0, ""),
+            seen("s", MetricKind::Set, "", Scope::Default, 0.0, 1.0, "member"),
+            seen(
+                "st",
+                MetricKind::Status,
+                "",
+                Scope::Default,
+                1.0,
+                1.0,
+                "slow"
+            ),
+        ]
+    );
+    let work = rig.span_work();
+    assert_eq!(work.len(), 1, "the log stays inside its span");
+    let (shard, SpanWork::Spans(spans)) = &work[0] else {
+        panic!("spans")
+    };
+    assert_eq!(spans[0].name, "from-tag");
+    let (pipeline, _, _) = Pipeline::channels(PipelineConfig {
+        span_workers: 2,
+        ..PipelineConfig::default()
+    });
+    assert_eq!(*shard, pipeline.span_shard(42));
+}
+
+#[test]
+fn refused_flush_sends_nothing_and_discard_empties() {
+    let (pipeline, metrics, _spans) = Pipeline::channels(PipelineConfig {
+        metric_workers: 1,
+        span_workers: 1,
+        metric_queue_batches: 1,
+        span_queue_batches: 1,
+        ..PipelineConfig::default()
+    });
+    let mut handoff = Handoff::new(
+        pipeline,
+        HandoffConfig {
+            metric_max_length: 100,
+            ..Default::default()
+        },
+        Listener::Grpc,
+        Protocol::Grpc,
+    );
+    handoff.statsd_packet(b"a:1|c");
+    handoff.flush(WhenFull::Refuse).unwrap();
+    handoff.statsd_packet(b"b:1|c");
+    assert!(handoff.flush(WhenFull::Refuse).is_err());
+    assert_eq!(handoff.discard(), 1);
+    assert_eq!(handoff.pending(), 0);
+    assert_eq!(metrics[0].len(), 1);
+}
+
+/// Every committed fuzz corpus entry and a stream of pseudo-random bytes go through the
+/// hand-off without a panic.
+#[test]
+fn garbage_never_panics() {
+    let mut rig = rig(&["x:y"]);
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+    let mut files = 0;
+    for target in ["dogstatsd", "ssf", "framing"] {
+        for entry in std::fs::read_dir(corpus.join(target)).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            rig.handoff.statsd_packet(&bytes);
+            let _ = rig.handoff.ssf_packet(&bytes);
+            files += 1;
+        }
+        let _ = rig.samples();
+        let _ = rig.span_work();
+    }
+    assert!(files >= 10, "the committed corpora are there");
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for round in 0..20_000 {
+        let len = round % 300;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                b"ab:|#@,.01c_seg{}\n"[(state % 18) as usize].max(state as u8 & 0x7f)
+            })
+            .collect();
+        rig.handoff.statsd_packet(&bytes);
+        let _ = rig.handoff.ssf_packet(&bytes);
+        if round % 500 == 0 {
+            let _ = rig.samples();
+            let _ = rig.span_work();
+        }
+    }
+}
