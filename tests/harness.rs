@@ -20,11 +20,10 @@ pub fn root() -> PathBuf {
 pub fn ssfd_binary() -> PathBuf {
     static BUILD: Once = Once::new();
     let exe = std::env::current_exe().expect("test exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf();
+    let mut profile_dir = exe.parent().expect("exe dir").to_path_buf();
+    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+        profile_dir.pop();
+    }
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -62,7 +62,17 @@ impl<U: Message + Default> Decoder for SsfdDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        match U::decode(buf) {
+        use prost::bytes::Buf;
+        // Decoding from one contiguous slice avoids a `BytesMut::advance` per field.
+        let len = buf.remaining();
+        let result = if buf.chunk().len() >= len {
+            let decoded = U::decode(&buf.chunk()[..len]);
+            buf.advance(len);
+            decoded
+        } else {
+            U::decode(buf)
+        };
+        match result {
             Ok(message) => Ok(Some(message)),
             Err(error) => {
                 ssfd_telemetry::received(Listener::Grpc, Protocol::Grpc, 1);
