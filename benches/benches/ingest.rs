@@ -40,7 +40,32 @@ fn ssf_decode(c: &mut Criterion) {
     let mean = spans.iter().map(Vec::len).sum::<usize>() / spans.len();
     let mut group = c.benchmark_group(format!("ssf_{mean}B_5tags_2samples"));
     group.throughput(Throughput::Elements(spans.len() as u64));
-    group.bench_function("decode_normalize_classify", |b| {
+    group.bench_function("ssf_view_parse_classify", |b| {
+        b.iter(|| {
+            let mut valid = 0;
+            for bytes in &spans {
+                let view = ssfd_wire::ssf_view::SpanView::parse(bytes).unwrap();
+                if view.is_trace_span() && !view.needs_normalization() {
+                    valid += view
+                        .samples()
+                        .filter(|s| {
+                            normalize::classify_sample_fields(
+                                s.metric,
+                                s.name,
+                                s.value,
+                                s.message,
+                                s.sample_rate,
+                            )
+                            .is_ok()
+                        })
+                        .count();
+                }
+                black_box(&view);
+            }
+            black_box(valid)
+        })
+    });
+    group.bench_function("prost_decode_normalize_classify", |b| {
         b.iter(|| {
             let mut valid = 0;
             for bytes in &spans {

@@ -9,7 +9,9 @@
 pub mod batch;
 pub mod pipeline;
 pub mod record;
+pub mod span;
 
 pub use batch::{KeyScratch, MetricKind, Sample, SampleBatch, Scope, ShardedSamples};
 pub use pipeline::{Full, Pipeline, PipelineConfig, SpanWork, WhenFull, Workers};
 pub use record::{LogKind, LogRecord, Severity};
+pub use span::{SpanBatch, SpanEntry};

@@ -5,9 +5,9 @@
 
 use crate::batch::{SampleBatch, ShardedSamples};
 use crate::record::LogRecord;
+use crate::span::SpanBatch;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use ssfd_telemetry::{self as telemetry, DropReason, Kind, Stage};
-use ssfd_wire::ssf::SsfSpan;
 use std::thread::JoinHandle;
 
 /// What a sender does when its queue is full.
@@ -29,7 +29,7 @@ pub struct Full;
 #[derive(Debug)]
 pub enum SpanWork {
     /// Valid, normalised trace spans (with their embedded samples and logs).
-    Spans(Vec<SsfSpan>),
+    Spans(SpanBatch),
     /// Log records that are not inside a span.
     Records(Vec<LogRecord>),
 }
@@ -234,15 +234,26 @@ fn span_worker(receiver: Receiver<SpanWork>, stall: std::time::Duration) {
         }
         match work {
             SpanWork::Spans(spans) => {
+                use ssfd_wire::normalize::{SampleClass, classify_sample_fields};
                 telemetry::worker_received(Kind::Span, spans.len() as u64);
-                let logs = spans
-                    .iter()
-                    .flat_map(|s| &s.metrics)
-                    .filter(|m| {
-                        ssfd_wire::normalize::classify_sample(m)
-                            == Ok(ssfd_wire::normalize::SampleClass::Log)
-                    })
-                    .count();
+                let mut logs = 0;
+                for (_, bytes) in spans.iter() {
+                    let Ok(view) = ssfd_wire::ssf_view::SpanView::parse(bytes) else {
+                        continue;
+                    };
+                    logs += view
+                        .samples()
+                        .filter(|s| {
+                            classify_sample_fields(
+                                s.metric,
+                                s.name,
+                                s.value,
+                                s.message,
+                                s.sample_rate,
+                            ) == Ok(SampleClass::Log)
+                        })
+                        .count();
+                }
                 telemetry::worker_received(Kind::Log, logs as u64);
             }
             SpanWork::Records(records) => {

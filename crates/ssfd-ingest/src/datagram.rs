@@ -79,7 +79,11 @@ fn set_receive_buffer(socket: &Socket, bytes: usize) {
     if let Ok(actual) = socket.recv_buffer_size()
         && actual < bytes
     {
-        tracing::warn!(wanted = bytes, actual, "udp receive buffer capped by net.core.rmem_max");
+        tracing::warn!(
+            wanted = bytes,
+            actual,
+            "udp receive buffer capped by net.core.rmem_max"
+        );
     }
 }
 
@@ -159,6 +163,9 @@ const BATCH: usize = 64;
 /// sleeps this long so the next round finds a batch: one wake-up (and one hand-off to
 /// each worker) per batch instead of per datagram. It bounds the added latency; the
 /// socket buffer (`read_buffer_size_bytes`) holds what arrives meanwhile.
+/// Items a reader gathers before handing them off while traffic is steady; a quiet
+/// round always hands off what it has, so nothing waits longer than one round.
+const FLUSH_AT: usize = 512;
 const COALESCE: Duration = Duration::from_millis(1);
 const CONTROL_WORDS: usize = 8;
 
@@ -201,6 +208,8 @@ fn read_loop(
         };
         if received < 0 {
             let error = io::Error::last_os_error();
+            // an idle socket: hand off whatever is still pending
+            let _ = handoff.flush(WhenFull::DropNewest);
             match error.kind() {
                 io::ErrorKind::WouldBlock
                 | io::ErrorKind::TimedOut
@@ -238,11 +247,15 @@ fn read_loop(
                 }
             }
         }
-        let _ = handoff.flush(WhenFull::DropNewest);
-        if (received as usize) < BATCH / 4 {
+        let quiet = (received as usize) < BATCH / 4;
+        if quiet || handoff.pending() >= FLUSH_AT {
+            let _ = handoff.flush(WhenFull::DropNewest);
+        }
+        if quiet {
             std::thread::sleep(COALESCE);
         }
     }
+    let _ = handoff.flush(WhenFull::DropNewest);
 }
 
 fn overflow_count(header: &libc::msghdr) -> Option<u32> {

@@ -8,8 +8,10 @@ use crate::stream::flush_with_backpressure;
 use ssfd_engine::{Pipeline, WhenFull};
 use ssfd_telemetry::{Listener, Protocol};
 use ssfd_wire::dogstatsd::{self, DogstatsdPacket, dogstatsd_grpc_server::DogstatsdGrpc};
-use ssfd_wire::ssf::{self, SsfSpan, ssfgrpc_server::Ssfgrpc};
-use ssfd_wire::ssfd::v1::{SendSummary, ingest_server::Ingest};
+use ssfd_wire::grpc_codec::RawSpan;
+use ssfd_wire::raw::{ssf::ssfgrpc_server::Ssfgrpc, ssfd_v1::ingest_server::Ingest};
+use ssfd_wire::ssf;
+use ssfd_wire::ssfd::v1::SendSummary;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The ingest gRPC services share one pipeline handle.
@@ -38,9 +40,9 @@ fn refuse(handoff: &mut Handoff) -> Status {
 
 #[tonic::async_trait]
 impl Ssfgrpc for GrpcIngest {
-    async fn send_span(&self, request: Request<SsfSpan>) -> Result<Response<ssf::Empty>, Status> {
+    async fn send_span(&self, request: Request<RawSpan>) -> Result<Response<ssf::Empty>, Status> {
         let mut handoff = self.handoff();
-        if let Err(error) = handoff.ssf_span(request.into_inner()) {
+        if let Err(error) = handoff.ssf_packet(&request.into_inner().0) {
             return Err(Status::invalid_argument(error.to_string()));
         }
         handoff
@@ -72,7 +74,7 @@ const STREAM_BATCH: usize = 256;
 impl Ingest for GrpcIngest {
     async fn send_spans(
         &self,
-        request: Request<Streaming<SsfSpan>>,
+        request: Request<Streaming<RawSpan>>,
     ) -> Result<Response<SendSummary>, Status> {
         let mut stream = request.into_inner();
         let mut handoff = self.handoff();
@@ -82,7 +84,7 @@ impl Ingest for GrpcIngest {
         };
         loop {
             match stream.message().await {
-                Ok(Some(span)) => match handoff.ssf_span(span) {
+                Ok(Some(span)) => match handoff.ssf_packet(&span.0) {
                     Ok(_) => summary.accepted += 1,
                     Err(_) => summary.rejected += 1,
                 },

@@ -2,14 +2,16 @@
 //! and hashed once here, samples are sharded, and every rejection is counted by reason.
 //! One `Handoff` belongs to one reader thread or connection; it has no socket.
 
+use prost::Message;
 use ssfd_engine::{
     KeyScratch, LogKind, LogRecord, MetricKind, Pipeline, Scope, Severity, ShardedSamples,
-    SpanWork, WhenFull,
+    SpanBatch, SpanWork, WhenFull,
 };
 use ssfd_telemetry::{self as telemetry, Listener, Protocol, Reason};
 use ssfd_wire::dogstatsd_text::{self as text, Line, MagicScope, MetricType, ParseError, Value};
-use ssfd_wire::normalize::{self, PacketClass, SampleClass, SsfError};
-use ssfd_wire::ssf::{SsfSample, SsfSpan, ssf_sample};
+use ssfd_wire::normalize::{self, SampleClass, SsfError, classify_sample_fields};
+use ssfd_wire::ssf::{SsfSpan, ssf_sample};
+use ssfd_wire::ssf_view::{SampleView, SpanView, dedup_tags};
 use std::sync::Arc;
 
 /// Settings shared by every hand-off.
@@ -29,7 +31,7 @@ pub struct Handoff {
     protocol: Protocol,
     samples: ShardedSamples,
     scratch: KeyScratch,
-    spans: Vec<Vec<SsfSpan>>,
+    spans: Vec<SpanBatch>,
     records: Vec<LogRecord>,
     received: u64,
     rejected: [u64; Reason::COUNT],
@@ -60,7 +62,7 @@ impl Handoff {
             protocol,
             samples: ShardedSamples::new(shards),
             scratch: KeyScratch::default(),
-            spans: (0..span_shards).map(|_| Vec::new()).collect(),
+            spans: (0..span_shards).map(|_| SpanBatch::default()).collect(),
             records: Vec::new(),
             received: 0,
             rejected: [0; Reason::COUNT],
@@ -69,7 +71,9 @@ impl Handoff {
 
     /// Items waiting to be sent.
     pub fn pending(&self) -> usize {
-        self.samples.pending() + self.spans.iter().map(Vec::len).sum::<usize>() + self.records.len()
+        self.samples.pending()
+            + self.spans.iter().map(SpanBatch::len).sum::<usize>()
+            + self.records.len()
     }
 
     fn reject(&mut self, reason: &'static str) {
@@ -223,48 +227,63 @@ impl Handoff {
         }
     }
 
-    /// Decodes, normalises and hands off one SSF packet.
+    /// Reads, normalises and hands off one SSF packet (SPEC 3.1). The packet is read
+    /// in place; a valid trace span travels on as its own bytes (re-encoded only when
+    /// normalisation changed it).
     pub fn ssf_packet(&mut self, bytes: &[u8]) -> Result<SpanOutcome, SsfError> {
-        match normalize::decode_span(bytes) {
-            Ok(span) => self.ssf_span(span),
-            Err(error) => {
-                self.received += 1;
-                self.reject(error.reason());
-                Err(error)
-            }
-        }
-    }
-
-    /// Normalises and hands off one decoded SSF span (SPEC 3.1).
-    pub fn ssf_span(&mut self, mut span: SsfSpan) -> Result<SpanOutcome, SsfError> {
         self.received += 1;
-        normalize::normalize(&mut span);
-        let class = match normalize::classify(&span) {
-            Ok(class) => class,
+        let view = match SpanView::parse(bytes) {
+            Ok(view) => view,
             Err(error) => {
                 self.reject(error.reason());
                 return Err(error);
             }
         };
-        let trace_span = class == PacketClass::TraceSpan;
-        for sample in &span.metrics {
-            match normalize::classify_sample(sample) {
-                Ok(SampleClass::Metric) => self.ssf_sample(sample),
-                Ok(SampleClass::Log) if !trace_span => self.records.push(log_record(sample, None)),
+        let trace_span = view.is_trace_span();
+        if !trace_span && view.sample_count() == 0 {
+            let error = if view.looks_like_span() {
+                SsfError::InvalidSpan
+            } else {
+                SsfError::Empty
+            };
+            self.reject(error.reason());
+            return Err(error);
+        }
+        for sample in view.samples() {
+            match classify_sample_fields(
+                sample.metric,
+                sample.name,
+                sample.value,
+                sample.message,
+                sample.sample_rate,
+            ) {
+                Ok(SampleClass::Metric) => self.ssf_sample(&sample),
+                Ok(SampleClass::Log) if !trace_span => self.records.push(log_record(&sample)),
                 Ok(SampleClass::Log) => {}
                 Err(error) => self.reject(error.reason()),
             }
         }
-        if trace_span {
-            let shard = self.pipeline.span_shard(span.trace_id);
-            self.spans[shard].push(span);
-            Ok(SpanOutcome::TraceSpan)
-        } else {
-            Ok(SpanOutcome::SamplesOnly)
+        if !trace_span {
+            return Ok(SpanOutcome::SamplesOnly);
         }
+        let shard = self.pipeline.span_shard(view.trace_id);
+        if view.needs_normalization() {
+            // the reader accepts exactly what prost accepts, so this decode succeeds
+            let mut span = SsfSpan::decode(bytes).map_err(|_| SsfError::Decode)?;
+            normalize::normalize(&mut span);
+            self.spans[shard].push(&view, &span.encode_to_vec());
+        } else {
+            self.spans[shard].push(&view, bytes);
+        }
+        Ok(SpanOutcome::TraceSpan)
     }
 
-    fn ssf_sample(&mut self, sample: &SsfSample) {
+    /// Hands off one SSF span decoded elsewhere (tonic's `SendSpan`).
+    pub fn ssf_span(&mut self, span: &SsfSpan) -> Result<SpanOutcome, SsfError> {
+        self.ssf_packet(&span.encode_to_vec())
+    }
+
+    fn ssf_sample(&mut self, sample: &SampleView<'_>) {
         use ssf_sample::Metric;
         let kind = match Metric::try_from(sample.metric) {
             Ok(Metric::Counter) => MetricKind::Counter,
@@ -283,26 +302,40 @@ impl Handoff {
             Ok(ssf_sample::Scope::Global) => Scope::Global,
             _ => Scope::Default,
         };
-        for (key, value) in &sample.tags {
+        let mut add = |scratch: &mut KeyScratch, key: &str, value: &str| {
             if let Some(magic) = text::magic_scope(key.as_bytes()) {
                 scope = self::scope(magic);
-                continue;
-            }
-            if value.is_empty() {
-                self.scratch.tag(&[key.as_bytes()]);
+            } else if value.is_empty() {
+                scratch.tag(&[key.as_bytes()]);
             } else {
-                self.scratch.tag(&[key.as_bytes(), b":", value.as_bytes()]);
+                scratch.tag(&[key.as_bytes(), b":", value.as_bytes()]);
+            }
+        };
+        if has_duplicate_keys(sample.raw_tags()) {
+            // prost's map rule: one entry per key, the last value sent
+            let mut tags = Vec::new();
+            dedup_tags(sample.raw_tags(), &mut tags);
+            for (key, value) in tags {
+                add(&mut self.scratch, key, value);
+            }
+        } else {
+            for (key, value) in sample.raw_tags() {
+                add(&mut self.scratch, key, value);
             }
         }
         self.extend_tags();
         self.scratch.finish();
+        let rate = if sample.sample_rate == 0.0 {
+            1.0
+        } else {
+            sample.sample_rate
+        };
         let (value, extra) = match kind {
             MetricKind::Set => (0.0, sample.message.as_bytes()),
             MetricKind::Status => (sample.status as f64, sample.message.as_bytes()),
             _ => (sample.value as f64, &b""[..]),
         };
-        self.samples
-            .push(&self.scratch, scope, value, sample.sample_rate, extra);
+        self.samples.push(&self.scratch, scope, value, rate, extra);
     }
 
     /// Sends everything pending under `policy` and publishes the counters. With
@@ -404,24 +437,29 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
+fn has_duplicate_keys<'a>(tags: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> bool {
+    let mut outer = tags.clone().enumerate();
+    outer.any(|(index, (key, _))| tags.clone().skip(index + 1).any(|(other, _)| other == key))
+}
+
 /// A log sample sent outside a span.
-fn log_record(sample: &SsfSample, span: Option<&SsfSpan>) -> LogRecord {
-    let mut tags: Vec<String> = sample
-        .tags
+fn log_record(sample: &SampleView<'_>) -> LogRecord {
+    let mut pairs = Vec::new();
+    dedup_tags(sample.raw_tags(), &mut pairs);
+    let tags: Vec<String> = pairs
         .iter()
         .map(|(k, v)| {
             if v.is_empty() {
-                k.clone()
+                k.to_string()
             } else {
                 format!("{k}:{v}")
             }
         })
         .collect();
-    tags.sort();
-    let service = span
-        .map(|s| s.service.clone())
-        .filter(|s| !s.is_empty())
-        .or_else(|| sample.tags.get("service").cloned())
+    let service = pairs
+        .iter()
+        .find(|(k, _)| *k == "service")
+        .map(|(_, v)| v.to_string())
         .unwrap_or_default();
     LogRecord {
         kind: LogKind::Log,
@@ -431,10 +469,10 @@ fn log_record(sample: &SsfSample, span: Option<&SsfSpan>) -> LogRecord {
             sample.timestamp
         },
         service,
-        trace_id: span.map(|s| s.trace_id),
-        span_id: span.map(|s| s.id),
-        name: sample.name.clone(),
-        message: sample.message.clone(),
+        trace_id: None,
+        span_id: None,
+        name: sample.name.to_string(),
+        message: sample.message.to_string(),
         severity: Severity::from_status(sample.status),
         tags,
     }

@@ -313,7 +313,7 @@ impl Bound {
                 Socket::Grpc { listener } => {
                     let router = tonic::transport::Server::builder()
                         .add_service(health_service.clone())
-                        .add_service(ssfd_wire::ssf::ssfgrpc_server::SsfgrpcServer::new(
+                        .add_service(ssfd_wire::raw::ssf::ssfgrpc_server::SsfgrpcServer::new(
                             grpc.clone(),
                         ))
                         .add_service(
@@ -321,7 +321,7 @@ impl Bound {
                                 grpc.clone(),
                             ),
                         )
-                        .add_service(ssfd_wire::ssfd::v1::ingest_server::IngestServer::new(
+                        .add_service(ssfd_wire::raw::ssfd_v1::ingest_server::IngestServer::new(
                             grpc.clone(),
                         ));
                     let mut stop = shutdown.clone();

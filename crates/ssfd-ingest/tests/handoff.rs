@@ -314,12 +314,85 @@ fn ssf_spans_split_into_samples_and_span_work() {
     let (shard, SpanWork::Spans(spans)) = &work[0] else {
         panic!("spans")
     };
-    assert_eq!(spans[0].name, "from-tag");
+    let (entry, bytes) = spans.iter().next().unwrap();
+    assert_eq!((entry.trace_id, entry.id), (42, 7));
+    let stored = SsfSpan::decode(bytes).unwrap();
+    assert_eq!(stored.name, "from-tag", "normalised before it travels on");
+    assert!(!stored.tags.contains_key("name"));
     let (pipeline, _, _) = Pipeline::channels(PipelineConfig {
         span_workers: 2,
         ..PipelineConfig::default()
     });
     assert_eq!(*shard, pipeline.span_shard(42));
+}
+
+#[test]
+fn a_span_that_needs_no_normalisation_travels_as_its_own_bytes() {
+    let mut rig = rig(&[]);
+    let span = SsfSpan {
+        trace_id: 1,
+        id: 2,
+        start_timestamp: 3,
+        end_timestamp: 4,
+        name: "op".into(),
+        ..Default::default()
+    };
+    let bytes = span.encode_to_vec();
+    rig.handoff.ssf_packet(&bytes).unwrap();
+    let work = rig.span_work();
+    let SpanWork::Spans(spans) = &work[0].1 else {
+        panic!("spans")
+    };
+    assert_eq!(spans.iter().next().unwrap().1, &bytes[..]);
+}
+
+#[test]
+fn duplicate_sample_tag_keys_keep_the_last_value() {
+    let mut rig = rig(&[]);
+    let mut bytes = SsfSpan {
+        metrics: vec![SsfSample {
+            metric: ssf_sample::Metric::Counter as i32,
+            name: "c".into(),
+            value: 1.0,
+            tags: [("k".to_string(), "first".to_string())].into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    // append a second map entry for the same key inside the sample: rebuild the sample
+    let sample = SsfSample {
+        metric: ssf_sample::Metric::Counter as i32,
+        name: "c".into(),
+        value: 1.0,
+        tags: [("k".to_string(), "first".to_string())].into(),
+        ..Default::default()
+    };
+    let mut sample_bytes = sample.encode_to_vec();
+    sample_bytes.extend(
+        SsfSample {
+            tags: [("k".to_string(), "last".to_string())].into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+    bytes.clear();
+    bytes.push(0x52); // field 10, length-delimited
+    bytes.push(sample_bytes.len() as u8);
+    bytes.extend(&sample_bytes);
+    rig.handoff.ssf_packet(&bytes).unwrap();
+    assert_eq!(
+        rig.samples(),
+        vec![seen(
+            "c",
+            MetricKind::Counter,
+            "k:last",
+            Scope::Default,
+            1.0,
+            1.0,
+            ""
+        )]
+    );
 }
 
 #[test]

@@ -84,3 +84,63 @@ impl<U: Message + Default> Decoder for SsfdDecoder<U> {
         }
     }
 }
+
+/// A request kept as its wire bytes, for services that read it in place.
+pub trait FromWire: Sized {
+    fn from_wire(bytes: prost::bytes::Bytes) -> Self;
+}
+
+/// An `SSFSpan` as it came off the wire; ingest reads it with
+/// [`crate::ssf_view::SpanView`] instead of decoding it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawSpan(pub prost::bytes::Bytes);
+
+impl FromWire for RawSpan {
+    fn from_wire(bytes: prost::bytes::Bytes) -> Self {
+        RawSpan(bytes)
+    }
+}
+
+/// Encodes `T` with prost, hands `U` its request bytes undecoded. The servers of
+/// [`crate::raw`] use it.
+#[derive(Debug)]
+pub struct RawCodec<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for RawCodec<T, U> {
+    fn default() -> Self {
+        RawCodec(PhantomData)
+    }
+}
+
+impl<T, U> Codec for RawCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: FromWire + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = SsfdEncoder<T>;
+    type Decoder = RawDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        SsfdEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder(PhantomData)
+    }
+}
+
+#[derive(Debug)]
+pub struct RawDecoder<U>(PhantomData<U>);
+
+impl<U: FromWire> Decoder for RawDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        use prost::bytes::Buf;
+        let len = buf.remaining();
+        Ok(Some(U::from_wire(buf.copy_to_bytes(len))))
+    }
+}

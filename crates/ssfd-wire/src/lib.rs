@@ -6,6 +6,7 @@ pub mod framing;
 #[cfg(feature = "grpc")]
 pub mod grpc_codec;
 pub mod normalize;
+pub mod ssf_view;
 
 #[allow(clippy::all, missing_docs)]
 pub mod ssf {
@@ -31,5 +32,20 @@ pub mod ssfd {
     #[allow(clippy::all, missing_docs)]
     pub mod v1 {
         include!("gen/ssfd.v1.rs");
+    }
+}
+
+/// Server halves of `ssf.SSFGRPC` and `ssfd.v1.Ingest` whose `SSFSpan` requests arrive
+/// as raw bytes ([`grpc_codec::RawSpan`]), so ingest reads them in place. Same service
+/// names and wire format as the generated clients.
+#[cfg(feature = "grpc")]
+pub mod raw {
+    #[allow(clippy::all, missing_docs)]
+    pub mod ssf {
+        include!("gen/raw/ssf.rs");
+    }
+    #[allow(clippy::all, missing_docs)]
+    pub mod ssfd_v1 {
+        include!("gen/raw/ssfd.v1.rs");
     }
 }

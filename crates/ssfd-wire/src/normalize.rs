@@ -111,19 +111,33 @@ pub enum SampleClass {
 
 /// Classifies a normalised sample, or says why it is refused.
 pub fn classify_sample(sample: &SsfSample) -> Result<SampleClass, SsfError> {
-    if sample.metric == ssf_sample::Metric::Counter as i32
-        && sample.value == 0.0
-        && !sample.message.is_empty()
-    {
+    classify_sample_fields(
+        sample.metric,
+        &sample.name,
+        sample.value,
+        &sample.message,
+        sample.sample_rate,
+    )
+}
+
+/// [`classify_sample`] on a sample's fields (a rate of 0 counts as 1, as normalised).
+pub fn classify_sample_fields(
+    metric: i32,
+    name: &str,
+    value: f32,
+    message: &str,
+    sample_rate: f32,
+) -> Result<SampleClass, SsfError> {
+    if metric == ssf_sample::Metric::Counter as i32 && value == 0.0 && !message.is_empty() {
         return Ok(SampleClass::Log);
     }
-    if sample.name.is_empty() {
+    if name.is_empty() {
         return Err(SsfError::NoName);
     }
-    if !sample.value.is_finite() {
+    if !value.is_finite() {
         return Err(SsfError::BadValue);
     }
-    let rate = sample.sample_rate;
+    let rate = if sample_rate == 0.0 { 1.0 } else { sample_rate };
     if !(rate > 0.0 && rate <= 1.0) {
         return Err(SsfError::BadRate);
     }

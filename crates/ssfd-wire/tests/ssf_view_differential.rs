@@ -1,0 +1,223 @@
+//! The zero-copy SSF reader accepts and rejects exactly what prost does, and reads the
+//! same values (after prost's map rules: one entry per key, the last sent).
+
+use prost::Message;
+use ssfd_wire::normalize;
+use ssfd_wire::ssf::{SsfSample, SsfSpan};
+use ssfd_wire::ssf_view::{SampleView, SpanView, dedup_tags};
+use std::collections::BTreeMap;
+
+fn tags_of<'a>(raw: impl Iterator<Item = (&'a str, &'a str)>) -> BTreeMap<String, String> {
+    let mut scratch = Vec::new();
+    dedup_tags(raw, &mut scratch);
+    scratch
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn sample_of(view: &SampleView<'_>) -> SsfSample {
+    SsfSample {
+        metric: view.metric,
+        name: view.name.into(),
+        value: view.value,
+        timestamp: view.timestamp,
+        message: view.message.into(),
+        status: view.status,
+        sample_rate: view.sample_rate,
+        tags: tags_of(view.raw_tags()),
+        unit: view.unit.into(),
+        scope: view.scope,
+    }
+}
+
+/// The owned span a view describes.
+fn span_of(view: &SpanView<'_>) -> SsfSpan {
+    SsfSpan {
+        version: view.version,
+        trace_id: view.trace_id,
+        id: view.id,
+        parent_id: view.parent_id,
+        start_timestamp: view.start_timestamp,
+        end_timestamp: view.end_timestamp,
+        error: view.error,
+        service: view.service.into(),
+        metrics: view.samples().map(|s| sample_of(&s)).collect(),
+        tags: tags_of(view.raw_tags()),
+        indicator: view.indicator,
+        name: view.name.into(),
+        root_start_timestamp: view.root_start_timestamp,
+    }
+}
+
+/// Checks one input against prost; panics with the input on a difference.
+pub fn check(bytes: &[u8]) {
+    let by_prost = SsfSpan::decode(bytes);
+    let by_view = SpanView::parse(bytes);
+    match (&by_prost, &by_view) {
+        (Ok(want), Ok(view)) => {
+            // compare through the encoding so NaN payloads compare bitwise
+            assert_eq!(
+                span_of(view).encode_to_vec(),
+                want.encode_to_vec(),
+                "{bytes:?}"
+            );
+            let mut normalized = want.clone();
+            normalize::normalize(&mut normalized);
+            assert_eq!(view.normalized_name(), normalized.name, "{bytes:?}");
+            assert_eq!(
+                view.is_trace_span(),
+                normalize::is_trace_span(&normalized),
+                "{bytes:?}"
+            );
+            assert_eq!(
+                view.needs_normalization(),
+                normalized.encode_to_vec() != want.encode_to_vec(),
+                "{bytes:?}"
+            );
+        }
+        (Err(_), Err(_)) => {}
+        _ => panic!(
+            "prost {:?} but view {:?} for {bytes:?}",
+            by_prost.is_ok(),
+            by_view.is_ok()
+        ),
+    }
+}
+
+#[test]
+fn veneur_vectors_and_corpus_agree() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut count = 0;
+    for dir in [
+        "testdata/veneur",
+        "fuzz/corpus/ssf",
+        "fuzz/corpus/framing",
+        "fuzz/corpus/dogstatsd",
+    ] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                check(&std::fs::read(path).unwrap());
+                count += 1;
+            }
+        }
+    }
+    assert!(count > 100, "{count} inputs");
+}
+
+#[test]
+fn edge_cases_agree() {
+    let span = SsfSpan {
+        trace_id: -5,
+        id: i64::MIN,
+        parent_id: i64::MAX,
+        start_timestamp: 1,
+        end_timestamp: 2,
+        name: String::new(),
+        tags: [("name".into(), "n".into()), ("a".into(), String::new())].into(),
+        metrics: vec![SsfSample {
+            name: "s".into(),
+            sample_rate: 0.0,
+            value: f32::NAN,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    check(&span);
+    // a repeated map key: the last value wins
+    let mut duplicated = span.clone();
+    duplicated.extend(
+        SsfSpan {
+            tags: [("name".into(), "m".into())].into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+    check(&duplicated);
+    let view = SpanView::parse(&duplicated).unwrap();
+    assert_eq!(view.tag("name"), Some("m"));
+    // a name sent twice: the last wins
+    let mut renamed = SsfSpan {
+        name: "first".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    renamed.extend(
+        SsfSpan {
+            name: "second".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+    check(&renamed);
+    for bytes in [
+        &[][..],
+        &[0x08],                         // truncated varint
+        &[0x00, 0x01],                   // field 0
+        &[0x0f],                         // wire type 7
+        &[0x12, 0x05, 0x01],             // length past the end
+        &[0x42, 0x02, 0xc3, 0x28],       // invalid UTF-8 service
+        &[0x0d, 0x00, 0x00, 0x00, 0x00], // version sent as fixed32
+        &[0x4a, 0x00],                   // removed field 9, skipped
+        &[0x9b, 0x01, 0x9c, 0x01],       // an empty group (field 19), skipped
+        &[0x9b, 0x01, 0xa4, 0x01],       // a group closed by the wrong field
+        &[
+            0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ],
+        &[
+            0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+        ],
+        &[0x52, 0x03, 0x1d, 0x00, 0x00], // a sample whose float is cut short
+        &[0x5a, 0x02, 0x0a, 0x00],       // a tag with a key and no value
+    ] {
+        check(bytes);
+    }
+}
+
+#[test]
+fn random_mutations_agree() {
+    let base = SsfSpan {
+        trace_id: 1,
+        id: 2,
+        start_timestamp: 3,
+        end_timestamp: 4,
+        service: "svc".into(),
+        name: "op".into(),
+        tags: [("k".into(), "v".into())].into(),
+        metrics: vec![SsfSample {
+            name: "m".into(),
+            value: 1.0,
+            sample_rate: 0.5,
+            tags: [("t".into(), "u".into())].into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..200_000 {
+        let mut bytes = base.clone();
+        for _ in 0..(next() % 4 + 1) {
+            let position = (next() as usize) % bytes.len();
+            match next() % 3 {
+                0 => bytes[position] = next() as u8,
+                1 => {
+                    bytes.remove(position);
+                }
+                _ => bytes.insert(position, next() as u8),
+            }
+            if bytes.is_empty() {
+                break;
+            }
+        }
+        check(&bytes);
+    }
+}
