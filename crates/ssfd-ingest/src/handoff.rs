@@ -311,15 +311,30 @@ impl Handoff {
                 scratch.tag(&[key.as_bytes(), b":", value.as_bytes()]);
             }
         };
-        if has_duplicate_keys(sample.raw_tags()) {
-            // prost's map rule: one entry per key, the last value sent
+        // one pass over the tags; prost's map rule (one entry per key, the last value
+        // sent) needs a de-duplication only when a key repeats
+        let mut inline = [("", ""); INLINE_TAGS];
+        let mut count = 0;
+        let mut overflow = false;
+        for pair in sample.raw_tags() {
+            if count == INLINE_TAGS {
+                overflow = true;
+                break;
+            }
+            inline[count] = pair;
+            count += 1;
+        }
+        let inline = &inline[..count];
+        let repeated =
+            (1..inline.len()).any(|i| inline[..i].iter().any(|(k, _)| *k == inline[i].0));
+        if overflow || repeated {
             let mut tags = Vec::new();
             dedup_tags(sample.raw_tags(), &mut tags);
             for (key, value) in tags {
                 add(&mut self.scratch, key, value);
             }
         } else {
-            for (key, value) in sample.raw_tags() {
+            for &(key, value) in inline {
                 add(&mut self.scratch, key, value);
             }
         }
@@ -437,10 +452,8 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-fn has_duplicate_keys<'a>(tags: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> bool {
-    let mut outer = tags.clone().enumerate();
-    outer.any(|(index, (key, _))| tags.clone().skip(index + 1).any(|(other, _)| other == key))
-}
+/// Sample tags handled without allocating.
+const INLINE_TAGS: usize = 16;
 
 /// A log sample sent outside a span.
 fn log_record(sample: &SampleView<'_>) -> LogRecord {

@@ -33,7 +33,20 @@ impl<'a> Reader<'a> {
         self.position >= self.bytes.len()
     }
 
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, SsfError> {
+        // most keys, lengths and enums fit one byte
+        if let Some(&byte) = self.bytes.get(self.position)
+            && byte < 0x80
+        {
+            self.position += 1;
+            return Ok(u64::from(byte));
+        }
+        self.varint_slow()
+    }
+
+    #[inline(never)]
+    fn varint_slow(&mut self) -> Result<u64, SsfError> {
         let mut value: u64 = 0;
         for index in 0..10 {
             let byte = *self.bytes.get(self.position).ok_or(SsfError::Decode)?;
@@ -50,6 +63,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A field key: (field number, wire type).
+    #[inline(always)]
     fn key(&mut self) -> Result<(u32, u8), SsfError> {
         let key = self.varint()?;
         if key > u64::from(u32::MAX) {
@@ -63,6 +77,7 @@ impl<'a> Reader<'a> {
         Ok((field, wire_type))
     }
 
+    #[inline(always)]
     fn take(&mut self, len: usize) -> Result<&'a [u8], SsfError> {
         let end = self.position.checked_add(len).ok_or(SsfError::Decode)?;
         let slice = self.bytes.get(self.position..end).ok_or(SsfError::Decode)?;
@@ -70,6 +85,7 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
+    #[inline(always)]
     fn length_delimited(&mut self) -> Result<&'a [u8], SsfError> {
         let len = self.varint()?;
         let len = usize::try_from(len).map_err(|_| SsfError::Decode)?;
@@ -81,8 +97,14 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
+    #[inline(always)]
     fn string(&mut self) -> Result<&'a str, SsfError> {
-        std::str::from_utf8(self.length_delimited()?).map_err(|_| SsfError::Decode)
+        let bytes = self.length_delimited()?;
+        if bytes.is_ascii() {
+            // SAFETY: ASCII is valid UTF-8.
+            return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
+        std::str::from_utf8(bytes).map_err(|_| SsfError::Decode)
     }
 
     /// Skips an unknown field, groups included (as prost does).
@@ -121,6 +143,7 @@ fn expect(wire_type: u8, want: u8) -> Result<(), SsfError> {
     }
 }
 
+#[inline]
 /// Reads one map entry (`key = 1`, `value = 2`, both strings; absent means "").
 fn map_entry(bytes: &[u8], depth: u32) -> Result<(&str, &str), SsfError> {
     let mut reader = Reader::new(bytes);
@@ -312,6 +335,10 @@ pub struct SpanView<'a> {
     pub root_start_timestamp: i64,
     sample_count: u32,
     tag_count: u32,
+    /// The last `name` tag, if any.
+    name_tag: Option<&'a str>,
+    /// Some sample has a rate of 0.
+    zero_rate: bool,
 }
 
 impl<'a> SpanView<'a> {
@@ -333,6 +360,8 @@ impl<'a> SpanView<'a> {
             root_start_timestamp: 0,
             sample_count: 0,
             tag_count: 0,
+            name_tag: None,
+            zero_rate: false,
         };
         let mut reader = Reader::new(bytes);
         while !reader.done() {
@@ -364,12 +393,17 @@ impl<'a> SpanView<'a> {
                 }
                 10 => {
                     expect(wire_type, LEN)?;
-                    SampleView::parse_at(reader.length_delimited()?, RECURSION_LIMIT - 1)?;
+                    let sample =
+                        SampleView::parse_at(reader.length_delimited()?, RECURSION_LIMIT - 1)?;
+                    view.zero_rate |= sample.sample_rate == 0.0;
                     view.sample_count += 1;
                 }
                 11 => {
                     expect(wire_type, LEN)?;
-                    map_entry(reader.length_delimited()?, RECURSION_LIMIT - 1)?;
+                    let (key, value) = map_entry(reader.length_delimited()?, RECURSION_LIMIT - 1)?;
+                    if key == "name" {
+                        view.name_tag = Some(value);
+                    }
                     view.tag_count += 1;
                 }
                 12 => {
@@ -445,8 +479,7 @@ impl<'a> SpanView<'a> {
     /// True when SPEC 3.1 normalisation would change this span (a name taken from its
     /// tag, or a sample rate of 0), so its bytes cannot be kept as they came.
     pub fn needs_normalization(&self) -> bool {
-        (self.name.is_empty() && self.tag("name").is_some())
-            || self.samples().any(|sample| sample.sample_rate == 0.0)
+        (self.name.is_empty() && self.name_tag.is_some()) || self.zero_rate
     }
 
     /// A valid trace span after normalisation (SPEC 3.1).
