@@ -3,15 +3,22 @@
 //! and of spans and log records (sharded by trace id) through bounded queues to worker
 //! threads that own their shard's state. The engine never touches a socket.
 //!
-//! Until the aggregation engine lands (issue 3), metric workers count what they
-//! receive by kind; the queues, sharding and full-queue policies are the real ones.
+//! Metric workers own their shard's series (`aggregate.rs`) and hand them to the
+//! flusher every interval, which names what they flush (`flush.rs`) and calls the
+//! sinks. Sketches (`sketch/`): a weighted merging t-digest and Veneur's HyperLogLog.
 
+pub mod aggregate;
 pub mod batch;
+pub mod flush;
 pub mod pipeline;
 pub mod record;
+pub mod sketch;
 pub mod span;
 
 pub use batch::{KeyScratch, MetricKind, Sample, SampleBatch, Scope, ShardedSamples};
-pub use pipeline::{Full, Pipeline, PipelineConfig, SpanWork, WhenFull, Workers};
+pub use flush::{
+    Aggregate, Flush, FlushConfig, FlushedMetric, FlushedType, HistogramSummary, Percentile,
+};
+pub use pipeline::{Full, MetricSink, Pipeline, PipelineConfig, SpanWork, WhenFull, Workers};
 pub use record::{LogKind, LogRecord, Severity};
 pub use span::{SpanBatch, SpanEntry};

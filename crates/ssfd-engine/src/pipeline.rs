@@ -1,12 +1,15 @@
-//! The bounded queues between ingest and the workers, and the worker threads.
+//! The bounded queues between ingest and the workers, the worker threads, and the
+//! flusher that collects the workers' series every interval.
 //!
 //! Queues carry owned batches. Each full-queue policy is named ([`WhenFull`]) and every
 //! item it loses is counted in `ssfd_dropped_total{stage="ingest",reason="queue_full"}`.
 
+use crate::aggregate::SeriesTable;
 use crate::batch::{SampleBatch, ShardedSamples};
+use crate::flush::{Flush, FlushConfig};
 use crate::record::LogRecord;
 use crate::span::SpanBatch;
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
 use ssfd_telemetry::{self as telemetry, DropReason, Kind, Stage};
 use std::thread::JoinHandle;
 
@@ -55,6 +58,8 @@ pub struct PipelineConfig {
     /// Test hook: every worker sleeps this long per batch, so tests can fill queues
     /// deterministically (`SSFD_TEST_WORKER_STALL_MS`). Zero in production.
     pub stall_per_batch: std::time::Duration,
+    /// The flush interval.
+    pub interval: std::time::Duration,
 }
 
 impl Default for PipelineConfig {
@@ -65,6 +70,7 @@ impl Default for PipelineConfig {
             metric_queue_batches: 1024,
             span_queue_batches: 1024,
             stall_per_batch: std::time::Duration::ZERO,
+            interval: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -76,15 +82,43 @@ pub struct Pipeline {
     span_senders: Vec<Sender<SpanWork>>,
 }
 
-/// The worker threads; dropping every [`Pipeline`] and joining stops them.
-#[derive(Debug)]
+/// Where each interval's flush goes (the Prometheus exposition, the `jsonl` sink...).
+/// Called on the flusher thread; a sink that must not block it queues internally.
+pub trait MetricSink: Send {
+    fn name(&self) -> &str;
+    fn flush(&mut self, flush: &Flush);
+}
+
+/// A message from the flusher to a metric worker.
+enum Control {
+    /// Swap out the interval's series and send them.
+    Flush(Sender<SeriesTable>),
+    /// Take what is queued, send the series, and stop.
+    Final(Sender<SeriesTable>),
+}
+
+/// The worker and flusher threads; dropping every [`Pipeline`] and joining stops them.
 pub struct Workers {
     handles: Vec<JoinHandle<()>>,
+    flusher: Option<(Sender<()>, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workers")
+            .field("threads", &self.handles.len())
+            .finish()
+    }
 }
 
 impl Workers {
-    /// Waits until every worker has drained its queue and exited.
-    pub fn join(self) {
+    /// Flushes one last time what the workers hold and waits for every thread. Call
+    /// after intake has stopped.
+    pub fn join(mut self) {
+        if let Some((stop, flusher)) = self.flusher.take() {
+            let _ = stop.send(());
+            let _ = flusher.join();
+        }
         for handle in self.handles {
             let _ = handle.join();
         }
@@ -117,15 +151,29 @@ impl Pipeline {
         )
     }
 
-    /// Starts the workers and returns the sending side.
+    /// Starts the workers without sinks (tests, benches).
     pub fn start(config: PipelineConfig) -> (Pipeline, Workers) {
+        Self::start_with(config, FlushConfig::default(), Vec::new())
+    }
+
+    /// Starts the workers and the flusher, which hands every interval to `sinks`.
+    pub fn start_with(
+        config: PipelineConfig,
+        flush_config: FlushConfig,
+        sinks: Vec<Box<dyn MetricSink>>,
+    ) -> (Pipeline, Workers) {
         let (pipeline, metric_receivers, span_receivers) = Self::channels(config);
         let mut handles = Vec::new();
+        let mut controls = Vec::new();
         for (index, receiver) in metric_receivers.into_iter().enumerate() {
+            let (control, control_receiver) = bounded(1);
+            controls.push(control);
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("metric-worker-{index}"))
-                    .spawn(move || metric_worker(receiver, config.stall_per_batch))
+                    .spawn(move || {
+                        metric_worker(receiver, control_receiver, config.stall_per_batch)
+                    })
                     .expect("spawn metric worker"),
             );
         }
@@ -137,7 +185,18 @@ impl Pipeline {
                     .expect("spawn span worker"),
             );
         }
-        (pipeline, Workers { handles })
+        let (stop, stopped) = bounded(1);
+        let flusher = std::thread::Builder::new()
+            .name("flusher".into())
+            .spawn(move || flusher(controls, stopped, config.interval, flush_config, sinks))
+            .expect("spawn flusher");
+        (
+            pipeline,
+            Workers {
+                handles,
+                flusher: Some((stop, flusher)),
+            },
+        )
     }
 
     pub fn metric_shards(&self) -> usize {
@@ -209,19 +268,108 @@ fn send<T>(sender: &Sender<T>, item: T, policy: WhenFull, len: fn(&T) -> usize) 
     }
 }
 
-/// Counts what arrives, by kind. The aggregation engine (issue 3) replaces the body
-/// with per-shard series state; the loop and its queue stay.
-fn metric_worker(receiver: Receiver<SampleBatch>, stall: std::time::Duration) {
+/// Owns one shard of series: folds batches in, and swaps the table out when the
+/// flusher asks. Also counts what it receives, by kind.
+fn metric_worker(
+    receiver: Receiver<SampleBatch>,
+    control: Receiver<Control>,
+    stall: std::time::Duration,
+) {
+    let mut table = SeriesTable::default();
     let mut counts = [0u64; Kind::COUNT];
-    for batch in receiver {
-        if !stall.is_zero() {
-            std::thread::sleep(stall);
+    let mut batches = receiver;
+    let never = crossbeam_channel::never();
+    let mut open = true;
+    loop {
+        select! {
+            recv(if open { &batches } else { &never }) -> message => match message {
+                Ok(batch) => {
+                    if !stall.is_zero() {
+                        std::thread::sleep(stall);
+                    }
+                    table.apply(&batch);
+                    for sample in batch.samples() {
+                        counts[sample.kind.telemetry() as usize] += 1;
+                    }
+                    for (index, count) in counts.iter_mut().enumerate() {
+                        telemetry::worker_received(Kind::ALL[index], std::mem::take(count));
+                    }
+                }
+                Err(_) => {
+                    open = false;
+                    batches = crossbeam_channel::never();
+                }
+            },
+            recv(control) -> message => match message {
+                Ok(Control::Flush(reply)) => {
+                    let _ = reply.send(table.take());
+                }
+                Ok(Control::Final(reply)) => {
+                    for batch in batches.try_iter() {
+                        table.apply(&batch);
+                    }
+                    let _ = reply.send(table.take());
+                    return;
+                }
+                Err(_) => return,
+            },
         }
-        for sample in batch.samples() {
-            counts[sample.kind.telemetry() as usize] += 1;
+    }
+}
+
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Every interval: collects each worker's series, turns them into a [`Flush`] and hands
+/// it to every sink. On stop, does the same one last time.
+fn flusher(
+    controls: Vec<Sender<Control>>,
+    stop: Receiver<()>,
+    interval: std::time::Duration,
+    config: FlushConfig,
+    mut sinks: Vec<Box<dyn MetricSink>>,
+) {
+    let ticker = crossbeam_channel::tick(interval.max(std::time::Duration::from_millis(10)));
+    loop {
+        let last = select! {
+            recv(ticker) -> _ => false,
+            recv(stop) -> _ => true,
+        };
+        let started = std::time::Instant::now();
+        let mut tables = Vec::with_capacity(controls.len());
+        for control in &controls {
+            let (reply, replied) = bounded(1);
+            let message = if last {
+                Control::Final(reply)
+            } else {
+                Control::Flush(reply)
+            };
+            if control.send(message).is_ok()
+                && let Ok(table) = replied.recv()
+            {
+                tables.push(table);
+            }
         }
-        for (index, count) in counts.iter_mut().enumerate() {
-            telemetry::worker_received(Kind::ALL[index], std::mem::take(count));
+        let series: usize = tables.iter().map(SeriesTable::len).sum();
+        let mut flush = Flush {
+            timestamp: unix_seconds(),
+            ..Flush::default()
+        };
+        for table in tables {
+            for series in table.into_series() {
+                config.flush_series(series, &mut flush);
+            }
+        }
+        for sink in &mut sinks {
+            sink.flush(&flush);
+        }
+        telemetry::set_series(series as u64);
+        telemetry::observe_flush(started.elapsed().as_secs_f64());
+        if last {
+            return;
         }
     }
 }

@@ -1,3 +1,6 @@
-//! Placeholder: the metric and span sinks (issues 3 and 5): Prometheus exposition, remote-write, OTLP, statsd, datadog, jsonl, each behind its own bounded queue.
-//!
-//! Nothing lives here yet; the crate exists so the workspace shows the whole data path.
+//! ssfd's sinks: where flushed metrics go. Today: the Prometheus exposition behind
+//! `/metrics` (`prometheus.rs`) and the `jsonl` file sink (`jsonl.rs`). Remote-write,
+//! OTLP, statsd and datadog sinks, per-sink queues and retries come with issue 5.
+
+pub mod jsonl;
+pub mod prometheus;

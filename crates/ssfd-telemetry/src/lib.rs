@@ -96,6 +96,21 @@ static DROPPED_TOTAL: Grid<DROPPED> = Grid::new();
 static WORKER_RECEIVED_TOTAL: Grid<{ Kind::COUNT }> = Grid::new();
 static UDP_KERNEL_DROPS: Grid<{ Listener::COUNT }> = Grid::new();
 static REFUSED_TOTAL: Grid<{ Listener::COUNT }> = Grid::new();
+static SERIES: AtomicU64 = AtomicU64::new(0);
+static FLUSHES: AtomicU64 = AtomicU64::new(0);
+static FLUSH_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// Live series of the last flushed interval.
+pub fn set_series(count: u64) {
+    SERIES.store(count, Relaxed);
+}
+
+/// One flush took `seconds`.
+pub fn observe_flush(seconds: f64) {
+    let nanos = (seconds * 1e9) as u64;
+    FLUSHES.fetch_add(1, Relaxed);
+    FLUSH_NANOS.fetch_add(nanos, Relaxed);
+}
 
 /// Items refused with a retryable answer (gRPC `UNAVAILABLE`, HTTP 503): not lost, the
 /// client is told to retry.
@@ -233,6 +248,29 @@ pub fn render(out: &mut String, version: &str) {
             kind.label()
         );
     }
+    header(
+        out,
+        "ssfd_series",
+        "gauge",
+        "live series in the last flushed interval",
+    );
+    let _ = writeln!(out, "ssfd_series {}", SERIES.load(Relaxed));
+    header(
+        out,
+        "ssfd_flush_duration_seconds",
+        "summary",
+        "time to collect, name and hand off one interval",
+    );
+    let _ = writeln!(
+        out,
+        "ssfd_flush_duration_seconds_sum {}",
+        FLUSH_NANOS.load(Relaxed) as f64 / 1e9
+    );
+    let _ = writeln!(
+        out,
+        "ssfd_flush_duration_seconds_count {}",
+        FLUSHES.load(Relaxed)
+    );
     header(
         out,
         "ssfd_refused_total",

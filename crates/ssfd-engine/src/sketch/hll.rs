@@ -1,0 +1,561 @@
+//! HyperLogLog with precision 14 in the binary form of the library Veneur vendors
+//! (axiomhq/hyperloglog, 2017): members hashed with 64-bit MetroHash (seed 1337), a
+//! sparse mode (25-bit encoded hashes in a buffer plus a delta-varint compressed list)
+//! that turns dense past m entries, and dense 4-bit "tail-cut" registers over a base
+//! `b`. Sets exchanged with Veneur merge without inflating counts because both sides
+//! hash and encode members the same way.
+//!
+//! One deliberate difference: Veneur's dense estimate counts the zero registers of the
+//! even slots twice (a bug in that revision); this one counts every zero register.
+
+/// Precision: 2^14 registers.
+pub const PRECISION: u8 = 14;
+const SPARSE_PRECISION: u8 = 25;
+const M: u32 = 1 << PRECISION;
+const MP: u32 = 1 << SPARSE_PRECISION;
+/// Register values are 4 bits above the base.
+const CAPACITY: u8 = 16;
+const VERSION: u8 = 1;
+const SEED: u64 = 1337;
+
+/// 64-bit MetroHash of `bytes` with `seed`.
+pub fn metro_hash64(bytes: &[u8], seed: u64) -> u64 {
+    const K0: u64 = 0xD6D0_18F5;
+    const K1: u64 = 0xA2AA_033B;
+    const K2: u64 = 0x6299_2FC1;
+    const K3: u64 = 0x30BC_5B29;
+    let read64 = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+    let mut rest = bytes;
+    let mut hash = seed.wrapping_add(K2).wrapping_mul(K0);
+    if rest.len() >= 32 {
+        let mut v = [hash; 4];
+        while rest.len() >= 32 {
+            v[0] = v[0].wrapping_add(read64(rest).wrapping_mul(K0));
+            v[0] = v[0].rotate_right(29).wrapping_add(v[2]);
+            v[1] = v[1].wrapping_add(read64(&rest[8..]).wrapping_mul(K1));
+            v[1] = v[1].rotate_right(29).wrapping_add(v[3]);
+            v[2] = v[2].wrapping_add(read64(&rest[16..]).wrapping_mul(K2));
+            v[2] = v[2].rotate_right(29).wrapping_add(v[0]);
+            v[3] = v[3].wrapping_add(read64(&rest[24..]).wrapping_mul(K3));
+            v[3] = v[3].rotate_right(29).wrapping_add(v[1]);
+            rest = &rest[32..];
+        }
+        v[2] ^= v[0]
+            .wrapping_add(v[3])
+            .wrapping_mul(K0)
+            .wrapping_add(v[1])
+            .rotate_right(37)
+            .wrapping_mul(K1);
+        v[3] ^= v[1]
+            .wrapping_add(v[2])
+            .wrapping_mul(K1)
+            .wrapping_add(v[0])
+            .rotate_right(37)
+            .wrapping_mul(K0);
+        v[0] ^= v[0]
+            .wrapping_add(v[2])
+            .wrapping_mul(K0)
+            .wrapping_add(v[3])
+            .rotate_right(37)
+            .wrapping_mul(K1);
+        v[1] ^= v[1]
+            .wrapping_add(v[3])
+            .wrapping_mul(K1)
+            .wrapping_add(v[2])
+            .rotate_right(37)
+            .wrapping_mul(K0);
+        hash = hash.wrapping_add(v[0] ^ v[1]);
+    }
+    if rest.len() >= 16 {
+        let mut v0 = hash.wrapping_add(read64(rest).wrapping_mul(K2));
+        v0 = v0.rotate_right(29).wrapping_mul(K3);
+        let mut v1 = hash.wrapping_add(read64(&rest[8..]).wrapping_mul(K2));
+        v1 = v1.rotate_right(29).wrapping_mul(K3);
+        v0 ^= v0.wrapping_mul(K0).rotate_right(21).wrapping_add(v1);
+        v1 ^= v1.wrapping_mul(K3).rotate_right(21).wrapping_add(v0);
+        hash = hash.wrapping_add(v1);
+        rest = &rest[16..];
+    }
+    if rest.len() >= 8 {
+        hash = hash.wrapping_add(read64(rest).wrapping_mul(K3));
+        hash ^= hash.rotate_right(55).wrapping_mul(K1);
+        rest = &rest[8..];
+    }
+    if rest.len() >= 4 {
+        let word = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+        hash = hash.wrapping_add(u64::from(word).wrapping_mul(K3));
+        hash ^= hash.rotate_right(26).wrapping_mul(K1);
+        rest = &rest[4..];
+    }
+    if rest.len() >= 2 {
+        let half = u16::from_le_bytes([rest[0], rest[1]]);
+        hash = hash.wrapping_add(u64::from(half).wrapping_mul(K3));
+        hash ^= hash.rotate_right(48).wrapping_mul(K1);
+        rest = &rest[2..];
+    }
+    if let Some(&byte) = rest.first() {
+        hash = hash.wrapping_add(u64::from(byte).wrapping_mul(K3));
+        hash ^= hash.rotate_right(37).wrapping_mul(K1);
+    }
+    hash ^= hash.rotate_right(28);
+    hash = hash.wrapping_mul(K0);
+    hash ^= hash.rotate_right(29);
+    hash
+}
+
+/// `length` bits of `value` starting at bit `start`.
+fn bits(value: u64, start: u8, length: u8) -> u64 {
+    (value >> start) & ((1u64 << length) - 1)
+}
+
+/// A hash as the sparse mode stores it: the top 25 bits, plus the run of zeros when
+/// the bits below the 14-bit index are all zero.
+fn encode_hash(x: u64) -> u32 {
+    let index = bits(x, 64 - SPARSE_PRECISION, SPARSE_PRECISION) as u32;
+    if bits(x, 64 - SPARSE_PRECISION, SPARSE_PRECISION - PRECISION) == 0 {
+        let rest = (bits(x, 0, 64 - SPARSE_PRECISION) << SPARSE_PRECISION)
+            | ((1u64 << SPARSE_PRECISION) - 1);
+        let zeros = rest.leading_zeros() + 1;
+        return (index << 7) | (zeros << 1) | 1;
+    }
+    index << 1
+}
+
+/// (register index, rank) of an encoded sparse hash.
+fn decode_hash(k: u32) -> (u32, u8) {
+    if k & 1 == 1 {
+        let index = (k >> (32 - PRECISION)) & (M - 1);
+        let rank = ((k >> 1) & 0x3f) as u8 + (SPARSE_PRECISION - PRECISION);
+        (index, rank)
+    } else {
+        let index = (k >> (SPARSE_PRECISION - PRECISION + 1)) & (M - 1);
+        let shifted = k.wrapping_shl(u32::from(32 - SPARSE_PRECISION + PRECISION - 1));
+        (index, shifted.leading_zeros() as u8 + 1)
+    }
+}
+
+/// (register index, rank) of a hash in dense mode.
+fn position(x: u64) -> (u32, u8) {
+    let index = bits(x, 64 - PRECISION, PRECISION) as u32;
+    let w = (x << PRECISION) | (1u64 << (PRECISION - 1));
+    (index, w.leading_zeros() as u8 + 1)
+}
+
+fn beta14(ez: f64) -> f64 {
+    let zl = (ez + 1.0).ln();
+    -0.370393911 * ez + 0.070471823 * zl + 0.17393686 * zl.powi(2) + 0.16339839 * zl.powi(3)
+        - 0.09237745 * zl.powi(4)
+        + 0.03738027 * zl.powi(5)
+        - 0.005384159 * zl.powi(6)
+        + 0.00042419 * zl.powi(7)
+}
+
+/// Why set bytes were refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HllError {
+    #[error("hyperloglog bytes are truncated")]
+    Truncated,
+    #[error("hyperloglog precision {0} is not 14")]
+    Precision(u8),
+    #[error("hyperloglog bytes are malformed")]
+    Malformed,
+}
+
+/// A HyperLogLog sketch of precision 14.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HyperLogLog {
+    /// Sparse mode: `buffer` (unsorted, may repeat) and `list` (sorted, distinct).
+    sparse: bool,
+    buffer: Vec<u32>,
+    list: Vec<u32>,
+    /// Dense mode: the base and 2^14 4-bit registers, two per byte, even index high.
+    base: u8,
+    registers: Vec<u8>,
+}
+
+impl Default for HyperLogLog {
+    fn default() -> Self {
+        HyperLogLog {
+            sparse: true,
+            buffer: Vec::new(),
+            list: Vec::new(),
+            base: 0,
+            registers: Vec::new(),
+        }
+    }
+}
+
+impl HyperLogLog {
+    /// Adds a member (its bytes as sent).
+    pub fn insert(&mut self, member: &[u8]) {
+        self.insert_hash(metro_hash64(member, SEED));
+    }
+
+    pub fn insert_hash(&mut self, x: u64) {
+        if self.sparse {
+            self.buffer.push(encode_hash(x));
+            self.maybe_densify();
+        } else {
+            let (index, rank) = position(x);
+            self.insert_rank(index, rank);
+        }
+    }
+
+    fn maybe_densify(&mut self) {
+        if self.buffer.len() as u64 * 100 > u64::from(M) {
+            self.merge_buffer();
+            if self.list.len() as u32 > M {
+                self.to_dense();
+            }
+        }
+    }
+
+    fn merge_buffer(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        self.buffer.sort_unstable();
+        self.buffer.dedup();
+        let mut merged = Vec::with_capacity(self.list.len() + self.buffer.len());
+        let (mut left, mut right) = (self.list.iter().peekable(), self.buffer.iter().peekable());
+        loop {
+            match (left.peek(), right.peek()) {
+                (Some(&&a), Some(&&b)) => {
+                    if a == b {
+                        merged.push(a);
+                        left.next();
+                        right.next();
+                    } else if a < b {
+                        merged.push(a);
+                        left.next();
+                    } else {
+                        merged.push(b);
+                        right.next();
+                    }
+                }
+                (Some(&&a), None) => {
+                    merged.push(a);
+                    left.next();
+                }
+                (None, Some(&&b)) => {
+                    merged.push(b);
+                    right.next();
+                }
+                (None, None) => break,
+            }
+        }
+        self.list = merged;
+        self.buffer.clear();
+    }
+
+    fn to_dense(&mut self) {
+        self.merge_buffer();
+        self.registers = vec![0; (M / 2) as usize];
+        self.base = 0;
+        self.sparse = false;
+        for k in std::mem::take(&mut self.list) {
+            let (index, rank) = decode_hash(k);
+            self.insert_rank(index, rank);
+        }
+    }
+
+    fn get(&self, index: u32) -> u8 {
+        let byte = self.registers[(index / 2) as usize];
+        if index % 2 == 0 {
+            byte >> 4
+        } else {
+            byte & 0x0f
+        }
+    }
+
+    fn set(&mut self, index: u32, value: u8) {
+        let byte = &mut self.registers[(index / 2) as usize];
+        *byte = if index % 2 == 0 {
+            (*byte & 0x0f) | (value << 4)
+        } else {
+            (*byte & 0xf0) | (value & 0x0f)
+        };
+    }
+
+    fn min_register(&self) -> u8 {
+        self.registers
+            .iter()
+            .map(|b| (b >> 4).min(b & 0x0f))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Lowers every register of at least `delta` by `delta` (the base rises by it).
+    fn rebase(&mut self, delta: u8) {
+        for index in 0..M {
+            let value = self.get(index);
+            if value >= delta {
+                self.set(index, value - delta);
+            }
+        }
+    }
+
+    fn insert_rank(&mut self, index: u32, rank: u8) {
+        if rank.wrapping_sub(self.base) >= CAPACITY {
+            let delta = self.min_register();
+            if delta > 0 {
+                self.base += delta;
+                self.rebase(delta);
+            }
+        }
+        if rank > self.base {
+            let value = (rank - self.base).min(CAPACITY - 1);
+            if value > self.get(index) {
+                self.set(index, value);
+            }
+        }
+    }
+
+    /// The estimated number of distinct members.
+    pub fn estimate(&mut self) -> u64 {
+        if self.sparse {
+            self.merge_buffer();
+            let (mp, count) = (f64::from(MP), self.list.len() as f64);
+            return (mp * (mp / (mp - count)).ln()) as u64;
+        }
+        let mut sum = 0.0;
+        let mut zeros = 0.0;
+        for index in 0..M {
+            let rank = self.base + self.get(index);
+            if rank == 0 {
+                zeros += 1.0;
+            }
+            sum += (-f64::from(rank)).exp2();
+        }
+        let m = f64::from(M);
+        let alpha = 0.7213 / (1.0 + 1.079 / m);
+        let estimate = if self.base == 0 {
+            alpha * m * (m - zeros) / (sum + beta14(zeros)) + 0.5
+        } else {
+            alpha * m * m / sum + 0.5
+        };
+        (estimate + 0.5) as u64
+    }
+
+    /// Adds every member of `other`.
+    pub fn merge(&mut self, other: &HyperLogLog) {
+        if self.sparse && other.sparse {
+            self.buffer.extend_from_slice(&other.buffer);
+            self.buffer.extend_from_slice(&other.list);
+            self.merge_buffer();
+            if self.list.len() as u32 > M {
+                self.to_dense();
+            }
+            return;
+        }
+        if self.sparse {
+            self.to_dense();
+        }
+        if other.sparse {
+            for &k in other.buffer.iter().chain(&other.list) {
+                let (index, rank) = decode_hash(k);
+                self.insert_rank(index, rank);
+            }
+            return;
+        }
+        let mut other = other.clone();
+        if self.base < other.base {
+            self.rebase(other.base - self.base);
+            self.base = other.base;
+        } else if other.base < self.base {
+            other.rebase(self.base - other.base);
+            other.base = self.base;
+        }
+        for index in 0..M {
+            let value = other.get(index);
+            if value > self.get(index) {
+                self.set(index, value);
+            }
+        }
+    }
+
+    /// Veneur's binary form (version 1, precision 14, base, sparse flag, then the
+    /// sparse buffer and compressed list, or the dense registers).
+    pub fn to_bytes(&mut self) -> Vec<u8> {
+        let mut out = vec![VERSION, PRECISION, self.base, u8::from(self.sparse)];
+        if self.sparse {
+            self.merge_buffer();
+            out.extend_from_slice(&0u32.to_be_bytes());
+            let mut deltas = Vec::with_capacity(self.list.len() * 2);
+            let mut last = 0u32;
+            for &k in &self.list {
+                let mut delta = k.wrapping_sub(last);
+                while delta & 0xffff_ff80 != 0 {
+                    deltas.push((delta & 0x7f) as u8 | 0x80);
+                    delta >>= 7;
+                }
+                deltas.push(delta as u8);
+                last = k;
+            }
+            out.extend_from_slice(&(self.list.len() as u32).to_be_bytes());
+            out.extend_from_slice(&last.to_be_bytes());
+            out.extend_from_slice(&(deltas.len() as u32).to_be_bytes());
+            out.extend_from_slice(&deltas);
+        } else {
+            out.extend_from_slice(&(self.registers.len() as u32).to_be_bytes());
+            out.extend_from_slice(&self.registers);
+        }
+        out
+    }
+
+    /// Reads Veneur's binary form, checking every length (the bytes are untrusted).
+    pub fn from_bytes(data: &[u8]) -> Result<HyperLogLog, HllError> {
+        let word = |at: usize| -> Result<u32, HllError> {
+            let bytes = data.get(at..at + 4).ok_or(HllError::Truncated)?;
+            Ok(u32::from_be_bytes(bytes.try_into().expect("4 bytes")))
+        };
+        if data.len() < 4 {
+            return Err(HllError::Truncated);
+        }
+        if data[1] != PRECISION {
+            return Err(HllError::Precision(data[1]));
+        }
+        let base = data[2];
+        if data[3] == 1 {
+            let buffered = word(4)? as usize;
+            let list_at = buffered
+                .checked_mul(4)
+                .and_then(|n| n.checked_add(8))
+                .ok_or(HllError::Malformed)?;
+            if list_at > data.len() {
+                return Err(HllError::Truncated);
+            }
+            let buffer: Vec<u32> = data[8..list_at]
+                .chunks_exact(4)
+                .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            let count = word(list_at)? as usize;
+            let _last = word(list_at + 4)?;
+            let size = word(list_at + 8)? as usize;
+            let start = list_at + 12;
+            let bytes = data
+                .get(start..start.checked_add(size).ok_or(HllError::Malformed)?)
+                .ok_or(HllError::Truncated)?;
+            let mut list = Vec::with_capacity(count.min(M as usize + 1));
+            let (mut position, mut last) = (0usize, 0u32);
+            while position < bytes.len() {
+                let mut delta: u32 = 0;
+                let mut shift = 0u32;
+                loop {
+                    let byte = *bytes.get(position).ok_or(HllError::Malformed)?;
+                    position += 1;
+                    if shift > 28 {
+                        return Err(HllError::Malformed);
+                    }
+                    delta |= u32::from(byte & 0x7f) << shift;
+                    shift += 7;
+                    if byte & 0x80 == 0 {
+                        break;
+                    }
+                }
+                last = last.wrapping_add(delta);
+                list.push(last);
+            }
+            if list.len() != count {
+                return Err(HllError::Malformed);
+            }
+            let mut sketch = HyperLogLog {
+                sparse: true,
+                buffer,
+                list,
+                base,
+                registers: Vec::new(),
+            };
+            // a list from another writer may be unsorted or repeat; normalise it
+            if !sketch.list.windows(2).all(|w| w[0] < w[1]) {
+                let list = std::mem::take(&mut sketch.list);
+                sketch.buffer.extend(list);
+            }
+            sketch.merge_buffer();
+            if sketch.list.len() as u32 > M {
+                sketch.to_dense();
+            }
+            return Ok(sketch);
+        }
+        if data[3] != 0 {
+            return Err(HllError::Malformed);
+        }
+        let size = word(4)? as usize;
+        if size != (M / 2) as usize {
+            return Err(HllError::Malformed);
+        }
+        let registers = data.get(8..8 + size).ok_or(HllError::Truncated)?.to_vec();
+        if data.len() != 8 + size {
+            return Err(HllError::Malformed);
+        }
+        Ok(HyperLogLog {
+            sparse: false,
+            buffer: Vec::new(),
+            list: Vec::new(),
+            base,
+            registers,
+        })
+    }
+
+    pub fn is_sparse(&self) -> bool {
+        self.sparse
+    }
+
+    /// The sparse entries (buffer and list), sorted and distinct.
+    pub fn sparse_entries(&mut self) -> &[u32] {
+        self.merge_buffer();
+        &self.list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_sets_are_exact() {
+        let mut sketch = HyperLogLog::default();
+        for n in 0..100u32 {
+            assert_eq!(sketch.clone().estimate(), u64::from(n));
+            sketch.insert(format!("member-{n}").as_bytes());
+            sketch.insert(format!("member-{n}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn bytes_round_trip_in_both_modes() {
+        let mut sketch = HyperLogLog::default();
+        for n in 0..50 {
+            sketch.insert(format!("m{n}").as_bytes());
+        }
+        let bytes = sketch.to_bytes();
+        assert_eq!(&bytes[..4], &[1, 14, 0, 1]);
+        let mut back = HyperLogLog::from_bytes(&bytes).unwrap();
+        assert_eq!(back.estimate(), sketch.estimate());
+        for n in 50..100_000 {
+            sketch.insert(format!("m{n}").as_bytes());
+        }
+        assert!(!sketch.is_sparse());
+        let bytes = sketch.to_bytes();
+        assert_eq!(bytes.len(), 8200);
+        let mut back = HyperLogLog::from_bytes(&bytes).unwrap();
+        assert_eq!(back.estimate(), sketch.estimate());
+    }
+
+    #[test]
+    fn hostile_bytes_are_errors() {
+        for bytes in [
+            &[][..],
+            &[1, 14, 0],
+            &[1, 12, 0, 1, 0, 0, 0, 0],
+            &[1, 14, 0, 1, 255, 255, 255, 255],
+            &[
+                1, 14, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0x80,
+            ],
+            &[1, 14, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4],
+            &[1, 14, 0, 7],
+        ] {
+            assert!(HyperLogLog::from_bytes(bytes).is_err(), "{bytes:?}");
+        }
+    }
+}

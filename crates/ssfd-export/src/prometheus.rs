@@ -1,0 +1,452 @@
+//! The Prometheus exposition of flushed metrics (SPEC 6, `/metrics`): counters are
+//! cumulative since the process started (`_total`), gauges and statuses the last
+//! flushed value, a histogram or timer one summary (quantiles of the last interval
+//! that had samples, cumulative `_sum` and `_count`) plus `<name>_min` and `<name>_max`.
+//! Names and labels are sanitised; when two series sanitise to one family with
+//! different types, the first keeps it and the others are dropped and counted. Series
+//! idle for `prometheus_expiry` disappear.
+
+use ssfd_engine::{Flush, FlushedType, MetricSink};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FamilyType {
+    Counter,
+    Gauge,
+    Summary,
+}
+
+impl FamilyType {
+    fn label(self) -> &'static str {
+        match self {
+            FamilyType::Counter => "counter",
+            FamilyType::Gauge => "gauge",
+            FamilyType::Summary => "summary",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Sample {
+    value: f64,
+    quantiles: Vec<(String, f64)>,
+    sum: f64,
+    count: f64,
+    seen: Instant,
+}
+
+#[derive(Clone, Debug)]
+struct Family {
+    kind: FamilyType,
+    help: String,
+    /// Rendered label set (`{a="b"}` or empty) → sample.
+    series: BTreeMap<String, Sample>,
+}
+
+/// The exposition's state, shared between the flusher (writer) and `/metrics`.
+#[derive(Debug)]
+pub struct Exposition {
+    families: BTreeMap<String, Family>,
+    expiry: Duration,
+    conflicts: u64,
+}
+
+/// Sanitises a metric name: `[a-zA-Z0-9_:]` kept, others become `_`, a leading digit
+/// gets a `_` prefix.
+pub fn metric_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 1);
+    if name.chars().next().is_none_or(|c| c.is_ascii_digit()) {
+        out.push('_');
+    }
+    out.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            c
+        } else {
+            '_'
+        }
+    }));
+    out
+}
+
+fn label_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 1);
+    if name.chars().next().is_none_or(|c| c.is_ascii_digit()) {
+        out.push('_');
+    }
+    out.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
+    match out.as_str() {
+        "quantile" => "exported_quantile".into(),
+        "le" => "exported_le".into(),
+        _ if out.starts_with("__") => format!("x{out}"),
+        _ => out,
+    }
+}
+
+fn escape(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Tags to a rendered label set: `key:value` → `key="value"`, bare `key` →
+/// `key="true"`, the same key twice keeps the last.
+pub fn labels(tags: &[String]) -> String {
+    let mut map: BTreeMap<String, &str> = BTreeMap::new();
+    for tag in tags {
+        let (key, value) = match tag.split_once(':') {
+            Some((key, value)) => (key, value),
+            None => (tag.as_str(), "true"),
+        };
+        map.insert(label_name(key), value);
+    }
+    let mut out = String::new();
+    render_labels(map.iter().map(|(k, v)| (k.as_str(), *v)), &mut out);
+    out
+}
+
+fn render_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>, out: &mut String) {
+    let mut first = true;
+    for (key, value) in pairs {
+        out.push(if first { '{' } else { ',' });
+        first = false;
+        out.push_str(key);
+        out.push_str("=\"");
+        escape(value, out);
+        out.push('"');
+    }
+    if !first {
+        out.push('}');
+    }
+}
+
+fn number(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".into()
+    } else if value == f64::INFINITY {
+        "+Inf".into()
+    } else if value == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{value}")
+    }
+}
+
+impl Exposition {
+    pub fn new(expiry: Duration) -> Exposition {
+        Exposition {
+            families: BTreeMap::new(),
+            expiry,
+            conflicts: 0,
+        }
+    }
+
+    /// Series dropped because their family already had another type.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts
+    }
+
+    fn family(&mut self, name: String, kind: FamilyType, help: &str) -> Option<&mut Family> {
+        let family = self.families.entry(name).or_insert_with(|| Family {
+            kind,
+            help: help.to_string(),
+            series: BTreeMap::new(),
+        });
+        if family.kind != kind {
+            self.conflicts += 1;
+            return None;
+        }
+        Some(family)
+    }
+
+    fn set(
+        &mut self,
+        name: String,
+        kind: FamilyType,
+        help: &str,
+        labels: String,
+        update: impl FnOnce(&mut Sample),
+    ) {
+        let now = Instant::now();
+        let Some(family) = self.family(name, kind, help) else {
+            return;
+        };
+        let sample = family.series.entry(labels).or_insert_with(|| Sample {
+            value: 0.0,
+            quantiles: Vec::new(),
+            sum: 0.0,
+            count: 0.0,
+            seen: now,
+        });
+        sample.seen = now;
+        update(sample);
+    }
+
+    /// Folds one interval in.
+    pub fn apply(&mut self, flush: &Flush) {
+        let summarised: std::collections::HashSet<(&str, &[String])> = flush
+            .summaries
+            .iter()
+            .map(|s| (s.name.as_str(), s.tags.as_slice()))
+            .collect();
+        for metric in &flush.metrics {
+            // a histogram's aggregates are shown by its summary, not as separate series
+            if let Some((base, _)) = metric.name.rsplit_once('.')
+                && summarised.contains(&(base, metric.tags.as_slice()))
+            {
+                continue;
+            }
+            let label_set = labels(&metric.tags);
+            match metric.kind {
+                FlushedType::Counter => {
+                    let name = format!("{}_total", metric_name(&metric.name));
+                    let help = format!("ssfd counter {}", metric.name);
+                    self.set(name, FamilyType::Counter, &help, label_set, |s| {
+                        s.value += metric.value
+                    });
+                }
+                FlushedType::Gauge | FlushedType::Status => {
+                    let help = format!("ssfd {} {}", metric.kind.label(), metric.name);
+                    self.set(
+                        metric_name(&metric.name),
+                        FamilyType::Gauge,
+                        &help,
+                        label_set,
+                        |s| s.value = metric.value,
+                    );
+                }
+            }
+        }
+        for summary in &flush.summaries {
+            let base = metric_name(&summary.name);
+            let label_set = labels(&summary.tags);
+            let help = format!("ssfd histogram {}", summary.name);
+            self.set(
+                base.clone(),
+                FamilyType::Summary,
+                &help,
+                label_set.clone(),
+                |s| {
+                    if summary.count > 0.0 {
+                        s.quantiles = summary.quantiles.clone();
+                    }
+                    s.sum += summary.sum;
+                    s.count += summary.count;
+                },
+            );
+            for (suffix, value) in [("min", summary.min), ("max", summary.max)] {
+                let help = format!(
+                    "ssfd histogram {} {suffix} of the last interval",
+                    summary.name
+                );
+                self.set(
+                    format!("{base}_{suffix}"),
+                    FamilyType::Gauge,
+                    &help,
+                    label_set.clone(),
+                    |s| s.value = value,
+                );
+            }
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let expiry = self.expiry;
+        for family in self.families.values_mut() {
+            family
+                .series
+                .retain(|_, sample| now.duration_since(sample.seen) < expiry);
+        }
+        self.families.retain(|_, family| !family.series.is_empty());
+    }
+
+    /// Appends the text exposition (format 0.0.4).
+    pub fn render(&mut self, out: &mut String) {
+        self.expire();
+        for (name, family) in &self.families {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {}",
+                family.help.replace('\\', "\\\\").replace('\n', "\\n")
+            );
+            let _ = writeln!(out, "# TYPE {name} {}", family.kind.label());
+            for (label_set, sample) in &family.series {
+                match family.kind {
+                    FamilyType::Counter | FamilyType::Gauge => {
+                        let _ = writeln!(out, "{name}{label_set} {}", number(sample.value));
+                    }
+                    FamilyType::Summary => {
+                        for (quantile, value) in &sample.quantiles {
+                            let mut with_quantile = String::new();
+                            let inner = label_set.trim_start_matches('{').trim_end_matches('}');
+                            with_quantile.push('{');
+                            if !inner.is_empty() {
+                                with_quantile.push_str(inner);
+                                with_quantile.push(',');
+                            }
+                            let _ = write!(with_quantile, "quantile=\"{quantile}\"}}");
+                            let _ = writeln!(out, "{name}{with_quantile} {}", number(*value));
+                        }
+                        let _ = writeln!(out, "{name}_sum{label_set} {}", number(sample.sum));
+                        let _ = writeln!(out, "{name}_count{label_set} {}", number(sample.count));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The sink the flusher calls; `/metrics` renders the same state.
+#[derive(Clone, Debug)]
+pub struct PrometheusSink {
+    pub exposition: Arc<Mutex<Exposition>>,
+}
+
+impl PrometheusSink {
+    pub fn new(expiry: Duration) -> PrometheusSink {
+        PrometheusSink {
+            exposition: Arc::new(Mutex::new(Exposition::new(expiry))),
+        }
+    }
+}
+
+impl MetricSink for PrometheusSink {
+    fn name(&self) -> &str {
+        "prometheus_exposition"
+    }
+
+    fn flush(&mut self, flush: &Flush) {
+        if let Ok(mut exposition) = self.exposition.lock() {
+            exposition.apply(flush);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ssfd_engine::{FlushedMetric, HistogramSummary};
+
+    fn metric(name: &str, kind: FlushedType, value: f64, tags: &[&str]) -> FlushedMetric {
+        FlushedMetric {
+            name: name.into(),
+            kind,
+            value,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            message: None,
+        }
+    }
+
+    #[test]
+    fn names_and_labels_are_sanitised() {
+        assert_eq!(metric_name("api.requests-total"), "api_requests_total");
+        assert_eq!(metric_name("9lives"), "_9lives");
+        assert_eq!(metric_name("a:b"), "a:b");
+        assert_eq!(
+            labels(&[
+                "env:prod".into(),
+                "bare".into(),
+                "quantile:x".into(),
+                "le:1".into(),
+                "env:dev".into(),
+                "a.b:q\"uote".into()
+            ]),
+            r#"{a_b="q\"uote",bare="true",env="dev",exported_le="1",exported_quantile="x"}"#
+        );
+    }
+
+    #[test]
+    fn counters_accumulate_gauges_replace_and_conflicts_count() {
+        let mut exposition = Exposition::new(Duration::from_secs(300));
+        for value in [2.0, 3.0] {
+            exposition.apply(&Flush {
+                timestamp: 1,
+                metrics: vec![
+                    metric("hits", FlushedType::Counter, value, &["a:1"]),
+                    metric("temp", FlushedType::Gauge, value, &[]),
+                    metric("temp", FlushedType::Counter, 1.0, &[]),
+                    metric("temp_total", FlushedType::Gauge, 1.0, &[]),
+                ],
+                summaries: vec![],
+            });
+        }
+        let mut text = String::new();
+        exposition.render(&mut text);
+        assert!(
+            text.contains("# TYPE hits_total counter\nhits_total{a=\"1\"} 5\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE temp gauge\ntemp 3\n"), "{text}");
+        assert!(
+            text.contains("temp_total 2\n"),
+            "the counter keeps its family: {text}"
+        );
+        assert_eq!(
+            exposition.conflicts(),
+            2,
+            "the gauge named temp_total was dropped twice"
+        );
+    }
+
+    #[test]
+    fn histograms_are_one_summary_plus_min_and_max() {
+        let mut exposition = Exposition::new(Duration::from_secs(300));
+        let summary = HistogramSummary {
+            name: "lat".into(),
+            tags: vec!["route:/a".into()],
+            quantiles: vec![("0.5".into(), 2.0), ("0.99".into(), 9.0)],
+            count: 4.0,
+            sum: 20.0,
+            min: 1.0,
+            max: 10.0,
+        };
+        let flush = Flush {
+            timestamp: 1,
+            metrics: vec![
+                metric("lat.max", FlushedType::Gauge, 10.0, &["route:/a"]),
+                metric("lat.count", FlushedType::Counter, 4.0, &["route:/a"]),
+            ],
+            summaries: vec![summary],
+        };
+        exposition.apply(&flush);
+        exposition.apply(&flush);
+        let mut text = String::new();
+        exposition.render(&mut text);
+        assert_eq!(
+            text,
+            "# HELP lat ssfd histogram lat\n# TYPE lat summary\n\
+             lat{route=\"/a\",quantile=\"0.5\"} 2\nlat{route=\"/a\",quantile=\"0.99\"} 9\n\
+             lat_sum{route=\"/a\"} 40\nlat_count{route=\"/a\"} 8\n\
+             # HELP lat_max ssfd histogram lat max of the last interval\n# TYPE lat_max gauge\nlat_max{route=\"/a\"} 10\n\
+             # HELP lat_min ssfd histogram lat min of the last interval\n# TYPE lat_min gauge\nlat_min{route=\"/a\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn idle_series_expire() {
+        let mut exposition = Exposition::new(Duration::from_millis(1));
+        exposition.apply(&Flush {
+            timestamp: 1,
+            metrics: vec![metric("g", FlushedType::Gauge, 1.0, &[])],
+            summaries: vec![],
+        });
+        std::thread::sleep(Duration::from_millis(5));
+        let mut text = String::new();
+        exposition.render(&mut text);
+        assert_eq!(text, "");
+    }
+}
