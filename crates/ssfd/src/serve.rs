@@ -3,7 +3,8 @@
 
 use anyhow::Context as _;
 use ssfd_config::Config;
-use ssfd_engine::{Pipeline, PipelineConfig};
+use ssfd_engine::{Aggregate, FlushConfig, MetricSink, Percentile, Pipeline, PipelineConfig};
+use ssfd_export::prometheus::PrometheusSink;
 use std::path::Path;
 
 fn load(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -47,14 +48,59 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             .ok()
             .and_then(|ms| ms.parse().ok())
             .map_or(std::time::Duration::ZERO, std::time::Duration::from_millis),
+        interval: config.interval(),
     };
+    let flush_config = FlushConfig {
+        percentiles: config
+            .percentiles
+            .iter()
+            .copied()
+            .map(Percentile::new)
+            .collect(),
+        aggregates: config
+            .aggregates
+            .iter()
+            .filter_map(|a| Aggregate::parse(a))
+            .collect(),
+    };
+    let expiry = ssfd_config::parse_duration(&config.prometheus_expiry)
+        .unwrap_or(std::time::Duration::from_secs(300));
+    let prometheus = PrometheusSink::new(expiry);
+    let hostname = hostname(&config.hostname);
+    let mut sinks: Vec<Box<dyn MetricSink>> = vec![Box::new(prometheus.clone())];
+    for sink in &config.metric_sinks {
+        match sink.kind.as_str() {
+            "jsonl" => {
+                let path = sink
+                    .config
+                    .get("path")
+                    .and_then(|p| p.as_str())
+                    .with_context(|| {
+                        format!("metric sink `{}` (jsonl) needs config.path", sink.name)
+                    })?;
+                let name = if sink.name.is_empty() {
+                    "jsonl"
+                } else {
+                    &sink.name
+                };
+                sinks.push(Box::new(
+                    ssfd_export::jsonl::JsonlSink::open(name, Path::new(path), &hostname)
+                        .with_context(|| format!("cannot open jsonl sink file {path}"))?,
+                ));
+            }
+            "blackhole" => {}
+            other => {
+                tracing::warn!(kind = other, name = %sink.name, "metric sink kind is not implemented yet; ignored")
+            }
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores.max(2))
         .thread_name("ssfd-io")
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let (pipeline, workers) = Pipeline::start(pipeline_config);
+        let (pipeline, workers) = Pipeline::start_with(pipeline_config, flush_config, sinks);
         let bound = ssfd_ingest::bind(&config).await?;
         let http = tokio::net::TcpListener::bind(
             ssfd_config::ListenAddr::parse_host_port(&config.http_address)
@@ -70,7 +116,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let running = bound.start(pipeline.clone(), stopped.clone()).await?;
         let mut http_stopped = stopped.clone();
         let http_server = tokio::spawn(async move {
-            let _ = axum::serve(http, crate::http::router())
+            let _ = axum::serve(http, crate::http::router(prometheus.exposition))
                 .with_graceful_shutdown(async move {
                     let _ = http_stopped.changed().await;
                 })
@@ -85,6 +131,16 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let _ = http_server.await;
         anyhow::Ok(())
     })
+}
+
+/// `hostname` from the config, else the system's.
+fn hostname(configured: &str) -> String {
+    if !configured.is_empty() {
+        return configured.to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 async fn wait_for_signal() {

@@ -10,8 +10,11 @@
 
 use ssfd_wire::tdigest::{Centroid as WireCentroid, MergingDigestData};
 
-/// Compression: roughly the number of centroids kept on each side of the median.
-pub const DEFAULT_COMPRESSION: f64 = 100.0;
+/// Samples buffered before they are merged into the centroids.
+const BUFFER_CAPACITY: usize = 512;
+
+/// Compression δ of the `k_2` scale (≈ 300 centroids for 10^6 samples).
+pub const DEFAULT_COMPRESSION: f64 = 500.0;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Centroid {
@@ -55,7 +58,7 @@ impl TDigest {
     }
 
     fn buffer_capacity(&self) -> usize {
-        (self.compression * 5.0) as usize
+        BUFFER_CAPACITY
     }
 
     /// Adds `value` with `weight` (> 0, finite; others are ignored).
@@ -154,7 +157,10 @@ impl TDigest {
         self.buffer_weight = 0.0;
     }
 
-    /// The value at quantile `q` in [0, 1]; NaN when empty.
+    /// The value at quantile `q` in [0, 1], aiming at the nearest-rank definition: the
+    /// value of rank ⌈q·n⌉. A centroid of one sample is exact at its rank; larger
+    /// centroids interpolate between neighbouring centres (min and max at the ends).
+    /// NaN when empty.
     pub fn quantile(&mut self, q: f64) -> f64 {
         self.compress();
         let n = self.main.len();
@@ -167,54 +173,40 @@ impl TDigest {
         if q >= 1.0 {
             return self.max;
         }
-        if n == 1 {
-            return self.main[0].mean;
-        }
         let total = self.main_weight;
         let index = q * total;
-        let first = self.main[0];
-        // between min and the first centroid's centre
-        if index < first.weight / 2.0 {
-            if first.weight <= 1.0 {
-                return first.mean;
+        let mut start = 0.0;
+        for (i, centroid) in self.main.iter().enumerate() {
+            let end = start + centroid.weight;
+            if index > end && i + 1 < n {
+                start = end;
+                continue;
             }
-            let fraction = index / (first.weight / 2.0);
-            return self.min + fraction * (first.mean - self.min);
-        }
-        let mut so_far = first.weight / 2.0;
-        for pair in self.main.windows(2) {
-            let (left, right) = (pair[0], pair[1]);
-            let gap = (left.weight + right.weight) / 2.0;
-            if so_far + gap > index {
-                // a single sample owns half a unit of rank on each side
-                let mut left_unit = 0.0;
-                if left.weight <= 1.0 {
-                    if index - so_far < 0.5 {
-                        return left.mean;
-                    }
-                    left_unit = 0.5;
-                }
-                let mut right_unit = 0.0;
-                if right.weight <= 1.0 {
-                    if so_far + gap - index <= 0.5 {
-                        return right.mean;
-                    }
-                    right_unit = 0.5;
-                }
-                let z1 = index - so_far - left_unit;
-                let z2 = so_far + gap - index - right_unit;
-                return (left.mean * z2 + right.mean * z1) / (z1 + z2);
+            if centroid.weight <= 1.0 {
+                return centroid.mean;
             }
-            so_far += gap;
+            let centre = start + centroid.weight / 2.0;
+            // the neighbour on the side of `index`, as (rank, value)
+            let (rank, value) = if index < centre {
+                match i.checked_sub(1).map(|j| self.main[j]) {
+                    None => (0.0, self.min),
+                    Some(previous) if previous.weight <= 1.0 => (start, previous.mean),
+                    Some(previous) => (start - previous.weight / 2.0, previous.mean),
+                }
+            } else {
+                match self.main.get(i + 1) {
+                    None => (total, self.max),
+                    Some(next) if next.weight <= 1.0 => (end + 1.0, next.mean),
+                    Some(next) => (end + next.weight / 2.0, next.mean),
+                }
+            };
+            if rank == centre {
+                return centroid.mean;
+            }
+            let fraction = ((index - centre) / (rank - centre)).clamp(0.0, 1.0);
+            return centroid.mean + fraction * (value - centroid.mean);
         }
-        let last = self.main[n - 1];
-        let z1 = index - so_far;
-        let half = last.weight / 2.0;
-        if last.weight <= 1.0 || half <= 0.0 {
-            return last.mean;
-        }
-        let fraction = (z1 / half).min(1.0);
-        last.mean + fraction * (self.max - last.mean)
+        self.max
     }
 
     /// Adds every centroid and the exact statistics of `other`.
@@ -314,6 +306,15 @@ mod tests {
         assert_eq!(digest.count(), 101.0);
         let median = digest.quantile(0.5);
         assert!((median - 50.0).abs() <= 1.0, "{median}");
+        let mut four = TDigest::default();
+        for value in [1.0, 2.0, 3.0, 4.0] {
+            four.add(value, 1.0);
+        }
+        let nearest_rank: Vec<f64> = [0.25, 0.5, 0.75, 0.99]
+            .iter()
+            .map(|&q| four.quantile(q))
+            .collect();
+        assert_eq!(nearest_rank, [1.0, 2.0, 3.0, 4.0]);
     }
 
     #[test]
