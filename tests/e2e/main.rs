@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `ssfd` binary on port 0, driven over real sockets by our
 //! own code and by other people's clients (Python `datadog`, `statsd`, `grpcio`).
 
+mod aggregation;
 mod clients;
 mod emit;
 mod listeners;

@@ -1,7 +1,7 @@
 //! HyperLogLog with precision 14 in the binary form of the library Veneur vendors
 //! (axiomhq/hyperloglog, 2017): members hashed with 64-bit MetroHash (seed 1337), a
 //! sparse mode (25-bit encoded hashes in a buffer plus a delta-varint compressed list)
-//! that turns dense past m entries, and dense 4-bit "tail-cut" registers over a base
+//! that turns dense once the list takes more than m bytes, and dense 4-bit "tail-cut" registers over a base
 //! `b`. Sets exchanged with Veneur merge without inflating counts because both sides
 //! hash and encode members the same way.
 //!
@@ -204,10 +204,28 @@ impl HyperLogLog {
     fn maybe_densify(&mut self) {
         if self.buffer.len() as u64 * 100 > u64::from(M) {
             self.merge_buffer();
-            if self.list.len() as u32 > M {
-                self.to_dense();
-            }
+            self.densify_if_large();
         }
+    }
+
+    /// Veneur's rule: dense once the compressed list takes more than m bytes.
+    fn densify_if_large(&mut self) {
+        if self.encoded_list_len() > M as usize {
+            self.make_dense();
+        }
+    }
+
+    /// Bytes of the delta-varint encoding of the sparse list.
+    fn encoded_list_len(&self) -> usize {
+        let mut last = 0u32;
+        self.list
+            .iter()
+            .map(|&k| {
+                let delta = k.wrapping_sub(last);
+                last = k;
+                (32 - delta.leading_zeros()).max(1).div_ceil(7) as usize
+            })
+            .sum()
     }
 
     fn merge_buffer(&mut self) {
@@ -248,7 +266,7 @@ impl HyperLogLog {
         self.buffer.clear();
     }
 
-    fn to_dense(&mut self) {
+    fn make_dense(&mut self) {
         self.merge_buffer();
         self.registers = vec![0; (M / 2) as usize];
         self.base = 0;
@@ -261,7 +279,7 @@ impl HyperLogLog {
 
     fn get(&self, index: u32) -> u8 {
         let byte = self.registers[(index / 2) as usize];
-        if index % 2 == 0 {
+        if index.is_multiple_of(2) {
             byte >> 4
         } else {
             byte & 0x0f
@@ -270,7 +288,7 @@ impl HyperLogLog {
 
     fn set(&mut self, index: u32, value: u8) {
         let byte = &mut self.registers[(index / 2) as usize];
-        *byte = if index % 2 == 0 {
+        *byte = if index.is_multiple_of(2) {
             (*byte & 0x0f) | (value << 4)
         } else {
             (*byte & 0xf0) | (value & 0x0f)
@@ -343,13 +361,11 @@ impl HyperLogLog {
             self.buffer.extend_from_slice(&other.buffer);
             self.buffer.extend_from_slice(&other.list);
             self.merge_buffer();
-            if self.list.len() as u32 > M {
-                self.to_dense();
-            }
+            self.densify_if_large();
             return;
         }
         if self.sparse {
-            self.to_dense();
+            self.make_dense();
         }
         if other.sparse {
             for &k in other.buffer.iter().chain(&other.list) {
@@ -471,10 +487,8 @@ impl HyperLogLog {
                 let list = std::mem::take(&mut sketch.list);
                 sketch.buffer.extend(list);
             }
+            // as Veneur: a sketch stays in the mode it was sent in until it next grows
             sketch.merge_buffer();
-            if sketch.list.len() as u32 > M {
-                sketch.to_dense();
-            }
             return Ok(sketch);
         }
         if data[3] != 0 {

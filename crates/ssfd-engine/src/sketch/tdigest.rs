@@ -63,7 +63,7 @@ impl TDigest {
 
     /// Adds `value` with `weight` (> 0, finite; others are ignored).
     pub fn add(&mut self, value: f64, weight: f64) {
-        if !value.is_finite() || !(weight > 0.0 && weight.is_finite()) {
+        if !(value.is_finite() && weight > 0.0 && weight.is_finite()) {
             return;
         }
         if self.buffer.len() >= self.buffer_capacity() {
