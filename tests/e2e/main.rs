@@ -6,3 +6,4 @@ mod clients;
 mod emit;
 mod listeners;
 mod policies;
+mod prometheus;
