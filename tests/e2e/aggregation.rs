@@ -296,3 +296,40 @@ fn embedded_default_shows_a_counter_after_one_interval() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn spans_flush_red_and_indicator_metrics() {
+    use prost::Message;
+    use ssfd_wire::ssf::SsfSpan;
+    let server = Server::start("interval: 1s\n");
+    let span = SsfSpan {
+        trace_id: 5,
+        id: 5,
+        start_timestamp: 1_000_000_000,
+        end_timestamp: 1_250_000_000,
+        service: "checkout".into(),
+        name: "pay".into(),
+        indicator: true,
+        ..Default::default()
+    };
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(&span.encode_to_vec(), server.addr("ssf udp"))
+        .unwrap();
+    server.wait_metric(
+        "ssf_span_calls_total{error=\"false\",name=\"pay\",service=\"checkout\"}",
+        1.0,
+    );
+    server.wait_metric(
+        "ssf_span_duration_ms_sum{error=\"false\",name=\"pay\",service=\"checkout\"}",
+        250.0,
+    );
+    server.wait_metric(
+        "indicator_span_duration_ns_count{error=\"false\",service=\"checkout\"}",
+        1.0,
+    );
+    server.wait_metric(
+        "objective_span_duration_ns_max{error=\"false\",objective=\"pay\",service=\"checkout\"}",
+        250_000_000.0,
+    );
+}

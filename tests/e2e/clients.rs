@@ -83,7 +83,9 @@ fn grpcio_client_with_stubs_from_our_protos() {
     let received = "ssfd_received_total{listener=\"grpc\",protocol=\"grpc\"}";
     server.wait_metric(received, 4.0 + 1.0 + 100.0 + 3.0 + 1.0);
     server.wait_metric(&worker("span"), 3.0 + 95.0 + 1.0);
-    server.wait_metric(&worker("counter"), 2.0);
+    // one sample counter, one DogStatsD counter, and ssf.span.calls for each valid span
+    server.wait_metric(&worker("counter"), 2.0 + 99.0);
+    server.wait_metric(&worker("histogram"), 99.0);
     server.wait_metric(&worker("gauge"), 2.0);
     server.wait_metric(&worker("log"), 1.0);
     let rejected = |reason: &str| {

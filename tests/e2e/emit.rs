@@ -58,10 +58,11 @@ fn emit_over_udp() {
         "--timing",
         "5ms",
     ]);
-    server.wait_metric(&worker("counter"), 1.0);
+    // the span adds its RED metrics: ssf.span.calls and ssf.span.duration_ms
+    server.wait_metric(&worker("counter"), 2.0);
     server.wait_metric(&worker("gauge"), 1.0);
     server.wait_metric(&worker("timer"), 1.0);
-    server.wait_metric(&worker("histogram"), 1.0);
+    server.wait_metric(&worker("histogram"), 2.0);
     server.wait_metric(&worker("span"), 1.0);
     assert_eq!(
         server.metric("ssfd_received_total{listener=\"statsd\",protocol=\"udp\"}"),
@@ -116,9 +117,10 @@ fn emit_over_grpc() {
         "--trace-id",
         "9",
     ]);
-    server.wait_metric(&worker("counter"), 1.0);
+    server.wait_metric(&worker("counter"), 2.0);
     server.wait_metric(&worker("gauge"), 1.0);
     server.wait_metric(&worker("timer"), 1.0);
+    server.wait_metric(&worker("histogram"), 1.0);
     server.wait_metric(&worker("span"), 1.0);
     assert_eq!(
         server.metric("ssfd_received_total{listener=\"grpc\",protocol=\"grpc\"}"),

@@ -193,7 +193,9 @@ fn ssf_over_udp_classifies_every_packet() {
     }
     server.wait_metric(&received("ssf", "udp"), 6.0);
     server.wait_metric(&worker("span"), 2.0);
-    server.wait_metric(&worker("counter"), 1.0);
+    // one sample counter plus ssf.span.calls of the two valid spans
+    server.wait_metric(&worker("counter"), 3.0);
+    server.wait_metric(&worker("histogram"), 2.0);
     server.wait_metric(&worker("gauge"), 1.0);
     server.wait_metric(&worker("log"), 1.0);
     assert_eq!(server.metric(&rejected("ssf", "udp", "decode")), 1.0);

@@ -32,9 +32,11 @@ impl GrpcIngest {
     }
 }
 
-fn refuse(handoff: &mut Handoff) -> Status {
-    let refused = handoff.discard();
-    ssfd_telemetry::refused(Listener::Grpc, refused as u64);
+/// Drops what the call produced and answers UNAVAILABLE; `items` is what the client
+/// sent (spans or lines), counted as refused.
+fn refuse(handoff: &mut Handoff, items: u64) -> Status {
+    handoff.discard();
+    ssfd_telemetry::refused(Listener::Grpc, items);
     Status::unavailable("ssfd is overloaded: a pipeline queue is full, retry later")
 }
 
@@ -47,7 +49,7 @@ impl Ssfgrpc for GrpcIngest {
         }
         handoff
             .flush(WhenFull::Refuse)
-            .map_err(|_| refuse(&mut handoff))?;
+            .map_err(|_| refuse(&mut handoff, 1))?;
         Ok(Response::new(ssf::Empty {}))
     }
 }
@@ -59,10 +61,12 @@ impl DogstatsdGrpc for GrpcIngest {
         request: Request<DogstatsdPacket>,
     ) -> Result<Response<dogstatsd::Empty>, Status> {
         let mut handoff = self.handoff();
-        handoff.statsd_packet(&request.into_inner().packet_bytes);
+        let packet = request.into_inner().packet_bytes;
+        handoff.statsd_packet(&packet);
+        let lines = ssfd_wire::dogstatsd_text::lines(&packet).count() as u64;
         handoff
             .flush(WhenFull::Refuse)
-            .map_err(|_| refuse(&mut handoff))?;
+            .map_err(|_| refuse(&mut handoff, lines))?;
         Ok(Response::new(dogstatsd::Empty {}))
     }
 }

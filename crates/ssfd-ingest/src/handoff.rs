@@ -21,6 +21,47 @@ pub struct HandoffConfig {
     pub extend_tags: Arc<[String]>,
     /// `metric_max_length`: longest statsd line or datagram.
     pub metric_max_length: usize,
+    /// Metrics derived from spans (SPEC 4.4); `None` derives none.
+    pub span_metrics: Option<Arc<SpanMetrics>>,
+}
+
+/// What ingest derives from every valid trace span (SPEC 4.4).
+#[derive(Debug, Default)]
+pub struct SpanMetrics {
+    /// `indicator_span_timer_name` (empty: off).
+    pub indicator_timer: String,
+    /// `objective_span_timer_name` (empty: off).
+    pub objective_timer: String,
+    /// Distinct span names per service before RED metrics use `name:ssfd_overflow`.
+    pub names_per_service: usize,
+    names: std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
+}
+
+impl SpanMetrics {
+    pub fn new(indicator_timer: &str, objective_timer: &str, names_per_service: usize) -> Self {
+        SpanMetrics {
+            indicator_timer: indicator_timer.to_string(),
+            objective_timer: objective_timer.to_string(),
+            names_per_service,
+            names: Default::default(),
+        }
+    }
+
+    /// True when `name` is (or now becomes) one of `service`'s counted span names.
+    fn admit(&self, service: &str, name: &str) -> bool {
+        let Ok(mut names) = self.names.lock() else {
+            return false;
+        };
+        let known = names.entry(service.to_string()).or_default();
+        if known.contains(name) {
+            return true;
+        }
+        if known.len() >= self.names_per_service {
+            return false;
+        }
+        known.insert(name.to_string());
+        true
+    }
 }
 
 /// Per-thread hand-off from a listener into the pipeline.
@@ -35,6 +76,8 @@ pub struct Handoff {
     records: Vec<LogRecord>,
     received: u64,
     rejected: [u64; Reason::COUNT],
+    /// (service, span name) pairs this thread already knows are under the cap.
+    admitted: std::collections::HashSet<(String, String)>,
 }
 
 /// What one SSF packet contributed.
@@ -66,6 +109,7 @@ impl Handoff {
             records: Vec::new(),
             received: 0,
             rejected: [0; Reason::COUNT],
+            admitted: std::collections::HashSet::new(),
         }
     }
 
@@ -266,6 +310,9 @@ impl Handoff {
         if !trace_span {
             return Ok(SpanOutcome::SamplesOnly);
         }
+        if let Some(span_metrics) = self.config.span_metrics.clone() {
+            self.span_metrics(&view, &span_metrics);
+        }
         let shard = self.pipeline.span_shard(view.trace_id);
         if view.needs_normalization() {
             // the reader accepts exactly what prost accepts, so this decode succeeds
@@ -281,6 +328,65 @@ impl Handoff {
     /// Hands off one SSF span decoded elsewhere (tonic's `SendSpan`).
     pub fn ssf_span(&mut self, span: &SsfSpan) -> Result<SpanOutcome, SsfError> {
         self.ssf_packet(&span.encode_to_vec())
+    }
+
+    /// SPEC 4.4: the indicator and objective timers and the RED metrics of a span.
+    fn span_metrics(&mut self, view: &SpanView<'_>, config: &SpanMetrics) {
+        let duration_ns = view
+            .end_timestamp
+            .saturating_sub(view.start_timestamp)
+            .max(0) as f64;
+        let error: &[u8] = if view.error { b"true" } else { b"false" };
+        let service = view.service.as_bytes();
+        let name = view.normalized_name();
+        if view.indicator && !config.indicator_timer.is_empty() {
+            self.scratch
+                .begin(config.indicator_timer.as_bytes(), MetricKind::Histogram);
+            self.scratch.tag(&[b"service:", service]);
+            self.scratch.tag(&[b"error:", error]);
+            self.extend_tags();
+            self.scratch.finish();
+            self.samples
+                .push(&self.scratch, Scope::Default, duration_ns, 1.0, b"");
+        }
+        if view.indicator && !config.objective_timer.is_empty() {
+            let objective = view.tag("ssf_objective").unwrap_or(name);
+            self.scratch
+                .begin(config.objective_timer.as_bytes(), MetricKind::Histogram);
+            self.scratch.tag(&[b"service:", service]);
+            self.scratch.tag(&[b"objective:", objective.as_bytes()]);
+            self.scratch.tag(&[b"error:", error]);
+            self.extend_tags();
+            self.scratch.finish();
+            self.samples
+                .push(&self.scratch, Scope::Global, duration_ns, 1.0, b"");
+        }
+        let pair = (view.service.to_string(), name.to_string());
+        let counted_name = if self.admitted.contains(&pair) {
+            name
+        } else if config.admit(view.service, name) {
+            self.admitted.insert(pair);
+            name
+        } else {
+            "ssfd_overflow"
+        };
+        for (metric, kind, value) in [
+            (&b"ssf.span.calls"[..], MetricKind::Counter, 1.0),
+            (
+                &b"ssf.span.duration_ms"[..],
+                MetricKind::Histogram,
+                duration_ns / 1e6,
+            ),
+        ] {
+            self.scratch.begin(metric, kind);
+            self.scratch.tag(&[b"service:", service]);
+            self.scratch.tag(&[b"name:", counted_name.as_bytes()]);
+            self.scratch.tag(&[b"error:", error]);
+            self.extend_tags();
+            self.scratch.finish();
+            self.samples
+                .push(&self.scratch, Scope::Default, value, 1.0, b"");
+        }
     }
 
     fn ssf_sample(&mut self, sample: &SampleView<'_>) {

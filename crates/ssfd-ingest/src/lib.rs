@@ -253,9 +253,17 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
                 .cloned()
                 .collect(),
             metric_max_length: config.metric_max_length,
+            span_metrics: Some(Arc::new(handoff::SpanMetrics::new(
+                &config.indicator_span_timer_name,
+                &config.objective_span_timer_name,
+                SPAN_NAMES_PER_SERVICE,
+            ))),
         },
     })
 }
+
+/// SPEC 4.4's default cap on distinct span names per service in the RED metrics.
+pub const SPAN_NAMES_PER_SERVICE: usize = 1000;
 
 impl Bound {
     /// Serves every bound listener until `shutdown` turns true.

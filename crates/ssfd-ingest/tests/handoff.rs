@@ -7,7 +7,7 @@ use prost::Message;
 use ssfd_engine::{
     LogKind, MetricKind, Pipeline, PipelineConfig, SampleBatch, Scope, SpanWork, WhenFull,
 };
-use ssfd_ingest::handoff::{Handoff, HandoffConfig};
+use ssfd_ingest::handoff::{Handoff, HandoffConfig, SpanMetrics};
 use ssfd_telemetry::{Listener, Protocol};
 use ssfd_wire::ssf::{SsfSample, SsfSpan, ssf_sample};
 
@@ -18,6 +18,10 @@ struct Rig {
 }
 
 fn rig(extend_tags: &[&str]) -> Rig {
+    rig_with(extend_tags, None)
+}
+
+fn rig_with(extend_tags: &[&str], span_metrics: Option<std::sync::Arc<SpanMetrics>>) -> Rig {
     let (pipeline, metrics, spans) = Pipeline::channels(PipelineConfig {
         metric_workers: 3,
         span_workers: 2,
@@ -28,6 +32,7 @@ fn rig(extend_tags: &[&str]) -> Rig {
     let config = HandoffConfig {
         extend_tags: extend_tags.iter().map(|t| t.to_string()).collect(),
         metric_max_length: 8192,
+        span_metrics,
     };
     Rig {
         handoff: Handoff::new(pipeline, config, Listener::Statsd, Protocol::Udp),
@@ -458,4 +463,133 @@ fn garbage_never_panics() {
             let _ = rig.span_work();
         }
     }
+}
+
+#[test]
+fn spans_derive_indicator_objective_and_red_metrics() {
+    let metrics = std::sync::Arc::new(SpanMetrics::new(
+        "indicator_span.duration_ns",
+        "objective_span.duration_ns",
+        2,
+    ));
+    let mut rig = rig_with(&[], Some(metrics));
+    let span = |id: i64, name: &str, indicator: bool, error: bool| SsfSpan {
+        trace_id: 9,
+        id,
+        start_timestamp: 1_000,
+        end_timestamp: 3_501_000,
+        service: "api".into(),
+        name: name.into(),
+        indicator,
+        error,
+        ..Default::default()
+    };
+    let mut objective = span(1, "checkout", true, false);
+    objective.tags.insert("ssf_objective".into(), "pay".into());
+    for span in [
+        objective,
+        span(2, "search", false, true),
+        span(3, "third", false, false),
+        span(4, "fourth", false, false),
+    ] {
+        rig.handoff.ssf_packet(&span.encode_to_vec()).unwrap();
+    }
+    let got = rig.samples();
+    let want = vec![
+        seen(
+            "indicator_span.duration_ns",
+            MetricKind::Histogram,
+            "error:false,service:api",
+            Scope::Default,
+            3_500_000.0,
+            1.0,
+            "",
+        ),
+        seen(
+            "objective_span.duration_ns",
+            MetricKind::Histogram,
+            "error:false,objective:pay,service:api",
+            Scope::Global,
+            3_500_000.0,
+            1.0,
+            "",
+        ),
+        seen(
+            "ssf.span.calls",
+            MetricKind::Counter,
+            "error:false,name:checkout,service:api",
+            Scope::Default,
+            1.0,
+            1.0,
+            "",
+        ),
+        seen(
+            "ssf.span.calls",
+            MetricKind::Counter,
+            "error:true,name:search,service:api",
+            Scope::Default,
+            1.0,
+            1.0,
+            "",
+        ),
+        seen(
+            "ssf.span.calls",
+            MetricKind::Counter,
+            "error:false,name:ssfd_overflow,service:api",
+            Scope::Default,
+            1.0,
+            1.0,
+            "",
+        ),
+        seen(
+            "ssf.span.calls",
+            MetricKind::Counter,
+            "error:false,name:ssfd_overflow,service:api",
+            Scope::Default,
+            1.0,
+            1.0,
+            "",
+        ),
+        seen(
+            "ssf.span.duration_ms",
+            MetricKind::Histogram,
+            "error:false,name:checkout,service:api",
+            Scope::Default,
+            3.5,
+            1.0,
+            "",
+        ),
+        seen(
+            "ssf.span.duration_ms",
+            MetricKind::Histogram,
+            "error:true,name:search,service:api",
+            Scope::Default,
+            3.5,
+            1.0,
+            "",
+        ),
+        seen(
+            "ssf.span.duration_ms",
+            MetricKind::Histogram,
+            "error:false,name:ssfd_overflow,service:api",
+            Scope::Default,
+            3.5,
+            1.0,
+            "",
+        ),
+        seen(
+            "ssf.span.duration_ms",
+            MetricKind::Histogram,
+            "error:false,name:ssfd_overflow,service:api",
+            Scope::Default,
+            3.5,
+            1.0,
+            "",
+        ),
+    ];
+    let mut got_sorted: Vec<String> = got.iter().map(|s| format!("{s:?}")).collect();
+    let mut want_sorted: Vec<String> = want.iter().map(|s| format!("{s:?}")).collect();
+    got_sorted.sort();
+    want_sorted.sort();
+    assert_eq!(got_sorted, want_sorted);
 }
