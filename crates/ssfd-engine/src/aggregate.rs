@@ -80,13 +80,45 @@ impl Series {
     }
 }
 
-/// A worker's series for the current interval.
-#[derive(Debug, Default)]
+/// A worker's series for the current interval. Past `limit` live series, a sample
+/// for a new series folds into its name's `ssfd_overflow:true` series, or into
+/// `ssfd.overflow` when its name has none (SPEC 4.3).
+#[derive(Debug)]
 pub struct SeriesTable {
     table: HashTable<Series>,
+    limit: usize,
+    /// Hashes of the names that have a series in this table.
+    names: hashbrown::HashSet<u64>,
+    /// Samples folded into overflow series since the last `take`.
+    overflowed: u64,
 }
 
+impl Default for SeriesTable {
+    fn default() -> Self {
+        SeriesTable::with_limit(usize::MAX)
+    }
+}
+
+/// The tag of a name's overflow series.
+pub const OVERFLOW_TAG: &[u8] = b"ssfd_overflow:true";
+/// The series of samples whose name has no series when the limit is reached.
+pub const OVERFLOW_NAME: &[u8] = b"ssfd.overflow";
+
 impl SeriesTable {
+    pub fn with_limit(limit: usize) -> SeriesTable {
+        SeriesTable {
+            table: HashTable::new(),
+            limit: limit.max(1),
+            names: Default::default(),
+            overflowed: 0,
+        }
+    }
+
+    /// Samples folded into overflow series since the last `take`.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed
+    }
+
     pub fn len(&self) -> usize {
         self.table.len()
     }
@@ -100,30 +132,55 @@ impl SeriesTable {
         for sample in batch.samples() {
             let key = batch.key(sample);
             let scope = sample.scope;
+            let hash = sample.hash;
+            let vacant_over_limit = self.table.len() >= self.limit
+                && self
+                    .table
+                    .find(hash, |series| series.scope == scope && *series.key == *key)
+                    .is_none();
+            let (hash, key, name_len): (u64, std::borrow::Cow<'_, [u8]>, u32) = if vacant_over_limit
+            {
+                self.overflowed += 1;
+                let name = batch.name(sample);
+                let type_byte = key[name.len() + 1];
+                let overflow: Vec<u8> = if self.names.contains(&crate::batch::key_hash(name)) {
+                    [name, &[0, type_byte, 0], OVERFLOW_TAG].concat()
+                } else {
+                    [OVERFLOW_NAME, &[0, type_byte, 0]].concat()
+                };
+                let name_len = overflow.iter().position(|&b| b == 0).unwrap_or(0) as u32;
+                (crate::batch::key_hash(&overflow), overflow.into(), name_len)
+            } else {
+                (hash, key.into(), batch.name(sample).len() as u32)
+            };
+            let names = &mut self.names;
             let entry = self.table.entry(
-                sample.hash,
+                hash,
                 |series| series.scope == scope && *series.key == *key,
                 |series| series.hash,
             );
             let series = entry
-                .or_insert_with(|| Series {
-                    hash: sample.hash,
-                    key: key.into(),
-                    name_len: batch.name(sample).len() as u32,
-                    kind: sample.kind,
-                    scope,
-                    state: match sample.kind {
-                        MetricKind::Counter => State::Counter(0.0),
-                        MetricKind::Gauge => State::Gauge(0.0),
-                        MetricKind::Status => State::Status {
-                            value: 0.0,
-                            message: "".into(),
+                .or_insert_with(|| {
+                    names.insert(crate::batch::key_hash(&key[..name_len as usize]));
+                    Series {
+                        hash,
+                        key: key.as_ref().into(),
+                        name_len,
+                        kind: sample.kind,
+                        scope,
+                        state: match sample.kind {
+                            MetricKind::Counter => State::Counter(0.0),
+                            MetricKind::Gauge => State::Gauge(0.0),
+                            MetricKind::Status => State::Status {
+                                value: 0.0,
+                                message: "".into(),
+                            },
+                            MetricKind::Set => State::Set(Box::default()),
+                            MetricKind::Histogram | MetricKind::Timer => {
+                                State::Histogram(Box::new(Histogram::new()))
+                            }
                         },
-                        MetricKind::Set => State::Set(Box::default()),
-                        MetricKind::Histogram | MetricKind::Timer => {
-                            State::Histogram(Box::new(Histogram::new()))
-                        }
-                    },
+                    }
                 })
                 .into_mut();
             let rate = f64::from(sample.rate);
@@ -143,15 +200,75 @@ impl SeriesTable {
     /// Takes the interval's series, leaving an empty table of similar capacity.
     pub fn take(&mut self) -> SeriesTable {
         let capacity = self.table.len();
-        std::mem::replace(
-            self,
-            SeriesTable {
-                table: HashTable::with_capacity(capacity),
-            },
-        )
+        let mut empty = SeriesTable::with_limit(self.limit);
+        empty.table.reserve(capacity, |series| series.hash);
+        std::mem::replace(self, empty)
     }
 
     pub fn into_series(self) -> impl Iterator<Item = Series> {
         self.table.into_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{KeyScratch, ShardedSamples};
+
+    fn batch(lines: &[(&str, MetricKind, &[&str], f64)]) -> SampleBatch {
+        let mut samples = ShardedSamples::new(1);
+        let mut scratch = KeyScratch::default();
+        for (name, kind, tags, value) in lines {
+            scratch.begin(name.as_bytes(), *kind);
+            for tag in *tags {
+                scratch.tag(&[tag.as_bytes()]);
+            }
+            scratch.finish();
+            samples.push(&scratch, Scope::Default, *value, 1.0, b"");
+        }
+        samples.drain().next().unwrap().1
+    }
+
+    fn flushed(table: SeriesTable) -> Vec<(String, String, f64)> {
+        let mut out: Vec<_> = table
+            .into_series()
+            .map(|s| {
+                let value = match s.state {
+                    State::Counter(v) | State::Gauge(v) => v,
+                    _ => f64::NAN,
+                };
+                (
+                    String::from_utf8_lossy(s.name()).into(),
+                    String::from_utf8_lossy(s.tags()).into(),
+                    value,
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
+    #[test]
+    fn past_the_limit_samples_fold_into_overflow_series_and_are_counted() {
+        let mut table = SeriesTable::with_limit(2);
+        table.apply(&batch(&[
+            ("req", MetricKind::Counter, &["a:1"], 1.0),
+            ("req", MetricKind::Counter, &["a:2"], 1.0),
+            ("req", MetricKind::Counter, &["a:3"], 5.0),
+            ("req", MetricKind::Counter, &["a:4"], 7.0),
+            ("new.name", MetricKind::Counter, &["b:1"], 2.0),
+            ("req", MetricKind::Counter, &["a:1"], 1.0),
+        ]));
+        assert_eq!(table.overflowed(), 3);
+        assert_eq!(
+            flushed(table.take()),
+            vec![
+                ("req".into(), "a:1".into(), 2.0),
+                ("req".into(), "a:2".into(), 1.0),
+                ("req".into(), "ssfd_overflow:true".into(), 12.0),
+                ("ssfd.overflow".into(), "".into(), 2.0),
+            ]
+        );
+        assert_eq!(table.overflowed(), 0, "a new interval starts from zero");
     }
 }

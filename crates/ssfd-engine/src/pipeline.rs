@@ -60,6 +60,8 @@ pub struct PipelineConfig {
     pub stall_per_batch: std::time::Duration,
     /// The flush interval.
     pub interval: std::time::Duration,
+    /// `max_series`: live series across all metric workers (each holds its share).
+    pub max_series: usize,
 }
 
 impl Default for PipelineConfig {
@@ -71,6 +73,7 @@ impl Default for PipelineConfig {
             span_queue_batches: 1024,
             stall_per_batch: std::time::Duration::ZERO,
             interval: std::time::Duration::from_secs(10),
+            max_series: 1_000_000,
         }
     }
 }
@@ -165,6 +168,7 @@ impl Pipeline {
         let (pipeline, metric_receivers, span_receivers) = Self::channels(config);
         let mut handles = Vec::new();
         let mut controls = Vec::new();
+        let per_worker = (config.max_series / metric_receivers.len().max(1)).max(1);
         for (index, receiver) in metric_receivers.into_iter().enumerate() {
             let (control, control_receiver) = bounded(1);
             controls.push(control);
@@ -172,7 +176,12 @@ impl Pipeline {
                 std::thread::Builder::new()
                     .name(format!("metric-worker-{index}"))
                     .spawn(move || {
-                        metric_worker(receiver, control_receiver, config.stall_per_batch)
+                        metric_worker(
+                            receiver,
+                            control_receiver,
+                            config.stall_per_batch,
+                            per_worker,
+                        )
                     })
                     .expect("spawn metric worker"),
             );
@@ -274,8 +283,9 @@ fn metric_worker(
     receiver: Receiver<SampleBatch>,
     control: Receiver<Control>,
     stall: std::time::Duration,
+    max_series: usize,
 ) {
-    let mut table = SeriesTable::default();
+    let mut table = SeriesTable::with_limit(max_series);
     let mut counts = [0u64; Kind::COUNT];
     let mut batches = receiver;
     let never = crossbeam_channel::never();
@@ -354,6 +364,7 @@ fn flusher(
             }
         }
         let series: usize = tables.iter().map(SeriesTable::len).sum();
+        telemetry::series_overflow(tables.iter().map(SeriesTable::overflowed).sum());
         let mut flush = Flush {
             timestamp: unix_seconds(),
             ..Flush::default()

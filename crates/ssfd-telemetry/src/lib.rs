@@ -100,6 +100,14 @@ static SERIES: AtomicU64 = AtomicU64::new(0);
 static FLUSHES: AtomicU64 = AtomicU64::new(0);
 static FLUSH_NANOS: AtomicU64 = AtomicU64::new(0);
 
+static SERIES_OVERFLOW: AtomicU64 = AtomicU64::new(0);
+
+/// Samples folded into overflow series because `max_series` was reached (kept, not
+/// dropped: SPEC 4.3).
+pub fn series_overflow(count: u64) {
+    SERIES_OVERFLOW.fetch_add(count, Relaxed);
+}
+
 /// Live series of the last flushed interval.
 pub fn set_series(count: u64) {
     SERIES.store(count, Relaxed);
@@ -255,6 +263,17 @@ pub fn render(out: &mut String, version: &str) {
         "live series in the last flushed interval",
     );
     let _ = writeln!(out, "ssfd_series {}", SERIES.load(Relaxed));
+    header(
+        out,
+        "ssfd_series_overflow_total",
+        "counter",
+        "samples folded into ssfd_overflow series because max_series was reached",
+    );
+    let _ = writeln!(
+        out,
+        "ssfd_series_overflow_total {}",
+        SERIES_OVERFLOW.load(Relaxed)
+    );
     header(
         out,
         "ssfd_flush_duration_seconds",

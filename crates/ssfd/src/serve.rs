@@ -49,6 +49,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             .and_then(|ms| ms.parse().ok())
             .map_or(std::time::Duration::ZERO, std::time::Duration::from_millis),
         interval: config.interval(),
+        max_series: usize::try_from(config.max_series).unwrap_or(usize::MAX),
     };
     let flush_config = FlushConfig {
         percentiles: config
