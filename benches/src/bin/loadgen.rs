@@ -46,6 +46,14 @@ enum Mode {
         #[arg(long, default_value_t = 1_000_000)]
         count: u64,
     },
+    /// N distinct counter series (≈96-byte keys), packed 20 lines per datagram; reports
+    /// the flush that holds them all and resident memory per series.
+    Series {
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        #[arg(long, default_value_t = 400_000)]
+        rate: u64,
+    },
     /// SSF spans over gRPC `SendSpans` client streams.
     SendSpans {
         #[arg(long, default_value_t = 2_000_000)]
@@ -152,15 +160,15 @@ struct Outcome {
 fn report(label: &str, unit: &str, outcome: &Outcome) {
     let lossless = outcome.delivered == outcome.items as f64 && outcome.dropped == 0.0;
     println!(
-        "{label}: sent {} {unit}s in {:.2}s, delivered {}, dropped {}, lossless {}, server CPU {:.3}s = {:.3} µs/{unit} = {:.0} {unit}s per server-CPU-second",
+        "{label}: sent {} {unit}s in {:.2}s, delivered {}, dropped {}, lossless {}, server CPU {:.3}s = {:.3} µs per delivered {unit} = {:.0} delivered {unit}s per server-CPU-second",
         outcome.items,
         outcome.wall,
         outcome.delivered,
         outcome.dropped,
         if lossless { "yes" } else { "NO" },
         outcome.cpu,
-        outcome.cpu * 1e6 / outcome.items as f64,
-        outcome.items as f64 / outcome.cpu,
+        outcome.cpu * 1e6 / outcome.delivered,
+        outcome.delivered / outcome.cpu,
     );
 }
 
@@ -171,12 +179,25 @@ fn dropped(server: &Server, listener: &str) -> f64 {
         ))
 }
 
+fn rss_bytes(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        * 1024.0
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let extra = format!(
+    let mut extra = format!(
         "num_readers: {}\nspan_channel_capacity: 4096\n",
         cli.readers
     );
+    if let Mode::Series { .. } = cli.mode {
+        extra.push_str("interval: 20s\nmax_series: 2000000\n");
+    }
     for run in 1..=cli.runs {
         let server = Server::start(&extra);
         let pid = server.pid();
@@ -246,6 +267,60 @@ fn main() -> anyhow::Result<()> {
                     &format!("run {run} ssf-udp rate {rate}/s"),
                     "span",
                     &outcome,
+                );
+            }
+            Mode::Series { count, rate } => {
+                let lines: Vec<String> = (0..*count)
+                    .map(|i| {
+                        format!(
+                            "checkout.requests.total:1|c|#service:checkout-{:04},env:production,region:us-east-1,host:ip-10-0-{:06}",
+                            i % 1000,
+                            i
+                        )
+                    })
+                    .collect();
+                let datagrams: Vec<Vec<u8>> = lines
+                    .chunks(20)
+                    .map(|c| c.join("\n").into_bytes())
+                    .collect();
+                let rss_before = rss_bytes(pid);
+                let flushes_before = server.metric("ssfd_flush_duration_seconds_count");
+                let cpu_before = cpu_seconds(pid);
+                let sent = blast(
+                    server.addr("statsd udp"),
+                    &datagrams,
+                    rate / 20,
+                    datagrams.len() as u64,
+                )?;
+                let delivered = settle(
+                    &server,
+                    "ssfd_worker_received_total{kind=\"counter\"}",
+                    *count as f64,
+                );
+                let rss_loaded = rss_bytes(pid);
+                // wait for the flush that holds every series
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let (mut flush_sum, mut flush_count) = (0.0, flushes_before);
+                while server.metric("ssfd_series") < *count as f64 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let series = server.metric("ssfd_series");
+                let after_count = server.metric("ssfd_flush_duration_seconds_count");
+                if after_count > flush_count {
+                    flush_sum = server.metric("ssfd_flush_duration_seconds_sum");
+                    flush_count = after_count;
+                }
+                let rss_after_flush = rss_bytes(pid);
+                let cpu = cpu_seconds(pid) - cpu_before;
+                println!(
+                    "run {run} series: sent {} datagrams, delivered {delivered} lines, live series at flush {series}, flushes {flush_count} (total flush time {:.3}s), RSS before {:.1} MiB, loaded {:.1} MiB (+{:.0} B/series), after flush {:.1} MiB (+{:.0} B/series), server CPU {cpu:.2}s",
+                    sent,
+                    flush_sum,
+                    rss_before / 1048576.0,
+                    rss_loaded / 1048576.0,
+                    (rss_loaded - rss_before) / *count as f64,
+                    rss_after_flush / 1048576.0,
+                    (rss_after_flush - rss_before) / *count as f64,
                 );
             }
             Mode::SendSpans { count, streams } => {

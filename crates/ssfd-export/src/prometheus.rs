@@ -7,7 +7,7 @@
 //! idle for `prometheus_expiry` disappear.
 
 use ssfd_engine::{Flush, FlushedType, MetricSink};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,8 +42,8 @@ struct Sample {
 struct Family {
     kind: FamilyType,
     help: String,
-    /// Rendered label set (`{a="b"}` or empty) → sample.
-    series: BTreeMap<String, Sample>,
+    /// Rendered label set (`{a="b"}` or empty) → sample; sorted when rendered.
+    series: HashMap<String, Sample>,
 }
 
 /// The exposition's state, shared between the flusher (writer) and `/metrics`.
@@ -52,12 +52,19 @@ pub struct Exposition {
     families: BTreeMap<String, Family>,
     expiry: Duration,
     conflicts: u64,
+    name_buffer: String,
+    label_buffer: String,
 }
 
 /// Sanitises a metric name: `[a-zA-Z0-9_:]` kept, others become `_`, a leading digit
 /// gets a `_` prefix.
 pub fn metric_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 1);
+    push_metric_name(name, &mut out);
+    out
+}
+
+fn push_metric_name(name: &str, out: &mut String) {
     if name.chars().next().is_none_or(|c| c.is_ascii_digit()) {
         out.push('_');
     }
@@ -68,7 +75,6 @@ pub fn metric_name(name: &str) -> String {
             '_'
         }
     }));
-    out
 }
 
 fn label_name(name: &str) -> String {
@@ -99,6 +105,46 @@ fn escape(value: &str, out: &mut String) {
             '\n' => out.push_str("\\n"),
             c => out.push(c),
         }
+    }
+}
+
+/// [`labels`] into `out`, without allocating when the sanitised keys come sorted and
+/// distinct (tags are sorted, so they usually do).
+fn labels_into(tags: &[String], out: &mut String) {
+    out.clear();
+    let mut previous_key = 0..0;
+    for tag in tags {
+        let (key, value) = match tag.split_once(':') {
+            Some((key, value)) => (key, value),
+            None => (tag.as_str(), "true"),
+        };
+        out.push(if previous_key.end == 0 { '{' } else { ',' });
+        let start = out.len();
+        if key.chars().next().is_none_or(|c| c.is_ascii_digit()) {
+            out.push('_');
+        }
+        out.extend(key.chars().map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        }));
+        let sanitised = &out[start..];
+        if matches!(sanitised, "quantile" | "le")
+            || sanitised.starts_with("__")
+            || (previous_key.end > 0 && out[previous_key.clone()] >= *sanitised)
+        {
+            *out = labels(tags);
+            return;
+        }
+        previous_key = start..out.len();
+        out.push_str("=\"");
+        escape(value, out);
+        out.push('"');
+    }
+    if previous_key.end > 0 {
+        out.push('}');
     }
 }
 
@@ -151,6 +197,8 @@ impl Exposition {
             families: BTreeMap::new(),
             expiry,
             conflicts: 0,
+            name_buffer: String::new(),
+            label_buffer: String::new(),
         }
     }
 
@@ -159,44 +207,50 @@ impl Exposition {
         self.conflicts
     }
 
-    fn family(&mut self, name: String, kind: FamilyType, help: &str) -> Option<&mut Family> {
-        let family = self.families.entry(name).or_insert_with(|| Family {
-            kind,
-            help: help.to_string(),
-            series: BTreeMap::new(),
-        });
-        if family.kind != kind {
-            self.conflicts += 1;
-            return None;
-        }
-        Some(family)
-    }
-
+    /// Updates the series `labels` of family `name` (created with `help()` when new).
     fn set(
         &mut self,
-        name: String,
+        name: &str,
         kind: FamilyType,
-        help: &str,
-        labels: String,
+        help: impl FnOnce() -> String,
+        labels: &str,
+        now: Instant,
         update: impl FnOnce(&mut Sample),
     ) {
-        let now = Instant::now();
-        let Some(family) = self.family(name, kind, help) else {
+        if !self.families.contains_key(name) {
+            self.families.insert(
+                name.to_string(),
+                Family {
+                    kind,
+                    help: help(),
+                    series: HashMap::new(),
+                },
+            );
+        }
+        let family = self.families.get_mut(name).expect("inserted above");
+        if family.kind != kind {
+            self.conflicts += 1;
             return;
+        }
+        let sample = match family.series.get_mut(labels) {
+            Some(sample) => sample,
+            None => family.series.entry(labels.to_string()).or_insert(Sample {
+                value: 0.0,
+                quantiles: Vec::new(),
+                sum: 0.0,
+                count: 0.0,
+                seen: now,
+            }),
         };
-        let sample = family.series.entry(labels).or_insert_with(|| Sample {
-            value: 0.0,
-            quantiles: Vec::new(),
-            sum: 0.0,
-            count: 0.0,
-            seen: now,
-        });
         sample.seen = now;
         update(sample);
     }
 
     /// Folds one interval in.
     pub fn apply(&mut self, flush: &Flush) {
+        let now = Instant::now();
+        let mut name = std::mem::take(&mut self.name_buffer);
+        let mut label_set = std::mem::take(&mut self.label_buffer);
         let summarised: std::collections::HashSet<(&str, &[String])> = flush
             .summaries
             .iter()
@@ -204,63 +258,61 @@ impl Exposition {
             .collect();
         for metric in &flush.metrics {
             // a histogram's aggregates are shown by its summary, not as separate series
-            if let Some((base, _)) = metric.name.rsplit_once('.')
+            if !summarised.is_empty()
+                && let Some((base, _)) = metric.name.rsplit_once('.')
                 && summarised.contains(&(base, metric.tags.as_slice()))
             {
                 continue;
             }
-            let label_set = labels(&metric.tags);
+            labels_into(&metric.tags, &mut label_set);
+            name.clear();
+            push_metric_name(&metric.name, &mut name);
             match metric.kind {
                 FlushedType::Counter => {
-                    let name = format!("{}_total", metric_name(&metric.name));
-                    let help = format!("ssfd counter {}", metric.name);
-                    self.set(name, FamilyType::Counter, &help, label_set, |s| {
+                    name.push_str("_total");
+                    let help = || format!("ssfd counter {}", metric.name);
+                    self.set(&name, FamilyType::Counter, help, &label_set, now, |s| {
                         s.value += metric.value
                     });
                 }
                 FlushedType::Gauge | FlushedType::Status => {
-                    let help = format!("ssfd {} {}", metric.kind.label(), metric.name);
-                    self.set(
-                        metric_name(&metric.name),
-                        FamilyType::Gauge,
-                        &help,
-                        label_set,
-                        |s| s.value = metric.value,
-                    );
+                    let help = || format!("ssfd {} {}", metric.kind.label(), metric.name);
+                    self.set(&name, FamilyType::Gauge, help, &label_set, now, |s| {
+                        s.value = metric.value
+                    });
                 }
             }
         }
         for summary in &flush.summaries {
             let base = metric_name(&summary.name);
-            let label_set = labels(&summary.tags);
-            let help = format!("ssfd histogram {}", summary.name);
-            self.set(
-                base.clone(),
-                FamilyType::Summary,
-                &help,
-                label_set.clone(),
-                |s| {
-                    if summary.count > 0.0 {
-                        s.quantiles = summary.quantiles.clone();
-                    }
-                    s.sum += summary.sum;
-                    s.count += summary.count;
-                },
-            );
+            labels_into(&summary.tags, &mut label_set);
+            let help = || format!("ssfd histogram {}", summary.name);
+            self.set(&base, FamilyType::Summary, help, &label_set, now, |s| {
+                if summary.count > 0.0 {
+                    s.quantiles = summary.quantiles.clone();
+                }
+                s.sum += summary.sum;
+                s.count += summary.count;
+            });
             for (suffix, value) in [("min", summary.min), ("max", summary.max)] {
-                let help = format!(
-                    "ssfd histogram {} {suffix} of the last interval",
-                    summary.name
-                );
+                let help = || {
+                    format!(
+                        "ssfd histogram {} {suffix} of the last interval",
+                        summary.name
+                    )
+                };
                 self.set(
-                    format!("{base}_{suffix}"),
+                    &format!("{base}_{suffix}"),
                     FamilyType::Gauge,
-                    &help,
-                    label_set.clone(),
+                    help,
+                    &label_set,
+                    now,
                     |s| s.value = value,
                 );
             }
         }
+        self.name_buffer = name;
+        self.label_buffer = label_set;
     }
 
     fn expire(&mut self) {
@@ -284,7 +336,9 @@ impl Exposition {
                 family.help.replace('\\', "\\\\").replace('\n', "\\n")
             );
             let _ = writeln!(out, "# TYPE {name} {}", family.kind.label());
-            for (label_set, sample) in &family.series {
+            let mut series: Vec<(&String, &Sample)> = family.series.iter().collect();
+            series.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (label_set, sample) in series {
                 match family.kind {
                     FamilyType::Counter | FamilyType::Gauge => {
                         let _ = writeln!(out, "{name}{label_set} {}", number(sample.value));
@@ -367,6 +421,30 @@ mod tests {
             ]),
             r#"{a_b="q\"uote",bare="true",env="dev",exported_le="1",exported_quantile="x"}"#
         );
+    }
+
+    #[test]
+    fn the_fast_label_path_renders_what_the_general_one_does() {
+        let cases: &[&[&str]] = &[
+            &[],
+            &["a:1"],
+            &["a:1", "b:2", "c"],
+            &["b:2", "a:1"],
+            &["a:1", "a:2"],
+            &["a.b:1", "a_b:2"],
+            &["quantile:1"],
+            &["le:1", "z:2"],
+            &["__x:1"],
+            &["1a:x", "b:\"q\\n"],
+            &["env:prod", "host:ip-10", "region:us", "service:checkout"],
+            &["k:v:w", "k2"],
+        ];
+        for tags in cases {
+            let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+            let mut fast = String::new();
+            labels_into(&tags, &mut fast);
+            assert_eq!(fast, labels(&tags), "{tags:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,145 @@
+//! Criterion benchmarks of the aggregation engine: histogram inserts, set inserts, and
+//! a worker folding a batch of statsd samples into its series table.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ssfd_benches::statsd_lines;
+use ssfd_engine::aggregate::SeriesTable;
+use ssfd_engine::sketch::hll::HyperLogLog;
+use ssfd_engine::sketch::tdigest::TDigest;
+use ssfd_engine::{Pipeline, PipelineConfig, SampleBatch, WhenFull};
+use ssfd_ingest::handoff::{Handoff, HandoffConfig};
+use ssfd_telemetry::{Listener, Protocol};
+use std::hint::black_box;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn sketches(c: &mut Criterion) {
+    let values: Vec<f64> = (0..100_000u64)
+        .map(|i| ((i * 2_654_435_761) % 1_000_003) as f64 / 7.0 + 0.5)
+        .collect();
+    let mut group = c.benchmark_group("sketch");
+    group.throughput(Throughput::Elements(values.len() as u64));
+    group.bench_function("tdigest_add_weighted", |b| {
+        b.iter(|| {
+            let mut digest = TDigest::default();
+            for (index, value) in values.iter().enumerate() {
+                digest.add(*value, if index % 4 == 0 { 2.0 } else { 1.0 });
+            }
+            black_box(digest.count())
+        })
+    });
+    let members: Vec<String> = (0..100_000).map(|i| format!("user-{i}")).collect();
+    group.bench_function("hll_insert", |b| {
+        b.iter(|| {
+            let mut set = HyperLogLog::default();
+            for member in &members {
+                set.insert(member.as_bytes());
+            }
+            black_box(set.is_sparse())
+        })
+    });
+    group.finish();
+}
+
+/// The samples one handoff produces from 10,000 typical statsd lines.
+fn sample_batch() -> SampleBatch {
+    let (pipeline, mut receivers, _spans) = Pipeline::channels(PipelineConfig {
+        metric_workers: 1,
+        metric_queue_batches: 16,
+        ..PipelineConfig::default()
+    });
+    let mut handoff = Handoff::new(
+        pipeline,
+        HandoffConfig {
+            metric_max_length: 8192,
+            ..Default::default()
+        },
+        Listener::Statsd,
+        Protocol::Udp,
+    );
+    handoff.statsd_packet(statsd_lines(10_000).join("\n").as_bytes());
+    handoff.flush(WhenFull::DropNewest).unwrap();
+    receivers.remove(0).try_recv().unwrap()
+}
+
+fn worker(c: &mut Criterion) {
+    let batch = sample_batch();
+    let mut group = c.benchmark_group("worker");
+    group.throughput(Throughput::Elements(batch.len() as u64));
+    let mut table = SeriesTable::default();
+    group.bench_function("apply_statsd_samples", |b| {
+        b.iter(|| {
+            table.apply(&batch);
+            if table.len() > 100_000 {
+                table.take();
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, sketches, worker);
+
+/// 100 k counter series through one flush: naming (`FlushConfig::flush_series`) and the
+/// Prometheus exposition (`Exposition::apply`, then `render`).
+fn flush(c: &mut Criterion) {
+    use ssfd_engine::batch::{KeyScratch, ShardedSamples};
+    use ssfd_engine::{Flush, FlushConfig, Scope};
+    use ssfd_export::prometheus::Exposition;
+    const SERIES: usize = 100_000;
+    let mut samples = ShardedSamples::new(1);
+    let mut scratch = KeyScratch::default();
+    for i in 0..SERIES {
+        scratch.begin(b"checkout.requests.total", ssfd_engine::MetricKind::Counter);
+        scratch.tag(&[format!("service:checkout-{:04}", i % 1000).as_bytes()]);
+        scratch.tag(&[b"env:production"]);
+        scratch.tag(&[b"region:us-east-1"]);
+        scratch.tag(&[format!("host:ip-10-0-{i:06}").as_bytes()]);
+        scratch.finish();
+        samples.push(&scratch, Scope::Default, 1.0, 1.0, b"");
+    }
+    let batch = samples.drain().next().unwrap().1;
+    let config = FlushConfig::default();
+    let mut group = c.benchmark_group("flush");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(SERIES as u64));
+    group.bench_function("name_series", |b| {
+        b.iter_batched(
+            || {
+                let mut table = SeriesTable::default();
+                table.apply(&batch);
+                table
+            },
+            |table| {
+                let mut flush = Flush::default();
+                for series in table.into_series() {
+                    config.flush_series(series, &mut flush);
+                }
+                flush
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    let mut table = SeriesTable::default();
+    table.apply(&batch);
+    let mut flushed = Flush::default();
+    for series in table.into_series() {
+        config.flush_series(series, &mut flushed);
+    }
+    let mut exposition = Exposition::new(std::time::Duration::from_secs(300));
+    group.bench_function("exposition_apply", |b| {
+        b.iter(|| exposition.apply(&flushed))
+    });
+    group.bench_function("exposition_render", |b| {
+        b.iter(|| {
+            let mut text = String::new();
+            exposition.render(&mut text);
+            text.len()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(flushing, flush);
+criterion_main!(benches, flushing);
