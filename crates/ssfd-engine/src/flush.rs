@@ -3,7 +3,8 @@
 //! exposition. Pure: the flusher thread in `pipeline.rs` calls it.
 
 use crate::aggregate::{Histogram, Series, State};
-use crate::batch::MetricKind;
+use crate::batch::{MetricKind, Scope};
+use ssfd_wire::metricpb;
 
 /// The type a flushed metric has downstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,6 +58,9 @@ pub struct Flush {
     pub timestamp: i64,
     pub metrics: Vec<FlushedMetric>,
     pub summaries: Vec<HistogramSummary>,
+    /// On a local: the global and mixed state to forward upstream, in Veneur's
+    /// forward format (sent by the cluster tier, issue 6).
+    pub forward: Vec<ssfd_wire::metricpb::Metric>,
 }
 
 /// Histogram aggregates (SPEC 4.1 and Veneur's `aggregates`).
@@ -131,6 +135,9 @@ pub fn percentile_suffix(p: f64) -> String {
 pub struct FlushConfig {
     pub percentiles: Vec<Percentile>,
     pub aggregates: Vec<Aggregate>,
+    /// A local (it has a `forward_address`): global and mixed state is marked for
+    /// forwarding instead of flushed, as SPEC 4.2 and Veneur say.
+    pub local: bool,
 }
 
 impl Default for FlushConfig {
@@ -138,6 +145,7 @@ impl Default for FlushConfig {
         FlushConfig {
             percentiles: [0.5, 0.75, 0.99].into_iter().map(Percentile::new).collect(),
             aggregates: vec![Aggregate::Min, Aggregate::Max, Aggregate::Count],
+            local: false,
         }
     }
 }
@@ -151,11 +159,78 @@ fn split_tags(tags: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// A series as Veneur's forward protocol carries it.
+fn forwarded(
+    name: &str,
+    tags: &[String],
+    kind: MetricKind,
+    scope: Scope,
+    value: metricpb::metric::Value,
+) -> metricpb::Metric {
+    metricpb::Metric {
+        name: name.to_string(),
+        tags: tags.to_vec(),
+        r#type: match kind {
+            MetricKind::Counter => metricpb::Type::Counter,
+            MetricKind::Gauge | MetricKind::Status => metricpb::Type::Gauge,
+            MetricKind::Histogram => metricpb::Type::Histogram,
+            MetricKind::Set => metricpb::Type::Set,
+            MetricKind::Timer => metricpb::Type::Timer,
+        } as i32,
+        value: Some(value),
+        scope: match scope {
+            Scope::Global => metricpb::Scope::Global,
+            Scope::Local => metricpb::Scope::Local,
+            Scope::Default => metricpb::Scope::Mixed,
+        } as i32,
+    }
+}
+
 impl FlushConfig {
-    /// Appends what `series` flushes on a standalone server.
+    /// Appends what `series` flushes, and on a local what it forwards (SPEC 4.2):
+    /// global counters and gauges are forwarded, not flushed; sets are flushed only
+    /// when local-only, else forwarded; mixed histograms flush their aggregates and
+    /// forward their digest; global-only histograms are only forwarded; local-only
+    /// metrics are never forwarded. A standalone or global server flushes everything.
     pub fn flush_series(&self, series: Series, out: &mut Flush) {
         let name = String::from_utf8_lossy(series.name()).into_owned();
         let tags = split_tags(series.tags());
+        if self.local {
+            use metricpb::metric::Value;
+            let forward = match (&series.state, series.scope) {
+                (State::Counter(sum), Scope::Global) => {
+                    Some(Value::Counter(metricpb::CounterValue {
+                        value: *sum as i64,
+                    }))
+                }
+                (State::Gauge(value), Scope::Global) => {
+                    Some(Value::Gauge(metricpb::GaugeValue { value: *value }))
+                }
+                (State::Set(set), Scope::Default | Scope::Global) => {
+                    Some(Value::Set(metricpb::SetValue {
+                        hyper_log_log: set.clone().to_bytes(),
+                    }))
+                }
+                (State::Histogram(histogram), Scope::Default | Scope::Global) => {
+                    Some(Value::Histogram(metricpb::HistogramValue {
+                        t_digest: Some(histogram.digest.clone().to_wire()),
+                    }))
+                }
+                _ => None,
+            };
+            if let Some(value) = forward {
+                out.forward
+                    .push(forwarded(&name, &tags, series.kind, series.scope, value));
+                match (&series.state, series.scope) {
+                    (State::Histogram(_), Scope::Default) => {}
+                    _ => return,
+                }
+                if let State::Histogram(histogram) = series.state {
+                    self.flush_local_aggregates(name, tags, *histogram, out);
+                }
+                return;
+            }
+        }
         let metric = |name: String, kind, value, tags: Vec<String>| FlushedMetric {
             name,
             kind,
@@ -191,6 +266,25 @@ impl FlushConfig {
                 self.flush_histogram(name, tags, *histogram, out);
             }
         }
+    }
+
+    /// A local's flush of a mixed histogram: only the aggregates of its own samples
+    /// (Veneur: `percentiles = nil` on a local); the digest goes upstream.
+    fn flush_local_aggregates(
+        &self,
+        name: String,
+        tags: Vec<String>,
+        histogram: Histogram,
+        out: &mut Flush,
+    ) {
+        let only_aggregates = FlushConfig {
+            percentiles: Vec::new(),
+            aggregates: self.aggregates.clone(),
+            local: true,
+        };
+        let mut flushed = Flush::default();
+        only_aggregates.flush_histogram(name, tags, histogram, &mut flushed);
+        out.metrics.extend(flushed.metrics);
     }
 
     /// Veneur's local flush of a histogram: aggregates from the exact statistics, with
@@ -260,6 +354,115 @@ impl FlushConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::SeriesTable;
+    use crate::batch::{KeyScratch, ShardedSamples};
+
+    fn flush_of(local: bool, samples: &[(&str, MetricKind, Scope, f64, &[u8])]) -> Flush {
+        let mut sharded = ShardedSamples::new(1);
+        let mut scratch = KeyScratch::default();
+        for (name, kind, scope, value, extra) in samples {
+            scratch.begin(name.as_bytes(), *kind);
+            scratch.finish();
+            sharded.push(&scratch, *scope, *value, 1.0, extra);
+        }
+        let mut table = SeriesTable::default();
+        table.apply(&sharded.drain().next().unwrap().1);
+        let config = FlushConfig {
+            local,
+            ..FlushConfig::default()
+        };
+        let mut flush = Flush::default();
+        for series in table.into_series() {
+            config.flush_series(series, &mut flush);
+        }
+        flush
+    }
+
+    fn names(flush: &Flush) -> Vec<String> {
+        let mut names: Vec<String> = flush.metrics.iter().map(|m| m.name.clone()).collect();
+        names.sort();
+        names
+    }
+
+    fn forwarded(flush: &Flush) -> Vec<(String, i32, i32)> {
+        let mut out: Vec<_> = flush
+            .forward
+            .iter()
+            .map(|m| (m.name.clone(), m.r#type, m.scope))
+            .collect();
+        out.sort();
+        out
+    }
+
+    const MIX: &[(&str, MetricKind, Scope, f64, &[u8])] = &[
+        ("c.default", MetricKind::Counter, Scope::Default, 1.0, b""),
+        ("c.global", MetricKind::Counter, Scope::Global, 2.0, b""),
+        ("g.global", MetricKind::Gauge, Scope::Global, 3.0, b""),
+        ("s.mixed", MetricKind::Set, Scope::Default, 0.0, b"m"),
+        ("s.local", MetricKind::Set, Scope::Local, 0.0, b"m"),
+        ("h.mixed", MetricKind::Histogram, Scope::Default, 4.0, b""),
+        ("h.global", MetricKind::Histogram, Scope::Global, 5.0, b""),
+        ("h.local", MetricKind::Timer, Scope::Local, 6.0, b""),
+    ];
+
+    #[test]
+    fn a_local_flushes_its_share_and_marks_the_rest_for_forwarding() {
+        let flush = flush_of(true, MIX);
+        assert_eq!(
+            names(&flush),
+            [
+                "c.default",
+                "h.local.50percentile",
+                "h.local.75percentile",
+                "h.local.99percentile",
+                "h.local.count",
+                "h.local.max",
+                "h.local.min",
+                "h.mixed.count",
+                "h.mixed.max",
+                "h.mixed.min",
+                "s.local",
+            ]
+        );
+        let (counter, gauge, histogram, set) = (
+            metricpb::Type::Counter as i32,
+            metricpb::Type::Gauge as i32,
+            metricpb::Type::Histogram as i32,
+            metricpb::Type::Set as i32,
+        );
+        let (mixed, global) = (
+            metricpb::Scope::Mixed as i32,
+            metricpb::Scope::Global as i32,
+        );
+        assert_eq!(
+            forwarded(&flush),
+            [
+                ("c.global".to_string(), counter, global),
+                ("g.global".to_string(), gauge, global),
+                ("h.global".to_string(), histogram, global),
+                ("h.mixed".to_string(), histogram, mixed),
+                ("s.mixed".to_string(), set, mixed),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_standalone_flushes_everything_and_forwards_nothing() {
+        let flush = flush_of(false, MIX);
+        assert!(flush.forward.is_empty());
+        let names = names(&flush);
+        for name in [
+            "c.default",
+            "c.global",
+            "g.global",
+            "s.mixed",
+            "s.local",
+            "h.global.99percentile",
+            "h.mixed.99percentile",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+        }
+    }
 
     #[test]
     fn percentile_names_follow_the_decimal_text() {

@@ -460,6 +460,7 @@ mod tests {
                     metric("temp_total", FlushedType::Gauge, 1.0, &[]),
                 ],
                 summaries: vec![],
+                ..Flush::default()
             });
         }
         let mut text = String::new();
@@ -499,6 +500,7 @@ mod tests {
                 metric("lat.count", FlushedType::Counter, 4.0, &["route:/a"]),
             ],
             summaries: vec![summary],
+            ..Flush::default()
         };
         exposition.apply(&flush);
         exposition.apply(&flush);
@@ -521,6 +523,7 @@ mod tests {
             timestamp: 1,
             metrics: vec![metric("g", FlushedType::Gauge, 1.0, &[])],
             summaries: vec![],
+            ..Flush::default()
         });
         std::thread::sleep(Duration::from_millis(5));
         let mut text = String::new();

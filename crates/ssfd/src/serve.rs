@@ -63,12 +63,21 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             .iter()
             .filter_map(|a| Aggregate::parse(a))
             .collect(),
+        local: !config.forward_address.is_empty(),
     };
     let expiry = ssfd_config::parse_duration(&config.prometheus_expiry)
         .unwrap_or(std::time::Duration::from_secs(300));
     let prometheus = PrometheusSink::new(expiry);
     let hostname = hostname(&config.hostname);
     let mut sinks: Vec<Box<dyn MetricSink>> = vec![Box::new(prometheus.clone())];
+    if flush_config.local {
+        tracing::warn!(
+            forward_address = %config.forward_address,
+            "forwarding to a global is not implemented yet (issue 6): this server flushes as a local and counts \
+             the global and mixed state it cannot forward in ssfd_dropped_total{{stage=\"forward\"}}"
+        );
+        sinks.push(Box::new(UnsentForward));
+    }
     for sink in &config.metric_sinks {
         match sink.kind.as_str() {
             "jsonl" => {
@@ -132,6 +141,23 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let _ = http_server.await;
         anyhow::Ok(())
     })
+}
+
+/// Counts what a local would forward, until the forwarding client exists (issue 6).
+struct UnsentForward;
+
+impl MetricSink for UnsentForward {
+    fn name(&self) -> &str {
+        "forward"
+    }
+
+    fn flush(&mut self, flush: &ssfd_engine::Flush) {
+        ssfd_telemetry::dropped(
+            ssfd_telemetry::Stage::Forward,
+            ssfd_telemetry::DropReason::RetryExhausted,
+            flush.forward.len() as u64,
+        );
+    }
 }
 
 /// `hostname` from the config, else the system's.
