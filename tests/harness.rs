@@ -215,10 +215,15 @@ pub fn parse_metric(body: &str, series: &str) -> f64 {
 
 /// A minimal HTTP/1.1 GET.
 pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    http_get_with(address, path, "")
+}
+
+/// A minimal HTTP/1.1 GET with extra header lines (each ending in `\r\n`).
+pub fn http_get_with(address: &str, path: &str, headers: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(address).expect("connect http");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();

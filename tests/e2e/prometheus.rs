@@ -172,4 +172,91 @@ fn real_prometheus_scrapes_values_sent_by_the_datadog_client() {
         p99 * 0.01,
     );
     wait_query(&prometheus, "prom_latency_count", 1000.0, 0.0);
+    // span metrics with exemplars travel in the OpenMetrics Prometheus negotiates
+    use prost::Message;
+    let span = ssfd_wire::ssf::SsfSpan {
+        trace_id: 77,
+        id: 77,
+        start_timestamp: 1_000_000_000,
+        end_timestamp: 1_003_000_000,
+        service: "shop".into(),
+        name: "checkout".into(),
+        ..Default::default()
+    };
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(&span.encode_to_vec(), server.addr("ssf udp"))
+        .unwrap();
+    wait_query(
+        &prometheus,
+        "traces_span_metrics_calls_total{service_name=\"shop\",span_name=\"checkout\"}",
+        1.0,
+        0.0,
+    );
+    wait_query(
+        &prometheus,
+        "traces_span_metrics_duration_milliseconds_bucket{service_name=\"shop\",le=\"4\"}",
+        1.0,
+        0.0,
+    );
+}
+
+#[test]
+fn openmetrics_when_asked_with_span_metrics_and_exemplars() {
+    use prost::Message;
+    use ssfd_wire::ssf::SsfSpan;
+    let server = Server::start("interval: 1s\n");
+    let span = SsfSpan {
+        trace_id: 0x1234,
+        id: 0x1234,
+        start_timestamp: 1_000_000_000,
+        end_timestamp: 1_007_500_000,
+        service: "api".into(),
+        name: "GET /users".into(),
+        tags: [("span.kind".to_string(), "server".to_string())].into(),
+        ..Default::default()
+    };
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(&span.encode_to_vec(), server.addr("ssf udp"))
+        .unwrap();
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"om.hits:3|c", server.addr("statsd udp"))
+        .unwrap();
+    server.wait_metric("om_hits_total", 3.0);
+    let labels = "service_name=\"api\",span_name=\"GET /users\",span_kind=\"SPAN_KIND_SERVER\",status_code=\"STATUS_CODE_UNSET\"";
+    server.wait_metric(&format!("traces_span_metrics_calls_total{{{labels}}}"), 1.0);
+    let (status, text) = server.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("# TYPE traces_span_metrics_duration_milliseconds histogram\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("trace_id="),
+        "no exemplars in the text format"
+    );
+    let (status, open) = ssfd_e2e::http_get_with(
+        &server.http,
+        "/metrics",
+        "Accept: application/openmetrics-text; version=1.0.0\r\n",
+    );
+    assert_eq!(status, 200);
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    assert!(
+        open.contains("# TYPE om_hits counter\nom_hits_total 3\n"),
+        "{open}"
+    );
+    assert!(open.contains("# TYPE ssfd_received counter\n"), "{open}");
+    assert!(
+        open.contains(&format!("traces_span_metrics_duration_milliseconds_bucket{{{labels},le=\"8\"}} 1 # {{trace_id=\"0000000000001234\"}} 7.5 ")),
+        "{open}"
+    );
+    assert!(
+        open.contains(&format!(
+            "traces_span_metrics_calls_total{{{labels}}} 1 # {{trace_id=\"0000000000001234\"}} 1 "
+        )),
+        "{open}"
+    );
 }

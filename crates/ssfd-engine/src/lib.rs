@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod record;
 pub mod sketch;
 pub mod span;
+pub mod span_metrics;
 
 pub use batch::{KeyScratch, MetricKind, Sample, SampleBatch, Scope, ShardedSamples};
 pub use flush::{

@@ -9,8 +9,10 @@ use crate::batch::{SampleBatch, ShardedSamples};
 use crate::flush::{Flush, FlushConfig};
 use crate::record::LogRecord;
 use crate::span::SpanBatch;
+use crate::span_metrics::{SpanMetricsRegistry, SpanObservation, span_kind};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
 use ssfd_telemetry::{self as telemetry, DropReason, Kind, Stage};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// What a sender does when its queue is full.
@@ -156,7 +158,7 @@ impl Pipeline {
 
     /// Starts the workers without sinks (tests, benches).
     pub fn start(config: PipelineConfig) -> (Pipeline, Workers) {
-        Self::start_with(config, FlushConfig::default(), Vec::new())
+        Self::start_with(config, FlushConfig::default(), Vec::new(), Arc::default())
     }
 
     /// Starts the workers and the flusher, which hands every interval to `sinks`.
@@ -164,6 +166,7 @@ impl Pipeline {
         config: PipelineConfig,
         flush_config: FlushConfig,
         sinks: Vec<Box<dyn MetricSink>>,
+        span_metrics: Arc<SpanMetricsRegistry>,
     ) -> (Pipeline, Workers) {
         let (pipeline, metric_receivers, span_receivers) = Self::channels(config);
         let mut handles = Vec::new();
@@ -190,7 +193,10 @@ impl Pipeline {
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("span-worker-{index}"))
-                    .spawn(move || span_worker(receiver, config.stall_per_batch))
+                    .spawn({
+                        let span_metrics = Arc::clone(&span_metrics);
+                        move || span_worker(receiver, config.stall_per_batch, &span_metrics)
+                    })
                     .expect("spawn span worker"),
             );
         }
@@ -386,7 +392,11 @@ fn flusher(
 }
 
 /// Counts spans and log records. The store and trace joiner (issue 4) take over here.
-fn span_worker(receiver: Receiver<SpanWork>, stall: std::time::Duration) {
+fn span_worker(
+    receiver: Receiver<SpanWork>,
+    stall: std::time::Duration,
+    span_metrics: &SpanMetricsRegistry,
+) {
     for work in receiver {
         if !stall.is_zero() {
             std::thread::sleep(stall);
@@ -396,10 +406,23 @@ fn span_worker(receiver: Receiver<SpanWork>, stall: std::time::Duration) {
                 use ssfd_wire::normalize::{SampleClass, classify_sample_fields};
                 telemetry::worker_received(Kind::Span, spans.len() as u64);
                 let mut logs = 0;
-                for (_, bytes) in spans.iter() {
+                let mut observations = Vec::with_capacity(spans.len());
+                for (entry, bytes) in spans.iter() {
                     let Ok(view) = ssfd_wire::ssf_view::SpanView::parse(bytes) else {
                         continue;
                     };
+                    observations.push(SpanObservation {
+                        service: view.service.to_string(),
+                        name: view.normalized_name().to_string(),
+                        kind: span_kind(view.tag("span.kind"), view.indicator, view.parent_id),
+                        error: entry.error,
+                        duration_ms: entry
+                            .end_timestamp
+                            .saturating_sub(entry.start_timestamp)
+                            .max(0) as f64
+                            / 1e6,
+                        trace_id: entry.trace_id,
+                    });
                     logs += view
                         .samples()
                         .filter(|s| {
@@ -414,6 +437,7 @@ fn span_worker(receiver: Receiver<SpanWork>, stall: std::time::Duration) {
                         .count();
                 }
                 telemetry::worker_received(Kind::Log, logs as u64);
+                span_metrics.observe(observations);
             }
             SpanWork::Records(records) => {
                 for record in &records {

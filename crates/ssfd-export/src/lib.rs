@@ -3,4 +3,5 @@
 //! OTLP, statsd and datadog sinks, per-sink queues and retries come with issue 5.
 
 pub mod jsonl;
+pub mod openmetrics;
 pub mod prometheus;

@@ -335,7 +335,15 @@ impl Exposition {
                 "# HELP {name} {}",
                 family.help.replace('\\', "\\\\").replace('\n', "\\n")
             );
-            let _ = writeln!(out, "# TYPE {name} {}", family.kind.label());
+            // a statsd counter can go negative (decrements); Prometheus counters cannot
+            let kind = if family.kind == FamilyType::Counter
+                && family.series.values().any(|s| s.value < 0.0)
+            {
+                "gauge"
+            } else {
+                family.kind.label()
+            };
+            let _ = writeln!(out, "# TYPE {name} {kind}");
             let mut series: Vec<(&String, &Sample)> = family.series.iter().collect();
             series.sort_unstable_by(|a, b| a.0.cmp(b.0));
             for (label_set, sample) in series {
@@ -513,6 +521,22 @@ mod tests {
              lat_sum{route=\"/a\"} 40\nlat_count{route=\"/a\"} 8\n\
              # HELP lat_max ssfd histogram lat max of the last interval\n# TYPE lat_max gauge\nlat_max{route=\"/a\"} 10\n\
              # HELP lat_min ssfd histogram lat min of the last interval\n# TYPE lat_min gauge\nlat_min{route=\"/a\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn a_counter_that_went_negative_is_shown_as_a_gauge() {
+        let mut exposition = Exposition::new(Duration::from_secs(300));
+        exposition.apply(&Flush {
+            timestamp: 1,
+            metrics: vec![metric("q", FlushedType::Counter, -2.0, &[])],
+            ..Flush::default()
+        });
+        let mut text = String::new();
+        exposition.render(&mut text);
+        assert_eq!(
+            text,
+            "# HELP q_total ssfd counter q\n# TYPE q_total gauge\nq_total -2\n"
         );
     }
 

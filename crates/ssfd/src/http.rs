@@ -4,28 +4,59 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use ssfd_engine::span_metrics::SpanMetricsRegistry;
+use ssfd_export::openmetrics;
 use ssfd_export::prometheus::Exposition;
 use std::sync::{Arc, Mutex};
 
+#[derive(Clone)]
+struct Exported {
+    exposition: Arc<Mutex<Exposition>>,
+    span_metrics: Arc<SpanMetricsRegistry>,
+}
+
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-pub fn router(exposition: Arc<Mutex<Exposition>>) -> Router {
+pub fn router(
+    exposition: Arc<Mutex<Exposition>>,
+    span_metrics: Arc<SpanMetricsRegistry>,
+) -> Router {
     Router::new()
         .route("/healthcheck", get(|| async { "ok" }))
         .route("/version", get(|| async { format!("ssfd {VERSION}\n") }))
         .route("/metrics", get(metrics))
-        .with_state(exposition)
+        .with_state(Exported {
+            exposition,
+            span_metrics,
+        })
 }
 
-async fn metrics(State(exposition): State<Arc<Mutex<Exposition>>>) -> impl IntoResponse {
+async fn metrics(State(exported): State<Exported>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let open = openmetrics::wants_openmetrics(accept);
     let mut text = String::with_capacity(8192);
-    if let Ok(mut exposition) = exposition.lock() {
+    if let Ok(mut exposition) = exported.exposition.lock() {
         exposition.render(&mut text);
     }
     ssfd_telemetry::render(&mut text, VERSION);
+    let mut body = String::with_capacity(text.len() + 4096);
+    if open {
+        openmetrics::to_openmetrics(&text, &mut body);
+    } else {
+        body = text;
+    }
+    openmetrics::render_span_metrics(&exported.span_metrics.snapshot(), open, &mut body);
+    if open {
+        body.push_str("# EOF\n");
+        return (
+            [(header::CONTENT_TYPE, openmetrics::OPENMETRICS_CONTENT_TYPE)],
+            body,
+        );
+    }
+    let text = body;
     (
         [(
             header::CONTENT_TYPE,

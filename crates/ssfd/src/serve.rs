@@ -110,7 +110,16 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let (pipeline, workers) = Pipeline::start_with(pipeline_config, flush_config, sinks);
+        let span_metrics =
+            std::sync::Arc::new(ssfd_engine::span_metrics::SpanMetricsRegistry::new(
+                ssfd_ingest::SPAN_NAMES_PER_SERVICE,
+            ));
+        let (pipeline, workers) = Pipeline::start_with(
+            pipeline_config,
+            flush_config,
+            sinks,
+            std::sync::Arc::clone(&span_metrics),
+        );
         let bound = ssfd_ingest::bind(&config).await?;
         let http = tokio::net::TcpListener::bind(
             ssfd_config::ListenAddr::parse_host_port(&config.http_address)
@@ -126,11 +135,14 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let running = bound.start(pipeline.clone(), stopped.clone()).await?;
         let mut http_stopped = stopped.clone();
         let http_server = tokio::spawn(async move {
-            let _ = axum::serve(http, crate::http::router(prometheus.exposition))
-                .with_graceful_shutdown(async move {
-                    let _ = http_stopped.changed().await;
-                })
-                .await;
+            let _ = axum::serve(
+                http,
+                crate::http::router(prometheus.exposition, span_metrics),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.changed().await;
+            })
+            .await;
         });
         wait_for_signal().await;
         tracing::info!("shutting down: intake stops, workers drain");

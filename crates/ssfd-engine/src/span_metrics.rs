@@ -1,0 +1,177 @@
+//! The OpenTelemetry span-metrics of SPEC 4.4: `traces_span_metrics_calls_total` and
+//! the histogram `traces_span_metrics_duration_milliseconds` with OTel's default
+//! buckets, labelled `service_name`, `span_name`, `span_kind`, `status_code`, each
+//! keeping the last trace id per bucket as its exemplar. Span workers update it once
+//! per batch; `/metrics` renders it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// OTel's spanmetrics connector default buckets, in milliseconds.
+pub const BUCKETS_MS: [f64; 16] = [
+    2.0, 4.0, 6.0, 8.0, 10.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1000.0, 1400.0, 2000.0, 5000.0,
+    10000.0, 15000.0,
+];
+
+/// (service_name, span_name, span_kind, status_code).
+pub type SpanMetricKey = (String, String, &'static str, &'static str);
+
+/// An exemplar: the trace id, the observed value, and when (unix seconds).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Exemplar {
+    pub trace_id: i64,
+    pub value: f64,
+    pub timestamp: f64,
+}
+
+/// One label set's cumulative counts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpanSeries {
+    pub calls: u64,
+    /// Count per bucket (not cumulative), plus the +Inf bucket last.
+    pub buckets: [u64; BUCKETS_MS.len() + 1],
+    pub sum_ms: f64,
+    /// Last exemplar per bucket (+Inf last).
+    pub exemplars: [Option<Exemplar>; BUCKETS_MS.len() + 1],
+}
+
+/// What a span contributes.
+#[derive(Clone, Debug)]
+pub struct SpanObservation {
+    pub service: String,
+    pub name: String,
+    pub kind: &'static str,
+    pub error: bool,
+    pub duration_ms: f64,
+    pub trace_id: i64,
+}
+
+/// The cumulative span metrics, shared by span workers (writers) and `/metrics`.
+#[derive(Debug)]
+pub struct SpanMetricsRegistry {
+    series: Mutex<HashMap<SpanMetricKey, SpanSeries>>,
+    /// Distinct span names per service before names become `ssfd_overflow`.
+    names_per_service: usize,
+    names: Mutex<HashMap<String, std::collections::HashSet<String>>>,
+}
+
+impl Default for SpanMetricsRegistry {
+    fn default() -> Self {
+        SpanMetricsRegistry::new(1000)
+    }
+}
+
+/// SPEC 4.4's `span_kind`: the tag `span.kind` when present (as OTel spells it), else
+/// server for indicator and parent-less spans, else internal.
+pub fn span_kind(tag: Option<&str>, indicator: bool, parent_id: i64) -> &'static str {
+    match tag.map(str::to_ascii_lowercase).as_deref() {
+        Some("server") => "SPAN_KIND_SERVER",
+        Some("client") => "SPAN_KIND_CLIENT",
+        Some("producer") => "SPAN_KIND_PRODUCER",
+        Some("consumer") => "SPAN_KIND_CONSUMER",
+        Some("internal") => "SPAN_KIND_INTERNAL",
+        _ if indicator || parent_id == 0 => "SPAN_KIND_SERVER",
+        _ => "SPAN_KIND_INTERNAL",
+    }
+}
+
+impl SpanMetricsRegistry {
+    pub fn new(names_per_service: usize) -> Self {
+        SpanMetricsRegistry {
+            series: Mutex::default(),
+            names_per_service,
+            names: Mutex::default(),
+        }
+    }
+
+    /// Adds a batch of observations under one lock.
+    pub fn observe(&self, observations: impl IntoIterator<Item = SpanObservation>) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let (Ok(mut series), Ok(mut names)) = (self.series.lock(), self.names.lock()) else {
+            return;
+        };
+        for mut observation in observations {
+            let known = names.entry(observation.service.clone()).or_default();
+            if !known.contains(&observation.name) {
+                if known.len() >= self.names_per_service {
+                    observation.name = "ssfd_overflow".into();
+                } else {
+                    known.insert(observation.name.clone());
+                }
+            }
+            let status = if observation.error {
+                "STATUS_CODE_ERROR"
+            } else {
+                "STATUS_CODE_UNSET"
+            };
+            let entry = series
+                .entry((
+                    observation.service,
+                    observation.name,
+                    observation.kind,
+                    status,
+                ))
+                .or_default();
+            entry.calls += 1;
+            entry.sum_ms += observation.duration_ms;
+            let bucket = BUCKETS_MS
+                .iter()
+                .position(|&le| observation.duration_ms <= le)
+                .unwrap_or(BUCKETS_MS.len());
+            entry.buckets[bucket] += 1;
+            entry.exemplars[bucket] = Some(Exemplar {
+                trace_id: observation.trace_id,
+                value: observation.duration_ms,
+                timestamp: now,
+            });
+        }
+    }
+
+    /// A sorted copy of every series.
+    pub fn snapshot(&self) -> Vec<(SpanMetricKey, SpanSeries)> {
+        let Ok(series) = self.series.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = series.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_counts_and_exemplars() {
+        let registry = SpanMetricsRegistry::default();
+        let observation = |ms: f64, trace_id: i64, error: bool| SpanObservation {
+            service: "api".into(),
+            name: "GET".into(),
+            kind: "SPAN_KIND_SERVER",
+            error,
+            duration_ms: ms,
+            trace_id,
+        };
+        registry.observe([
+            observation(1.0, 1, false),
+            observation(3.0, 2, false),
+            observation(20_000.0, 3, false),
+            observation(5.0, 4, true),
+        ]);
+        let snapshot = registry.snapshot();
+        assert_eq!(snapshot.len(), 2);
+        let (key, ok) = &snapshot[1];
+        assert_eq!(key.3, "STATUS_CODE_UNSET");
+        assert_eq!(ok.calls, 3);
+        assert_eq!((ok.buckets[0], ok.buckets[1], ok.buckets[16]), (1, 1, 1));
+        assert_eq!(ok.exemplars[16].unwrap().trace_id, 3);
+        assert_eq!(snapshot[0].0.3, "STATUS_CODE_ERROR");
+        assert_eq!(span_kind(Some("client"), false, 5), "SPAN_KIND_CLIENT");
+        assert_eq!(span_kind(None, false, 0), "SPAN_KIND_SERVER");
+        assert_eq!(span_kind(None, true, 5), "SPAN_KIND_SERVER");
+        assert_eq!(span_kind(None, false, 5), "SPAN_KIND_INTERNAL");
+    }
+}
