@@ -354,3 +354,54 @@ fn max_series_folds_new_series_into_overflow_and_counts_them() {
         "three series plus the two overflow series"
     );
 }
+
+#[test]
+fn slos_flush_events_and_burn_rates_and_report_them() {
+    use prost::Message;
+    use ssfd_wire::ssf::SsfSpan;
+    let server = Server::start(
+        "interval: 1s\nslos:\n  - {name: pay, service: shop, span_name: checkout, objective: 0.9, latency_threshold: 100ms}\n",
+    );
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // 8 good, 1 error, 1 slower than 100 ms, and one span of another name
+    for (id, error, millis, name) in (1..=8).map(|i| (i, false, 20, "checkout")).chain([
+        (9, true, 20, "checkout"),
+        (10, false, 150, "checkout"),
+        (11, true, 20, "browse"),
+    ]) {
+        let span = SsfSpan {
+            trace_id: id,
+            id,
+            start_timestamp: 1_000_000_000,
+            end_timestamp: 1_000_000_000 + millis * 1_000_000,
+            error,
+            service: "shop".into(),
+            name: name.into(),
+            ..Default::default()
+        };
+        socket
+            .send_to(&span.encode_to_vec(), server.addr("ssf udp"))
+            .unwrap();
+    }
+    server.wait_metric("ssf_slo_events_total{good=\"true\",slo=\"pay\"}", 8.0);
+    server.wait_metric("ssf_slo_events_total{good=\"false\",slo=\"pay\"}", 2.0);
+    // (1 − 8/10) / (1 − 0.9) = 2
+    server.wait_metric("ssf_slo_burn_rate{slo=\"pay\",window=\"5m\"}", 2.0);
+    let (status, body) = server.get("/api/v1/slos");
+    assert_eq!(status, 200);
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let slo = &report["slos"][0];
+    assert_eq!(
+        (
+            slo["name"].as_str(),
+            slo["good"].as_u64(),
+            slo["total"].as_u64()
+        ),
+        (Some("pay"), Some(8), Some(10))
+    );
+    assert!((slo["ratio"].as_f64().unwrap() - 0.8).abs() < 1e-9);
+    assert!(
+        (slo["burn_rate"]["6h"].as_f64().unwrap() - 2.0).abs() < 1e-9,
+        "{body}"
+    );
+}

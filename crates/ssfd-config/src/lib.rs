@@ -83,6 +83,21 @@ pub struct SinkConfig {
     pub config: serde_yaml::Value,
 }
 
+/// One entry of `slos` (SPEC 4.4).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SloConfig {
+    pub name: String,
+    pub service: String,
+    #[serde(default)]
+    pub span_name: Option<String>,
+    /// The target ratio of good events, in (0, 1).
+    pub objective: f64,
+    /// A Go-style duration; slower spans are bad events.
+    #[serde(default)]
+    pub latency_threshold: Option<String>,
+}
+
 /// `storage`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -178,7 +193,7 @@ pub struct Config {
     #[serde(default)]
     pub shutdown_timeout: String,
     #[serde(default)]
-    pub slos: serde_yaml::Value,
+    pub slos: Vec<SloConfig>,
     #[serde(default)]
     pub proxy: serde_yaml::Value,
     #[serde(default)]
@@ -374,6 +389,28 @@ impl Config {
         }
         if !["standalone", "local", "global", "proxy"].contains(&self.role.as_str()) {
             return Err(bad("role", format!("unknown role `{}`", self.role)));
+        }
+        for slo in &self.slos {
+            if !(slo.objective > 0.0 && slo.objective < 1.0) {
+                return Err(bad(
+                    "slos",
+                    format!(
+                        "slo `{}`: objective {} is not in (0, 1)",
+                        slo.name, slo.objective
+                    ),
+                ));
+            }
+            if let Some(threshold) = &slo.latency_threshold {
+                parse_duration(threshold).map_err(|m| {
+                    bad(
+                        "slos",
+                        format!("slo `{}`: latency_threshold: {m}", slo.name),
+                    )
+                })?;
+            }
+            if slo.name.is_empty() || slo.service.is_empty() {
+                return Err(bad("slos", "every slo needs a name and a service".into()));
+            }
         }
         if self.metric_max_length == 0 || self.metric_max_length > 1 << 20 {
             return Err(bad("metric_max_length", "must be in 1..=1048576".into()));
@@ -599,6 +636,22 @@ mod tests {
         let loaded = Config::parse(&text).unwrap();
         assert!(loaded.warnings.iter().any(|w| w.contains("sentry_dsn")));
         assert_eq!(loaded.config.num_readers, 1);
+    }
+
+    #[test]
+    fn slos_parse_and_validate() {
+        let loaded = Config::parse(
+            "slos:\n  - {name: checkout, service: shop, span_name: pay, objective: 0.99, latency_threshold: 250ms}\n",
+        )
+        .unwrap();
+        assert_eq!(loaded.config.slos[0].objective, 0.99);
+        assert!(Config::parse("slos:\n  - {name: a, service: s, objective: 1.5}\n").is_err());
+        assert!(
+            Config::parse(
+                "slos:\n  - {name: a, service: s, objective: 0.9, latency_threshold: soon}\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]

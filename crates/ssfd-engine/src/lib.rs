@@ -13,6 +13,7 @@ pub mod flush;
 pub mod pipeline;
 pub mod record;
 pub mod sketch;
+pub mod slo;
 pub mod span;
 pub mod span_metrics;
 

@@ -8,6 +8,7 @@ use crate::aggregate::SeriesTable;
 use crate::batch::{SampleBatch, ShardedSamples};
 use crate::flush::{Flush, FlushConfig};
 use crate::record::LogRecord;
+use crate::slo::SloRegistry;
 use crate::span::SpanBatch;
 use crate::span_metrics::{SpanMetricsRegistry, SpanObservation, span_kind};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
@@ -158,7 +159,13 @@ impl Pipeline {
 
     /// Starts the workers without sinks (tests, benches).
     pub fn start(config: PipelineConfig) -> (Pipeline, Workers) {
-        Self::start_with(config, FlushConfig::default(), Vec::new(), Arc::default())
+        Self::start_with(
+            config,
+            FlushConfig::default(),
+            Vec::new(),
+            Arc::default(),
+            Arc::default(),
+        )
     }
 
     /// Starts the workers and the flusher, which hands every interval to `sinks`.
@@ -167,6 +174,7 @@ impl Pipeline {
         flush_config: FlushConfig,
         sinks: Vec<Box<dyn MetricSink>>,
         span_metrics: Arc<SpanMetricsRegistry>,
+        slos: Arc<SloRegistry>,
     ) -> (Pipeline, Workers) {
         let (pipeline, metric_receivers, span_receivers) = Self::channels(config);
         let mut handles = Vec::new();
@@ -195,7 +203,8 @@ impl Pipeline {
                     .name(format!("span-worker-{index}"))
                     .spawn({
                         let span_metrics = Arc::clone(&span_metrics);
-                        move || span_worker(receiver, config.stall_per_batch, &span_metrics)
+                        let slos = Arc::clone(&slos);
+                        move || span_worker(receiver, config.stall_per_batch, &span_metrics, &slos)
                     })
                     .expect("spawn span worker"),
             );
@@ -203,7 +212,16 @@ impl Pipeline {
         let (stop, stopped) = bounded(1);
         let flusher = std::thread::Builder::new()
             .name("flusher".into())
-            .spawn(move || flusher(controls, stopped, config.interval, flush_config, sinks))
+            .spawn(move || {
+                flusher(
+                    controls,
+                    stopped,
+                    config.interval,
+                    flush_config,
+                    sinks,
+                    &slos,
+                )
+            })
             .expect("spawn flusher");
         (
             pipeline,
@@ -347,6 +365,7 @@ fn flusher(
     interval: std::time::Duration,
     config: FlushConfig,
     mut sinks: Vec<Box<dyn MetricSink>>,
+    slos: &SloRegistry,
 ) {
     let ticker = crossbeam_channel::tick(interval.max(std::time::Duration::from_millis(10)));
     loop {
@@ -380,6 +399,7 @@ fn flusher(
                 config.flush_series(series, &mut flush);
             }
         }
+        slos.flush_into(&mut flush);
         for sink in &mut sinks {
             sink.flush(&flush);
         }
@@ -391,11 +411,13 @@ fn flusher(
     }
 }
 
-/// Counts spans and log records. The store and trace joiner (issue 4) take over here.
+/// Counts spans and log records, and feeds the OTel span metrics and the SLOs. The
+/// store and trace joiner (issue 4) take over here.
 fn span_worker(
     receiver: Receiver<SpanWork>,
     stall: std::time::Duration,
     span_metrics: &SpanMetricsRegistry,
+    slos: &SloRegistry,
 ) {
     for work in receiver {
         if !stall.is_zero() {
@@ -411,6 +433,13 @@ fn span_worker(
                     let Ok(view) = ssfd_wire::ssf_view::SpanView::parse(bytes) else {
                         continue;
                     };
+                    let duration_ns = entry.end_timestamp.saturating_sub(entry.start_timestamp);
+                    slos.observe(
+                        view.service,
+                        view.normalized_name(),
+                        entry.error,
+                        duration_ns,
+                    );
                     observations.push(SpanObservation {
                         service: view.service.to_string(),
                         name: view.normalized_name().to_string(),

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use ssfd_engine::slo::SloRegistry;
 use ssfd_engine::span_metrics::SpanMetricsRegistry;
 use ssfd_export::openmetrics;
 use ssfd_export::prometheus::Exposition;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 struct Exported {
     exposition: Arc<Mutex<Exposition>>,
     span_metrics: Arc<SpanMetricsRegistry>,
+    slos: Arc<SloRegistry>,
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -23,15 +25,43 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn router(
     exposition: Arc<Mutex<Exposition>>,
     span_metrics: Arc<SpanMetricsRegistry>,
+    slos: Arc<SloRegistry>,
 ) -> Router {
     Router::new()
         .route("/healthcheck", get(|| async { "ok" }))
         .route("/version", get(|| async { format!("ssfd {VERSION}\n") }))
         .route("/metrics", get(metrics))
+        .route("/api/v1/slos", get(slos_report))
         .with_state(Exported {
             exposition,
             span_metrics,
+            slos,
         })
+}
+
+/// `GET /api/v1/slos` (SPEC 6): each SLO over the 6 h window with its burn rates.
+async fn slos_report(State(exported): State<Exported>) -> impl IntoResponse {
+    let slos: Vec<serde_json::Value> = exported
+        .slos
+        .report()
+        .into_iter()
+        .map(|report| {
+            let burn: serde_json::Map<String, serde_json::Value> = report
+                .burn_rate
+                .iter()
+                .map(|(window, burn)| (window.to_string(), (*burn).into()))
+                .collect();
+            serde_json::json!({
+                "name": report.name,
+                "objective": report.objective,
+                "good": report.good,
+                "total": report.total,
+                "ratio": report.ratio,
+                "burn_rate": burn,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "slos": slos }))
 }
 
 async fn metrics(State(exported): State<Exported>, headers: HeaderMap) -> impl IntoResponse {

@@ -114,11 +114,28 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             std::sync::Arc::new(ssfd_engine::span_metrics::SpanMetricsRegistry::new(
                 ssfd_ingest::SPAN_NAMES_PER_SERVICE,
             ));
+        let slos = std::sync::Arc::new(ssfd_engine::slo::SloRegistry::new(
+            config
+                .slos
+                .iter()
+                .map(|slo| ssfd_engine::slo::Slo {
+                    name: slo.name.clone(),
+                    service: slo.service.clone(),
+                    span_name: slo.span_name.clone(),
+                    objective: slo.objective,
+                    latency_threshold: slo
+                        .latency_threshold
+                        .as_deref()
+                        .and_then(|t| ssfd_config::parse_duration(t).ok()),
+                })
+                .collect(),
+        ));
         let (pipeline, workers) = Pipeline::start_with(
             pipeline_config,
             flush_config,
             sinks,
             std::sync::Arc::clone(&span_metrics),
+            std::sync::Arc::clone(&slos),
         );
         let bound = ssfd_ingest::bind(&config).await?;
         let http = tokio::net::TcpListener::bind(
@@ -137,7 +154,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let http_server = tokio::spawn(async move {
             let _ = axum::serve(
                 http,
-                crate::http::router(prometheus.exposition, span_metrics),
+                crate::http::router(prometheus.exposition, span_metrics, slos),
             )
             .with_graceful_shutdown(async move {
                 let _ = http_stopped.changed().await;
