@@ -54,6 +54,19 @@ enum Mode {
         #[arg(long, default_value_t = 400_000)]
         rate: u64,
     },
+    /// Only sends `bench.c:1|c` lines to any statsd server (for peer comparisons);
+    /// prints the lines sent and the rate achieved (lines per second).
+    Blast {
+        #[arg(long)]
+        target: String,
+        /// Lines per second.
+        #[arg(long)]
+        rate: u64,
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1)]
+        lines: usize,
+    },
     /// SSF spans over gRPC `SendSpans` client streams.
     SendSpans {
         #[arg(long, default_value_t = 2_000_000)]
@@ -191,6 +204,29 @@ fn rss_bytes(pid: u32) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Mode::Blast {
+        target,
+        rate,
+        seconds,
+        lines,
+    } = &cli.mode
+    {
+        let datagram = vec!["bench.c:1|c"; *lines].join("\n").into_bytes();
+        let datagrams = rate / *lines as u64;
+        let start = Instant::now();
+        let sent = blast(
+            target,
+            &[datagram],
+            datagrams,
+            (datagrams as f64 * seconds) as u64,
+        )?;
+        let lines_sent = sent * *lines as u64;
+        println!(
+            "{lines_sent} {:.0}",
+            lines_sent as f64 / start.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let mut extra = format!(
         "num_readers: {}\nspan_channel_capacity: 4096\n",
         cli.readers
@@ -269,6 +305,7 @@ fn main() -> anyhow::Result<()> {
                     &outcome,
                 );
             }
+            Mode::Blast { .. } => unreachable!("handled above"),
             Mode::Series { count, rate } => {
                 let lines: Vec<String> = (0..*count)
                     .map(|i| {
