@@ -441,9 +441,9 @@ fn span_worker(
                         duration_ns,
                     );
                     observations.push(SpanObservation {
-                        service: view.service.to_string(),
-                        name: view.normalized_name().to_string(),
-                        kind: span_kind(view.tag("span.kind"), view.indicator, view.parent_id),
+                        service: view.service,
+                        name: view.normalized_name(),
+                        kind: span_kind(view.span_kind_tag(), view.indicator, view.parent_id),
                         error: entry.error,
                         duration_ms: entry
                             .end_timestamp

@@ -35,21 +35,47 @@ pub struct SpanSeries {
     pub exemplars: [Option<Exemplar>; BUCKETS_MS.len() + 1],
 }
 
-/// What a span contributes.
-#[derive(Clone, Debug)]
-pub struct SpanObservation {
-    pub service: String,
-    pub name: String,
+/// What a span contributes (borrowed from the span's bytes: no allocation per span).
+#[derive(Clone, Copy, Debug)]
+pub struct SpanObservation<'a> {
+    pub service: &'a str,
+    pub name: &'a str,
     pub kind: &'static str,
     pub error: bool,
     pub duration_ms: f64,
     pub trace_id: i64,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct OwnedKey {
+    service: String,
+    name: String,
+    kind: &'static str,
+    status: &'static str,
+}
+
+/// The same key, borrowed: hashes like [`OwnedKey`] so lookups need no allocation.
+#[derive(Hash)]
+struct BorrowedKey<'a> {
+    service: &'a str,
+    name: &'a str,
+    kind: &'static str,
+    status: &'static str,
+}
+
+impl hashbrown::Equivalent<OwnedKey> for BorrowedKey<'_> {
+    fn equivalent(&self, key: &OwnedKey) -> bool {
+        self.service == key.service
+            && self.name == key.name
+            && self.kind == key.kind
+            && self.status == key.status
+    }
+}
+
 /// The cumulative span metrics, shared by span workers (writers) and `/metrics`.
 #[derive(Debug)]
 pub struct SpanMetricsRegistry {
-    series: Mutex<HashMap<SpanMetricKey, SpanSeries>>,
+    series: Mutex<hashbrown::HashMap<OwnedKey, SpanSeries>>,
     /// Distinct span names per service before names become `ssfd_overflow`.
     names_per_service: usize,
     names: Mutex<HashMap<String, std::collections::HashSet<String>>>,
@@ -85,35 +111,48 @@ impl SpanMetricsRegistry {
     }
 
     /// Adds a batch of observations under one lock.
-    pub fn observe(&self, observations: impl IntoIterator<Item = SpanObservation>) {
+    pub fn observe<'a>(&self, observations: impl IntoIterator<Item = SpanObservation<'a>>) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let (Ok(mut series), Ok(mut names)) = (self.series.lock(), self.names.lock()) else {
             return;
         };
-        for mut observation in observations {
-            let known = names.entry(observation.service.clone()).or_default();
-            if !known.contains(&observation.name) {
-                if known.len() >= self.names_per_service {
-                    observation.name = "ssfd_overflow".into();
-                } else {
-                    known.insert(observation.name.clone());
-                }
+        for observation in observations {
+            if !names.contains_key(observation.service) {
+                names.insert(observation.service.to_string(), Default::default());
             }
+            let known = names.get_mut(observation.service).expect("inserted above");
+            let name = if known.contains(observation.name) {
+                observation.name
+            } else if known.len() >= self.names_per_service {
+                "ssfd_overflow"
+            } else {
+                known.insert(observation.name.to_string());
+                observation.name
+            };
             let status = if observation.error {
                 "STATUS_CODE_ERROR"
             } else {
                 "STATUS_CODE_UNSET"
             };
-            let entry = series
-                .entry((
-                    observation.service,
-                    observation.name,
-                    observation.kind,
-                    status,
-                ))
-                .or_default();
+            let borrowed = BorrowedKey {
+                service: observation.service,
+                name,
+                kind: observation.kind,
+                status,
+            };
+            let entry = match series.get_mut(&borrowed) {
+                Some(entry) => entry,
+                None => series
+                    .entry(OwnedKey {
+                        service: observation.service.to_string(),
+                        name: name.to_string(),
+                        kind: observation.kind,
+                        status,
+                    })
+                    .or_default(),
+            };
             entry.calls += 1;
             entry.sum_ms += observation.duration_ms;
             let bucket = BUCKETS_MS
@@ -134,7 +173,15 @@ impl SpanMetricsRegistry {
         let Ok(series) = self.series.lock() else {
             return Vec::new();
         };
-        let mut out: Vec<_> = series.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut out: Vec<_> = series
+            .iter()
+            .map(|(k, v)| {
+                (
+                    (k.service.clone(), k.name.clone(), k.kind, k.status),
+                    v.clone(),
+                )
+            })
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -148,8 +195,8 @@ mod tests {
     fn buckets_counts_and_exemplars() {
         let registry = SpanMetricsRegistry::default();
         let observation = |ms: f64, trace_id: i64, error: bool| SpanObservation {
-            service: "api".into(),
-            name: "GET".into(),
+            service: "api",
+            name: "GET",
             kind: "SPAN_KIND_SERVER",
             error,
             duration_ms: ms,

@@ -151,8 +151,8 @@ mod tests {
     fn span_metrics_render_with_exemplars_in_openmetrics() {
         let registry = ssfd_engine::span_metrics::SpanMetricsRegistry::default();
         registry.observe([ssfd_engine::span_metrics::SpanObservation {
-            service: "api".into(),
-            name: "GET /".into(),
+            service: "api",
+            name: "GET /",
             kind: "SPAN_KIND_SERVER",
             error: false,
             duration_ms: 7.5,

@@ -337,6 +337,8 @@ pub struct SpanView<'a> {
     tag_count: u32,
     /// The last `name` tag, if any.
     name_tag: Option<&'a str>,
+    /// The last `span.kind` tag, if any.
+    span_kind_tag: Option<&'a str>,
     /// Some sample has a rate of 0.
     zero_rate: bool,
 }
@@ -361,6 +363,7 @@ impl<'a> SpanView<'a> {
             sample_count: 0,
             tag_count: 0,
             name_tag: None,
+            span_kind_tag: None,
             zero_rate: false,
         };
         let mut reader = Reader::new(bytes);
@@ -401,8 +404,10 @@ impl<'a> SpanView<'a> {
                 11 => {
                     expect(wire_type, LEN)?;
                     let (key, value) = map_entry(reader.length_delimited()?, RECURSION_LIMIT - 1)?;
-                    if key == "name" {
-                        view.name_tag = Some(value);
+                    match key {
+                        "name" => view.name_tag = Some(value),
+                        "span.kind" => view.span_kind_tag = Some(value),
+                        _ => {}
                     }
                     view.tag_count += 1;
                 }
@@ -465,6 +470,11 @@ impl<'a> SpanView<'a> {
             .filter(|(k, _)| *k == key)
             .last()
             .map(|(_, v)| v)
+    }
+
+    /// The `span.kind` tag (OpenTelemetry's span kind), recorded while parsing.
+    pub fn span_kind_tag(&self) -> Option<&'a str> {
+        self.span_kind_tag
     }
 
     /// The name after SPEC 3.1 normalisation: the `name` field, else the `name` tag.

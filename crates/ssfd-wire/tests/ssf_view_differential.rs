@@ -66,6 +66,11 @@ pub fn check(bytes: &[u8]) {
             normalize::normalize(&mut normalized);
             assert_eq!(view.normalized_name(), normalized.name, "{bytes:?}");
             assert_eq!(
+                view.span_kind_tag(),
+                want.tags.get("span.kind").map(String::as_str),
+                "{bytes:?}"
+            );
+            assert_eq!(
                 view.is_trace_span(),
                 normalize::is_trace_span(&normalized),
                 "{bytes:?}"
