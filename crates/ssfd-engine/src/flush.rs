@@ -61,6 +61,8 @@ pub struct Flush {
     /// On a local: the global and mixed state to forward upstream, in Veneur's
     /// forward format (sent by the cluster tier, issue 6).
     pub forward: Vec<ssfd_wire::metricpb::Metric>,
+    /// DogStatsD events of the interval, passed on unaggregated.
+    pub events: Vec<crate::record::LogRecord>,
 }
 
 /// Histogram aggregates (SPEC 4.1 and Veneur's `aggregates`).

@@ -9,6 +9,7 @@
 
 pub mod aggregate;
 pub mod batch;
+pub mod events;
 pub mod flush;
 pub mod pipeline;
 pub mod record;
@@ -21,6 +22,8 @@ pub use batch::{KeyScratch, MetricKind, Sample, SampleBatch, Scope, ShardedSampl
 pub use flush::{
     Aggregate, Flush, FlushConfig, FlushedMetric, FlushedType, HistogramSummary, Percentile,
 };
-pub use pipeline::{Full, MetricSink, Pipeline, PipelineConfig, SpanWork, WhenFull, Workers};
+pub use pipeline::{
+    Derived, Full, MetricSink, Pipeline, PipelineConfig, SpanWork, WhenFull, Workers,
+};
 pub use record::{LogKind, LogRecord, Severity};
 pub use span::{SpanBatch, SpanEntry};

@@ -6,6 +6,7 @@
 
 use crate::aggregate::SeriesTable;
 use crate::batch::{SampleBatch, ShardedSamples};
+use crate::events::EventQueue;
 use crate::flush::{Flush, FlushConfig};
 use crate::record::LogRecord;
 use crate::slo::SloRegistry;
@@ -95,6 +96,17 @@ pub trait MetricSink: Send {
     fn flush(&mut self, flush: &Flush);
 }
 
+/// State shared by ingest, the span workers and the flusher.
+#[derive(Clone, Debug, Default)]
+pub struct Derived {
+    /// OTel span metrics, fed by the span workers, rendered by `/metrics`.
+    pub span_metrics: Arc<SpanMetricsRegistry>,
+    /// SLO windows, fed by the span workers, flushed every interval.
+    pub slos: Arc<SloRegistry>,
+    /// DogStatsD events, appended by ingest, passed to the sinks every interval.
+    pub events: Arc<EventQueue>,
+}
+
 /// A message from the flusher to a metric worker.
 enum Control {
     /// Swap out the interval's series and send them.
@@ -163,8 +175,7 @@ impl Pipeline {
             config,
             FlushConfig::default(),
             Vec::new(),
-            Arc::default(),
-            Arc::default(),
+            Derived::default(),
         )
     }
 
@@ -173,9 +184,13 @@ impl Pipeline {
         config: PipelineConfig,
         flush_config: FlushConfig,
         sinks: Vec<Box<dyn MetricSink>>,
-        span_metrics: Arc<SpanMetricsRegistry>,
-        slos: Arc<SloRegistry>,
+        derived: Derived,
     ) -> (Pipeline, Workers) {
+        let Derived {
+            span_metrics,
+            slos,
+            events,
+        } = derived;
         let (pipeline, metric_receivers, span_receivers) = Self::channels(config);
         let mut handles = Vec::new();
         let mut controls = Vec::new();
@@ -220,6 +235,7 @@ impl Pipeline {
                     flush_config,
                     sinks,
                     &slos,
+                    &events,
                 )
             })
             .expect("spawn flusher");
@@ -366,6 +382,7 @@ fn flusher(
     config: FlushConfig,
     mut sinks: Vec<Box<dyn MetricSink>>,
     slos: &SloRegistry,
+    events: &EventQueue,
 ) {
     let ticker = crossbeam_channel::tick(interval.max(std::time::Duration::from_millis(10)));
     loop {
@@ -400,6 +417,7 @@ fn flusher(
             }
         }
         slos.flush_into(&mut flush);
+        flush.events = events.drain();
         for sink in &mut sinks {
             sink.flush(&flush);
         }
@@ -484,6 +502,60 @@ fn span_worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Captured(Sender<Flush>);
+
+    impl MetricSink for Captured {
+        fn name(&self) -> &str {
+            "captured"
+        }
+
+        fn flush(&mut self, flush: &Flush) {
+            let _ = self.0.send(flush.clone());
+        }
+    }
+
+    #[test]
+    fn events_reach_every_sink_once() {
+        let (sent, flushes) = crossbeam_channel::unbounded();
+        let derived = Derived::default();
+        let config = PipelineConfig {
+            interval: std::time::Duration::from_millis(20),
+            ..PipelineConfig::default()
+        };
+        let (pipeline, workers) = Pipeline::start_with(
+            config,
+            FlushConfig::default(),
+            vec![Box::new(Captured(sent))],
+            derived.clone(),
+        );
+        let event = crate::record::LogRecord {
+            kind: crate::record::LogKind::Event,
+            timestamp_ns: 1,
+            service: String::new(),
+            trace_id: None,
+            span_id: None,
+            name: "deploy".into(),
+            message: "v2".into(),
+            severity: crate::record::Severity::Info,
+            tags: vec![],
+        };
+        derived.events.push_all([event.clone()]);
+        let mut seen = Vec::new();
+        while seen.is_empty() {
+            seen = flushes
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .expect("a flush")
+                .events;
+        }
+        assert_eq!(seen, [event]);
+        drop(pipeline);
+        workers.join();
+        assert!(
+            flushes.try_iter().all(|flush| flush.events.is_empty()),
+            "each event goes out once"
+        );
+    }
     use crate::batch::{KeyScratch, MetricKind, Scope};
 
     #[test]

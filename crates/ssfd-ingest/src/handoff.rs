@@ -23,6 +23,8 @@ pub struct HandoffConfig {
     pub metric_max_length: usize,
     /// Metrics derived from spans (SPEC 4.4); `None` derives none.
     pub span_metrics: Option<Arc<SpanMetrics>>,
+    /// Where DogStatsD events go for the sinks; `None` keeps them as log records only.
+    pub events: Option<Arc<ssfd_engine::events::EventQueue>>,
 }
 
 /// What ingest derives from every valid trace span (SPEC 4.4).
@@ -78,6 +80,8 @@ pub struct Handoff {
     rejected: [u64; Reason::COUNT],
     /// (service, span name) pairs this thread already knows are under the cap.
     admitted: std::collections::HashSet<(String, String)>,
+    /// Events for the sinks, handed over at the next flush.
+    events: Vec<LogRecord>,
 }
 
 /// What one SSF packet contributed.
@@ -110,6 +114,7 @@ impl Handoff {
             received: 0,
             rejected: [0; Reason::COUNT],
             admitted: std::collections::HashSet::new(),
+            events: Vec::new(),
         }
     }
 
@@ -179,7 +184,7 @@ impl Handoff {
                 tags.sort();
                 tags.dedup();
                 let service = service_of_tags(&tags);
-                self.records.push(LogRecord {
+                let record = LogRecord {
                     kind: LogKind::Event,
                     timestamp_ns: event
                         .timestamp
@@ -191,7 +196,11 @@ impl Handoff {
                     message: lossy(&text::unescape_event_text(event.text)),
                     severity: Severity::from_alert_type(event.alert_type),
                     tags,
-                });
+                };
+                if self.config.events.is_some() {
+                    self.events.push(record.clone());
+                }
+                self.records.push(record);
             }
             Line::ServiceCheck(check) => {
                 self.rejected[Reason::UnknownSection as usize] += check.unknown_sections as u64;
@@ -464,6 +473,11 @@ impl Handoff {
     /// pending for [`Handoff::discard`] or a retry.
     pub fn flush(&mut self, policy: WhenFull) -> Result<(), ssfd_engine::Full> {
         self.publish_counters();
+        if !self.events.is_empty()
+            && let Some(queue) = &self.config.events
+        {
+            queue.push_all(self.events.drain(..));
+        }
         if policy == WhenFull::Refuse {
             let spans_full =
                 self.spans.iter().enumerate().any(|(shard, spans)| {

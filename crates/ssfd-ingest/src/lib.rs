@@ -258,6 +258,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
                 &config.objective_span_timer_name,
                 SPAN_NAMES_PER_SERVICE,
             ))),
+            events: None,
         },
     })
 }
@@ -266,6 +267,11 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
 pub const SPAN_NAMES_PER_SERVICE: usize = 1000;
 
 impl Bound {
+    /// Sends DogStatsD events to `events` too, for the sinks.
+    pub fn set_event_queue(&mut self, events: Arc<ssfd_engine::events::EventQueue>) {
+        self.handoff.events = Some(events);
+    }
+
     /// Serves every bound listener until `shutdown` turns true.
     pub async fn start(
         self,

@@ -33,6 +33,7 @@ fn rig_with(extend_tags: &[&str], span_metrics: Option<std::sync::Arc<SpanMetric
         extend_tags: extend_tags.iter().map(|t| t.to_string()).collect(),
         metric_max_length: 8192,
         span_metrics,
+        events: None,
     };
     Rig {
         handoff: Handoff::new(pipeline, config, Listener::Statsd, Protocol::Udp),
@@ -592,4 +593,29 @@ fn spans_derive_indicator_objective_and_red_metrics() {
     got_sorted.sort();
     want_sorted.sort();
     assert_eq!(got_sorted, want_sorted);
+}
+
+#[test]
+fn events_also_go_to_the_sink_queue_at_flush() {
+    let queue = std::sync::Arc::new(ssfd_engine::events::EventQueue::new(1));
+    let (pipeline, _metrics, _spans) = Pipeline::channels(PipelineConfig::default());
+    let config = HandoffConfig {
+        metric_max_length: 8192,
+        events: Some(queue.clone()),
+        ..Default::default()
+    };
+    let mut handoff = Handoff::new(pipeline, config, Listener::Statsd, Protocol::Udp);
+    handoff.statsd_packet(b"_e{1,1}:a|b\n_e{1,1}:c|d\nx:1|c");
+    assert!(queue.drain().is_empty(), "nothing before the flush");
+    handoff.flush(WhenFull::DropNewest).unwrap();
+    let events = queue.drain();
+    assert_eq!(
+        events.len(),
+        1,
+        "the queue holds one; the second is dropped and counted"
+    );
+    assert_eq!(
+        (events[0].name.as_str(), events[0].message.as_str()),
+        ("a", "b")
+    );
 }

@@ -130,14 +130,15 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
                 })
                 .collect(),
         ));
-        let (pipeline, workers) = Pipeline::start_with(
-            pipeline_config,
-            flush_config,
-            sinks,
-            std::sync::Arc::clone(&span_metrics),
-            std::sync::Arc::clone(&slos),
-        );
-        let bound = ssfd_ingest::bind(&config).await?;
+        let derived = ssfd_engine::Derived {
+            span_metrics: std::sync::Arc::clone(&span_metrics),
+            slos: std::sync::Arc::clone(&slos),
+            events: std::sync::Arc::default(),
+        };
+        let (pipeline, workers) =
+            Pipeline::start_with(pipeline_config, flush_config, sinks, derived.clone());
+        let mut bound = ssfd_ingest::bind(&config).await?;
+        bound.set_event_queue(derived.events);
         let http = tokio::net::TcpListener::bind(
             ssfd_config::ListenAddr::parse_host_port(&config.http_address)
                 .map_err(anyhow::Error::msg)?,
