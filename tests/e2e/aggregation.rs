@@ -405,3 +405,31 @@ fn slos_flush_events_and_burn_rates_and_report_them() {
         "{body}"
     );
 }
+
+#[test]
+fn statsd_sink_repeats_flushed_metrics() {
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let config = format!(
+        "interval: 1s\nnum_workers: 1\nmetric_sinks:\n  - kind: statsd\n    name: repeat\n    config: {{address: \"udp://{}\"}}\n",
+        receiver.local_addr().unwrap()
+    );
+    let server = Server::start(&config);
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(
+            b"rep.c:2|c|@0.5|#b:2,a:1\nrep.g:7|g\n_sc|rep.up|1|m:slow",
+            server.addr("statsd udp"),
+        )
+        .unwrap();
+    let mut buffer = [0u8; 2048];
+    let n = receiver.recv(&mut buffer).unwrap();
+    let mut lines: Vec<&str> = std::str::from_utf8(&buffer[..n]).unwrap().lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["_sc|rep.up|1|m:slow", "rep.c:4|c|#a:1,b:2", "rep.g:7|g"]
+    );
+}
