@@ -23,7 +23,7 @@ pub use flush::{
     Aggregate, Flush, FlushConfig, FlushedMetric, FlushedType, HistogramSummary, Percentile,
 };
 pub use pipeline::{
-    Derived, Full, MetricSink, Pipeline, PipelineConfig, SpanWork, WhenFull, Workers,
+    Derived, Full, MetricSink, Pipeline, PipelineConfig, SpanSink, SpanWork, WhenFull, Workers,
 };
 pub use record::{LogKind, LogRecord, Severity};
 pub use span::{SpanBatch, SpanEntry};

@@ -96,9 +96,16 @@ pub trait MetricSink: Send {
     fn flush(&mut self, flush: &Flush);
 }
 
+/// Where span workers put every batch of valid spans (the span store, issue 4).
+pub trait SpanSink: Send + Sync {
+    fn append(&self, spans: &SpanBatch);
+}
+
 /// State shared by ingest, the span workers and the flusher.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Derived {
+    /// The span store; `None` keeps no spans.
+    pub span_sink: Option<Arc<dyn SpanSink>>,
     /// OTel span metrics, fed by the span workers, rendered by `/metrics`.
     pub span_metrics: Arc<SpanMetricsRegistry>,
     /// SLO windows, fed by the span workers, flushed every interval.
@@ -190,6 +197,7 @@ impl Pipeline {
             span_metrics,
             slos,
             events,
+            span_sink,
         } = derived;
         let (pipeline, metric_receivers, span_receivers) = Self::channels(config);
         let mut handles = Vec::new();
@@ -219,7 +227,16 @@ impl Pipeline {
                     .spawn({
                         let span_metrics = Arc::clone(&span_metrics);
                         let slos = Arc::clone(&slos);
-                        move || span_worker(receiver, config.stall_per_batch, &span_metrics, &slos)
+                        let span_sink = span_sink.clone();
+                        move || {
+                            span_worker(
+                                receiver,
+                                config.stall_per_batch,
+                                &span_metrics,
+                                &slos,
+                                span_sink.as_deref(),
+                            )
+                        }
                     })
                     .expect("spawn span worker"),
             );
@@ -436,6 +453,7 @@ fn span_worker(
     stall: std::time::Duration,
     span_metrics: &SpanMetricsRegistry,
     slos: &SloRegistry,
+    span_sink: Option<&dyn SpanSink>,
 ) {
     for work in receiver {
         if !stall.is_zero() {
@@ -485,6 +503,9 @@ fn span_worker(
                 }
                 telemetry::worker_received(Kind::Log, logs as u64);
                 span_metrics.observe(observations);
+                if let Some(sink) = span_sink {
+                    sink.append(&spans);
+                }
             }
             SpanWork::Records(records) => {
                 for record in &records {

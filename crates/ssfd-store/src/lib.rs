@@ -1,3 +1,291 @@
-//! Placeholder: the durable span store and log index under data_dir (issue 4): spans in blocks in redb, logs in tantivy, retention and size eviction.
-//!
-//! Nothing lives here yet; the crate exists so the workspace shows the whole data path.
+//! The durable span store (issue 4, first part): every batch of valid spans a span
+//! worker receives is written as one block (its spans' SSF bytes, each with its trace
+//! id) in a redb table under `data_dir`, in one write transaction per batch — no row
+//! per span or per index entry. The trace index (trace id → block, offset) lives in
+//! memory and is rebuilt from the blocks at start, so spans survive a restart.
+//! Past `storage.max_bytes` the oldest blocks are evicted. Still to come with issue 4:
+//! time-based `retention`, the log index, searches.
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use ssfd_engine::{SpanBatch, SpanSink};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::RwLock;
+
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("span_blocks");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("span store: {0}")]
+    Database(String),
+}
+
+fn db_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SpanRef {
+    block: u64,
+    offset: u32,
+    len: u32,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    traces: HashMap<i64, Vec<SpanRef>>,
+    /// block → (bytes, its trace ids), oldest first.
+    blocks: BTreeMap<u64, (u64, Vec<i64>)>,
+    bytes: u64,
+    next_block: u64,
+}
+
+/// Spans on disk, found by trace id.
+pub struct SpanStore {
+    db: Database,
+    index: RwLock<Index>,
+    max_bytes: u64,
+}
+
+/// A block: per span `[trace_id: i64 LE][len: u32 LE][bytes]`.
+fn encode(spans: &SpanBatch) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (entry, bytes) in spans.iter() {
+        block.extend_from_slice(&entry.trace_id.to_le_bytes());
+        block.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        block.extend_from_slice(bytes);
+    }
+    block
+}
+
+/// (trace id, offset of the span bytes, their length) of every span of a block; stops
+/// at the first malformed record.
+fn decode(block: &[u8]) -> Vec<(i64, u32, u32)> {
+    let mut out = Vec::new();
+    let mut position = 0usize;
+    while position + 12 <= block.len() {
+        let trace_id =
+            i64::from_le_bytes(block[position..position + 8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(
+            block[position + 8..position + 12]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        let start = position + 12;
+        if start + len as usize > block.len() {
+            break;
+        }
+        out.push((trace_id, start as u32, len));
+        position = start + len as usize;
+    }
+    out
+}
+
+impl SpanStore {
+    /// Opens (or creates) the store in `dir`, rebuilding the trace index from disk.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<SpanStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(db_error)?;
+        let db = Database::create(dir.join("spans.redb")).map_err(db_error)?;
+        let mut index = Index::default();
+        {
+            let write = db.begin_write().map_err(db_error)?;
+            write.open_table(BLOCKS).map_err(db_error)?;
+            write.commit().map_err(db_error)?;
+        }
+        let read = db.begin_read().map_err(db_error)?;
+        let table = read.open_table(BLOCKS).map_err(db_error)?;
+        for row in table.iter().map_err(db_error)? {
+            let (key, value) = row.map_err(db_error)?;
+            let block = key.value();
+            let bytes = value.value();
+            let mut traces = Vec::new();
+            for (trace_id, offset, len) in decode(bytes) {
+                index
+                    .traces
+                    .entry(trace_id)
+                    .or_default()
+                    .push(SpanRef { block, offset, len });
+                traces.push(trace_id);
+            }
+            index.bytes += bytes.len() as u64;
+            index.blocks.insert(block, (bytes.len() as u64, traces));
+            index.next_block = index.next_block.max(block + 1);
+        }
+        drop(table);
+        drop(read);
+        Ok(SpanStore {
+            db,
+            index: RwLock::new(index),
+            max_bytes,
+        })
+    }
+
+    /// Writes a batch as one block.
+    pub fn append(&self, spans: &SpanBatch) -> Result<(), StoreError> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let block_bytes = encode(spans);
+        let mut index = self.index.write().map_err(db_error)?;
+        let block = index.next_block;
+        let write = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut table = write.open_table(BLOCKS).map_err(db_error)?;
+            table
+                .insert(block, block_bytes.as_slice())
+                .map_err(db_error)?;
+            // evict the oldest blocks past max_bytes
+            while index.bytes + block_bytes.len() as u64 > self.max_bytes {
+                let Some((&oldest, _)) = index.blocks.iter().next() else {
+                    break;
+                };
+                let (size, traces) = index.blocks.remove(&oldest).expect("present");
+                table.remove(oldest).map_err(db_error)?;
+                index.bytes -= size;
+                for trace in traces {
+                    if let Some(refs) = index.traces.get_mut(&trace) {
+                        refs.retain(|r| r.block != oldest);
+                        if refs.is_empty() {
+                            index.traces.remove(&trace);
+                        }
+                    }
+                }
+                ssfd_telemetry::dropped(
+                    ssfd_telemetry::Stage::Store,
+                    ssfd_telemetry::DropReason::Overflow,
+                    1,
+                );
+            }
+        }
+        write.commit().map_err(db_error)?;
+        let mut traces = Vec::with_capacity(spans.len());
+        for (trace_id, offset, len) in decode(&block_bytes) {
+            index
+                .traces
+                .entry(trace_id)
+                .or_default()
+                .push(SpanRef { block, offset, len });
+            traces.push(trace_id);
+        }
+        index.bytes += block_bytes.len() as u64;
+        index
+            .blocks
+            .insert(block, (block_bytes.len() as u64, traces));
+        index.next_block = block + 1;
+        Ok(())
+    }
+
+    /// Every stored span of `trace_id`, as SSF bytes, in arrival order.
+    pub fn trace(&self, trace_id: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let refs = {
+            let index = self.index.read().map_err(db_error)?;
+            match index.traces.get(&trace_id) {
+                Some(refs) => refs.clone(),
+                None => return Ok(Vec::new()),
+            }
+        };
+        let read = self.db.begin_read().map_err(db_error)?;
+        let table = read.open_table(BLOCKS).map_err(db_error)?;
+        let mut out = Vec::with_capacity(refs.len());
+        let mut cached: Option<(u64, Vec<u8>)> = None;
+        for span in refs {
+            if cached
+                .as_ref()
+                .is_none_or(|(block, _)| *block != span.block)
+            {
+                let Some(value) = table.get(span.block).map_err(db_error)? else {
+                    continue;
+                };
+                cached = Some((span.block, value.value().to_vec()));
+            }
+            let (_, bytes) = cached.as_ref().expect("cached above");
+            if let Some(slice) = bytes.get(span.offset as usize..(span.offset + span.len) as usize)
+            {
+                out.push(slice.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes of span blocks kept.
+    pub fn bytes(&self) -> u64 {
+        self.index.read().map_or(0, |index| index.bytes)
+    }
+}
+
+impl SpanSink for SpanStore {
+    fn append(&self, spans: &SpanBatch) {
+        if let Err(error) = SpanStore::append(self, spans) {
+            tracing::warn!(%error, "span store write failed");
+            ssfd_telemetry::dropped(
+                ssfd_telemetry::Stage::Store,
+                ssfd_telemetry::DropReason::RetryExhausted,
+                spans.len() as u64,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use ssfd_wire::ssf::SsfSpan;
+    use ssfd_wire::ssf_view::SpanView;
+
+    fn batch(spans: &[(i64, i64)]) -> SpanBatch {
+        let mut batch = SpanBatch::default();
+        for &(trace_id, id) in spans {
+            let bytes = SsfSpan {
+                trace_id,
+                id,
+                start_timestamp: 1,
+                end_timestamp: 2,
+                name: format!("s{id}"),
+                ..Default::default()
+            }
+            .encode_to_vec();
+            batch.push(&SpanView::parse(&bytes).unwrap(), &bytes);
+        }
+        batch
+    }
+
+    fn ids(store: &SpanStore, trace: i64) -> Vec<i64> {
+        store
+            .trace(trace)
+            .unwrap()
+            .iter()
+            .map(|b| SsfSpan::decode(&b[..]).unwrap().id)
+            .collect()
+    }
+
+    #[test]
+    fn spans_come_back_by_trace_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SpanStore::open(dir.path(), 1 << 30).unwrap();
+            store.append(&batch(&[(1, 10), (2, 20), (1, 11)])).unwrap();
+            store.append(&batch(&[(1, 12)])).unwrap();
+            assert_eq!(ids(&store, 1), [10, 11, 12]);
+            assert_eq!(ids(&store, 2), [20]);
+            assert!(ids(&store, 3).is_empty());
+        }
+        let store = SpanStore::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(ids(&store, 1), [10, 11, 12]);
+        store.append(&batch(&[(2, 21)])).unwrap();
+        assert_eq!(ids(&store, 2), [20, 21]);
+    }
+
+    #[test]
+    fn oldest_blocks_go_first_past_max_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = encode(&batch(&[(1, 1)])).len() as u64;
+        let store = SpanStore::open(dir.path(), one * 2).unwrap();
+        store.append(&batch(&[(1, 1)])).unwrap();
+        store.append(&batch(&[(2, 2)])).unwrap();
+        store.append(&batch(&[(3, 3)])).unwrap();
+        assert!(ids(&store, 1).is_empty(), "the oldest block was evicted");
+        assert_eq!((ids(&store, 2), ids(&store, 3)), (vec![2], vec![3]));
+        assert!(store.bytes() <= one * 2);
+    }
+}
