@@ -7,3 +7,4 @@ mod emit;
 mod listeners;
 mod policies;
 mod prometheus;
+mod traces;

@@ -45,7 +45,15 @@ pub struct SpanStore {
     db: Database,
     index: RwLock<Index>,
     max_bytes: u64,
+    /// When the last fsync-ing commit happened.
+    last_durable: std::sync::Mutex<std::time::Instant>,
 }
+
+/// Commits are made durable (fsync) at most this often; in between they are
+/// `Durability::None`, so a batch costs no fsync. A clean shutdown syncs
+/// ([`SpanStore::sync`]); crash safety for acknowledged data is the write-ahead log of
+/// issue 7.
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A block: per span `[trace_id: i64 LE][len: u32 LE][bytes]`.
 fn encode(spans: &SpanBatch) -> Vec<u8> {
@@ -117,6 +125,7 @@ impl SpanStore {
             db,
             index: RwLock::new(index),
             max_bytes,
+            last_durable: std::sync::Mutex::new(std::time::Instant::now()),
         })
     }
 
@@ -128,7 +137,19 @@ impl SpanStore {
         let block_bytes = encode(spans);
         let mut index = self.index.write().map_err(db_error)?;
         let block = index.next_block;
-        let write = self.db.begin_write().map_err(db_error)?;
+        let mut write = self.db.begin_write().map_err(db_error)?;
+        let durable = self.last_durable.lock().map(|mut last| {
+            let due = last.elapsed() >= SYNC_EVERY;
+            if due {
+                *last = std::time::Instant::now();
+            }
+            due
+        });
+        if !durable.unwrap_or(true) {
+            write
+                .set_durability(redb::Durability::None)
+                .map_err(db_error)?;
+        }
         {
             let mut table = write.open_table(BLOCKS).map_err(db_error)?;
             table
@@ -205,6 +226,16 @@ impl SpanStore {
             }
         }
         Ok(out)
+    }
+
+    /// Makes every commit so far durable (one fsync).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let write = self.db.begin_write().map_err(db_error)?;
+        write.commit().map_err(db_error)?;
+        if let Ok(mut last) = self.last_durable.lock() {
+            *last = std::time::Instant::now();
+        }
+        Ok(())
     }
 
     /// Bytes of span blocks kept.

@@ -18,6 +18,7 @@ struct Exported {
     exposition: Arc<Mutex<Exposition>>,
     span_metrics: Arc<SpanMetricsRegistry>,
     slos: Arc<SloRegistry>,
+    store: Arc<ssfd_store::SpanStore>,
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -26,17 +27,49 @@ pub fn router(
     exposition: Arc<Mutex<Exposition>>,
     span_metrics: Arc<SpanMetricsRegistry>,
     slos: Arc<SloRegistry>,
+    store: Arc<ssfd_store::SpanStore>,
 ) -> Router {
     Router::new()
         .route("/healthcheck", get(|| async { "ok" }))
         .route("/version", get(|| async { format!("ssfd {VERSION}\n") }))
         .route("/metrics", get(metrics))
         .route("/api/v1/slos", get(slos_report))
+        .route("/api/v1/traces/{trace_id}", get(trace))
         .with_state(Exported {
             exposition,
             span_metrics,
             slos,
+            store,
         })
+}
+
+fn api_error(status: axum::http::StatusCode, message: String) -> axum::response::Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// `GET /api/v1/traces/{trace_id}` (SPEC 6): the joined tree, 400 for a bad id, 404
+/// for an unknown one.
+async fn trace(
+    State(exported): State<Exported>,
+    axum::extract::Path(trace_id): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let Ok(id) = ssfd_query::parse_id(&trace_id) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            format!("trace id `{trace_id}` is not a decimal id, 16 or 32 hex digits"),
+        );
+    };
+    let store = Arc::clone(&exported.store);
+    let spans = match tokio::task::spawn_blocking(move || store.trace(id)).await {
+        Ok(Ok(spans)) => spans,
+        Ok(Err(error)) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        Err(error) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    };
+    match ssfd_query::trace_json(id, &spans) {
+        Some(trace) => axum::Json(trace).into_response(),
+        None => api_error(StatusCode::NOT_FOUND, format!("trace {id} is not stored")),
+    }
 }
 
 /// `GET /api/v1/slos` (SPEC 6): each SLO over the 6 h window with its burn rates.
