@@ -24,6 +24,9 @@ struct Cli {
     /// UDP reader threads of the server.
     #[arg(long, default_value_t = 1, global = true)]
     readers: usize,
+    /// Keep spans in the span store (off by default: the loads measure ingest).
+    #[arg(long, global = true)]
+    store: bool,
 }
 
 #[derive(Subcommand)]
@@ -227,9 +230,11 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // the front-door loads measure ingest without the span store (issue 4 has its own)
     let mut extra = format!(
-        "num_readers: {}\nspan_channel_capacity: 4096\n",
-        cli.readers
+        "num_readers: {}\nspan_channel_capacity: 4096\nstorage: {{max_bytes: {}}}\n",
+        cli.readers,
+        if cli.store { 1u64 << 34 } else { 0 }
     );
     if let Mode::Series { .. } = cli.mode {
         extra.push_str("interval: 20s\nmax_series: 2000000\n");

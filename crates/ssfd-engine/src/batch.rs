@@ -272,6 +272,28 @@ impl ShardedSamples {
             })
     }
 
+    /// Offers every non-empty batch to `send`; a batch it hands back stays pending.
+    /// Returns true when nothing is left pending.
+    pub fn send_each(
+        &mut self,
+        mut send: impl FnMut(usize, SampleBatch) -> Result<(), SampleBatch>,
+    ) -> bool {
+        let mut left = 0;
+        for (shard, slot) in self.batches.iter_mut().enumerate() {
+            if slot.is_empty() {
+                continue;
+            }
+            let capacity = slot.samples.capacity();
+            let taken = std::mem::replace(slot, SampleBatch::with_capacity(capacity.min(4096)));
+            if let Err(back) = send(shard, taken) {
+                left += back.len();
+                *slot = back;
+            }
+        }
+        self.pending = left;
+        left == 0
+    }
+
     /// Drops every pending sample, returning how many there were.
     pub fn discard(&mut self) -> usize {
         let count = self.pending;

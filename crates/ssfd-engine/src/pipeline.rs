@@ -24,7 +24,8 @@ pub enum WhenFull {
     DropNewest,
     /// Streams: wait for room, which pushes back on the sender.
     Block,
-    /// Unary gRPC: refuse before sending anything, so the client retries the whole call.
+    /// Unary gRPC: refuse before sending anything, so the client retries the whole call
+    /// (a queue that fills between the check and the send is waited for, not dropped).
     Refuse,
 }
 
@@ -303,6 +304,33 @@ impl Pipeline {
             send(&self.metric_senders[shard], batch, policy, SampleBatch::len);
         }
         Ok(())
+    }
+
+    /// Sends what fits without waiting; batches whose queue is full stay pending.
+    /// Returns true when everything was sent.
+    pub fn try_send_samples(&self, samples: &mut ShardedSamples) -> bool {
+        samples.send_each(
+            |shard, batch| match self.metric_senders[shard].try_send(batch) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(batch)) => Err(batch),
+                Err(TrySendError::Disconnected(batch)) => {
+                    telemetry::dropped(Stage::Ingest, DropReason::Shutdown, batch.len() as u64);
+                    Ok(())
+                }
+            },
+        )
+    }
+
+    /// Sends span work without waiting; hands it back when the queue is full.
+    pub fn try_send_spans(&self, shard: usize, work: SpanWork) -> Result<(), SpanWork> {
+        match self.span_senders[shard].try_send(work) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(work)) => Err(work),
+            Err(TrySendError::Disconnected(work)) => {
+                telemetry::dropped(Stage::Ingest, DropReason::Shutdown, work.len() as u64);
+                Ok(())
+            }
+        }
     }
 
     /// Sends span work to its shard under `policy`.

@@ -487,8 +487,10 @@ impl Handoff {
                 return Err(ssfd_engine::Full);
             }
         }
+        // after a passed check, a queue another sender filled meanwhile is waited for:
+        // an accepted call must not lose what it accepted
         let send_policy = if policy == WhenFull::Refuse {
-            WhenFull::DropNewest
+            WhenFull::Block
         } else {
             policy
         };
@@ -508,6 +510,43 @@ impl Handoff {
                 .send_spans(0, SpanWork::Records(records), send_policy);
         }
         Ok(())
+    }
+
+    /// Sends what fits without waiting and keeps the rest pending; `Err(Full)` when
+    /// something is left (a stream then waits with [`WhenFull::Block`]).
+    pub fn try_flush(&mut self) -> Result<(), ssfd_engine::Full> {
+        self.publish_counters();
+        if !self.events.is_empty()
+            && let Some(queue) = &self.config.events
+        {
+            queue.push_all(self.events.drain(..));
+        }
+        let mut complete = self.pipeline.try_send_samples(&mut self.samples);
+        for shard in 0..self.spans.len() {
+            if !self.spans[shard].is_empty() {
+                let spans = std::mem::take(&mut self.spans[shard]);
+                if let Err(SpanWork::Spans(back)) =
+                    self.pipeline.try_send_spans(shard, SpanWork::Spans(spans))
+                {
+                    self.spans[shard] = back;
+                    complete = false;
+                }
+            }
+        }
+        if !self.records.is_empty() {
+            let records = std::mem::take(&mut self.records);
+            if let Err(SpanWork::Records(back)) =
+                self.pipeline.try_send_spans(0, SpanWork::Records(records))
+            {
+                self.records = back;
+                complete = false;
+            }
+        }
+        if complete {
+            Ok(())
+        } else {
+            Err(ssfd_engine::Full)
+        }
     }
 
     /// Drops everything pending (after a refused flush), returning how many items.

@@ -11,9 +11,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
-/// Sends what a stream's hand-off holds, waiting for room when a queue is full.
+/// Sends what a stream's hand-off holds, waiting for room when a queue is full (the
+/// wait happens off the async executor, in `block_in_place`). Nothing is dropped.
 pub fn flush_with_backpressure(handoff: &mut Handoff) {
-    if handoff.flush(WhenFull::Refuse).is_err() {
+    if handoff.try_flush().is_err() {
         tokio::task::block_in_place(|| {
             let _ = handoff.flush(WhenFull::Block);
         });

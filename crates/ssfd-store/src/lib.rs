@@ -1,7 +1,7 @@
-//! The durable span store (issue 4, first part): every batch of valid spans a span
-//! worker receives is written as one block (its spans' SSF bytes, each with its trace
-//! id) in a redb table under `data_dir`, in one write transaction per batch — no row
-//! per span or per index entry. The trace index (trace id → block, offset) lives in
+//! The durable span store (issue 4, first part): batches of valid spans are gathered
+//! into blocks (their SSF bytes, each with its trace id) of up to 4 MiB or 250 ms, and
+//! each block is one row of a redb table under `data_dir`, one write transaction per
+//! block — no row per span or per index entry. The trace index (trace id → block, offset) lives in
 //! memory and is rebuilt from the blocks at start, so spans survive a restart.
 //! Past `storage.max_bytes` the oldest blocks are evicted. Still to come with issue 4:
 //! time-based `retention`, the log index, searches.
@@ -34,6 +34,10 @@ struct SpanRef {
 #[derive(Debug, Default)]
 struct Index {
     traces: HashMap<i64, Vec<SpanRef>>,
+    /// The block being filled (id `next_block`), not yet written, and when it started.
+    pending: Vec<u8>,
+    pending_traces: Vec<i64>,
+    pending_since: Option<std::time::Instant>,
     /// block → (bytes, its trace ids), oldest first.
     blocks: BTreeMap<u64, (u64, Vec<i64>)>,
     bytes: u64,
@@ -48,6 +52,11 @@ pub struct SpanStore {
     /// When the last fsync-ing commit happened.
     last_durable: std::sync::Mutex<std::time::Instant>,
 }
+
+/// A block is written once it holds this many bytes or is this old: one redb
+/// transaction per block, not per batch.
+const BLOCK_BYTES: usize = 4 << 20;
+const BLOCK_AGE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Commits are made durable (fsync) at most this often; in between they are
 /// `Durability::None`, so a batch costs no fsync. A clean shutdown syncs
@@ -129,14 +138,43 @@ impl SpanStore {
         })
     }
 
-    /// Writes a batch as one block.
+    /// Adds a batch to the block being filled; writes the block when it is full or old.
+    /// Spans are readable as soon as this returns.
     pub fn append(&self, spans: &SpanBatch) -> Result<(), StoreError> {
         if spans.is_empty() {
             return Ok(());
         }
-        let block_bytes = encode(spans);
         let mut index = self.index.write().map_err(db_error)?;
         let block = index.next_block;
+        let encoded = encode(spans);
+        let base = index.pending.len() as u32;
+        for (trace_id, offset, len) in decode(&encoded) {
+            index.traces.entry(trace_id).or_default().push(SpanRef {
+                block,
+                offset: base + offset,
+                len,
+            });
+            index.pending_traces.push(trace_id);
+        }
+        index.pending.extend_from_slice(&encoded);
+        let since = *index
+            .pending_since
+            .get_or_insert_with(std::time::Instant::now);
+        if index.pending.len() >= BLOCK_BYTES || since.elapsed() >= BLOCK_AGE {
+            self.write_pending(&mut index)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the block being filled, evicting the oldest blocks past `max_bytes`.
+    fn write_pending(&self, index: &mut Index) -> Result<(), StoreError> {
+        if index.pending.is_empty() {
+            return Ok(());
+        }
+        let block = index.next_block;
+        let block_bytes = std::mem::take(&mut index.pending);
+        let traces = std::mem::take(&mut index.pending_traces);
+        index.pending_since = None;
         let mut write = self.db.begin_write().map_err(db_error)?;
         let durable = self.last_durable.lock().map(|mut last| {
             let due = last.elapsed() >= SYNC_EVERY;
@@ -155,15 +193,14 @@ impl SpanStore {
             table
                 .insert(block, block_bytes.as_slice())
                 .map_err(db_error)?;
-            // evict the oldest blocks past max_bytes
             while index.bytes + block_bytes.len() as u64 > self.max_bytes {
                 let Some((&oldest, _)) = index.blocks.iter().next() else {
                     break;
                 };
-                let (size, traces) = index.blocks.remove(&oldest).expect("present");
+                let (size, evicted) = index.blocks.remove(&oldest).expect("present");
                 table.remove(oldest).map_err(db_error)?;
                 index.bytes -= size;
-                for trace in traces {
+                for trace in evicted {
                     if let Some(refs) = index.traces.get_mut(&trace) {
                         refs.retain(|r| r.block != oldest);
                         if refs.is_empty() {
@@ -179,29 +216,44 @@ impl SpanStore {
             }
         }
         write.commit().map_err(db_error)?;
-        let mut traces = Vec::with_capacity(spans.len());
-        for (trace_id, offset, len) in decode(&block_bytes) {
-            index
-                .traces
-                .entry(trace_id)
-                .or_default()
-                .push(SpanRef { block, offset, len });
-            traces.push(trace_id);
-        }
         index.bytes += block_bytes.len() as u64;
         index
             .blocks
             .insert(block, (block_bytes.len() as u64, traces));
         index.next_block = block + 1;
+        // keep the buffer's capacity: a fresh 4 MiB buffer per block costs page faults
+        let mut reused = block_bytes;
+        reused.clear();
+        index.pending = reused;
         Ok(())
+    }
+
+    /// Writes the block being filled now (at shutdown, and in tests).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut index = self.index.write().map_err(db_error)?;
+        self.write_pending(&mut index)
     }
 
     /// Every stored span of `trace_id`, as SSF bytes, in arrival order.
     pub fn trace(&self, trace_id: i64) -> Result<Vec<Vec<u8>>, StoreError> {
-        let refs = {
+        let (refs, pending_block, pending) = {
             let index = self.index.read().map_err(db_error)?;
             match index.traces.get(&trace_id) {
-                Some(refs) => refs.clone(),
+                Some(refs) => {
+                    // copy only this trace's spans out of the block being filled
+                    let pending: HashMap<u32, Vec<u8>> = refs
+                        .iter()
+                        .filter(|r| r.block == index.next_block)
+                        .filter_map(|r| {
+                            let range = r.offset as usize..(r.offset + r.len) as usize;
+                            index
+                                .pending
+                                .get(range)
+                                .map(|bytes| (r.offset, bytes.to_vec()))
+                        })
+                        .collect();
+                    (refs.clone(), index.next_block, pending)
+                }
                 None => return Ok(Vec::new()),
             }
         };
@@ -210,6 +262,12 @@ impl SpanStore {
         let mut out = Vec::with_capacity(refs.len());
         let mut cached: Option<(u64, Vec<u8>)> = None;
         for span in refs {
+            if span.block == pending_block {
+                if let Some(bytes) = pending.get(&span.offset) {
+                    out.push(bytes.clone());
+                }
+                continue;
+            }
             if cached
                 .as_ref()
                 .is_none_or(|(block, _)| *block != span.block)
@@ -228,8 +286,9 @@ impl SpanStore {
         Ok(out)
     }
 
-    /// Makes every commit so far durable (one fsync).
+    /// Writes the block being filled and makes every commit durable (one fsync).
     pub fn sync(&self) -> Result<(), StoreError> {
+        self.flush()?;
         let write = self.db.begin_write().map_err(db_error)?;
         write.commit().map_err(db_error)?;
         if let Ok(mut last) = self.last_durable.lock() {
@@ -238,9 +297,11 @@ impl SpanStore {
         Ok(())
     }
 
-    /// Bytes of span blocks kept.
+    /// Bytes of span blocks kept (written and being filled).
     pub fn bytes(&self) -> u64 {
-        self.index.read().map_or(0, |index| index.bytes)
+        self.index
+            .read()
+            .map_or(0, |index| index.bytes + index.pending.len() as u64)
     }
 }
 
@@ -296,10 +357,16 @@ mod tests {
         {
             let store = SpanStore::open(dir.path(), 1 << 30).unwrap();
             store.append(&batch(&[(1, 10), (2, 20), (1, 11)])).unwrap();
+            store.flush().unwrap();
             store.append(&batch(&[(1, 12)])).unwrap();
-            assert_eq!(ids(&store, 1), [10, 11, 12]);
+            assert_eq!(
+                ids(&store, 1),
+                [10, 11, 12],
+                "written and pending spans together"
+            );
             assert_eq!(ids(&store, 2), [20]);
             assert!(ids(&store, 3).is_empty());
+            store.sync().unwrap();
         }
         let store = SpanStore::open(dir.path(), 1 << 30).unwrap();
         assert_eq!(ids(&store, 1), [10, 11, 12]);
@@ -312,9 +379,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let one = encode(&batch(&[(1, 1)])).len() as u64;
         let store = SpanStore::open(dir.path(), one * 2).unwrap();
-        store.append(&batch(&[(1, 1)])).unwrap();
-        store.append(&batch(&[(2, 2)])).unwrap();
-        store.append(&batch(&[(3, 3)])).unwrap();
+        for (trace, id) in [(1, 1), (2, 2), (3, 3)] {
+            store.append(&batch(&[(trace, id)])).unwrap();
+            store.flush().unwrap();
+        }
         assert!(ids(&store, 1).is_empty(), "the oldest block was evicted");
         assert_eq!((ids(&store, 2), ids(&store, 3)), (vec![2], vec![3]));
         assert!(store.bytes() <= one * 2);

@@ -18,7 +18,7 @@ struct Exported {
     exposition: Arc<Mutex<Exposition>>,
     span_metrics: Arc<SpanMetricsRegistry>,
     slos: Arc<SloRegistry>,
-    store: Arc<ssfd_store::SpanStore>,
+    store: Option<Arc<ssfd_store::SpanStore>>,
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -27,7 +27,7 @@ pub fn router(
     exposition: Arc<Mutex<Exposition>>,
     span_metrics: Arc<SpanMetricsRegistry>,
     slos: Arc<SloRegistry>,
-    store: Arc<ssfd_store::SpanStore>,
+    store: Option<Arc<ssfd_store::SpanStore>>,
 ) -> Router {
     Router::new()
         .route("/healthcheck", get(|| async { "ok" }))
@@ -60,7 +60,12 @@ async fn trace(
             format!("trace id `{trace_id}` is not a decimal id, 16 or 32 hex digits"),
         );
     };
-    let store = Arc::clone(&exported.store);
+    let Some(store) = exported.store.clone() else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "span storage is off (storage.max_bytes: 0)".into(),
+        );
+    };
     let spans = match tokio::task::spawn_blocking(move || store.trace(id)).await {
         Ok(Ok(spans)) => spans,
         Ok(Err(error)) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),

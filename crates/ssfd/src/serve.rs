@@ -167,14 +167,19 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
                 })
                 .collect(),
         ));
-        let store = std::sync::Arc::new(
-            ssfd_store::SpanStore::open(Path::new(&config.data_dir), config.storage.max_bytes)
-                .with_context(|| {
-                    format!("cannot open the span store in data_dir {}", config.data_dir)
-                })?,
-        );
+        // storage.max_bytes: 0 keeps no spans (the front-door benchmarks use it)
+        let store = match config.storage.max_bytes {
+            0 => None,
+            max_bytes => Some(std::sync::Arc::new(
+                ssfd_store::SpanStore::open(Path::new(&config.data_dir), max_bytes).with_context(
+                    || format!("cannot open the span store in data_dir {}", config.data_dir),
+                )?,
+            )),
+        };
         let derived = ssfd_engine::Derived {
-            span_sink: Some(store.clone() as std::sync::Arc<dyn ssfd_engine::SpanSink>),
+            span_sink: store
+                .clone()
+                .map(|s| s as std::sync::Arc<dyn ssfd_engine::SpanSink>),
             span_metrics: std::sync::Arc::clone(&span_metrics),
             slos: std::sync::Arc::clone(&slos),
             events: std::sync::Arc::default(),
@@ -196,7 +201,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let running = bound.start(pipeline.clone(), stopped.clone()).await?;
         let mut http_stopped = stopped.clone();
-        let http_store = std::sync::Arc::clone(&store);
+        let http_store = store.clone();
         let http_server = tokio::spawn(async move {
             let _ = axum::serve(
                 http,
@@ -213,7 +218,9 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         running.stop().await;
         drop(pipeline);
         tokio::task::spawn_blocking(move || workers.join()).await?;
-        if let Err(error) = store.sync() {
+        if let Some(store) = &store
+            && let Err(error) = store.sync()
+        {
             tracing::warn!(%error, "span store sync at shutdown failed");
         }
         let _ = http_server.await;
