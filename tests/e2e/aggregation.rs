@@ -433,3 +433,30 @@ fn statsd_sink_repeats_flushed_metrics() {
         ["_sc|rep.up|1|m:slow", "rep.c:4|c|#a:1,b:2", "rep.g:7|g"]
     );
 }
+
+#[test]
+fn sigterm_flushes_the_open_interval_to_the_jsonl_sink() {
+    let jsonl = tempfile::NamedTempFile::new().unwrap();
+    let config = format!(
+        "interval: 1h\nnum_workers: 1\nmetric_sinks:\n  - kind: jsonl\n    config: {{path: {}}}\n",
+        jsonl.path().display()
+    );
+    let server = Server::start(&config);
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"last.words:3|c", server.addr("statsd udp"))
+        .unwrap();
+    server.wait_metric("ssfd_worker_received_total{kind=\"counter\"}", 1.0);
+    assert!(
+        jsonl_lines(jsonl.path()).is_empty(),
+        "no interval has ended yet"
+    );
+    assert!(server.terminate().success());
+    let lines = jsonl_lines(jsonl.path());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(
+        (line["name"].as_str(), line["value"].as_f64()),
+        (Some("last.words"), Some(3.0))
+    );
+}
