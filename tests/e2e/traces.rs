@@ -112,6 +112,11 @@ fn out_of_order_spans_join_and_survive_a_restart() {
     assert_eq!(status, 400);
     assert!(body.contains("\"error\""), "{body}");
     assert_eq!(server.get("/api/v1/traces/999").0, 404);
+    let (_, services) = server.get("/api/v1/services");
+    assert_eq!(services, r#"{"services":["api","db","web"]}"#);
+    let (_, operations) = server.get("/api/v1/services/api/operations");
+    assert_eq!(operations, r#"{"operations":["authorize","charge"]}"#);
+    assert_eq!(server.get("/api/v1/services/nope/operations").0, 404);
     assert!(server.terminate().success());
 
     let restarted = Server::start_config(&config, tempfile::tempdir().unwrap(), &[]);

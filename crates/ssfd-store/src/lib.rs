@@ -42,6 +42,28 @@ struct Index {
     blocks: BTreeMap<u64, (u64, Vec<i64>)>,
     bytes: u64,
     next_block: u64,
+    /// service → its span names (operations), for `/api/v1/services`.
+    services: BTreeMap<String, std::collections::BTreeSet<String>>,
+}
+
+impl Index {
+    fn note_service(&mut self, span: &[u8]) {
+        let Ok(view) = ssfd_wire::ssf_view::SpanView::parse(span) else {
+            return;
+        };
+        let name = view.normalized_name();
+        match self.services.get_mut(view.service) {
+            Some(names) => {
+                if !names.contains(name) {
+                    names.insert(name.to_string());
+                }
+            }
+            None => {
+                self.services
+                    .insert(view.service.to_string(), [name.to_string()].into());
+            }
+        }
+    }
 }
 
 /// Spans on disk, found by trace id.
@@ -123,6 +145,7 @@ impl SpanStore {
                     .or_default()
                     .push(SpanRef { block, offset, len });
                 traces.push(trace_id);
+                index.note_service(&bytes[offset as usize..(offset + len) as usize]);
             }
             index.bytes += bytes.len() as u64;
             index.blocks.insert(block, (bytes.len() as u64, traces));
@@ -155,6 +178,7 @@ impl SpanStore {
                 len,
             });
             index.pending_traces.push(trace_id);
+            index.note_service(&encoded[offset as usize..(offset + len) as usize]);
         }
         index.pending.extend_from_slice(&encoded);
         let since = *index
@@ -232,6 +256,23 @@ impl SpanStore {
     pub fn flush(&self) -> Result<(), StoreError> {
         let mut index = self.index.write().map_err(db_error)?;
         self.write_pending(&mut index)
+    }
+
+    /// Services that sent spans, sorted.
+    pub fn services(&self) -> Vec<String> {
+        self.index
+            .read()
+            .map(|index| index.services.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A service's span names, sorted; `None` for an unknown service.
+    pub fn operations(&self, service: &str) -> Option<Vec<String>> {
+        let index = self.index.read().ok()?;
+        index
+            .services
+            .get(service)
+            .map(|names| names.iter().cloned().collect())
     }
 
     /// Every stored span of `trace_id`, as SSF bytes, in arrival order.
@@ -370,6 +411,12 @@ mod tests {
         }
         let store = SpanStore::open(dir.path(), 1 << 30).unwrap();
         assert_eq!(ids(&store, 1), [10, 11, 12]);
+        assert_eq!(store.services(), [""], "these test spans have no service");
+        assert_eq!(
+            store.operations(""),
+            Some(vec!["s10".into(), "s11".into(), "s12".into(), "s20".into()])
+        );
+        assert_eq!(store.operations("nope"), None);
         store.append(&batch(&[(2, 21)])).unwrap();
         assert_eq!(ids(&store, 2), [20, 21]);
     }

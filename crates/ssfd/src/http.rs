@@ -35,6 +35,8 @@ pub fn router(
         .route("/metrics", get(metrics))
         .route("/api/v1/slos", get(slos_report))
         .route("/api/v1/traces/{trace_id}", get(trace))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/services/{service}/operations", get(operations))
         .with_state(Exported {
             exposition,
             span_metrics,
@@ -45,6 +47,37 @@ pub fn router(
 
 fn api_error(status: axum::http::StatusCode, message: String) -> axum::response::Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// `GET /api/v1/services` (SPEC 6): every service that sent spans.
+async fn services(State(exported): State<Exported>) -> axum::response::Response {
+    let services = exported
+        .store
+        .as_ref()
+        .map(|store| store.services())
+        .unwrap_or_default();
+    axum::Json(serde_json::json!({ "services": services })).into_response()
+}
+
+/// `GET /api/v1/services/{service}/operations` (SPEC 6): its span names; 404 when the
+/// service is unknown.
+async fn operations(
+    State(exported): State<Exported>,
+    axum::extract::Path(service): axum::extract::Path<String>,
+) -> axum::response::Response {
+    match exported
+        .store
+        .as_ref()
+        .and_then(|store| store.operations(&service))
+    {
+        Some(operations) => {
+            axum::Json(serde_json::json!({ "operations": operations })).into_response()
+        }
+        None => api_error(
+            axum::http::StatusCode::NOT_FOUND,
+            format!("service `{service}` has sent no span"),
+        ),
+    }
 }
 
 /// `GET /api/v1/traces/{trace_id}` (SPEC 6): the joined tree, 400 for a bad id, 404
