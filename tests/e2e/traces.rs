@@ -117,6 +117,15 @@ fn out_of_order_spans_join_and_survive_a_restart() {
     let (_, operations) = server.get("/api/v1/services/api/operations");
     assert_eq!(operations, r#"{"operations":["authorize","charge"]}"#);
     assert_eq!(server.get("/api/v1/services/nope/operations").0, 404);
+    // a quiet store still writes its block within a quarter second or so
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("ssfd_store_bytes{store=\"spans\"}") == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the pending block was never written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(server.terminate().success());
 
     let restarted = Server::start_config(&config, tempfile::tempdir().unwrap(), &[]);

@@ -100,6 +100,8 @@ pub trait MetricSink: Send {
 /// Where span workers put every batch of valid spans (the span store, issue 4).
 pub trait SpanSink: Send + Sync {
     fn append(&self, spans: &SpanBatch);
+    /// Called when the span worker has been idle a while (a store writes what waits).
+    fn tick(&self) {}
 }
 
 /// State shared by ingest, the span workers and the flusher.
@@ -483,7 +485,17 @@ fn span_worker(
     slos: &SloRegistry,
     span_sink: Option<&dyn SpanSink>,
 ) {
-    for work in receiver {
+    loop {
+        let work = match receiver.recv_timeout(std::time::Duration::from_millis(250)) {
+            Ok(work) => work,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if let Some(sink) = span_sink {
+                    sink.tick();
+                }
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        };
         if !stall.is_zero() {
             std::thread::sleep(stall);
         }

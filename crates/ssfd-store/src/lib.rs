@@ -153,6 +153,7 @@ impl SpanStore {
         }
         drop(table);
         drop(read);
+        ssfd_telemetry::set_store_bytes("spans", index.bytes);
         Ok(SpanStore {
             db,
             index: RwLock::new(index),
@@ -245,6 +246,7 @@ impl SpanStore {
             .blocks
             .insert(block, (block_bytes.len() as u64, traces));
         index.next_block = block + 1;
+        ssfd_telemetry::set_store_bytes("spans", index.bytes);
         // keep the buffer's capacity: a fresh 4 MiB buffer per block costs page faults
         let mut reused = block_bytes;
         reused.clear();
@@ -347,6 +349,20 @@ impl SpanStore {
 }
 
 impl SpanSink for SpanStore {
+    /// Writes the block being filled once it is old enough, so quiet spans reach disk.
+    fn tick(&self) {
+        let Ok(mut index) = self.index.write() else {
+            return;
+        };
+        if index
+            .pending_since
+            .is_some_and(|since| since.elapsed() >= BLOCK_AGE)
+            && let Err(error) = self.write_pending(&mut index)
+        {
+            tracing::warn!(%error, "span store write failed");
+        }
+    }
+
     fn append(&self, spans: &SpanBatch) {
         if let Err(error) = SpanStore::append(self, spans) {
             tracing::warn!(%error, "span store write failed");

@@ -101,6 +101,15 @@ static FLUSHES: AtomicU64 = AtomicU64::new(0);
 static FLUSH_NANOS: AtomicU64 = AtomicU64::new(0);
 
 static SERIES_OVERFLOW: AtomicU64 = AtomicU64::new(0);
+static STORE_BYTES: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+const STORES: [&str; 3] = ["spans", "logs", "wal"];
+
+/// Bytes a store keeps on disk (`spans`, `logs`, `wal`).
+pub fn set_store_bytes(store: &str, bytes: u64) {
+    if let Some(index) = STORES.iter().position(|s| *s == store) {
+        STORE_BYTES[index].store(bytes, Relaxed);
+    }
+}
 
 /// Samples folded into overflow series because `max_series` was reached (kept, not
 /// dropped: SPEC 4.3).
@@ -263,6 +272,19 @@ pub fn render(out: &mut String, version: &str) {
         "live series in the last flushed interval",
     );
     let _ = writeln!(out, "ssfd_series {}", SERIES.load(Relaxed));
+    header(
+        out,
+        "ssfd_store_bytes",
+        "gauge",
+        "bytes a store keeps on disk",
+    );
+    for (index, store) in STORES.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "ssfd_store_bytes{{store=\"{store}\"}} {}",
+            STORE_BYTES[index].load(Relaxed)
+        );
+    }
     header(
         out,
         "ssfd_series_overflow_total",
