@@ -112,107 +112,92 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
     let parse = |url: &str| {
         ListenAddr::parse(url).map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))
     };
-    for url in &config.statsd_listen_addresses {
-        match parse(url)? {
-            ListenAddr::Udp(address) => {
-                let bound = datagram::bind_udp(&address, readers, buffer)
-                    .map_err(|e| with_context(e, url))?;
-                let local = bound[0].local_addr()?.as_socket().expect("inet address");
-                announcements.push(Announcement {
-                    kind: "statsd",
-                    url: format!("udp://{local}"),
-                });
-                sockets.push(Socket::Datagram {
-                    payload: Payload::Statsd,
-                    protocol: Protocol::Udp,
-                    sockets: bound,
-                    max: config.metric_max_length,
-                });
-            }
-            ListenAddr::Tcp(address) => {
-                let listener = TcpListener::bind(&address)
-                    .await
-                    .map_err(|e| with_context(e, url))?;
-                announcements.push(Announcement {
-                    kind: "statsd",
-                    url: format!("tcp://{}", listener.local_addr()?),
-                });
-                sockets.push(Socket::Tcp {
-                    payload: StreamPayload::StatsdLines,
-                    listener,
-                });
-            }
-            ListenAddr::Unixgram(path) => {
-                let socket =
-                    datagram::bind_unixgram(&path, buffer).map_err(|e| with_context(e, url))?;
-                announcements.push(Announcement {
-                    kind: "statsd",
-                    url: format!("unixgram://{path}"),
-                });
-                sockets.push(Socket::Datagram {
-                    payload: Payload::Statsd,
-                    protocol: Protocol::Unixgram,
-                    sockets: vec![socket],
-                    max: config.metric_max_length,
-                });
-            }
-            ListenAddr::Unix(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("statsd_listen_addresses: `{url}`: statsd takes udp, tcp and unixgram"),
-                ));
-            }
-        }
-    }
-    for url in &config.ssf_listen_addresses {
-        match parse(url)? {
-            ListenAddr::Udp(address) => {
-                let bound = datagram::bind_udp(&address, readers, buffer)
-                    .map_err(|e| with_context(e, url))?;
-                let local = bound[0].local_addr()?.as_socket().expect("inet address");
-                announcements.push(Announcement {
-                    kind: "ssf",
-                    url: format!("udp://{local}"),
-                });
-                sockets.push(Socket::Datagram {
-                    payload: Payload::Ssf,
-                    protocol: Protocol::Udp,
-                    sockets: bound,
-                    max: config.trace_max_length_bytes,
-                });
-            }
-            ListenAddr::Tcp(address) => {
-                let listener = TcpListener::bind(&address)
-                    .await
-                    .map_err(|e| with_context(e, url))?;
-                announcements.push(Announcement {
-                    kind: "ssf",
-                    url: format!("tcp://{}", listener.local_addr()?),
-                });
-                sockets.push(Socket::Tcp {
-                    payload: StreamPayload::SsfFrames,
-                    listener,
-                });
-            }
-            ListenAddr::Unix(path) => {
-                let listener = bind_unix_stream(&path)
-                    .await
-                    .map_err(|e| with_context(e, url))?;
-                announcements.push(Announcement {
-                    kind: "ssf",
-                    url: format!("unix://{path}"),
-                });
-                sockets.push(Socket::Unix {
-                    payload: StreamPayload::SsfFrames,
-                    listener,
-                });
-            }
-            ListenAddr::Unixgram(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("ssf_listen_addresses: `{url}`: ssf takes udp, tcp and unix"),
-                ));
-            }
+    // statsd takes udp, tcp and unixgram; SSF takes udp, tcp and unix (streams)
+    let families = [
+        (
+            "statsd",
+            &config.statsd_listen_addresses,
+            Payload::Statsd,
+            StreamPayload::StatsdLines,
+            config.metric_max_length,
+        ),
+        (
+            "ssf",
+            &config.ssf_listen_addresses,
+            Payload::Ssf,
+            StreamPayload::SsfFrames,
+            config.trace_max_length_bytes,
+        ),
+    ];
+    for (kind, urls, payload, stream_payload, max) in families {
+        for url in urls {
+            let (announced, socket) = match parse(url)? {
+                ListenAddr::Udp(address) => {
+                    let bound = datagram::bind_udp(&address, readers, buffer)
+                        .map_err(|e| with_context(e, url))?;
+                    let local = bound[0].local_addr()?.as_socket().expect("inet address");
+                    (
+                        format!("udp://{local}"),
+                        Socket::Datagram {
+                            payload,
+                            protocol: Protocol::Udp,
+                            sockets: bound,
+                            max,
+                        },
+                    )
+                }
+                ListenAddr::Tcp(address) => {
+                    let listener = TcpListener::bind(&address)
+                        .await
+                        .map_err(|e| with_context(e, url))?;
+                    (
+                        format!("tcp://{}", listener.local_addr()?),
+                        Socket::Tcp {
+                            payload: stream_payload,
+                            listener,
+                        },
+                    )
+                }
+                ListenAddr::Unixgram(path) if payload == Payload::Statsd => {
+                    let socket =
+                        datagram::bind_unixgram(&path, buffer).map_err(|e| with_context(e, url))?;
+                    let bound = Socket::Datagram {
+                        payload,
+                        protocol: Protocol::Unixgram,
+                        sockets: vec![socket],
+                        max,
+                    };
+                    (format!("unixgram://{path}"), bound)
+                }
+                ListenAddr::Unix(path) if payload == Payload::Ssf => {
+                    let listener = bind_unix_stream(&path)
+                        .await
+                        .map_err(|e| with_context(e, url))?;
+                    (
+                        format!("unix://{path}"),
+                        Socket::Unix {
+                            payload: stream_payload,
+                            listener,
+                        },
+                    )
+                }
+                _ => {
+                    let takes = if payload == Payload::Statsd {
+                        "udp, tcp and unixgram"
+                    } else {
+                        "udp, tcp and unix"
+                    };
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{kind}_listen_addresses: `{url}`: {kind} takes {takes}"),
+                    ));
+                }
+            };
+            announcements.push(Announcement {
+                kind,
+                url: announced,
+            });
+            sockets.push(socket);
         }
     }
     let mut grpc_addresses = Vec::new();
