@@ -35,6 +35,15 @@ fn gate_services(source: &str) -> String {
     out
 }
 
+/// Applies [`gate_services`] to every generated file of `out_dir`.
+fn gate_dir(out_dir: &Path) {
+    for entry in std::fs::read_dir(out_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, gate_services(&text)).unwrap();
+    }
+}
+
 fn generate(out_dir: &Path) {
     let proto_dir = repo_root().join("proto");
     let fds = protox::compile(PROTOS, [&proto_dir]).expect("proto files compile");
@@ -48,11 +57,7 @@ fn generate(out_dir: &Path) {
         .out_dir(out_dir)
         .compile_fds_with_config(fds, config)
         .expect("code generation");
-    for entry in std::fs::read_dir(out_dir).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, gate_services(&text)).unwrap();
-    }
+    gate_dir(out_dir);
 }
 
 /// The servers ingest reads in place: `SSFSpan` requests arrive as raw bytes.
@@ -72,11 +77,7 @@ fn generate_raw_servers(out_dir: &Path) {
         .out_dir(out_dir)
         .compile_fds_with_config(fds, config)
         .expect("code generation");
-    for entry in std::fs::read_dir(out_dir).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, gate_services(&text)).unwrap();
-    }
+    gate_dir(out_dir);
 }
 
 #[test]
