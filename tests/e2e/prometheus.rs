@@ -22,6 +22,26 @@ fn promtool_parses_the_exposition() {
         "weird_name_x_total{_1bad=\"x\",a_b=\"c\\\"q\",exported_le=\"2\",exported_quantile=\"3\"}",
         1.0,
     );
+    // `clash` is a counter family first; the gauge that sanitises to `clash_total` is
+    // dropped from the exposition and counted
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"clash:1|c", server.addr("statsd udp"))
+        .unwrap();
+    server.wait_metric("clash_total", 1.0);
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"clash.total:5|g", server.addr("statsd udp"))
+        .unwrap();
+    server.wait_metric(
+        "ssfd_dropped_total{stage=\"sink\",reason=\"overflow\"}",
+        1.0,
+    );
+    assert_eq!(
+        server.metric("clash_total"),
+        1.0,
+        "the counter keeps its family"
+    );
     let (_, metrics) = server.get("/metrics");
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

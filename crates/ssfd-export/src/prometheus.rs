@@ -393,7 +393,14 @@ impl MetricSink for PrometheusSink {
 
     fn flush(&mut self, flush: &Flush) {
         if let Ok(mut exposition) = self.exposition.lock() {
+            let before = exposition.conflicts();
             exposition.apply(flush);
+            // series whose family already had another type: dropped, and counted
+            ssfd_telemetry::dropped(
+                ssfd_telemetry::Stage::Sink,
+                ssfd_telemetry::DropReason::Overflow,
+                exposition.conflicts() - before,
+            );
         }
     }
 }
