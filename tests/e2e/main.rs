@@ -5,6 +5,7 @@ mod aggregation;
 mod clients;
 mod emit;
 mod listeners;
+mod logs;
 mod policies;
 mod prometheus;
 mod traces;

@@ -100,6 +100,8 @@ pub trait MetricSink: Send {
 /// Where span workers put every batch of valid spans (the span store, issue 4).
 pub trait SpanSink: Send + Sync {
     fn append(&self, spans: &SpanBatch);
+    /// Log records that are not inside a span.
+    fn append_logs(&self, _records: Vec<LogRecord>) {}
     /// Called when the span worker has been idle a while (a store writes what waits).
     fn tick(&self) {}
 }
@@ -554,6 +556,9 @@ fn span_worker(
                         _ => Kind::Log,
                     };
                     telemetry::worker_received(kind, 1);
+                }
+                if let Some(sink) = span_sink {
+                    sink.append_logs(records);
                 }
             }
         }

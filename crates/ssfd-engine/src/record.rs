@@ -68,3 +68,72 @@ pub struct LogRecord {
     /// Sorted `key:value` or bare tags.
     pub tags: Vec<String>,
 }
+
+impl LogRecord {
+    /// True for an SSF log sample (SPEC 5): COUNTER, value 0, a message.
+    pub fn is_log_sample(sample: &ssfd_wire::ssf_view::SampleView<'_>) -> bool {
+        matches!(
+            ssfd_wire::normalize::classify_sample_fields(
+                sample.metric,
+                sample.name,
+                sample.value,
+                sample.message,
+                sample.sample_rate,
+            ),
+            Ok(ssfd_wire::normalize::SampleClass::Log)
+        )
+    }
+
+    /// An SSF log sample as a record; inside a span it carries the span's trace id,
+    /// span id and service (SPEC 5), and a sample without a timestamp takes the span's
+    /// start (alone: the receipt time).
+    pub fn from_sample(
+        sample: &ssfd_wire::ssf_view::SampleView<'_>,
+        span: Option<&ssfd_wire::ssf_view::SpanView<'_>>,
+    ) -> LogRecord {
+        let mut pairs = Vec::new();
+        ssfd_wire::ssf_view::dedup_tags(sample.raw_tags(), &mut pairs);
+        let mut tags: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{k}:{v}")
+                }
+            })
+            .collect();
+        tags.sort();
+        let tag_service = pairs
+            .iter()
+            .find(|(k, _)| *k == "service")
+            .map(|(_, v)| v.to_string());
+        let service = match span {
+            Some(span) if !span.service.is_empty() => span.service.to_string(),
+            _ => tag_service.unwrap_or_default(),
+        };
+        let timestamp_ns = match (sample.timestamp, span) {
+            (0, Some(span)) => span.start_timestamp,
+            (0, None) => now_ns(),
+            (timestamp, _) => timestamp,
+        };
+        LogRecord {
+            kind: LogKind::Log,
+            timestamp_ns,
+            service,
+            trace_id: span.map(|s| s.trace_id),
+            span_id: span.map(|s| s.id),
+            name: sample.name.to_string(),
+            message: sample.message.to_string(),
+            severity: Severity::from_status(sample.status),
+            tags,
+        }
+    }
+}
+
+/// Unix nanoseconds now.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

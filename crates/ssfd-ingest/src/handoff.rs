@@ -311,7 +311,9 @@ impl Handoff {
                 sample.sample_rate,
             ) {
                 Ok(SampleClass::Metric) => self.ssf_sample(&sample),
-                Ok(SampleClass::Log) if !trace_span => self.records.push(log_record(&sample)),
+                Ok(SampleClass::Log) if !trace_span => {
+                    self.records.push(LogRecord::from_sample(&sample, None))
+                }
                 Ok(SampleClass::Log) => {}
                 Err(error) => self.reject(error.reason()),
             }
@@ -613,39 +615,3 @@ fn now_ns() -> i64 {
 
 /// Sample tags handled without allocating.
 const INLINE_TAGS: usize = 16;
-
-/// A log sample sent outside a span.
-fn log_record(sample: &SampleView<'_>) -> LogRecord {
-    let mut pairs = Vec::new();
-    dedup_tags(sample.raw_tags(), &mut pairs);
-    let tags: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| {
-            if v.is_empty() {
-                k.to_string()
-            } else {
-                format!("{k}:{v}")
-            }
-        })
-        .collect();
-    let service = pairs
-        .iter()
-        .find(|(k, _)| *k == "service")
-        .map(|(_, v)| v.to_string())
-        .unwrap_or_default();
-    LogRecord {
-        kind: LogKind::Log,
-        timestamp_ns: if sample.timestamp == 0 {
-            now_ns()
-        } else {
-            sample.timestamp
-        },
-        service,
-        trace_id: None,
-        span_id: None,
-        name: sample.name.to_string(),
-        message: sample.message.to_string(),
-        severity: Severity::from_status(sample.status),
-        tags,
-    }
-}

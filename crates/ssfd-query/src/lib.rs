@@ -1,7 +1,10 @@
 //! The read side (issue 4): joins a trace's stored spans into one tree (SPEC 5) and
 //! renders SPEC 6's JSON, each span with its own logs and metrics. It never writes.
-//! Still to come with issue 4: trace and log searches, services, the Jaeger API, the
-//! query CLI and the web UI.
+//! [`api`] parses search parameters and renders search and log answers; [`jaeger`]
+//! renders Jaeger's read API.
+
+pub mod api;
+pub mod jaeger;
 
 use prost::Message;
 use serde_json::{Value, json};

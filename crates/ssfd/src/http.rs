@@ -1,16 +1,21 @@
-//! The HTTP endpoints that exist so far: `/healthcheck`, `/version` and `/metrics`
-//! (the flushed metrics' exposition, then own telemetry, SPEC 6 and 10). The query API
-//! and web UI come with the query crate.
+//! The HTTP endpoints (SPEC 6): `/healthcheck`, `/version`, `/metrics` (the flushed
+//! metrics' exposition, then own telemetry), the `/api/v1` query API over the stores,
+//! the Jaeger-compatible read API under `/api`, and the web UI at `/`. Store reads run
+//! on the blocking pool; answers are rendered by `ssfd-query`.
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, header};
-use axum::response::IntoResponse;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde_json::{Value, json};
 use ssfd_engine::slo::SloRegistry;
 use ssfd_engine::span_metrics::SpanMetricsRegistry;
 use ssfd_export::openmetrics;
 use ssfd_export::prometheus::Exposition;
+use ssfd_query::{api, jaeger};
+use ssfd_store::Store;
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
@@ -18,25 +23,40 @@ struct Exported {
     exposition: Arc<Mutex<Exposition>>,
     span_metrics: Arc<SpanMetricsRegistry>,
     slos: Arc<SloRegistry>,
-    store: Option<Arc<ssfd_store::SpanStore>>,
+    store: Option<Arc<Store>>,
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The web UI: one file, no build step.
+const UI: &str = include_str!("ui/index.html");
 
 pub fn router(
     exposition: Arc<Mutex<Exposition>>,
     span_metrics: Arc<SpanMetricsRegistry>,
     slos: Arc<SloRegistry>,
-    store: Option<Arc<ssfd_store::SpanStore>>,
+    store: Option<Arc<Store>>,
 ) -> Router {
     Router::new()
+        .route(
+            "/",
+            get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], UI) }),
+        )
         .route("/healthcheck", get(|| async { "ok" }))
         .route("/version", get(|| async { format!("ssfd {VERSION}\n") }))
         .route("/metrics", get(metrics))
         .route("/api/v1/slos", get(slos_report))
+        .route("/api/v1/traces", get(search_traces))
         .route("/api/v1/traces/{trace_id}", get(trace))
         .route("/api/v1/services", get(services))
         .route("/api/v1/services/{service}/operations", get(operations))
+        .route("/api/v1/logs", get(logs))
+        .route("/api/v1/logs/tail", get(logs_tail))
+        .route("/api/traces", get(jaeger_search))
+        .route("/api/traces/{trace_id}", get(jaeger_trace))
+        .route("/api/services", get(jaeger_services))
+        .route("/api/services/{service}/operations", get(jaeger_operations))
+        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(Exported {
             exposition,
             span_metrics,
@@ -45,84 +65,234 @@ pub fn router(
         })
 }
 
-fn api_error(status: axum::http::StatusCode, message: String) -> axum::response::Response {
-    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+fn api_error(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+fn no_store() -> Response {
+    api_error(
+        StatusCode::NOT_FOUND,
+        "storage is off (storage.max_bytes: 0)".into(),
+    )
+}
+
+/// Runs a store read on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ssfd_store::StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            error.to_string(),
+        )),
+        Err(error) => Err(api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            error.to_string(),
+        )),
+    }
 }
 
 /// `GET /api/v1/services` (SPEC 6): every service that sent spans.
-async fn services(State(exported): State<Exported>) -> axum::response::Response {
+async fn services(State(exported): State<Exported>) -> Response {
     let services = exported
         .store
         .as_ref()
-        .map(|store| store.services())
+        .map(|store| store.spans.services())
         .unwrap_or_default();
-    axum::Json(serde_json::json!({ "services": services })).into_response()
+    axum::Json(json!({ "services": services })).into_response()
 }
 
 /// `GET /api/v1/services/{service}/operations` (SPEC 6): its span names; 404 when the
 /// service is unknown.
-async fn operations(
-    State(exported): State<Exported>,
-    axum::extract::Path(service): axum::extract::Path<String>,
-) -> axum::response::Response {
+async fn operations(State(exported): State<Exported>, Path(service): Path<String>) -> Response {
     match exported
         .store
         .as_ref()
-        .and_then(|store| store.operations(&service))
+        .and_then(|store| store.spans.operations(&service))
     {
-        Some(operations) => {
-            axum::Json(serde_json::json!({ "operations": operations })).into_response()
-        }
+        Some(operations) => axum::Json(json!({ "operations": operations })).into_response(),
         None => api_error(
-            axum::http::StatusCode::NOT_FOUND,
+            StatusCode::NOT_FOUND,
             format!("service `{service}` has sent no span"),
         ),
     }
 }
 
+fn bad_trace_id(text: &str) -> Response {
+    api_error(
+        StatusCode::BAD_REQUEST,
+        format!("trace id `{text}` is not a decimal id, 16 or 32 hex digits"),
+    )
+}
+
 /// `GET /api/v1/traces/{trace_id}` (SPEC 6): the joined tree, 400 for a bad id, 404
 /// for an unknown one.
-async fn trace(
-    State(exported): State<Exported>,
-    axum::extract::Path(trace_id): axum::extract::Path<String>,
-) -> axum::response::Response {
-    use axum::http::StatusCode;
+async fn trace(State(exported): State<Exported>, Path(trace_id): Path<String>) -> Response {
     let Ok(id) = ssfd_query::parse_id(&trace_id) else {
-        return api_error(
+        return bad_trace_id(&trace_id);
+    };
+    let Some(store) = exported.store.clone() else {
+        return no_store();
+    };
+    let joined = blocking(move || {
+        let spans = store.spans.trace(id)?;
+        Ok(ssfd_query::trace_json(id, &spans))
+    })
+    .await;
+    match joined {
+        Ok(Some(trace)) => axum::Json(trace).into_response(),
+        Ok(None) => api_error(StatusCode::NOT_FOUND, format!("trace {id} is not stored")),
+        Err(response) => response,
+    }
+}
+
+/// `GET /api/v1/traces?...` (SPEC 6): newest-first trace search.
+async fn search_traces(State(exported): State<Exported>, RawQuery(raw): RawQuery) -> Response {
+    let query = match api::trace_query(raw.as_deref()) {
+        Ok(query) => query,
+        Err(message) => return api_error(StatusCode::BAD_REQUEST, message),
+    };
+    let Some(store) = exported.store.clone() else {
+        return axum::Json(json!({ "traces": [] })).into_response();
+    };
+    match blocking(move || store.spans.search(&query)).await {
+        Ok(found) => {
+            let traces: Vec<Value> = found.iter().map(api::summary_json).collect();
+            axum::Json(json!({ "traces": traces })).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+/// `GET /api/v1/logs?...` (SPEC 6): newest-first log search.
+async fn logs(State(exported): State<Exported>, RawQuery(raw): RawQuery) -> Response {
+    let query = match api::log_query(raw.as_deref()) {
+        Ok(query) => query,
+        Err(message) => return api_error(StatusCode::BAD_REQUEST, message),
+    };
+    let Some(store) = exported.store.clone() else {
+        return axum::Json(json!({ "logs": [] })).into_response();
+    };
+    match blocking(move || store.logs.search(&query)).await {
+        Ok(found) => {
+            let logs: Vec<Value> = found.iter().map(api::log_json).collect();
+            axum::Json(json!({ "logs": logs })).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+/// `GET /api/v1/logs/tail?...` (SPEC 6): server-sent events, one per new matching
+/// record, no backlog. A subscriber that falls behind skips what it missed.
+async fn logs_tail(State(exported): State<Exported>, RawQuery(raw): RawQuery) -> Response {
+    use tokio_stream::StreamExt;
+    let query = match api::log_query(raw.as_deref()) {
+        Ok(query) => query,
+        Err(message) => return api_error(StatusCode::BAD_REQUEST, message),
+    };
+    let Some(store) = exported.store.clone() else {
+        return no_store();
+    };
+    let records = tokio_stream::wrappers::BroadcastStream::new(store.logs.subscribe());
+    let events = records.filter_map(move |record| match record {
+        Ok(record) if query.matches(&record) => Some(Ok::<Event, std::convert::Infallible>(
+            Event::default().data(api::log_json(&record).to_string()),
+        )),
+        _ => None,
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn jaeger_answer(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+/// `GET /api/traces/{id}` (Jaeger).
+async fn jaeger_trace(State(exported): State<Exported>, Path(trace_id): Path<String>) -> Response {
+    let Ok(id) = ssfd_query::parse_id(&trace_id) else {
+        return jaeger_answer(
             StatusCode::BAD_REQUEST,
-            format!("trace id `{trace_id}` is not a decimal id, 16 or 32 hex digits"),
+            jaeger::error(400, &format!("trace id `{trace_id}` is not hex")),
         );
     };
     let Some(store) = exported.store.clone() else {
-        return api_error(
-            StatusCode::NOT_FOUND,
-            "span storage is off (storage.max_bytes: 0)".into(),
-        );
+        return jaeger_answer(StatusCode::NOT_FOUND, jaeger::error(404, "trace not found"));
     };
-    let spans = match tokio::task::spawn_blocking(move || store.trace(id)).await {
-        Ok(Ok(spans)) => spans,
-        Ok(Err(error)) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
-        Err(error) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
-    };
-    match ssfd_query::trace_json(id, &spans) {
-        Some(trace) => axum::Json(trace).into_response(),
-        None => api_error(StatusCode::NOT_FOUND, format!("trace {id} is not stored")),
+    match blocking(move || Ok(jaeger::trace(id, &store.spans.trace(id)?))).await {
+        Ok(Some(trace)) => axum::Json(jaeger::envelope(json!([trace]))).into_response(),
+        Ok(None) => jaeger_answer(StatusCode::NOT_FOUND, jaeger::error(404, "trace not found")),
+        Err(response) => response,
     }
+}
+
+/// `GET /api/traces?...` (Jaeger): the matching traces, whole.
+async fn jaeger_search(State(exported): State<Exported>, RawQuery(raw): RawQuery) -> Response {
+    let query = match jaeger::search_query(raw.as_deref()) {
+        Ok(query) => query,
+        Err(message) => {
+            return jaeger_answer(StatusCode::BAD_REQUEST, jaeger::error(400, &message));
+        }
+    };
+    let Some(store) = exported.store.clone() else {
+        return axum::Json(jaeger::envelope(json!([]))).into_response();
+    };
+    let found = blocking(move || {
+        let mut traces = Vec::new();
+        for summary in store.spans.search(&query)? {
+            if let Some(trace) =
+                jaeger::trace(summary.trace_id, &store.spans.trace(summary.trace_id)?)
+            {
+                traces.push(trace);
+            }
+        }
+        Ok(traces)
+    })
+    .await;
+    match found {
+        Ok(traces) => axum::Json(jaeger::envelope(Value::Array(traces))).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `GET /api/services` (Jaeger).
+async fn jaeger_services(State(exported): State<Exported>) -> Response {
+    let services = exported
+        .store
+        .as_ref()
+        .map(|store| store.spans.services())
+        .unwrap_or_default();
+    axum::Json(jaeger::envelope(json!(services))).into_response()
+}
+
+/// `GET /api/services/{service}/operations` (Jaeger): an unknown service has none.
+async fn jaeger_operations(
+    State(exported): State<Exported>,
+    Path(service): Path<String>,
+) -> Response {
+    let operations = exported
+        .store
+        .as_ref()
+        .and_then(|store| store.spans.operations(&service))
+        .unwrap_or_default();
+    axum::Json(jaeger::envelope(json!(operations))).into_response()
 }
 
 /// `GET /api/v1/slos` (SPEC 6): each SLO over the 6 h window with its burn rates.
 async fn slos_report(State(exported): State<Exported>) -> impl IntoResponse {
-    let slos: Vec<serde_json::Value> = exported
+    let slos: Vec<Value> = exported
         .slos
         .report()
         .into_iter()
         .map(|report| {
-            let burn: serde_json::Map<String, serde_json::Value> = report
+            let burn: serde_json::Map<String, Value> = report
                 .burn_rate
                 .iter()
                 .map(|(window, burn)| (window.to_string(), (*burn).into()))
                 .collect();
-            serde_json::json!({
+            json!({
                 "name": report.name,
                 "objective": report.objective,
                 "good": report.good,
@@ -132,7 +302,7 @@ async fn slos_report(State(exported): State<Exported>) -> impl IntoResponse {
             })
         })
         .collect();
-    axum::Json(serde_json::json!({ "slos": slos }))
+    axum::Json(json!({ "slos": slos }))
 }
 
 async fn metrics(State(exported): State<Exported>, headers: HeaderMap) -> impl IntoResponse {
@@ -157,12 +327,11 @@ async fn metrics(State(exported): State<Exported>, headers: HeaderMap) -> impl I
             body,
         );
     }
-    let text = body;
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        text,
+        body,
     )
 }

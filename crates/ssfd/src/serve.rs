@@ -171,9 +171,14 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let store = match config.storage.max_bytes {
             0 => None,
             max_bytes => Some(std::sync::Arc::new(
-                ssfd_store::SpanStore::open(Path::new(&config.data_dir), max_bytes).with_context(
-                    || format!("cannot open the span store in data_dir {}", config.data_dir),
-                )?,
+                ssfd_store::Store::open(
+                    Path::new(&config.data_dir),
+                    max_bytes,
+                    ssfd_config::parse_duration(&config.retention).map_err(anyhow::Error::msg)?,
+                )
+                .with_context(|| {
+                    format!("cannot open the stores in data_dir {}", config.data_dir)
+                })?,
             )),
         };
         let derived = ssfd_engine::Derived {

@@ -1,0 +1,213 @@
+//! SPEC 6's query parameters and JSON answers for searches and logs: parameters are
+//! parsed strictly (an unknown or malformed one is a 400 naming it), times are unix
+//! nanoseconds or RFC 3339, durations Go-style.
+
+use serde_json::{Value, json};
+use ssfd_engine::LogRecord;
+use ssfd_store::{LogQuery, TraceQuery, TraceSummary};
+
+/// The largest `limit` a search takes.
+pub const MAX_LIMIT: usize = 1000;
+
+/// `key=value` pairs of a query string, decoded, in order.
+pub fn pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|raw| {
+        form_urlencoded::parse(raw.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// A time parameter: unix nanoseconds, or an RFC 3339 string.
+pub fn parse_time(key: &str, text: &str) -> Result<i64, String> {
+    if let Ok(ns) = text.parse::<i64>() {
+        return Ok(ns);
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp_nanos() as i64)
+        .map_err(|_| format!("`{key}` must be unix nanoseconds or an RFC 3339 time, not `{text}`"))
+}
+
+/// A Go-style duration parameter, in nanoseconds.
+pub fn parse_duration_ns(key: &str, text: &str) -> Result<i64, String> {
+    ssfd_config::parse_duration(text)
+        .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
+        .map_err(|error| format!("`{key}`: {error}"))
+}
+
+fn parse_limit(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
+        _ => Err(format!("`limit` must be 1 to {MAX_LIMIT}, not `{text}`")),
+    }
+}
+
+fn split_tag(tag: &str) -> (String, String) {
+    match tag.split_once(':') {
+        Some((key, value)) => (key.to_string(), value.to_string()),
+        None => (tag.to_string(), String::new()),
+    }
+}
+
+/// `GET /api/v1/traces` parameters (SPEC 6).
+pub fn trace_query(raw: Option<&str>) -> Result<TraceQuery, String> {
+    let mut query = TraceQuery {
+        limit: 20,
+        ..Default::default()
+    };
+    for (key, value) in pairs(raw) {
+        match key.as_str() {
+            "service" if !value.is_empty() => query.service = Some(value),
+            "name" | "operation" if !value.is_empty() => query.name = Some(value),
+            "service" | "name" | "operation" => {}
+            "tag" => query.tags.push(split_tag(&value)),
+            "error" => {
+                query.error = match value.as_str() {
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    "" => None,
+                    _ => return Err(format!("`error` must be true or false, not `{value}`")),
+                }
+            }
+            "min_duration" => query.min_duration_ns = Some(parse_duration_ns(&key, &value)?),
+            "max_duration" => query.max_duration_ns = Some(parse_duration_ns(&key, &value)?),
+            "start" => query.start_ns = Some(parse_time(&key, &value)?),
+            "end" => query.end_ns = Some(parse_time(&key, &value)?),
+            "limit" => query.limit = parse_limit(&value)?,
+            _ => return Err(format!("unknown parameter `{key}`")),
+        }
+    }
+    Ok(query)
+}
+
+const SEVERITIES: [&str; 7] = [
+    "trace", "debug", "info", "warn", "error", "fatal", "unknown",
+];
+
+/// `GET /api/v1/logs` (and `/logs/tail`) parameters (SPEC 6).
+pub fn log_query(raw: Option<&str>) -> Result<LogQuery, String> {
+    let mut query = LogQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    for (key, value) in pairs(raw) {
+        match key.as_str() {
+            "q" => query.set_text(&value),
+            "service" if !value.is_empty() => query.service = Some(value),
+            "service" => {}
+            "severity" if value.is_empty() => {}
+            "severity" if SEVERITIES.contains(&value.as_str()) => query.severity = Some(value),
+            "severity" => {
+                return Err(format!(
+                    "`severity` must be one of {}, not `{value}`",
+                    SEVERITIES.join(", ")
+                ));
+            }
+            "trace_id" if value.is_empty() => {}
+            "trace_id" => {
+                query.trace_id = Some(
+                    crate::parse_id(&value)
+                        .map_err(|_| format!("`trace_id` `{value}` is not a trace id"))?,
+                )
+            }
+            "tag" => query.tags.push(value),
+            "start" => query.start_ns = Some(parse_time(&key, &value)?),
+            "end" => query.end_ns = Some(parse_time(&key, &value)?),
+            "limit" => query.limit = parse_limit(&value)?,
+            _ => return Err(format!("unknown parameter `{key}`")),
+        }
+    }
+    Ok(query)
+}
+
+/// One trace search hit (SPEC 6).
+pub fn summary_json(summary: &TraceSummary) -> Value {
+    json!({
+        "trace_id": summary.trace_id.to_string(),
+        "root_service": summary.root_service,
+        "root_name": summary.root_name,
+        "start_ns": summary.start_ns,
+        "duration_ns": summary.duration_ns,
+        "span_count": summary.span_count,
+        "error_count": summary.error_count,
+        "services": summary.services,
+    })
+}
+
+/// One log record (SPEC 6's `LOG`).
+pub fn log_json(record: &LogRecord) -> Value {
+    json!({
+        "timestamp_ns": record.timestamp_ns,
+        "service": record.service,
+        "trace_id": record.trace_id.map(|id| id.to_string()),
+        "span_id": record.span_id.map(|id| id.to_string()),
+        "name": record.name,
+        "message": record.message,
+        "severity": record.severity.label(),
+        "tags": record.tags,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_parameters() {
+        let query = trace_query(Some(
+            "service=api&name=GET+%2F&tag=env:prod&tag=canary&error=true&min_duration=250ms&max_duration=1.5s&start=2026-11-25T12:00:00Z&end=1795608000000000001&limit=5",
+        ))
+        .unwrap();
+        assert_eq!(query.service.as_deref(), Some("api"));
+        assert_eq!(query.name.as_deref(), Some("GET /"));
+        assert_eq!(
+            query.tags,
+            [
+                ("env".into(), "prod".into()),
+                ("canary".into(), String::new())
+            ]
+        );
+        assert_eq!(query.error, Some(true));
+        assert_eq!(query.min_duration_ns, Some(250_000_000));
+        assert_eq!(query.max_duration_ns, Some(1_500_000_000));
+        assert_eq!(query.start_ns, Some(1_795_608_000_000_000_000));
+        assert_eq!(query.end_ns, Some(1_795_608_000_000_000_001));
+        assert_eq!(query.limit, 5);
+        assert_eq!(trace_query(None).unwrap().limit, 20);
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "limit=x",
+            "error=maybe",
+            "min_duration=fast",
+            "start=yesterday",
+            "bogus=1",
+        ] {
+            let error = trace_query(Some(bad)).unwrap_err();
+            let key = bad.split('=').next().unwrap();
+            assert!(error.contains(key), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn log_parameters() {
+        let query = log_query(Some(
+            "q=%22connection+refused%22+db&service=api&severity=error&trace_id=00000000000004d2&tag=env:prod",
+        ))
+        .unwrap();
+        assert_eq!(
+            query.terms,
+            vec![
+                vec!["connection".to_string(), "refused".into()],
+                vec!["db".into()]
+            ]
+        );
+        assert_eq!(query.trace_id, Some(1234));
+        assert_eq!(query.severity.as_deref(), Some("error"));
+        assert_eq!(query.limit, 100);
+        for bad in ["severity=loud", "trace_id=xyz", "limit=5000", "nope=1"] {
+            assert!(log_query(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The Jaeger-compatible read API (SPEC 6; the one Grafana's Jaeger data source
+//! calls), in Jaeger's JSON: ids as 16 hex digits, times in microseconds, tags and log
+//! fields as `{key, type, value}`, one process per service.
+
+use prost::Message;
+use serde_json::{Value, json};
+use ssfd_store::TraceQuery;
+use ssfd_wire::ssf::{SsfSpan, ssf_sample};
+use std::collections::{BTreeMap, HashMap};
+
+/// An id as Jaeger shows it: the two's-complement u64 in 16 hex digits.
+pub fn hex_id(id: i64) -> String {
+    format!("{:016x}", id as u64)
+}
+
+/// Jaeger's envelope around `data`.
+pub fn envelope(data: Value) -> Value {
+    let total = data.as_array().map_or(0, Vec::len);
+    json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": null })
+}
+
+/// Jaeger's error answer.
+pub fn error(code: u16, message: &str) -> Value {
+    json!({
+        "data": null, "total": 0, "limit": 0, "offset": 0,
+        "errors": [{ "code": code, "msg": message }],
+    })
+}
+
+fn kv(key: &str, value: &str) -> Value {
+    json!({ "key": key, "type": "string", "value": value })
+}
+
+/// One trace in Jaeger's format; `None` when no span decodes. Duplicate span ids keep
+/// the last arrival.
+pub fn trace(trace_id: i64, encoded: &[Vec<u8>]) -> Option<Value> {
+    let mut by_id: HashMap<i64, SsfSpan> = HashMap::new();
+    let mut order = Vec::new();
+    for bytes in encoded {
+        let Ok(span) = SsfSpan::decode(&bytes[..]) else {
+            continue;
+        };
+        if by_id.insert(span.id, span.clone()).is_none() {
+            order.push(span.id);
+        }
+    }
+    if order.is_empty() {
+        return None;
+    }
+    let mut spans: Vec<&SsfSpan> = order.iter().map(|id| &by_id[id]).collect();
+    spans.sort_by_key(|s| (s.start_timestamp, s.id));
+    let services: BTreeMap<&str, String> = spans
+        .iter()
+        .map(|s| s.service.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .enumerate()
+        .map(|(i, service)| (service, format!("p{}", i + 1)))
+        .collect();
+    let trace_hex = hex_id(trace_id);
+    let spans_json: Vec<Value> = spans
+        .iter()
+        .map(|span| {
+            let mut tags: Vec<Value> = span.tags.iter().map(|(k, v)| kv(k, v)).collect();
+            if span.error {
+                tags.push(json!({ "key": "error", "type": "bool", "value": true }));
+            }
+            if span.indicator {
+                tags.push(json!({ "key": "indicator", "type": "bool", "value": true }));
+            }
+            let logs: Vec<Value> = span
+                .metrics
+                .iter()
+                .filter(|s| {
+                    s.metric == ssf_sample::Metric::Counter as i32
+                        && s.value == 0.0
+                        && !s.message.is_empty()
+                })
+                .map(|s| {
+                    let timestamp = if s.timestamp == 0 {
+                        span.start_timestamp
+                    } else {
+                        s.timestamp
+                    };
+                    let mut fields = vec![
+                        kv("event", &s.name),
+                        kv("message", &s.message),
+                        kv(
+                            "level",
+                            ssfd_engine::Severity::from_status(s.status).label(),
+                        ),
+                    ];
+                    fields.extend(s.tags.iter().map(|(k, v)| kv(k, v)));
+                    json!({ "timestamp": timestamp / 1000, "fields": fields })
+                })
+                .collect();
+            let references: Vec<Value> = if span.parent_id != 0 && span.id != span.trace_id {
+                vec![json!({
+                    "refType": "CHILD_OF",
+                    "traceID": trace_hex,
+                    "spanID": hex_id(span.parent_id),
+                })]
+            } else {
+                Vec::new()
+            };
+            json!({
+                "traceID": trace_hex,
+                "spanID": hex_id(span.id),
+                "flags": 1,
+                "operationName": span.name,
+                "references": references,
+                "startTime": span.start_timestamp / 1000,
+                "duration": (span.end_timestamp - span.start_timestamp) / 1000,
+                "tags": tags,
+                "logs": logs,
+                "processID": services[span.service.as_str()],
+                "warnings": null,
+            })
+        })
+        .collect();
+    let processes: serde_json::Map<String, Value> = services
+        .iter()
+        .map(|(service, process)| {
+            (
+                process.clone(),
+                json!({ "serviceName": service, "tags": [] }),
+            )
+        })
+        .collect();
+    Some(json!({
+        "traceID": trace_hex,
+        "spans": spans_json,
+        "processes": processes,
+        "warnings": null,
+    }))
+}
+
+/// `GET /api/traces` parameters in Jaeger's units: `start`/`end` in unix
+/// microseconds (both inclusive, as Jaeger), `lookback` a Go duration (or `custom`), `tags` a JSON object (as the
+/// Jaeger UI sends it) or `key:value`/`key=value` pairs, durations Go-style, `limit`
+/// (default 20). Unknown parameters are ignored, as Jaeger does.
+pub fn search_query(raw: Option<&str>) -> Result<TraceQuery, String> {
+    let mut query = TraceQuery {
+        limit: 20,
+        ..Default::default()
+    };
+    let mut lookback = None;
+    let micros = |key: &str, text: &str| {
+        text.parse::<i64>()
+            .map(|us| us.saturating_mul(1000))
+            .map_err(|_| format!("`{key}` must be unix microseconds, not `{text}`"))
+    };
+    let mut tags: Vec<(String, String)> = Vec::new();
+    for (key, value) in crate::api::pairs(raw) {
+        if value.is_empty() {
+            continue;
+        }
+        match key.as_str() {
+            "service" => query.service = Some(value),
+            "operation" => query.name = Some(value),
+            "tags" => {
+                let object: serde_json::Map<String, Value> = serde_json::from_str(&value)
+                    .map_err(|_| format!("`tags` must be a JSON object, not `{value}`"))?;
+                for (k, v) in object {
+                    let v = match v {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    tags.push((k, v));
+                }
+            }
+            "tag" => {
+                let (k, v) = value.split_once([':', '=']).unwrap_or((value.as_str(), ""));
+                tags.push((k.to_string(), v.to_string()));
+            }
+            "start" => query.start_ns = Some(micros(&key, &value)?),
+            // Jaeger's `end` is inclusive: its whole microsecond counts
+            "end" => query.end_ns = Some(micros(&key, &value)?.saturating_add(1000)),
+            "lookback" if value == "custom" => {}
+            "lookback" => lookback = Some(crate::api::parse_duration_ns(&key, &value)?),
+            "minDuration" => {
+                query.min_duration_ns = Some(crate::api::parse_duration_ns(&key, &value)?)
+            }
+            "maxDuration" => {
+                query.max_duration_ns = Some(crate::api::parse_duration_ns(&key, &value)?)
+            }
+            "limit" => {
+                query.limit = match value.parse::<usize>() {
+                    Ok(0) => 20,
+                    Ok(limit) => limit.min(crate::api::MAX_LIMIT),
+                    Err(_) => return Err(format!("`limit` must be a number, not `{value}`")),
+                }
+            }
+            _ => {}
+        }
+    }
+    for (key, value) in tags {
+        if key == "error" {
+            query.error = Some(value == "true");
+        } else {
+            query.tags.push((key, value));
+        }
+    }
+    if let (Some(lookback), None) = (lookback, query.start_ns) {
+        let end = query.end_ns.unwrap_or_else(ssfd_engine::record::now_ns);
+        query.start_ns = Some(end.saturating_sub(lookback));
+    }
+    Ok(query)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ssfd_wire::ssf::SsfSample;
+
+    #[test]
+    fn jaeger_shape() {
+        let mut root = SsfSpan {
+            trace_id: -2,
+            id: -2,
+            start_timestamp: 5_000_000,
+            end_timestamp: 9_000_000,
+            service: "web".into(),
+            name: "GET /".into(),
+            error: true,
+            ..Default::default()
+        };
+        root.tags.insert("http.method".into(), "GET".into());
+        root.metrics.push(SsfSample {
+            name: "log".into(),
+            message: "hello".into(),
+            timestamp: 6_000_000,
+            ..Default::default()
+        });
+        let child = SsfSpan {
+            trace_id: -2,
+            id: 7,
+            parent_id: -2,
+            start_timestamp: 6_000_000,
+            end_timestamp: 7_000_000,
+            service: "db".into(),
+            name: "select".into(),
+            ..Default::default()
+        };
+        let trace = trace(-2, &[child.encode_to_vec(), root.encode_to_vec()]).unwrap();
+        assert_eq!(trace["traceID"], "fffffffffffffffe");
+        let spans = trace["spans"].as_array().unwrap();
+        assert_eq!(spans[0]["spanID"], "fffffffffffffffe", "ordered by start");
+        assert_eq!(spans[0]["startTime"], 5000, "microseconds");
+        assert_eq!(spans[0]["duration"], 4000);
+        assert_eq!(spans[0]["references"], json!([]));
+        assert_eq!(spans[0]["processID"], "p2");
+        assert!(
+            spans[0]["tags"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"key": "error", "type": "bool", "value": true}))
+        );
+        assert_eq!(spans[0]["logs"][0]["timestamp"], 6000);
+        assert_eq!(
+            spans[0]["logs"][0]["fields"][1],
+            json!({"key": "message", "type": "string", "value": "hello"})
+        );
+        assert_eq!(
+            spans[1]["references"],
+            json!([{"refType": "CHILD_OF", "traceID": "fffffffffffffffe", "spanID": "fffffffffffffffe"}])
+        );
+        assert_eq!(
+            trace["processes"]["p1"],
+            json!({"serviceName": "db", "tags": []})
+        );
+    }
+
+    #[test]
+    fn jaeger_search_parameters() {
+        let query = search_query(Some(
+            "service=web&operation=GET+%2F&tags=%7B%22error%22%3A%22true%22%2C%22env%22%3A%22prod%22%7D&start=1000&end=3000&minDuration=1ms&limit=0&spanKind=server",
+        ))
+        .unwrap();
+        assert_eq!(query.service.as_deref(), Some("web"));
+        assert_eq!(query.name.as_deref(), Some("GET /"));
+        assert_eq!(query.error, Some(true));
+        assert_eq!(query.tags, [("env".into(), "prod".into())]);
+        assert_eq!(
+            (query.start_ns, query.end_ns),
+            (Some(1_000_000), Some(3_001_000))
+        );
+        assert_eq!(query.min_duration_ns, Some(1_000_000));
+        assert_eq!(query.limit, 20);
+        let query = search_query(Some("end=10000000&lookback=1ms")).unwrap();
+        assert_eq!(query.start_ns, Some(10_000_001_000 - 1_000_000));
+        assert!(search_query(Some("tags=notjson")).is_err());
+        assert!(search_query(Some("start=soon")).is_err());
+    }
+}

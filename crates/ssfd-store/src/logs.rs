@@ -1,0 +1,702 @@
+//! Log records (SPEC 5) in a tantivy index under `data_dir/logs`: full text on message
+//! and name (words and quoted phrases, case-insensitive), filters on service,
+//! severity, trace id, tags and time. Records reach one indexer thread through a
+//! bounded queue (full: dropped and counted as `stage="index", reason="queue_full"`);
+//! it commits at most once a second, so a record is searchable within about a second.
+//! Live subscribers (the SSE tail) get each record when it is pushed, before indexing.
+
+use crate::Budget;
+use crate::spans::{StoreError, db_error, now_ns};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use ssfd_engine::{LogKind, LogRecord, Severity};
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tantivy::collector::TopDocs;
+use tantivy::query::{AllQuery, BooleanQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery};
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value,
+};
+use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+
+/// Batches of records waiting for the indexer.
+const QUEUE_BATCHES: usize = 4096;
+/// The indexer commits (and readers see new records) at most this often.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// The indexer checks retention and the byte budget this often.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
+/// Tokens longer than this are not indexed (tantivy's default analyzer).
+const LONGEST_TOKEN: usize = 40;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    timestamp: Field,
+    received: Field,
+    service: Field,
+    trace_id: Field,
+    span_id: Field,
+    name: Field,
+    message: Field,
+    severity: Field,
+    tags: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let fields = Fields {
+        timestamp: builder.add_i64_field("timestamp_ns", INDEXED | STORED | FAST),
+        received: builder.add_i64_field("received_ns", INDEXED | FAST),
+        service: builder.add_text_field("service", STRING | STORED),
+        trace_id: builder.add_i64_field("trace_id", INDEXED | STORED),
+        span_id: builder.add_i64_field("span_id", STORED),
+        name: builder.add_text_field("name", TEXT | STORED),
+        message: builder.add_text_field("message", TEXT | STORED),
+        severity: builder.add_text_field("severity", STRING | STORED),
+        tags: builder.add_text_field("tags", STRING | STORED),
+    };
+    (builder.build(), fields)
+}
+
+/// Splits text as the index does: runs of alphanumeric characters, lower-cased,
+/// without tokens longer than 40 bytes.
+pub fn tokens(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty() && t.len() <= LONGEST_TOKEN)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// A log search (SPEC 6 `GET /api/v1/logs`).
+#[derive(Clone, Debug, Default)]
+pub struct LogQuery {
+    /// The full-text part: each entry must match; one token is a word, several a
+    /// phrase.
+    pub terms: Vec<Vec<String>>,
+    pub service: Option<String>,
+    pub severity: Option<String>,
+    pub trace_id: Option<i64>,
+    /// `key:value` or bare tags, each required.
+    pub tags: Vec<String>,
+    pub start_ns: Option<i64>,
+    pub end_ns: Option<i64>,
+    pub limit: usize,
+}
+
+impl LogQuery {
+    /// Reads `q`: words and "quoted phrases" (an unclosed quote runs to the end).
+    pub fn set_text(&mut self, q: &str) {
+        for (position, part) in q.split('"').enumerate() {
+            if position % 2 == 1 {
+                let phrase = tokens(part);
+                if !phrase.is_empty() {
+                    self.terms.push(phrase);
+                }
+            } else {
+                for word in part.split_whitespace() {
+                    // `user-42` is the phrase `user 42`, as it was indexed
+                    let word = tokens(word);
+                    if !word.is_empty() {
+                        self.terms.push(word);
+                    }
+                }
+            }
+        }
+    }
+
+    /// True when `record` matches (the live tail's filter; the index applies the same
+    /// rules).
+    pub fn matches(&self, record: &LogRecord) -> bool {
+        if self.service.as_ref().is_some_and(|s| *s != record.service)
+            || self
+                .severity
+                .as_ref()
+                .is_some_and(|s| s != record.severity.label())
+            || self.trace_id.is_some_and(|t| Some(t) != record.trace_id)
+            || self.start_ns.is_some_and(|s| record.timestamp_ns < s)
+            || self.end_ns.is_some_and(|e| record.timestamp_ns >= e)
+            || !self.tags.iter().all(|t| record.tags.contains(t))
+        {
+            return false;
+        }
+        if self.terms.is_empty() {
+            return true;
+        }
+        let message = tokens(&record.message);
+        let name = tokens(&record.name);
+        let contains = |haystack: &[String], needle: &[String]| {
+            haystack
+                .windows(needle.len())
+                .any(|window| window == needle)
+        };
+        self.terms
+            .iter()
+            .all(|term| contains(&message, term) || contains(&name, term))
+    }
+}
+
+enum Message {
+    Records(Vec<LogRecord>, i64),
+    Commit(Sender<Result<(), String>>),
+}
+
+/// The log index.
+pub struct LogStore {
+    fields: Fields,
+    reader: IndexReader,
+    queue: Sender<Message>,
+    tail: tokio::sync::broadcast::Sender<Arc<LogRecord>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the index in `dir` and starts its indexer thread.
+    pub fn open(
+        dir: &Path,
+        budget: Arc<Budget>,
+        retention: Duration,
+    ) -> Result<LogStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(db_error)?;
+        let (schema, fields) = schema();
+        let directory = tantivy::directory::MmapDirectory::open(dir).map_err(db_error)?;
+        let index = Index::open_or_create(directory, schema).map_err(db_error)?;
+        let writer: IndexWriter<TantivyDocument> = index
+            .writer_with_num_threads(1, 32 << 20)
+            .map_err(db_error)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(db_error)?;
+        let (queue, receiver) = bounded(QUEUE_BATCHES);
+        let (tail, _) = tokio::sync::broadcast::channel(4096);
+        let indexer = Indexer {
+            fields,
+            writer,
+            reader: Clone::clone(&reader),
+            dir: dir.to_path_buf(),
+            budget,
+            retention,
+            uncommitted: 0,
+        };
+        indexer.measure();
+        let thread = std::thread::Builder::new()
+            .name("ssfd-log-index".into())
+            .spawn(move || indexer.run(receiver))
+            .map_err(db_error)?;
+        Ok(LogStore {
+            fields,
+            reader,
+            queue,
+            tail,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Hands records to the indexer and to live subscribers; never blocks.
+    pub fn push(&self, records: Vec<LogRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        if self.tail.receiver_count() > 0 {
+            for record in &records {
+                let _ = self.tail.send(Arc::new(record.clone()));
+            }
+        }
+        let count = records.len() as u64;
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.queue.try_send(Message::Records(records, now_ns()))
+        {
+            ssfd_telemetry::dropped(
+                ssfd_telemetry::Stage::Index,
+                ssfd_telemetry::DropReason::QueueFull,
+                count,
+            );
+        }
+    }
+
+    /// New records as they are pushed (no backlog).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<LogRecord>> {
+        self.tail.subscribe()
+    }
+
+    /// Indexes and commits everything queued so far; searches see it on return.
+    pub fn commit(&self) -> Result<(), StoreError> {
+        let (done, wait) = bounded(1);
+        self.queue
+            .send(Message::Commit(done))
+            .map_err(|_| db_error("the log indexer has stopped"))?;
+        wait.recv()
+            .map_err(|_| db_error("the log indexer has stopped"))?
+            .map_err(db_error)
+    }
+
+    /// Newest-first records matching `query`, at most `query.limit`.
+    pub fn search(&self, query: &LogQuery) -> Result<Vec<LogRecord>, StoreError> {
+        let f = self.fields;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let text = |field: Field, term: &[String]| -> Box<dyn Query> {
+            if term.len() == 1 {
+                Box::new(TermQuery::new(
+                    Term::from_field_text(field, &term[0]),
+                    IndexRecordOption::Basic,
+                ))
+            } else {
+                Box::new(PhraseQuery::new(
+                    term.iter()
+                        .map(|t| Term::from_field_text(field, t))
+                        .collect(),
+                ))
+            }
+        };
+        for term in &query.terms {
+            clauses.push((
+                Occur::Must,
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Should, text(f.message, term)),
+                    (Occur::Should, text(f.name, term)),
+                ])),
+            ));
+        }
+        let exact = |field: Field, value: &str| -> (Occur, Box<dyn Query>) {
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(field, value),
+                    IndexRecordOption::Basic,
+                )),
+            )
+        };
+        if let Some(service) = &query.service {
+            clauses.push(exact(f.service, service));
+        }
+        if let Some(severity) = &query.severity {
+            clauses.push(exact(f.severity, severity));
+        }
+        for tag in &query.tags {
+            clauses.push(exact(f.tags, tag));
+        }
+        if let Some(trace_id) = query.trace_id {
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_i64(f.trace_id, trace_id),
+                    IndexRecordOption::Basic,
+                )),
+            ));
+        }
+        if query.start_ns.is_some() || query.end_ns.is_some() {
+            let lower = query.start_ns.map_or(Bound::Unbounded, |s| {
+                Bound::Included(Term::from_field_i64(f.timestamp, s))
+            });
+            let upper = query.end_ns.map_or(Bound::Unbounded, |e| {
+                Bound::Excluded(Term::from_field_i64(f.timestamp, e))
+            });
+            clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
+        }
+        let query_box: Box<dyn Query> = if clauses.is_empty() {
+            Box::new(AllQuery)
+        } else {
+            Box::new(BooleanQuery::new(clauses))
+        };
+        let searcher = self.reader.searcher();
+        let top = searcher
+            .search(
+                &query_box,
+                &TopDocs::with_limit(query.limit.max(1))
+                    .order_by_fast_field::<i64>("timestamp_ns", Order::Desc),
+            )
+            .map_err(db_error)?;
+        let mut out = Vec::with_capacity(top.len());
+        for (_, address) in top {
+            let doc: TantivyDocument = searcher.doc(address).map_err(db_error)?;
+            out.push(record_of(&doc, f));
+        }
+        Ok(out)
+    }
+
+    /// Bytes of the index files.
+    pub fn bytes(&self) -> u64 {
+        self.reader
+            .searcher()
+            .segment_readers()
+            .iter()
+            .map(|s| s.space_usage().map_or(0, |u| u.total().get_bytes()))
+            .sum()
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        let _ = self.commit();
+        // closing the queue stops the indexer
+        let (closed, _) = bounded(1);
+        self.queue = closed;
+        if let Ok(mut thread) = self.thread.lock()
+            && let Some(thread) = thread.take()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn record_of(doc: &TantivyDocument, f: Fields) -> LogRecord {
+    let text = |field: Field| {
+        doc.get_first(field)
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    let severity = match text(f.severity).as_str() {
+        "trace" => Severity::Trace,
+        "debug" => Severity::Debug,
+        "info" => Severity::Info,
+        "warn" => Severity::Warn,
+        "error" => Severity::Error,
+        "fatal" => Severity::Fatal,
+        _ => Severity::Unknown,
+    };
+    LogRecord {
+        kind: LogKind::Log,
+        timestamp_ns: doc
+            .get_first(f.timestamp)
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0),
+        service: text(f.service),
+        trace_id: doc.get_first(f.trace_id).and_then(|v| v.as_i64()),
+        span_id: doc.get_first(f.span_id).and_then(|v| v.as_i64()),
+        name: text(f.name),
+        message: text(f.message),
+        severity,
+        tags: doc
+            .get_all(f.tags)
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+    }
+}
+
+struct Indexer {
+    fields: Fields,
+    writer: IndexWriter<TantivyDocument>,
+    reader: IndexReader,
+    dir: std::path::PathBuf,
+    budget: Arc<Budget>,
+    retention: Duration,
+    uncommitted: usize,
+}
+
+impl Indexer {
+    fn run(mut self, receiver: Receiver<Message>) {
+        let mut last_commit = Instant::now();
+        let mut last_housekeeping = Instant::now();
+        loop {
+            match receiver.recv_timeout(Duration::from_millis(200)) {
+                Ok(Message::Records(records, received)) => self.add(&records, received),
+                Ok(Message::Commit(done)) => {
+                    let _ = done.send(self.commit());
+                    last_commit = Instant::now();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    if let Err(error) = self.commit() {
+                        tracing::warn!(%error, "log index commit at shutdown failed");
+                    }
+                    return;
+                }
+            }
+            if self.uncommitted > 0 && last_commit.elapsed() >= COMMIT_EVERY {
+                if let Err(error) = self.commit() {
+                    tracing::warn!(%error, "log index commit failed");
+                }
+                last_commit = Instant::now();
+            }
+            if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
+                self.housekeeping();
+                last_housekeeping = Instant::now();
+            }
+        }
+    }
+
+    fn add(&mut self, records: &[LogRecord], received: i64) {
+        let f = self.fields;
+        for record in records {
+            let mut doc = TantivyDocument::default();
+            doc.add_i64(f.timestamp, record.timestamp_ns);
+            doc.add_i64(f.received, received);
+            doc.add_text(f.service, &record.service);
+            if let Some(trace_id) = record.trace_id {
+                doc.add_i64(f.trace_id, trace_id);
+            }
+            if let Some(span_id) = record.span_id {
+                doc.add_i64(f.span_id, span_id);
+            }
+            doc.add_text(f.name, &record.name);
+            doc.add_text(f.message, &record.message);
+            doc.add_text(f.severity, record.severity.label());
+            for tag in &record.tags {
+                doc.add_text(f.tags, tag);
+            }
+            match self.writer.add_document(doc) {
+                Ok(_) => self.uncommitted += 1,
+                Err(error) => {
+                    tracing::warn!(%error, "log index write failed");
+                    ssfd_telemetry::dropped(
+                        ssfd_telemetry::Stage::Index,
+                        ssfd_telemetry::DropReason::RetryExhausted,
+                        1,
+                    );
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self) -> Result<(), String> {
+        self.writer.commit().map_err(|e| e.to_string())?;
+        self.reader.reload().map_err(|e| e.to_string())?;
+        self.uncommitted = 0;
+        self.measure();
+        Ok(())
+    }
+
+    /// The index's bytes on disk, published to the budget and telemetry.
+    fn measure(&self) -> u64 {
+        let bytes: u64 = std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        self.budget.set_logs(bytes);
+        ssfd_telemetry::set_store_bytes("logs", bytes);
+        bytes
+    }
+
+    /// Deletes records received before `retention`, and past the byte budget the
+    /// oldest received tenth of what is left.
+    fn housekeeping(&mut self) {
+        let f = self.fields;
+        let now = now_ns();
+        let mut cutoff = now.saturating_sub(self.retention.as_nanos() as i64);
+        let bytes = self.measure();
+        if self.budget.logs_over(bytes) {
+            let searcher = self.reader.searcher();
+            let oldest = searcher
+                .search(
+                    &AllQuery,
+                    &TopDocs::with_limit(1).order_by_fast_field::<i64>("received_ns", Order::Asc),
+                )
+                .ok()
+                .and_then(|top| top.first().map(|(received, _)| *received));
+            if let Some(oldest) = oldest {
+                let evict_to = oldest + (now - oldest) / 10 + 1;
+                if evict_to > cutoff {
+                    let count = searcher
+                        .search(
+                            &RangeQuery::new(
+                                Bound::Unbounded,
+                                Bound::Excluded(Term::from_field_i64(f.received, evict_to)),
+                            ),
+                            &tantivy::collector::Count,
+                        )
+                        .unwrap_or(0);
+                    ssfd_telemetry::dropped(
+                        ssfd_telemetry::Stage::Index,
+                        ssfd_telemetry::DropReason::Overflow,
+                        count as u64,
+                    );
+                    cutoff = evict_to;
+                }
+            }
+        }
+        let expired = RangeQuery::new(
+            Bound::Unbounded,
+            Bound::Excluded(Term::from_field_i64(f.received, cutoff)),
+        );
+        if let Err(error) = self.writer.delete_query(Box::new(expired)) {
+            tracing::warn!(%error, "log index eviction failed");
+            return;
+        }
+        self.uncommitted += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(message: &str, service: &str, severity: Severity, ts: i64) -> LogRecord {
+        LogRecord {
+            kind: LogKind::Log,
+            timestamp_ns: ts,
+            service: service.into(),
+            trace_id: (service == "api").then_some(-7),
+            span_id: (service == "api").then_some(3),
+            name: "logger".into(),
+            message: message.into(),
+            severity,
+            tags: vec!["env:prod".into(), "canary".into()],
+        }
+    }
+
+    fn search(store: &LogStore, q: &str, edit: impl Fn(&mut LogQuery)) -> Vec<String> {
+        let mut query = LogQuery {
+            limit: 100,
+            ..Default::default()
+        };
+        query.set_text(q);
+        edit(&mut query);
+        let found = store.search(&query).unwrap();
+        // the live filter agrees with the index
+        for record in &found {
+            assert!(query.matches(record), "{record:?} should match {query:?}");
+        }
+        found.into_iter().map(|r| r.message).collect()
+    }
+
+    #[test]
+    fn words_phrases_filters_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = vec![
+            record(
+                "Connection refused by upstream db-7",
+                "api",
+                Severity::Error,
+                30,
+            ),
+            record("user 42 logged in", "web", Severity::Info, 10),
+            record(
+                "refused: quota exceeded for user 42",
+                "web",
+                Severity::Warn,
+                20,
+            ),
+        ];
+        {
+            let store = LogStore::open(dir.path(), Budget::new(1 << 30), Duration::from_secs(3600))
+                .unwrap();
+            store.push(records.clone());
+            store.commit().unwrap();
+            assert_eq!(
+                search(&store, "", |_| {}),
+                [
+                    records[0].message.clone(),
+                    records[2].message.clone(),
+                    records[1].message.clone()
+                ],
+                "newest first"
+            );
+            assert_eq!(
+                search(&store, "REFUSED", |_| {}).len(),
+                2,
+                "case-insensitive"
+            );
+            assert_eq!(
+                search(&store, "refused user", |_| {}),
+                [records[2].message.clone()]
+            );
+            assert_eq!(search(&store, "\"user 42\"", |_| {}).len(), 2);
+            assert_eq!(
+                search(&store, "\"42 user\"", |_| {}).len(),
+                0,
+                "phrase order"
+            );
+            assert_eq!(search(&store, "db-7", |_| {}).len(), 1);
+            assert_eq!(
+                search(&store, "logger", |_| {}).len(),
+                3,
+                "the name is searched"
+            );
+            assert_eq!(
+                search(&store, "", |q| q.service = Some("web".into())).len(),
+                2
+            );
+            assert_eq!(
+                search(&store, "", |q| q.severity = Some("warn".into())).len(),
+                1
+            );
+            assert_eq!(search(&store, "", |q| q.trace_id = Some(-7)).len(), 1);
+            assert_eq!(
+                search(&store, "", |q| q.tags =
+                    vec!["env:prod".into(), "canary".into()])
+                .len(),
+                3
+            );
+            assert_eq!(
+                search(&store, "", |q| q.tags = vec!["env:dev".into()]).len(),
+                0
+            );
+            assert_eq!(
+                search(&store, "", |q| {
+                    q.start_ns = Some(10);
+                    q.end_ns = Some(30);
+                })
+                .len(),
+                2,
+                "[start, end)"
+            );
+            let mut one = LogQuery {
+                limit: 1,
+                ..Default::default()
+            };
+            one.set_text("user");
+            assert_eq!(store.search(&one).unwrap().len(), 1);
+        }
+        let store =
+            LogStore::open(dir.path(), Budget::new(1 << 30), Duration::from_secs(3600)).unwrap();
+        let found = store
+            .search(&LogQuery {
+                limit: 10,
+                trace_id: Some(-7),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(found.len(), 1, "records survive a reopen");
+        assert_eq!(
+            (found[0].span_id, found[0].severity),
+            (Some(3), Severity::Error)
+        );
+        assert_eq!(found[0].tags, ["env:prod", "canary"]);
+    }
+
+    #[test]
+    fn retention_deletes_what_was_received_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            LogStore::open(dir.path(), Budget::new(1 << 30), Duration::from_millis(1)).unwrap();
+        store.push(vec![record("old news", "web", Severity::Info, 1)]);
+        store.commit().unwrap();
+        assert_eq!(search(&store, "news", |_| {}).len(), 1);
+        std::thread::sleep(HOUSEKEEPING_EVERY + Duration::from_millis(500));
+        store.commit().unwrap();
+        assert_eq!(
+            search(&store, "news", |_| {}).len(),
+            0,
+            "expired by retention"
+        );
+    }
+
+    #[test]
+    fn the_live_filter_reads_queries_like_the_index() {
+        let mut query = LogQuery::default();
+        query.set_text("Refused \"user 42\" unclosed \"quote here");
+        assert_eq!(
+            query.terms,
+            vec![
+                vec!["refused".to_string()],
+                vec!["user".into(), "42".into()],
+                vec!["unclosed".into()],
+                vec!["quote".into(), "here".into()]
+            ]
+        );
+        assert!(!query.matches(&record("refused user 42", "web", Severity::Info, 1)));
+        assert!(query.matches(&record(
+            "refused user 42 unclosed quote here",
+            "web",
+            Severity::Info,
+            1
+        )));
+    }
+}

@@ -1,0 +1,882 @@
+//! The durable span store (issue 4, first part): batches of valid spans are gathered
+//! into blocks (their SSF bytes, each with its trace id) of up to 4 MiB or 250 ms, and
+//! each block is one row of a redb table under `data_dir`, one write transaction per
+//! block — no row per span or per index entry. The trace index (trace id → block, offset) lives in
+//! memory and is rebuilt from the blocks at start, so spans survive a restart.
+//! Past `storage.max_bytes` the oldest blocks are evicted. Still to come with issue 4:
+//! time-based `retention`, the log index, searches.
+
+//! Spans on disk: batches of valid spans are gathered into blocks (their SSF bytes,
+//! each with its trace id) of up to 4 MiB or 250 ms, and each block is one row of a
+//! redb table, one write transaction per block: no row per span or per index entry.
+//! The trace index (trace id → the spans' places and the few fields searches filter
+//! on) lives in memory and is rebuilt from the blocks at start. Blocks older than
+//! `retention` (counted from receipt) and, past the byte budget, the oldest blocks are
+//! evicted.
+
+use crate::Budget;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use ssfd_engine::SpanBatch;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("span_blocks");
+
+/// Every block starts with this, then its receipt time (unix ns, u64 LE).
+const BLOCK_MAGIC: &[u8; 4] = b"SSB1";
+const HEADER: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("span store: {0}")]
+    Database(String),
+}
+
+pub(crate) fn db_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Where one span is, and what searches filter on.
+#[derive(Clone, Copy, Debug)]
+struct SpanRef {
+    block: u64,
+    offset: u32,
+    len: u32,
+    id: i64,
+    start: i64,
+    end: i64,
+    service: u32,
+    name: u32,
+    error: bool,
+    /// `parent_id` 0 or `id == trace_id` (SPEC 5's root candidates).
+    root: bool,
+}
+
+#[derive(Debug, Default)]
+struct TraceEntry {
+    /// The earliest span start: the key of [`Index::order`].
+    start: i64,
+    refs: Vec<SpanRef>,
+}
+
+/// A block's bookkeeping.
+#[derive(Debug)]
+struct BlockInfo {
+    bytes: u64,
+    received_ns: i64,
+    traces: Vec<i64>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    traces: HashMap<i64, TraceEntry>,
+    /// (trace start, trace id), for newest-first searches.
+    order: BTreeSet<(i64, i64)>,
+    /// The block being filled (id `next_block`), not yet written, and when it started.
+    pending: Vec<u8>,
+    pending_traces: Vec<i64>,
+    pending_since: Option<std::time::Instant>,
+    pending_received: i64,
+    blocks: BTreeMap<u64, BlockInfo>,
+    bytes: u64,
+    next_block: u64,
+    /// service → its span names (operations), for `/api/v1/services`.
+    services: BTreeMap<String, BTreeSet<String>>,
+    /// Interned service and span names.
+    strings: Vec<String>,
+    string_ids: HashMap<String, u32>,
+}
+
+impl Index {
+    fn intern(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.string_ids.get(text) {
+            return id;
+        }
+        let id = self.strings.len() as u32;
+        self.strings.push(text.to_string());
+        self.string_ids.insert(text.to_string(), id);
+        id
+    }
+
+    /// Indexes one span found at (`block`, `offset`).
+    fn add(&mut self, block: u64, offset: u32, span: &[u8]) -> Option<i64> {
+        let view = ssfd_wire::ssf_view::SpanView::parse(span).ok()?;
+        let name = view.normalized_name();
+        match self.services.get_mut(view.service) {
+            Some(names) => {
+                if !names.contains(name) {
+                    names.insert(name.to_string());
+                }
+            }
+            None => {
+                self.services
+                    .insert(view.service.to_string(), [name.to_string()].into());
+            }
+        }
+        let span_ref = SpanRef {
+            block,
+            offset,
+            len: span.len() as u32,
+            id: view.id,
+            start: view.start_timestamp,
+            end: view.end_timestamp,
+            service: self.intern(view.service),
+            name: self.intern(name),
+            error: view.error,
+            root: view.parent_id == 0 || view.id == view.trace_id,
+        };
+        let entry = self
+            .traces
+            .entry(view.trace_id)
+            .or_insert_with(|| TraceEntry {
+                start: i64::MAX,
+                refs: Vec::new(),
+            });
+        if span_ref.start < entry.start {
+            if entry.start != i64::MAX {
+                self.order.remove(&(entry.start, view.trace_id));
+            }
+            entry.start = span_ref.start;
+            self.order.insert((entry.start, view.trace_id));
+        }
+        entry.refs.push(span_ref);
+        Some(view.trace_id)
+    }
+
+    /// Forgets the spans of `block`.
+    fn evict(&mut self, block: u64, traces: &[i64]) {
+        for &trace in traces {
+            let Some(entry) = self.traces.get_mut(&trace) else {
+                continue;
+            };
+            entry.refs.retain(|r| r.block != block);
+            let start = entry.refs.iter().map(|r| r.start).min();
+            if start != Some(entry.start) {
+                self.order.remove(&(entry.start, trace));
+                match start {
+                    Some(start) => {
+                        entry.start = start;
+                        self.order.insert((start, trace));
+                    }
+                    None => {
+                        self.traces.remove(&trace);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A trace search (SPEC 6 `GET /api/v1/traces`): a trace matches when one of its
+/// spans meets every span filter and the trace starts in `[start, end)`.
+#[derive(Clone, Debug, Default)]
+pub struct TraceQuery {
+    pub service: Option<String>,
+    pub name: Option<String>,
+    /// `key:value` (or a bare key, whose value is empty).
+    pub tags: Vec<(String, String)>,
+    pub error: Option<bool>,
+    pub min_duration_ns: Option<i64>,
+    pub max_duration_ns: Option<i64>,
+    pub start_ns: Option<i64>,
+    pub end_ns: Option<i64>,
+    pub limit: usize,
+}
+
+/// One search hit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceSummary {
+    pub trace_id: i64,
+    pub root_service: Option<String>,
+    pub root_name: Option<String>,
+    pub start_ns: i64,
+    pub duration_ns: i64,
+    pub span_count: usize,
+    pub error_count: usize,
+    pub services: Vec<String>,
+}
+
+/// Spans on disk, found by trace id or searched by span fields.
+pub struct SpanStore {
+    db: Database,
+    index: RwLock<Index>,
+    budget: Arc<Budget>,
+    retention: Duration,
+    /// When the last fsync-ing commit happened.
+    last_durable: std::sync::Mutex<std::time::Instant>,
+}
+
+/// A block is written once it holds this many bytes or is this old: one redb
+/// transaction per block, not per batch.
+const BLOCK_BYTES: usize = 4 << 20;
+const BLOCK_AGE: Duration = Duration::from_millis(250);
+
+/// Commits are made durable (fsync) at most this often; in between they are
+/// `Durability::None`, so a batch costs no fsync. A clean shutdown syncs
+/// ([`SpanStore::sync`]); crash safety for acknowledged data is the write-ahead log of
+/// issue 7.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// Appends per span `[trace_id: i64 LE][len: u32 LE][bytes]`.
+fn encode_into(spans: &SpanBatch, block: &mut Vec<u8>) {
+    for (entry, bytes) in spans.iter() {
+        block.extend_from_slice(&entry.trace_id.to_le_bytes());
+        block.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        block.extend_from_slice(bytes);
+    }
+}
+
+fn block_header(received_ns: i64) -> Vec<u8> {
+    let mut block = Vec::with_capacity(HEADER);
+    block.extend_from_slice(BLOCK_MAGIC);
+    block.extend_from_slice(&(received_ns as u64).to_le_bytes());
+    block
+}
+
+/// (receipt time, then (trace id, offset of the span bytes, their length) of every
+/// span) of a block; the records stop at the first malformed one.
+fn decode(block: &[u8]) -> (i64, Vec<(i64, u32, u32)>) {
+    let mut out = Vec::new();
+    if block.len() < HEADER || &block[..4] != BLOCK_MAGIC {
+        return (0, out);
+    }
+    let received = u64::from_le_bytes(block[4..12].try_into().expect("8 bytes")) as i64;
+    let mut position = HEADER;
+    while position + 12 <= block.len() {
+        let trace_id =
+            i64::from_le_bytes(block[position..position + 8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(
+            block[position + 8..position + 12]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        let start = position + 12;
+        if start + len as usize > block.len() {
+            break;
+        }
+        out.push((trace_id, start as u32, len));
+        position = start + len as usize;
+    }
+    (received, out)
+}
+
+impl SpanStore {
+    /// Opens (or creates) the store in `dir`, rebuilding the trace index from disk.
+    pub fn open(
+        dir: &Path,
+        budget: Arc<Budget>,
+        retention: Duration,
+    ) -> Result<SpanStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(db_error)?;
+        let db = Database::create(dir.join("spans.redb")).map_err(db_error)?;
+        let mut index = Index::default();
+        {
+            let write = db.begin_write().map_err(db_error)?;
+            write.open_table(BLOCKS).map_err(db_error)?;
+            write.commit().map_err(db_error)?;
+        }
+        let read = db.begin_read().map_err(db_error)?;
+        let table = read.open_table(BLOCKS).map_err(db_error)?;
+        for row in table.iter().map_err(db_error)? {
+            let (key, value) = row.map_err(db_error)?;
+            let block = key.value();
+            let bytes = value.value();
+            let (received_ns, records) = decode(bytes);
+            let mut traces = Vec::with_capacity(records.len());
+            for (trace_id, offset, len) in records {
+                index.add(
+                    block,
+                    offset,
+                    &bytes[offset as usize..(offset + len) as usize],
+                );
+                traces.push(trace_id);
+            }
+            index.bytes += bytes.len() as u64;
+            index.blocks.insert(
+                block,
+                BlockInfo {
+                    bytes: bytes.len() as u64,
+                    received_ns,
+                    traces,
+                },
+            );
+            index.next_block = index.next_block.max(block + 1);
+        }
+        drop(table);
+        drop(read);
+        budget.set_spans(index.bytes);
+        ssfd_telemetry::set_store_bytes("spans", index.bytes);
+        Ok(SpanStore {
+            db,
+            index: RwLock::new(index),
+            budget,
+            retention,
+            last_durable: std::sync::Mutex::new(std::time::Instant::now()),
+        })
+    }
+
+    /// Adds a batch to the block being filled; writes the block when it is full or old.
+    /// Spans are readable as soon as this returns.
+    pub fn append(&self, spans: &SpanBatch) -> Result<(), StoreError> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let mut index = self.index.write().map_err(db_error)?;
+        let block = index.next_block;
+        if index.pending.is_empty() {
+            let received = now_ns();
+            index.pending_received = received;
+            index.pending.extend_from_slice(&block_header(received));
+        }
+        let base = index.pending.len();
+        let mut pending = std::mem::take(&mut index.pending);
+        encode_into(spans, &mut pending);
+        let mut position = base;
+        for (entry, bytes) in spans.iter() {
+            let offset = (position + 12) as u32;
+            if index.add(block, offset, bytes).is_some() {
+                index.pending_traces.push(entry.trace_id);
+            }
+            position += 12 + bytes.len();
+        }
+        index.pending = pending;
+        let since = *index
+            .pending_since
+            .get_or_insert_with(std::time::Instant::now);
+        if index.pending.len() >= BLOCK_BYTES || since.elapsed() >= BLOCK_AGE {
+            self.write_pending(&mut index)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the block being filled, then evicts blocks past `retention` and, while
+    /// over the budget, the oldest.
+    fn write_pending(&self, index: &mut Index) -> Result<(), StoreError> {
+        self.write(index, true)
+    }
+
+    /// Writes the block being filled when `write_block`, then evicts.
+    fn write(&self, index: &mut Index, write_block: bool) -> Result<(), StoreError> {
+        let mut write = self.db.begin_write().map_err(db_error)?;
+        let durable = self.last_durable.lock().map(|mut last| {
+            let due = last.elapsed() >= SYNC_EVERY;
+            if due {
+                *last = std::time::Instant::now();
+            }
+            due
+        });
+        if !durable.unwrap_or(true) {
+            write
+                .set_durability(redb::Durability::None)
+                .map_err(db_error)?;
+        }
+        let block = index.next_block;
+        let block_bytes = if write_block {
+            std::mem::take(&mut index.pending)
+        } else {
+            Vec::new()
+        };
+        let written = !block_bytes.is_empty();
+        {
+            let mut table = write.open_table(BLOCKS).map_err(db_error)?;
+            if written {
+                table
+                    .insert(block, block_bytes.as_slice())
+                    .map_err(db_error)?;
+                index.bytes += block_bytes.len() as u64;
+                let traces = std::mem::take(&mut index.pending_traces);
+                index.blocks.insert(
+                    block,
+                    BlockInfo {
+                        bytes: block_bytes.len() as u64,
+                        received_ns: index.pending_received,
+                        traces,
+                    },
+                );
+                index.next_block = block + 1;
+                index.pending_since = None;
+            }
+            let expired_before = now_ns().saturating_sub(self.retention.as_nanos() as i64);
+            while let Some((&oldest, info)) = index.blocks.iter().next() {
+                let expired = info.received_ns < expired_before;
+                if !expired && !self.budget.spans_over(index.bytes) {
+                    break;
+                }
+                let info = index.blocks.remove(&oldest).expect("present");
+                table.remove(oldest).map_err(db_error)?;
+                index.bytes -= info.bytes;
+                index.evict(oldest, &info.traces);
+                // past retention is what was promised; past the budget is a drop
+                if !expired {
+                    ssfd_telemetry::dropped(
+                        ssfd_telemetry::Stage::Store,
+                        ssfd_telemetry::DropReason::Overflow,
+                        info.traces.len() as u64,
+                    );
+                }
+            }
+        }
+        write.commit().map_err(db_error)?;
+        self.budget.set_spans(index.bytes);
+        ssfd_telemetry::set_store_bytes("spans", index.bytes);
+        if written {
+            // keep the buffer's capacity: a fresh 4 MiB buffer per block costs page faults
+            let mut reused = block_bytes;
+            reused.clear();
+            index.pending = reused;
+        }
+        Ok(())
+    }
+
+    /// Writes the block being filled now (at shutdown, and in tests).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut index = self.index.write().map_err(db_error)?;
+        self.write_pending(&mut index)
+    }
+
+    /// Writes the block being filled once it is old enough, so quiet spans reach disk,
+    /// and applies `retention`.
+    pub fn tick(&self) {
+        let Ok(mut index) = self.index.write() else {
+            return;
+        };
+        let due = index
+            .pending_since
+            .is_some_and(|since| since.elapsed() >= BLOCK_AGE);
+        let expired_before = now_ns().saturating_sub(self.retention.as_nanos() as i64);
+        let expired = index
+            .blocks
+            .values()
+            .next()
+            .is_some_and(|oldest| oldest.received_ns < expired_before);
+        if (due || expired)
+            && let Err(error) = self.write(&mut index, due)
+        {
+            tracing::warn!(%error, "span store write failed");
+        }
+    }
+
+    /// Services that sent spans, sorted.
+    pub fn services(&self) -> Vec<String> {
+        self.index
+            .read()
+            .map(|index| index.services.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A service's span names, sorted; `None` for an unknown service.
+    pub fn operations(&self, service: &str) -> Option<Vec<String>> {
+        let index = self.index.read().ok()?;
+        index
+            .services
+            .get(service)
+            .map(|names| names.iter().cloned().collect())
+    }
+
+    /// Every stored span of `trace_id`, as SSF bytes, in arrival order.
+    pub fn trace(&self, trace_id: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let (refs, pending_block, pending) = {
+            let index = self.index.read().map_err(db_error)?;
+            match index.traces.get(&trace_id) {
+                Some(entry) => {
+                    // copy only this trace's spans out of the block being filled
+                    let pending: HashMap<u32, Vec<u8>> = entry
+                        .refs
+                        .iter()
+                        .filter(|r| r.block == index.next_block)
+                        .filter_map(|r| {
+                            let range = r.offset as usize..(r.offset + r.len) as usize;
+                            index
+                                .pending
+                                .get(range)
+                                .map(|bytes| (r.offset, bytes.to_vec()))
+                        })
+                        .collect();
+                    let places: Vec<(u64, u32, u32)> = entry
+                        .refs
+                        .iter()
+                        .map(|r| (r.block, r.offset, r.len))
+                        .collect();
+                    (places, index.next_block, pending)
+                }
+                None => return Ok(Vec::new()),
+            }
+        };
+        let mut reader = BlockReader::new(&self.db)?;
+        let mut out = Vec::with_capacity(refs.len());
+        for (block, offset, len) in refs {
+            if block == pending_block {
+                if let Some(bytes) = pending.get(&offset) {
+                    out.push(bytes.clone());
+                }
+                continue;
+            }
+            if let Some(bytes) = reader.span(block, offset, len)? {
+                out.push(bytes.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Newest-first traces matching `query` (SPEC 6), at most `query.limit`.
+    pub fn search(&self, query: &TraceQuery) -> Result<Vec<TraceSummary>, StoreError> {
+        let index = self.index.read().map_err(db_error)?;
+        let lookup = |text: &Option<String>| match text {
+            None => Ok(None),
+            Some(text) => index.string_ids.get(text).copied().map(Some).ok_or(()),
+        };
+        let (Ok(service), Ok(name)) = (lookup(&query.service), lookup(&query.name)) else {
+            return Ok(Vec::new());
+        };
+        let mut reader = BlockReader::new(&self.db)?;
+        let upper = query.end_ns.map_or(std::ops::Bound::Unbounded, |end| {
+            std::ops::Bound::Excluded((end, i64::MIN))
+        });
+        let lower = query.start_ns.map_or(std::ops::Bound::Unbounded, |start| {
+            std::ops::Bound::Included((start, i64::MIN))
+        });
+        let mut out = Vec::new();
+        for &(_, trace_id) in index.order.range((lower, upper)).rev() {
+            if out.len() >= query.limit {
+                break;
+            }
+            let entry = &index.traces[&trace_id];
+            let mut hit = false;
+            for span in &entry.refs {
+                let duration = span.end - span.start;
+                if service.is_some_and(|s| s != span.service)
+                    || name.is_some_and(|n| n != span.name)
+                    || query.error.is_some_and(|e| e != span.error)
+                    || query.min_duration_ns.is_some_and(|d| duration < d)
+                    || query.max_duration_ns.is_some_and(|d| duration > d)
+                {
+                    continue;
+                }
+                if !query.tags.is_empty() {
+                    let bytes = if span.block == index.next_block {
+                        index
+                            .pending
+                            .get(span.offset as usize..(span.offset + span.len) as usize)
+                    } else {
+                        reader.span(span.block, span.offset, span.len)?
+                    };
+                    let Some(view) =
+                        bytes.and_then(|b| ssfd_wire::ssf_view::SpanView::parse(b).ok())
+                    else {
+                        continue;
+                    };
+                    if !query
+                        .tags
+                        .iter()
+                        .all(|(key, value)| view.tag(key) == Some(value.as_str()))
+                    {
+                        continue;
+                    }
+                }
+                hit = true;
+                break;
+            }
+            if hit {
+                out.push(summary(&index, trace_id, entry));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the block being filled and makes every commit durable (one fsync).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.flush()?;
+        let write = self.db.begin_write().map_err(db_error)?;
+        write.commit().map_err(db_error)?;
+        if let Ok(mut last) = self.last_durable.lock() {
+            *last = std::time::Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Bytes of span blocks kept (written and being filled).
+    pub fn bytes(&self) -> u64 {
+        self.index
+            .read()
+            .map_or(0, |index| index.bytes + index.pending.len() as u64)
+    }
+}
+
+/// A trace's search summary; duplicate span ids count once (the last arrival).
+fn summary(index: &Index, trace_id: i64, entry: &TraceEntry) -> TraceSummary {
+    let mut last: HashMap<i64, &SpanRef> = HashMap::with_capacity(entry.refs.len());
+    for span in &entry.refs {
+        last.insert(span.id, span);
+    }
+    let start = last.values().map(|s| s.start).min().unwrap_or(0);
+    let end = last.values().map(|s| s.end).max().unwrap_or(0);
+    let root = last
+        .values()
+        .filter(|s| s.root)
+        .min_by_key(|s| (s.start, s.id));
+    let services: BTreeSet<&str> = last
+        .values()
+        .map(|s| index.strings[s.service as usize].as_str())
+        .filter(|s| !s.is_empty())
+        .collect();
+    TraceSummary {
+        trace_id,
+        root_service: root.map(|s| index.strings[s.service as usize].clone()),
+        root_name: root.map(|s| index.strings[s.name as usize].clone()),
+        start_ns: start,
+        duration_ns: end - start,
+        span_count: last.len(),
+        error_count: last.values().filter(|s| s.error).count(),
+        services: services.into_iter().map(String::from).collect(),
+    }
+}
+
+/// Reads spans out of written blocks within one read transaction, keeping the last
+/// block it opened.
+struct BlockReader {
+    table: redb::ReadOnlyTable<u64, &'static [u8]>,
+    cached: Option<(u64, redb::AccessGuard<'static, &'static [u8]>)>,
+}
+
+impl BlockReader {
+    fn new(db: &Database) -> Result<BlockReader, StoreError> {
+        let read = db.begin_read().map_err(db_error)?;
+        let table = read.open_table(BLOCKS).map_err(db_error)?;
+        Ok(BlockReader {
+            table,
+            cached: None,
+        })
+    }
+
+    fn span(&mut self, block: u64, offset: u32, len: u32) -> Result<Option<&[u8]>, StoreError> {
+        if self.cached.as_ref().is_none_or(|(b, _)| *b != block) {
+            self.cached = self
+                .table
+                .get(block)
+                .map_err(db_error)?
+                .map(|guard| (block, guard));
+        }
+        Ok(self
+            .cached
+            .as_ref()
+            .and_then(|(_, guard)| guard.value().get(offset as usize..(offset + len) as usize)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use ssfd_wire::ssf::SsfSpan;
+    use ssfd_wire::ssf_view::SpanView;
+
+    fn span(trace_id: i64, id: i64, parent_id: i64, start: i64) -> SsfSpan {
+        let mut span = SsfSpan {
+            trace_id,
+            id,
+            parent_id,
+            start_timestamp: start,
+            end_timestamp: start + 10 * id,
+            name: format!("s{id}"),
+            service: if id % 2 == 0 { "even" } else { "odd" }.into(),
+            error: id % 3 == 0,
+            ..Default::default()
+        };
+        span.tags.insert("mod".into(), (id % 4).to_string());
+        span
+    }
+
+    fn batch(spans: &[(i64, i64)]) -> SpanBatch {
+        let mut batch = SpanBatch::default();
+        for &(trace_id, id) in spans {
+            let bytes = span(trace_id, id, 0, 1).encode_to_vec();
+            batch.push(&SpanView::parse(&bytes).unwrap(), &bytes);
+        }
+        batch
+    }
+
+    fn ids(store: &SpanStore, trace: i64) -> Vec<i64> {
+        store
+            .trace(trace)
+            .unwrap()
+            .iter()
+            .map(|b| SsfSpan::decode(&b[..]).unwrap().id)
+            .collect()
+    }
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn spans_come_back_by_trace_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SpanStore::open(dir.path(), Budget::new(1 << 30), DAY).unwrap();
+            store.append(&batch(&[(1, 10), (2, 20), (1, 11)])).unwrap();
+            store.flush().unwrap();
+            store.append(&batch(&[(1, 12)])).unwrap();
+            assert_eq!(
+                ids(&store, 1),
+                [10, 11, 12],
+                "written and pending spans together"
+            );
+            assert_eq!(ids(&store, 2), [20]);
+            assert!(ids(&store, 3).is_empty());
+            store.sync().unwrap();
+        }
+        let store = SpanStore::open(dir.path(), Budget::new(1 << 30), DAY).unwrap();
+        assert_eq!(ids(&store, 1), [10, 11, 12]);
+        assert_eq!(store.services(), ["even", "odd"]);
+        assert_eq!(
+            store.operations("even"),
+            Some(vec!["s10".into(), "s12".into(), "s20".into()])
+        );
+        assert_eq!(store.operations("nope"), None);
+        store.append(&batch(&[(2, 21)])).unwrap();
+        assert_eq!(ids(&store, 2), [20, 21]);
+    }
+
+    #[test]
+    fn oldest_blocks_go_first_past_max_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut one = block_header(0);
+        encode_into(&batch(&[(1, 1)]), &mut one);
+        // the spans differ by a byte or so in size (their service names)
+        let budget = one.len() as u64 * 2 + 8;
+        let store = SpanStore::open(dir.path(), Budget::new(budget), DAY).unwrap();
+        for (trace, id) in [(1, 1), (2, 2), (3, 3)] {
+            store.append(&batch(&[(trace, id)])).unwrap();
+            store.flush().unwrap();
+        }
+        assert!(ids(&store, 1).is_empty(), "the oldest block was evicted");
+        assert_eq!((ids(&store, 2), ids(&store, 3)), (vec![2], vec![3]));
+        assert!(store.bytes() <= budget);
+        assert_eq!(
+            store
+                .search(&TraceQuery {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn retention_evicts_by_receipt_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SpanStore::open(dir.path(), Budget::new(1 << 30), Duration::from_millis(300)).unwrap();
+        store.append(&batch(&[(1, 1)])).unwrap();
+        store.flush().unwrap();
+        store.append(&batch(&[(2, 2)])).unwrap();
+        store.flush().unwrap();
+        assert_eq!(ids(&store, 1), [1]);
+        std::thread::sleep(Duration::from_millis(400));
+        store.append(&batch(&[(3, 3)])).unwrap();
+        store.tick();
+        assert!(
+            ids(&store, 1).is_empty() && ids(&store, 2).is_empty(),
+            "received before retention"
+        );
+        assert_eq!(ids(&store, 3), [3], "pending, received later, kept");
+    }
+
+    fn found(store: &SpanStore, edit: impl Fn(&mut TraceQuery)) -> Vec<i64> {
+        let mut query = TraceQuery {
+            limit: 100,
+            ..Default::default()
+        };
+        edit(&mut query);
+        store
+            .search(&query)
+            .unwrap()
+            .iter()
+            .map(|s| s.trace_id)
+            .collect()
+    }
+
+    #[test]
+    fn search_by_span_fields_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpanStore::open(dir.path(), Budget::new(1 << 30), DAY).unwrap();
+        // trace t has a root (id 1, starting at t*100) and children 2..=t+1
+        let mut batch = SpanBatch::default();
+        for trace in 1..=5i64 {
+            for id in 1..=trace + 1 {
+                let parent = if id == 1 { 0 } else { 1 };
+                let bytes = span(trace, id, parent, trace * 100 + id).encode_to_vec();
+                batch.push(&SpanView::parse(&bytes).unwrap(), &bytes);
+            }
+        }
+        store.append(&batch).unwrap();
+        assert_eq!(found(&store, |_| {}), [5, 4, 3, 2, 1]);
+        assert_eq!(found(&store, |q| q.limit = 2), [5, 4]);
+        assert_eq!(
+            found(&store, |q| q.service = Some("even".into())),
+            [5, 4, 3, 2, 1]
+        );
+        assert_eq!(found(&store, |q| q.name = Some("s5".into())), [5, 4]);
+        assert_eq!(
+            found(&store, |q| q.name = Some("nothing".into())),
+            Vec::<i64>::new()
+        );
+        assert_eq!(found(&store, |q| q.error = Some(true)), [5, 4, 3, 2]);
+        assert_eq!(
+            found(&store, |q| q.min_duration_ns = Some(60)),
+            [5],
+            "inclusive: s6 lasts 60"
+        );
+        assert_eq!(
+            found(&store, |q| q.max_duration_ns = Some(10)),
+            [5, 4, 3, 2, 1]
+        );
+        assert_eq!(
+            found(&store, |q| {
+                q.start_ns = Some(200);
+                q.end_ns = Some(402);
+            }),
+            [4, 3, 2],
+            "trace start in [start, end)"
+        );
+        assert_eq!(
+            found(&store, |q| q.tags = vec![("mod".into(), "3".into())]),
+            [5, 4, 3, 2]
+        );
+        assert_eq!(
+            found(&store, |q| {
+                q.tags = vec![("mod".into(), "3".into())];
+                q.service = Some("even".into());
+            }),
+            Vec::<i64>::new(),
+            "one span must meet every filter"
+        );
+        let summary = &store
+            .search(&TraceQuery {
+                limit: 1,
+                ..Default::default()
+            })
+            .unwrap()[0];
+        assert_eq!(
+            summary,
+            &TraceSummary {
+                trace_id: 5,
+                root_service: Some("odd".into()),
+                root_name: Some("s1".into()),
+                start_ns: 501,
+                duration_ns: 506 + 60 - 501,
+                span_count: 6,
+                error_count: 2,
+                services: vec!["even".into(), "odd".into()],
+            }
+        );
+    }
+}
