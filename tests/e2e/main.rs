@@ -9,3 +9,4 @@ mod logs;
 mod policies;
 mod prometheus;
 mod traces;
+mod ui;

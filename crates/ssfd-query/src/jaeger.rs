@@ -49,6 +49,15 @@ pub fn trace(trace_id: i64, encoded: &[Vec<u8>]) -> Option<Value> {
     }
     let mut spans: Vec<&SsfSpan> = order.iter().map(|id| &by_id[id]).collect();
     spans.sort_by_key(|s| (s.start_timestamp, s.id));
+    let total = spans.len();
+    // the same cap as the tree answer: the earliest-starting spans, and a warning
+    spans.truncate(crate::MAX_SPANS_PER_RESPONSE);
+    let warnings = (total > spans.len()).then(|| {
+        vec![format!(
+            "truncated: the first {} of {total} spans by start time",
+            spans.len()
+        )]
+    });
     let services: BTreeMap<&str, String> = spans
         .iter()
         .map(|s| s.service.as_str())
@@ -131,7 +140,7 @@ pub fn trace(trace_id: i64, encoded: &[Vec<u8>]) -> Option<Value> {
         "traceID": trace_hex,
         "spans": spans_json,
         "processes": processes,
-        "warnings": null,
+        "warnings": warnings,
     }))
 }
 
