@@ -8,5 +8,6 @@ mod listeners;
 mod logs;
 mod policies;
 mod prometheus;
+mod query;
 mod traces;
 mod ui;

@@ -1,10 +1,11 @@
 //! The read side (issue 4): joins a trace's stored spans into one tree (SPEC 5) and
 //! renders SPEC 6's JSON, each span with its own logs and metrics. It never writes.
 //! [`api`] parses search parameters and renders search and log answers; [`jaeger`]
-//! renders Jaeger's read API.
+//! renders Jaeger's read API; [`text`] renders answers for `ssfd query`.
 
 pub mod api;
 pub mod jaeger;
+pub mod text;
 
 use prost::Message;
 use serde_json::{Value, json};

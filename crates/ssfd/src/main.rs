@@ -1,10 +1,11 @@
 //! The `ssfd` binary: wires config, ingest, the pipeline and the HTTP endpoints, and
-//! hosts the client subcommands (`emit`, `check-config`).
+//! hosts the client subcommands (`emit`, `query`, `check-config`).
 
 use clap::{Parser, Subcommand};
 
 mod emit;
 mod http;
+mod query;
 mod serve;
 
 #[global_allocator]
@@ -28,6 +29,8 @@ enum Command {
     },
     /// Sends one metric or span to a running ssfd (or Veneur).
     Emit(Box<emit::EmitArgs>),
+    /// Reads traces and logs from a running ssfd (its HTTP API).
+    Query(query::QueryArgs),
     /// Parses and validates a configuration, then prints the effective configuration.
     CheckConfig {
         /// The YAML configuration file.
@@ -40,6 +43,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve::run(config.as_deref()),
         Command::Emit(args) => emit::run(*args),
+        Command::Query(args) => query::run(args),
         Command::CheckConfig { file } => check_config(&file),
     };
     match result {

@@ -1,0 +1,122 @@
+//! `ssfd query` against a running server (issue 4): the waterfall of a joined trace,
+//! the search tables, `--json` as the API answered, and API errors as exit failures.
+
+use prost::Message;
+use ssfd_e2e::{Server, ssfd_binary};
+use ssfd_wire::ssf::{SsfSample, SsfSpan};
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const T0: i64 = 1_800_000_000_000_000_000;
+
+fn span(id: i64, parent: i64, service: &str, name: &str, ms: (i64, i64)) -> SsfSpan {
+    SsfSpan {
+        trace_id: 31,
+        id,
+        parent_id: parent,
+        start_timestamp: T0 + ms.0 * 1_000_000,
+        end_timestamp: T0 + ms.1 * 1_000_000,
+        service: service.into(),
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+fn query(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(ssfd_binary())
+        .arg("query")
+        .arg("--addr")
+        .arg(format!("http://{}", server.http))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn query_prints_waterfalls_tables_and_json() {
+    let server = Server::start("");
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut db = span(3, 2, "db", "SELECT", (20, 60));
+    db.error = true;
+    db.metrics.push(SsfSample {
+        name: "sql".into(),
+        message: "lock wait timeout".into(),
+        status: 2,
+        timestamp: T0 + 55_000_000,
+        ..Default::default()
+    });
+    for packet in [
+        db,
+        span(2, 1, "api", "lookup", (10, 70)),
+        span(1, 0, "web", "GET /", (0, 100)),
+    ] {
+        socket
+            .send_to(&packet.encode_to_vec(), server.addr("ssf udp"))
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, out, _) = query(&server, &["logs", "-q", "lock timeout"]);
+        if ok && out.contains("lock wait timeout") {
+            assert_eq!(
+                out,
+                "2027-01-15T08:00:00.055000Z error   db sql: lock wait timeout  trace=31 span=3\n"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never indexed: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, out, err) = query(&server, &["trace", "31"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "trace 31  complete  3 spans  0 orphans  100.0ms  services: api,db,web\n\
+         SPAN               OFFSET  DURATION  TIMELINE\n\
+         web GET /             0ns   100.0ms  |##############################|\n\
+         \x20 api lookup       10.0ms    60.0ms  |   ##################         |\n\
+         \x20   db SELECT !    20.0ms    40.0ms  |      ############            |\n\
+         \x20       log 55.0ms [error] sql: lock wait timeout\n"
+    );
+    let (ok, json, _) = query(&server, &["--json", "trace", "000000000000001f"]);
+    assert!(ok);
+    assert_eq!(
+        json.trim(),
+        server.get("/api/v1/traces/31").1,
+        "the API's answer as is"
+    );
+    let (ok, out, _) = query(
+        &server,
+        &[
+            "traces",
+            "--service",
+            "db",
+            "--error",
+            "true",
+            "--min-duration",
+            "40ms",
+        ],
+    );
+    assert!(ok);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.lines().nth(1).unwrap().starts_with("31 "), "{out}");
+    assert!(out.ends_with("web GET /\n"), "{out}");
+    let (ok, out, _) = query(
+        &server,
+        &["traces", "--service", "db", "--min-duration", "41ms"],
+    );
+    assert!(ok);
+    assert_eq!(out.lines().count(), 1, "only the header: {out}");
+    let (ok, _, err) = query(&server, &["trace", "777"]);
+    assert!(!ok);
+    assert!(err.contains("404") && err.contains("not stored"), "{err}");
+    let (ok, _, err) = query(&server, &["logs", "--severity", "loud"]);
+    assert!(!ok);
+    assert!(err.contains("400") && err.contains("severity"), "{err}");
+}
