@@ -145,8 +145,8 @@ pub fn waterfall(trace: &Value) -> String {
         .max(14);
     let _ = writeln!(
         out,
-        "{:<width$} {:>9} {:>9}  {}",
-        "SPAN", "OFFSET", "DURATION", "TIMELINE"
+        "{:<width$} {:>9} {:>9}  TIMELINE",
+        "SPAN", "OFFSET", "DURATION"
     );
     for (index, row) in all.iter().enumerate() {
         if index == tree_rows {
