@@ -78,3 +78,90 @@ pub fn ssf_span(id: i64) -> SsfSpan {
 pub fn ssf_span_bytes(id: i64) -> Vec<u8> {
     ssf_span(id).encode_to_vec()
 }
+
+/// Words log messages are made of in the store benchmark.
+pub const WORDS: [&str; 40] = [
+    "user",
+    "order",
+    "payment",
+    "cart",
+    "checkout",
+    "inventory",
+    "shipping",
+    "refund",
+    "timeout",
+    "retry",
+    "connection",
+    "refused",
+    "accepted",
+    "declined",
+    "cache",
+    "miss",
+    "hit",
+    "database",
+    "query",
+    "slow",
+    "fast",
+    "token",
+    "expired",
+    "renewed",
+    "upstream",
+    "downstream",
+    "queue",
+    "full",
+    "drained",
+    "warehouse",
+    "carrier",
+    "label",
+    "printed",
+    "invoice",
+    "sent",
+    "failed",
+    "succeeded",
+    "session",
+    "started",
+    "ended",
+];
+
+/// Span `i` of the store benchmark: 10 spans per trace (trace `1 + i / 10`, whose first
+/// span is the root), 20 services, 50 span names, 1 in 17 an error, 6 tags (one of
+/// them `customer`, 1,000 values), a counter and a histogram sample, and with `log` a
+/// log sample whose message is 6 of [`WORDS`] and a number.
+pub fn store_span(i: u64, log: bool) -> SsfSpan {
+    let mut span = ssf_span(i as i64 + 1);
+    let trace = 1 + i / 10;
+    let first = i - i % 10 + 1;
+    span.trace_id = trace as i64;
+    span.id = i as i64 + 1;
+    span.parent_id = if i % 10 == 0 { 0 } else { first as i64 };
+    span.service = format!("svc-{:02}", (trace + i % 10) % 20);
+    span.name = format!("op-{:02}", (i * 7) % 50);
+    let start = 1_800_000_000_000_000_000 + trace as i64 * 1_000_000 + (i % 10) as i64 * 1_000;
+    span.start_timestamp = start;
+    span.end_timestamp = start + ((i.wrapping_mul(2_654_435_761) % 1_000) * 1_000) as i64;
+    span.error = i % 17 == 0;
+    span.tags
+        .insert("customer".into(), format!("c{}", i % 1000));
+    if log {
+        let mixed = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let word = |n: u32| WORDS[((mixed >> (n * 6)) % WORDS.len() as u64) as usize];
+        span.metrics.push(SsfSample {
+            metric: Metric::Counter as i32,
+            name: "app.log".into(),
+            message: format!(
+                "{} {} {} {} after {} ms {} {}",
+                word(0),
+                word(1),
+                word(2),
+                word(3),
+                i % 997,
+                word(4),
+                word(5)
+            ),
+            status: (i % 4) as i32,
+            timestamp: start + 500,
+            ..Default::default()
+        });
+    }
+    span
+}

@@ -70,6 +70,24 @@ enum Mode {
         #[arg(long, default_value_t = 1)]
         lines: usize,
     },
+    /// The span and log stores (issue 4): `count` distinct spans (10 per trace, with
+    /// `--logs` one log sample each) over `SendSpans` streams into a server keeping
+    /// them; reports server CPU per span, bytes on disk per span and per log record,
+    /// then `queries` each of trace-by-id, trace search and full-text log search
+    /// over HTTP with their latency percentiles.
+    Store {
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        #[arg(long, default_value_t = 2)]
+        streams: u64,
+        #[arg(long)]
+        logs: bool,
+        /// Spans per second in all (0: as fast as the server takes them).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+    },
     /// SSF spans over gRPC `SendSpans` client streams.
     SendSpans {
         #[arg(long, default_value_t = 2_000_000)]
@@ -236,6 +254,16 @@ fn main() -> anyhow::Result<()> {
         cli.readers,
         if cli.store { 1u64 << 34 } else { 0 }
     );
+    if let Mode::Store {
+        count,
+        streams,
+        logs,
+        rate,
+        queries,
+    } = cli.mode
+    {
+        return store_load(count, streams, logs, rate, queries);
+    }
     if let Mode::Series { .. } = cli.mode {
         extra.push_str("interval: 20s\nmax_series: 2000000\n");
     }
@@ -310,7 +338,7 @@ fn main() -> anyhow::Result<()> {
                     &outcome,
                 );
             }
-            Mode::Blast { .. } => unreachable!("handled above"),
+            Mode::Blast { .. } | Mode::Store { .. } => unreachable!("handled above"),
             Mode::Series { count, rate } => {
                 let lines: Vec<String> = (0..*count)
                     .map(|i| {
@@ -424,5 +452,220 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn disk_bytes(path: &std::path::Path) -> u64 {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return 0;
+    };
+    if meta.is_file() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| disk_bytes(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+fn percentiles(label: &str, mut micros: Vec<f64>) {
+    micros.sort_by(f64::total_cmp);
+    let at =
+        |p: f64| micros[((micros.len() as f64 * p).ceil() as usize).clamp(1, micros.len()) - 1];
+    println!(
+        "  {label}: {} queries, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        micros.len(),
+        at(0.5) / 1e3,
+        at(0.99) / 1e3,
+        at(1.0) / 1e3
+    );
+}
+
+/// `loadgen store`: see [`Mode::Store`].
+fn store_load(
+    count: u64,
+    streams: u64,
+    logs: bool,
+    rate: u64,
+    queries: usize,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let config = format!(
+        "{}span_channel_capacity: 4096\nstorage: {{max_bytes: {}}}\nretention: 1000h\n",
+        ssfd_e2e::port_zero_config(dir.path()),
+        1u64 << 40
+    );
+    let server = Server::start_config(&config, tempfile::tempdir()?, &[]);
+    let pid = server.pid();
+    std::thread::sleep(Duration::from_millis(300));
+    let address = format!("http://{}", server.addr("grpc tcp"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let per_stream = count / streams;
+    let cpu_before = cpu_seconds(pid);
+    let start = Instant::now();
+    let accepted = runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for stream in 0..streams {
+            let address = address.clone();
+            tasks.push(tokio::spawn(async move {
+                let channel = tonic::transport::Channel::from_shared(address)?
+                    .connect()
+                    .await?;
+                let mut client = ssfd_wire::ssfd::v1::ingest_client::IngestClient::new(channel);
+                let begun = Instant::now();
+                let spans = tokio_stream::StreamExt::then(
+                    tokio_stream::iter(0..per_stream),
+                    move |i| async move {
+                        if rate > 0 {
+                            let due =
+                                Duration::from_secs_f64(i as f64 * streams as f64 / rate as f64);
+                            if let Some(wait) = due.checked_sub(begun.elapsed()) {
+                                tokio::time::sleep(wait).await;
+                            }
+                        }
+                        // streams interleave ids so traces stay whole-ish in time
+                        ssfd_benches::store_span(i * streams + stream, logs)
+                    },
+                );
+                let summary = client.send_spans(spans).await?.into_inner();
+                anyhow::Ok(summary.accepted)
+            }));
+        }
+        let mut accepted = 0;
+        for task in tasks {
+            accepted += task.await.context("stream task")??;
+        }
+        anyhow::Ok(accepted)
+    })?;
+    let wall = start.elapsed().as_secs_f64();
+    let items = per_stream * streams;
+    let delivered = settle(
+        &server,
+        "ssfd_worker_received_total{kind=\"span\"}",
+        items as f64,
+    );
+    // the log indexer commits about once a second; wait until it has everything
+    if logs {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while Instant::now() < deadline {
+            let (_, body) = server.get(&format!("/api/v1/logs?limit=1&trace_id={}", items / 10));
+            if body.contains("app.log") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let cpu = cpu_seconds(pid) - cpu_before;
+    println!(
+        "store{}: sent {items} spans in {wall:.1}s (accepted {accepted}), delivered {delivered}, server CPU {cpu:.2}s = {:.0} spans{} per server-CPU-second",
+        if logs { " with 1 log each" } else { "" },
+        delivered / cpu,
+        if logs { " (and as many logs)" } else { "" },
+    );
+    let dropped_store = server.metric("ssfd_dropped_total{stage=\"store\",reason=\"overflow\"}")
+        + server.metric("ssfd_dropped_total{stage=\"store\",reason=\"retry_exhausted\"}");
+    let dropped_index = server.metric("ssfd_dropped_total{stage=\"index\",reason=\"queue_full\"}");
+    println!(
+        "  dropped: store {dropped_store}, log index {dropped_index}, ingest {}",
+        dropped(&server, "ssf")
+    );
+    // queries are timed on a quiet server: wait for the index's background merges
+    let quiet_deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let before = cpu_seconds(pid);
+        std::thread::sleep(Duration::from_secs(2));
+        if cpu_seconds(pid) - before < 0.1 || Instant::now() > quiet_deadline {
+            break;
+        }
+    }
+    let spans_disk = disk_bytes(&data.join("spans.redb"));
+    let logs_disk = disk_bytes(&data.join("logs"));
+    println!(
+        "  on disk: spans.redb {:.1} MiB = {:.0} bytes per span; logs/ {:.1} MiB = {:.0} bytes per log record; resident {:.0} MiB",
+        spans_disk as f64 / 1048576.0,
+        spans_disk as f64 / items as f64,
+        logs_disk as f64 / 1048576.0,
+        if logs {
+            logs_disk as f64 / items as f64
+        } else {
+            0.0
+        },
+        rss_bytes(pid) / 1048576.0,
+    );
+    // queries, one at a time, over HTTP
+    let traces = (items / 10).max(1);
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let time = |path: String| -> anyhow::Result<f64> {
+        let begun = Instant::now();
+        let (status, body) = server.get(&path);
+        let micros = begun.elapsed().as_secs_f64() * 1e6;
+        if status != 200 {
+            bail!("{path}: {status} {body}");
+        }
+        Ok(micros)
+    };
+    let mut by_id = Vec::new();
+    for _ in 0..queries {
+        by_id.push(time(format!("/api/v1/traces/{}", 1 + next() % traces))?);
+    }
+    percentiles("trace by id", by_id);
+    let mut searches = Vec::new();
+    let mut by_kind: [Vec<f64>; 5] = Default::default();
+    for q in 0..queries {
+        let service = format!("svc-{:02}", next() % 20);
+        let path = match q % 5 {
+            0 => format!("/api/v1/traces?service={service}"),
+            1 => format!(
+                "/api/v1/traces?service={service}&name=op-{:02}",
+                next() % 50
+            ),
+            2 => format!("/api/v1/traces?service={service}&error=true"),
+            3 => format!("/api/v1/traces?service={service}&min_duration=990us"),
+            _ => format!("/api/v1/traces?tag=customer:c{}", next() % 1000),
+        };
+        let micros = time(path)?;
+        by_kind[q % 5].push(micros);
+        searches.push(micros);
+    }
+    percentiles("trace search (limit 20)", searches);
+    for (kind, micros) in [
+        "service",
+        "service+name",
+        "service+error",
+        "service+min_duration",
+        "tag",
+    ]
+    .iter()
+    .zip(by_kind)
+    {
+        percentiles(&format!("    of which {kind}"), micros);
+    }
+    if logs {
+        let mut texts = Vec::new();
+        let words = ssfd_benches::WORDS;
+        for q in 0..queries {
+            let (a, b) = (words[(next() % 40) as usize], words[(next() % 40) as usize]);
+            let path = match q % 3 {
+                0 => format!("/api/v1/logs?q={a}+{b}"),
+                1 => format!("/api/v1/logs?q=%22{a}+{b}%22"),
+                _ => format!(
+                    "/api/v1/logs?q={a}&service=svc-{:02}&severity=warn",
+                    next() % 20
+                ),
+            };
+            texts.push(time(path)?);
+        }
+        percentiles("full-text log search (limit 100)", texts);
+    }
+    drop(server);
     Ok(())
 }

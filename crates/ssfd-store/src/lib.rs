@@ -81,23 +81,14 @@ impl Store {
 
 impl SpanSink for Store {
     fn append(&self, spans: &SpanBatch) {
-        if let Err(error) = self.spans.append(spans) {
+        let mut records = Vec::new();
+        if let Err(error) = self.spans.append_collecting_logs(spans, Some(&mut records)) {
             tracing::warn!(%error, "span store write failed");
             ssfd_telemetry::dropped(
                 ssfd_telemetry::Stage::Store,
                 ssfd_telemetry::DropReason::RetryExhausted,
                 spans.len() as u64,
             );
-        }
-        let mut records = Vec::new();
-        for (_, bytes) in spans.iter() {
-            if let Ok(view) = ssfd_wire::ssf_view::SpanView::parse(bytes) {
-                for sample in view.samples() {
-                    if LogRecord::is_log_sample(&sample) {
-                        records.push(LogRecord::from_sample(&sample, Some(&view)));
-                    }
-                }
-            }
         }
         if !records.is_empty() {
             self.logs.push(records);

@@ -15,9 +15,11 @@
 //! evicted.
 
 use crate::Budget;
+use hashbrown::HashMap;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use ssfd_engine::LogRecord;
 use ssfd_engine::SpanBatch;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -58,6 +60,19 @@ struct SpanRef {
     error: bool,
     /// `parent_id` 0 or `id == trace_id` (SPEC 5's root candidates).
     root: bool,
+    /// A 64-bit Bloom filter of the span's `key:value` tags (two bits per tag), so a
+    /// tag search reads only the spans that may match.
+    tag_bloom: u64,
+}
+
+/// The two bits of `key:value` in a span's tag Bloom filter.
+fn tag_bits(key: &str, value: &str) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    hasher.update(key.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(value.as_bytes());
+    let hash = hasher.digest();
+    (1u64 << (hash & 63)) | (1u64 << ((hash >> 6) & 63))
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +80,64 @@ struct TraceEntry {
     /// The earliest span start: the key of [`Index::order`].
     start: i64,
     refs: Vec<SpanRef>,
+}
+
+/// What a trace search can rule out without reading a trace's spans: Bloom bits of
+/// its services, span names and (service, name) pairs, its span durations' range,
+/// whether it has error and non-error spans, and the union of its spans' tag blooms.
+/// It sits beside the trace in [`Index::order`], so a scan reads it in order.
+#[derive(Clone, Copy, Debug)]
+struct TraceFilter {
+    services: u64,
+    names: u64,
+    pairs: u64,
+    tags: u64,
+    min_duration: i64,
+    max_duration: i64,
+    errors: bool,
+    ok: bool,
+}
+
+impl TraceFilter {
+    const EMPTY: TraceFilter = TraceFilter {
+        services: 0,
+        names: 0,
+        pairs: 0,
+        tags: 0,
+        min_duration: i64::MAX,
+        max_duration: i64::MIN,
+        errors: false,
+        ok: false,
+    };
+
+    fn add(&mut self, span: &SpanRef) {
+        self.services |= bit(span.service as u64);
+        self.names |= bit(span.name as u64);
+        self.pairs |= pair_bit(span.service, span.name);
+        self.tags |= span.tag_bloom;
+        let duration = span.end - span.start;
+        self.min_duration = self.min_duration.min(duration);
+        self.max_duration = self.max_duration.max(duration);
+        self.errors |= span.error;
+        self.ok |= !span.error;
+    }
+
+    fn of(refs: &[SpanRef]) -> TraceFilter {
+        let mut filter = TraceFilter::EMPTY;
+        for span in refs {
+            filter.add(span);
+        }
+        filter
+    }
+}
+
+/// One bit of 64 for an interned id.
+fn bit(id: u64) -> u64 {
+    1 << (id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)
+}
+
+fn pair_bit(service: u32, name: u32) -> u64 {
+    bit((u64::from(service) << 32) | u64::from(name))
 }
 
 /// A block's bookkeeping.
@@ -79,7 +152,7 @@ struct BlockInfo {
 struct Index {
     traces: HashMap<i64, TraceEntry>,
     /// (trace start, trace id), for newest-first searches.
-    order: BTreeSet<(i64, i64)>,
+    order: BTreeMap<(i64, i64), TraceFilter>,
     /// The block being filled (id `next_block`), not yet written, and when it started.
     pending: Vec<u8>,
     pending_traces: Vec<i64>,
@@ -93,6 +166,8 @@ struct Index {
     /// Interned service and span names.
     strings: Vec<String>,
     string_ids: HashMap<String, u32>,
+    /// (service, name) pairs already in `services`.
+    known_operations: hashbrown::HashSet<(u32, u32)>,
 }
 
 impl Index {
@@ -106,20 +181,31 @@ impl Index {
         id
     }
 
-    /// Indexes one span found at (`block`, `offset`).
-    fn add(&mut self, block: u64, offset: u32, span: &[u8]) -> Option<i64> {
+    /// Indexes one span found at (`block`, `offset`), and collects the log samples it
+    /// carries (with its context) into `logs`.
+    fn add(
+        &mut self,
+        block: u64,
+        offset: u32,
+        span: &[u8],
+        logs: Option<&mut Vec<LogRecord>>,
+    ) -> Option<i64> {
         let view = ssfd_wire::ssf_view::SpanView::parse(span).ok()?;
-        let name = view.normalized_name();
-        match self.services.get_mut(view.service) {
-            Some(names) => {
-                if !names.contains(name) {
-                    names.insert(name.to_string());
+        if let Some(logs) = logs {
+            for sample in view.samples() {
+                if LogRecord::is_log_sample(&sample) {
+                    logs.push(LogRecord::from_sample(&sample, Some(&view)));
                 }
             }
-            None => {
-                self.services
-                    .insert(view.service.to_string(), [name.to_string()].into());
-            }
+        }
+        let name = view.normalized_name();
+        let service = self.intern(view.service);
+        let name_id = self.intern(name);
+        if self.known_operations.insert((service, name_id)) {
+            self.services
+                .entry(view.service.to_string())
+                .or_default()
+                .insert(name.to_string());
         }
         let span_ref = SpanRef {
             block,
@@ -128,10 +214,13 @@ impl Index {
             id: view.id,
             start: view.start_timestamp,
             end: view.end_timestamp,
-            service: self.intern(view.service),
-            name: self.intern(name),
+            service,
+            name: name_id,
             error: view.error,
             root: view.parent_id == 0 || view.id == view.trace_id,
+            tag_bloom: view
+                .raw_tags()
+                .fold(0, |bloom, (key, value)| bloom | tag_bits(key, value)),
         };
         let entry = self
             .traces
@@ -140,13 +229,24 @@ impl Index {
                 start: i64::MAX,
                 refs: Vec::new(),
             });
-        if span_ref.start < entry.start {
-            if entry.start != i64::MAX {
-                self.order.remove(&(entry.start, view.trace_id));
-            }
+        let filter = if span_ref.start < entry.start {
+            let filter = match entry.start {
+                i64::MAX => TraceFilter::EMPTY,
+                old => self
+                    .order
+                    .remove(&(old, view.trace_id))
+                    .unwrap_or(TraceFilter::EMPTY),
+            };
             entry.start = span_ref.start;
-            self.order.insert((entry.start, view.trace_id));
-        }
+            self.order
+                .entry((entry.start, view.trace_id))
+                .or_insert(filter)
+        } else {
+            self.order
+                .entry((entry.start, view.trace_id))
+                .or_insert(TraceFilter::EMPTY)
+        };
+        filter.add(&span_ref);
         entry.refs.push(span_ref);
         Some(view.trace_id)
     }
@@ -158,17 +258,15 @@ impl Index {
                 continue;
             };
             entry.refs.retain(|r| r.block != block);
-            let start = entry.refs.iter().map(|r| r.start).min();
-            if start != Some(entry.start) {
-                self.order.remove(&(entry.start, trace));
-                match start {
-                    Some(start) => {
-                        entry.start = start;
-                        self.order.insert((start, trace));
-                    }
-                    None => {
-                        self.traces.remove(&trace);
-                    }
+            self.order.remove(&(entry.start, trace));
+            match entry.refs.iter().map(|r| r.start).min() {
+                Some(start) => {
+                    entry.start = start;
+                    self.order
+                        .insert((start, trace), TraceFilter::of(&entry.refs));
+                }
+                None => {
+                    self.traces.remove(&trace);
                 }
             }
         }
@@ -216,7 +314,7 @@ pub struct SpanStore {
 
 /// A block is written once it holds this many bytes or is this old: one redb
 /// transaction per block, not per batch.
-const BLOCK_BYTES: usize = 4 << 20;
+const BLOCK_BYTES: usize = (4 << 20) - 4096;
 const BLOCK_AGE: Duration = Duration::from_millis(250);
 
 /// Commits are made durable (fsync) at most this often; in between they are
@@ -296,6 +394,7 @@ impl SpanStore {
                     block,
                     offset,
                     &bytes[offset as usize..(offset + len) as usize],
+                    None,
                 );
                 traces.push(trace_id);
             }
@@ -326,10 +425,25 @@ impl SpanStore {
     /// Adds a batch to the block being filled; writes the block when it is full or old.
     /// Spans are readable as soon as this returns.
     pub fn append(&self, spans: &SpanBatch) -> Result<(), StoreError> {
+        self.append_collecting_logs(spans, None)
+    }
+
+    /// [`SpanStore::append`], also collecting the log samples inside the spans.
+    pub fn append_collecting_logs(
+        &self,
+        spans: &SpanBatch,
+        mut logs: Option<&mut Vec<LogRecord>>,
+    ) -> Result<(), StoreError> {
         if spans.is_empty() {
             return Ok(());
         }
         let mut index = self.index.write().map_err(db_error)?;
+        // a block stays within BLOCK_BYTES: redb rounds a value's pages up to a power
+        // of two, so a block just over 4 MiB would take 8
+        let incoming: usize = spans.iter().map(|(_, bytes)| bytes.len() + 12).sum();
+        if !index.pending.is_empty() && index.pending.len() + incoming > BLOCK_BYTES {
+            self.write_pending(&mut index)?;
+        }
         let block = index.next_block;
         if index.pending.is_empty() {
             let received = now_ns();
@@ -342,7 +456,10 @@ impl SpanStore {
         let mut position = base;
         for (entry, bytes) in spans.iter() {
             let offset = (position + 12) as u32;
-            if index.add(block, offset, bytes).is_some() {
+            if index
+                .add(block, offset, bytes, logs.as_deref_mut())
+                .is_some()
+            {
                 index.pending_traces.push(entry.trace_id);
             }
             position += 12 + bytes.len();
@@ -351,7 +468,7 @@ impl SpanStore {
         let since = *index
             .pending_since
             .get_or_insert_with(std::time::Instant::now);
-        if index.pending.len() >= BLOCK_BYTES || since.elapsed() >= BLOCK_AGE {
+        if index.pending.len() + 64 * 1024 >= BLOCK_BYTES || since.elapsed() >= BLOCK_AGE {
             self.write_pending(&mut index)?;
         }
         Ok(())
@@ -543,10 +660,30 @@ impl SpanStore {
         let lower = query.start_ns.map_or(std::ops::Bound::Unbounded, |start| {
             std::ops::Bound::Included((start, i64::MIN))
         });
+        let tag_bloom = query
+            .tags
+            .iter()
+            .fold(0, |bloom, (key, value)| bloom | tag_bits(key, value));
         let mut out = Vec::new();
-        for &(_, trace_id) in index.order.range((lower, upper)).rev() {
+        for (&(_, trace_id), filter) in index.order.range((lower, upper)).rev() {
             if out.len() >= query.limit {
                 break;
+            }
+            // rule the trace out by its filter before reading its spans
+            if service.is_some_and(|s| filter.services & bit(u64::from(s)) == 0)
+                || name.is_some_and(|n| filter.names & bit(u64::from(n)) == 0)
+                || matches!((service, name), (Some(s), Some(n)) if filter.pairs & pair_bit(s, n) == 0)
+                || filter.tags & tag_bloom != tag_bloom
+                || query.error == Some(true) && !filter.errors
+                || query.error == Some(false) && !filter.ok
+                || query
+                    .min_duration_ns
+                    .is_some_and(|d| filter.max_duration < d)
+                || query
+                    .max_duration_ns
+                    .is_some_and(|d| filter.min_duration > d)
+            {
+                continue;
             }
             let entry = &index.traces[&trace_id];
             let mut hit = false;
@@ -558,6 +695,9 @@ impl SpanStore {
                     || query.min_duration_ns.is_some_and(|d| duration < d)
                     || query.max_duration_ns.is_some_and(|d| duration > d)
                 {
+                    continue;
+                }
+                if span.tag_bloom & tag_bloom != tag_bloom {
                     continue;
                 }
                 if !query.tags.is_empty() {
@@ -640,11 +780,14 @@ fn summary(index: &Index, trace_id: i64, entry: &TraceEntry) -> TraceSummary {
 }
 
 /// Reads spans out of written blocks within one read transaction, keeping the last
-/// block it opened.
+/// few blocks it opened (a trace's spans often sit in a handful of blocks).
 struct BlockReader {
     table: redb::ReadOnlyTable<u64, &'static [u8]>,
-    cached: Option<(u64, redb::AccessGuard<'static, &'static [u8]>)>,
+    cached: Vec<(u64, redb::AccessGuard<'static, &'static [u8]>)>,
 }
+
+/// Blocks a [`BlockReader`] keeps open.
+const CACHED_BLOCKS: usize = 16;
 
 impl BlockReader {
     fn new(db: &Database) -> Result<BlockReader, StoreError> {
@@ -652,22 +795,28 @@ impl BlockReader {
         let table = read.open_table(BLOCKS).map_err(db_error)?;
         Ok(BlockReader {
             table,
-            cached: None,
+            cached: Vec::new(),
         })
     }
 
     fn span(&mut self, block: u64, offset: u32, len: u32) -> Result<Option<&[u8]>, StoreError> {
-        if self.cached.as_ref().is_none_or(|(b, _)| *b != block) {
-            self.cached = self
-                .table
-                .get(block)
-                .map_err(db_error)?
-                .map(|guard| (block, guard));
-        }
-        Ok(self
-            .cached
-            .as_ref()
-            .and_then(|(_, guard)| guard.value().get(offset as usize..(offset + len) as usize)))
+        let position = match self.cached.iter().position(|(b, _)| *b == block) {
+            Some(position) => position,
+            None => {
+                let Some(guard) = self.table.get(block).map_err(db_error)? else {
+                    return Ok(None);
+                };
+                if self.cached.len() >= CACHED_BLOCKS {
+                    self.cached.remove(0);
+                }
+                self.cached.push((block, guard));
+                self.cached.len() - 1
+            }
+        };
+        Ok(self.cached[position]
+            .1
+            .value()
+            .get(offset as usize..(offset + len) as usize))
     }
 }
 
