@@ -133,13 +133,17 @@ pub fn store_span(i: u64, log: bool) -> SsfSpan {
     let first = i - i % 10 + 1;
     span.trace_id = trace as i64;
     span.id = i as i64 + 1;
-    span.parent_id = if i % 10 == 0 { 0 } else { first as i64 };
+    span.parent_id = if i.is_multiple_of(10) {
+        0
+    } else {
+        first as i64
+    };
     span.service = format!("svc-{:02}", (trace + i % 10) % 20);
     span.name = format!("op-{:02}", (i * 7) % 50);
     let start = 1_800_000_000_000_000_000 + trace as i64 * 1_000_000 + (i % 10) as i64 * 1_000;
     span.start_timestamp = start;
     span.end_timestamp = start + ((i.wrapping_mul(2_654_435_761) % 1_000) * 1_000) as i64;
-    span.error = i % 17 == 0;
+    span.error = i.is_multiple_of(17);
     span.tags
         .insert("customer".into(), format!("c{}", i % 1000));
     if log {

@@ -679,6 +679,25 @@ mod tests {
     }
 
     #[test]
+    fn past_the_budget_the_oldest_received_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        // a budget the first commit already exceeds, with no spans stored
+        let store = LogStore::open(dir.path(), Budget::new(1), Duration::from_secs(3600)).unwrap();
+        store.push(vec![record("early bird", "web", Severity::Info, 1)]);
+        store.commit().unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        store.push(vec![record("late comer", "web", Severity::Info, 2)]);
+        store.commit().unwrap();
+        std::thread::sleep(HOUSEKEEPING_EVERY + Duration::from_millis(500));
+        store.commit().unwrap();
+        assert_eq!(
+            search(&store, "", |_| {}),
+            ["late comer"],
+            "the oldest received went"
+        );
+    }
+
+    #[test]
     fn the_live_filter_reads_queries_like_the_index() {
         let mut query = LogQuery::default();
         query.set_text("Refused \"user 42\" unclosed \"quote here");
