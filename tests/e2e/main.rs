@@ -9,5 +9,6 @@ mod logs;
 mod policies;
 mod prometheus;
 mod query;
+mod sinks;
 mod traces;
 mod ui;

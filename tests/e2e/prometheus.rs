@@ -93,10 +93,18 @@ impl Drop for Prometheus {
 }
 
 fn start_prometheus(target: &str) -> Prometheus {
+    start_prometheus_with(
+        &format!(
+            "scrape_configs:\n  - job_name: ssfd\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+        &[],
+    )
+}
+
+/// A Prometheus server with `scrape` configuration lines and extra flags.
+fn start_prometheus_with(scrape: &str, flags: &[&str]) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: ssfd\n    static_configs:\n      - targets: ['{target}']\n"
-    );
+    let config = format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{scrape}");
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let address = format!("127.0.0.1:{}", free_port());
     let child = Command::new("prometheus")
@@ -109,6 +117,7 @@ fn start_prometheus(target: &str) -> Prometheus {
             dir.path().join("data").display()
         ))
         .arg(format!("--web.listen-address={address}"))
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -278,5 +287,52 @@ fn openmetrics_when_asked_with_span_metrics_and_exemplars() {
             "traces_span_metrics_calls_total{{{labels}}} 1 # {{trace_id=\"0000000000001234\"}} 1 "
         )),
         "{open}"
+    );
+}
+
+#[test]
+fn remote_write_reaches_a_real_prometheus_with_labels() {
+    let prometheus = start_prometheus_with("", &["--web.enable-remote-write-receiver"]);
+    let server = Server::start(&format!(
+        "interval: 1s\nhostname: box-7\nmetric_sinks:\n  - kind: prometheus_remote_write\n    name: rw\n    config:\n      url: http://{}/api/v1/write\n      external_labels: {{cluster: c1}}\n",
+        prometheus.address
+    ));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let statsd = server.addr("statsd udp");
+    let mut lines = vec![
+        "rw.hits:3|c|#env:prod".to_string(),
+        "rw.temp:21.5|g|#room:lab".to_string(),
+        "rw.users:ann|s".to_string(),
+        "rw.users:bob|s".to_string(),
+        "rw.users:cy|s".to_string(),
+    ];
+    lines.extend((1..=1000).map(|v| format!("rw.latency:{v}|ms|#route:home")));
+    for chunk in lines.chunks(20) {
+        socket.send_to(chunk.join("\n").as_bytes(), statsd).unwrap();
+    }
+    wait_query(
+        &prometheus,
+        "rw_hits_total{env=\"prod\",host=\"box-7\",cluster=\"c1\"}",
+        3.0,
+        0.0,
+    );
+    wait_query(&prometheus, "rw_temp{room=\"lab\"}", 21.5, 0.0);
+    wait_query(&prometheus, "rw_users", 3.0, 0.0);
+    wait_query(
+        &prometheus,
+        "rw_latency{quantile=\"0.99\",route=\"home\"}",
+        990.0,
+        10.0,
+    );
+    wait_query(&prometheus, "rw_latency_count", 1000.0, 0.0);
+    // later intervals add to the cumulative counter
+    socket.send_to(b"rw.hits:4|c|#env:prod", statsd).unwrap();
+    wait_query(&prometheus, "rw_hits_total{env=\"prod\"}", 7.0, 0.0);
+    assert!(
+        server.metric("ssfd_sink_sent_total{sink=\"rw\",kind=\"prometheus_remote_write\"}") > 0.0
+    );
+    assert_eq!(
+        server.metric("ssfd_sink_failures_total{sink=\"rw\",kind=\"prometheus_remote_write\"}"),
+        0.0
     );
 }

@@ -1,9 +1,15 @@
-//! ssfd's sinks: where flushed metrics go. Today: the Prometheus exposition behind
-//! `/metrics` (`prometheus.rs`, `openmetrics.rs`), the `jsonl` file sink (`jsonl.rs`)
-//! and the `statsd` repeater (`statsd.rs`). Remote-write,
-//! OTLP and datadog sinks, per-sink queues and retries come with issue 5.
+//! ssfd's sinks: where flushed metrics go. The Prometheus exposition behind
+//! `/metrics` (`prometheus.rs`, `openmetrics.rs`) and the `jsonl` file sink
+//! (`jsonl.rs`) are written by the flusher; network sinks (`statsd.rs`, `datadog.rs`,
+//! `remote_write.rs`, and `blackhole`) each run behind their own queue and thread with
+//! retries (`delivery.rs`), fed what `metric_sink_routing` routes to them
+//! (`routing.rs`). The OTLP sink comes later in issue 5.
 
+pub mod datadog;
+pub mod delivery;
 pub mod jsonl;
 pub mod openmetrics;
 pub mod prometheus;
+pub mod remote_write;
+pub mod routing;
 pub mod statsd;

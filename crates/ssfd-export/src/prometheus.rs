@@ -46,6 +46,9 @@ struct Family {
     series: HashMap<String, Sample>,
 }
 
+/// One exposed sample: (name, labels sorted by name, value).
+pub type ExposedSample = (String, Vec<(String, String)>, f64);
+
 /// The exposition's state, shared between the flusher (writer) and `/metrics`.
 #[derive(Debug)]
 pub struct Exposition {
@@ -326,6 +329,35 @@ impl Exposition {
         self.families.retain(|_, family| !family.series.is_empty());
     }
 
+    /// Every sample the exposition shows, as (name, sorted labels, value): the same
+    /// series, names and labels as [`Exposition::render`] (a summary's quantiles,
+    /// `_sum` and `_count`), for remote-write.
+    pub fn samples(&mut self) -> Vec<ExposedSample> {
+        self.expire();
+        let mut out = Vec::new();
+        for (name, family) in &self.families {
+            for (label_set, sample) in &family.series {
+                let labels = parse_labels(label_set);
+                match family.kind {
+                    FamilyType::Counter | FamilyType::Gauge => {
+                        out.push((name.clone(), labels, sample.value));
+                    }
+                    FamilyType::Summary => {
+                        for (quantile, value) in &sample.quantiles {
+                            let mut with = labels.clone();
+                            with.push(("quantile".into(), quantile.clone()));
+                            with.sort();
+                            out.push((name.clone(), with, *value));
+                        }
+                        out.push((format!("{name}_sum"), labels.clone(), sample.sum));
+                        out.push((format!("{name}_count"), labels, sample.count));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Appends the text exposition (format 0.0.4).
     pub fn render(&mut self, out: &mut String) {
         self.expire();
@@ -370,6 +402,40 @@ impl Exposition {
             }
         }
     }
+}
+
+/// Reads back a rendered label set (`{a="b",c="d\\"e"}`), sorted by name.
+fn parse_labels(set: &str) -> Vec<(String, String)> {
+    let inner = set.strip_prefix('{').and_then(|s| s.strip_suffix('}'));
+    let Some(inner) = inner else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        let name: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        if name.is_empty() || chars.next() != Some('"') {
+            break;
+        }
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => break,
+                },
+                '"' => break,
+                other => value.push(other),
+            }
+        }
+        out.push((name, value));
+        if chars.next() != Some(',') {
+            break;
+        }
+    }
+    out.sort();
+    out
 }
 
 /// The sink the flusher calls; `/metrics` renders the same state.
@@ -545,6 +611,28 @@ mod tests {
             text,
             "# HELP q_total ssfd counter q\n# TYPE q_total gauge\nq_total -2\n"
         );
+    }
+
+    #[test]
+    fn rendered_label_sets_read_back() {
+        let mut rendered = String::new();
+        labels_into(
+            &[
+                "b:x\"y".to_string(),
+                "a:line\nbreak".to_string(),
+                "c".to_string(),
+            ],
+            &mut rendered,
+        );
+        assert_eq!(
+            parse_labels(&rendered),
+            [
+                ("a".to_string(), "line\nbreak".to_string()),
+                ("b".into(), "x\"y".into()),
+                ("c".into(), "true".into())
+            ]
+        );
+        assert!(parse_labels("").is_empty());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! or `tcp://host:port`, one line each): counters `|c`, gauges `|g`, statuses as `_sc`
 //! service checks with their message. Veneur's `prometheus` repeater maps here.
 
-use ssfd_engine::{Flush, FlushedType, MetricSink};
+use crate::delivery::{Deliver, Payload, SendError};
+use ssfd_engine::{Flush, FlushedType};
 use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 
@@ -76,48 +77,70 @@ pub fn line(metric: &ssfd_engine::FlushedMetric) -> String {
     }
 }
 
-impl MetricSink for StatsdSink {
-    fn name(&self) -> &str {
-        &self.name
+impl Deliver for StatsdSink {
+    fn kind(&self) -> &'static str {
+        "statsd"
     }
 
-    fn flush(&mut self, flush: &Flush) {
+    /// Over UDP one payload per datagram of packed lines; over TCP one payload.
+    fn encode(&mut self, flush: &Flush) -> Vec<Payload> {
         let lines: Vec<String> = flush
             .metrics
             .iter()
             .filter(|m| m.value.is_finite())
             .map(line)
             .collect();
-        let result = match &mut self.transport {
-            Transport::Udp(socket) => {
+        let mut payloads = Vec::new();
+        match self.transport {
+            Transport::Udp(_) => {
                 let mut datagram = String::with_capacity(MAX_DATAGRAM);
-                let mut outcome = Ok(());
+                let mut items = 0;
                 for line in &lines {
                     if !datagram.is_empty() && datagram.len() + 1 + line.len() > MAX_DATAGRAM {
-                        outcome = outcome.and(socket.send(datagram.as_bytes()).map(drop));
-                        datagram.clear();
+                        payloads.push(Payload {
+                            endpoint: 0,
+                            body: std::mem::take(&mut datagram).into_bytes(),
+                            items,
+                        });
+                        items = 0;
                     }
                     if !datagram.is_empty() {
                         datagram.push('\n');
                     }
                     datagram.push_str(line);
+                    items += 1;
                 }
                 if !datagram.is_empty() {
-                    outcome = outcome.and(socket.send(datagram.as_bytes()).map(drop));
+                    payloads.push(Payload {
+                        endpoint: 0,
+                        body: datagram.into_bytes(),
+                        items,
+                    });
                 }
-                outcome
             }
+            Transport::Tcp { .. } if !lines.is_empty() => {
+                let mut body = lines.join("\n");
+                body.push('\n');
+                payloads.push(Payload {
+                    endpoint: 0,
+                    body: body.into_bytes(),
+                    items: lines.len() as u64,
+                });
+            }
+            Transport::Tcp { .. } => {}
+        }
+        payloads
+    }
+
+    fn send(&mut self, payload: &Payload) -> Result<(), SendError> {
+        let result = match &mut self.transport {
+            Transport::Udp(socket) => socket.send(&payload.body).map(drop),
             Transport::Tcp { address, stream } => {
-                let mut payload = lines.join("\n");
-                payload.push('\n');
                 let attempt = |stream: &mut Option<TcpStream>| -> std::io::Result<()> {
                     if stream.is_none() {
                         *stream = Some(TcpStream::connect(address.as_str())?);
                     }
-                    stream
-                        .as_mut()
-                        .expect("connected")
-                        .write_all(payload.as_bytes())
+                    stream.as_mut().expect("connected").write_all(&payload.body)
                 };
                 let result = attempt(stream);
                 if result.is_err() {
@@ -126,14 +149,7 @@ impl MetricSink for StatsdSink {
                 result
             }
         };
-        if let Err(error) = result {
-            tracing::warn!(sink = %self.name, %error, "statsd sink send failed");
-            ssfd_telemetry::dropped(
-                ssfd_telemetry::Stage::Sink,
-                ssfd_telemetry::DropReason::RetryExhausted,
-                lines.len() as u64,
-            );
-        }
+        result.map_err(|error| SendError::Retry(format!("statsd sink `{}`: {error}", self.name)))
     }
 }
 
@@ -187,11 +203,13 @@ mod tests {
                 None,
             ));
         }
-        sink.flush(&Flush {
+        for payload in sink.encode(&Flush {
             timestamp: 1,
             metrics,
             ..Flush::default()
-        });
+        }) {
+            sink.send(&payload).unwrap();
+        }
         receiver
             .set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();

@@ -111,6 +111,99 @@ pub fn set_store_bytes(store: &str, bytes: u64) {
     }
 }
 
+/// One sink's counters (SPEC 10): items sent, retries, items dropped, failed
+/// deliveries, and its flush durations.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    pub sent: AtomicU64,
+    pub retries: AtomicU64,
+    pub dropped: AtomicU64,
+    pub failures: AtomicU64,
+    flushes: AtomicU64,
+    flush_nanos: AtomicU64,
+}
+
+impl SinkCounters {
+    /// One delivery of an interval took `seconds` (retries included).
+    pub fn observe_flush(&self, seconds: f64) {
+        self.flushes.fetch_add(1, Relaxed);
+        self.flush_nanos.fetch_add((seconds * 1e9) as u64, Relaxed);
+    }
+}
+
+type SinkEntry = (String, String, std::sync::Arc<SinkCounters>);
+static SINKS: std::sync::Mutex<Vec<SinkEntry>> = std::sync::Mutex::new(Vec::new());
+
+/// The counters of sink `name` of `kind`, registered on first use.
+pub fn sink(name: &str, kind: &str) -> std::sync::Arc<SinkCounters> {
+    let mut sinks = SINKS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, counters)) = sinks.iter().find(|(n, k, _)| n == name && k == kind) {
+        return std::sync::Arc::clone(counters);
+    }
+    let counters = std::sync::Arc::new(SinkCounters::default());
+    sinks.push((
+        name.to_string(),
+        kind.to_string(),
+        std::sync::Arc::clone(&counters),
+    ));
+    counters
+}
+
+/// Reads one counter of a sink.
+type SinkRead = fn(&SinkCounters) -> u64;
+
+fn render_sinks(out: &mut String) {
+    let sinks = SINKS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let families: [(&str, &str, SinkRead); 4] = [
+        ("ssfd_sink_sent_total", "items a sink delivered", |c| {
+            c.sent.load(Relaxed)
+        }),
+        (
+            "ssfd_sink_retries_total",
+            "delivery attempts a sink repeated",
+            |c| c.retries.load(Relaxed),
+        ),
+        (
+            "ssfd_sink_dropped_total",
+            "items a sink dropped (queue full or retries exhausted)",
+            |c| c.dropped.load(Relaxed),
+        ),
+        (
+            "ssfd_sink_failures_total",
+            "deliveries that failed for good after their retries",
+            |c| c.failures.load(Relaxed),
+        ),
+    ];
+    for (name, help, value) in families {
+        header(out, name, "counter", help);
+        for (sink, kind, counters) in &sinks {
+            let _ = writeln!(
+                out,
+                "{name}{{sink=\"{sink}\",kind=\"{kind}\"}} {}",
+                value(counters)
+            );
+        }
+    }
+    header(
+        out,
+        "ssfd_sink_flush_duration_seconds",
+        "summary",
+        "time a sink took to deliver one interval, retries included",
+    );
+    for (sink, kind, counters) in &sinks {
+        let _ = writeln!(
+            out,
+            "ssfd_sink_flush_duration_seconds_sum{{sink=\"{sink}\",kind=\"{kind}\"}} {}",
+            counters.flush_nanos.load(Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(
+            out,
+            "ssfd_sink_flush_duration_seconds_count{{sink=\"{sink}\",kind=\"{kind}\"}} {}",
+            counters.flushes.load(Relaxed)
+        );
+    }
+}
+
 /// Samples folded into overflow series because `max_series` was reached (kept, not
 /// dropped: SPEC 4.3).
 pub fn series_overflow(count: u64) {
@@ -285,6 +378,7 @@ pub fn render(out: &mut String, version: &str) {
             STORE_BYTES[index].load(Relaxed)
         );
     }
+    render_sinks(out);
     header(
         out,
         "ssfd_series_overflow_total",

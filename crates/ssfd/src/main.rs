@@ -7,6 +7,7 @@ mod emit;
 mod http;
 mod query;
 mod serve;
+mod sinks;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -78,69 +78,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         );
         sinks.push(Box::new(UnsentForward));
     }
-    for sink in &config.metric_sinks {
-        match sink.kind.as_str() {
-            "jsonl" => {
-                let path = sink
-                    .config
-                    .get("path")
-                    .and_then(|p| p.as_str())
-                    .with_context(|| {
-                        format!("metric sink `{}` (jsonl) needs config.path", sink.name)
-                    })?;
-                let name = if sink.name.is_empty() {
-                    "jsonl"
-                } else {
-                    &sink.name
-                };
-                sinks.push(Box::new(
-                    ssfd_export::jsonl::JsonlSink::open(name, Path::new(path), &hostname)
-                        .with_context(|| format!("cannot open jsonl sink file {path}"))?,
-                ));
-            }
-            "statsd" | "prometheus" => {
-                // Veneur's `prometheus` sink is a statsd repeater: repeater_address + network_type
-                let address = match sink.kind.as_str() {
-                    "statsd" => sink
-                        .config
-                        .get("address")
-                        .and_then(|a| a.as_str())
-                        .map(String::from),
-                    _ => sink
-                        .config
-                        .get("repeater_address")
-                        .and_then(|a| a.as_str())
-                        .map(|a| {
-                            let network = sink
-                                .config
-                                .get("network_type")
-                                .and_then(|n| n.as_str())
-                                .unwrap_or("udp");
-                            format!("{network}://{a}")
-                        }),
-                };
-                let address = address.with_context(|| {
-                    format!(
-                        "metric sink `{}` ({}) needs config.address (udp:// or tcp://)",
-                        sink.name, sink.kind
-                    )
-                })?;
-                let name = if sink.name.is_empty() {
-                    "statsd"
-                } else {
-                    &sink.name
-                };
-                sinks.push(Box::new(
-                    ssfd_export::statsd::StatsdSink::new(name, &address)
-                        .with_context(|| format!("metric sink `{name}`"))?,
-                ));
-            }
-            "blackhole" => {}
-            other => {
-                tracing::warn!(kind = other, name = %sink.name, "metric sink kind is not implemented yet; ignored")
-            }
-        }
-    }
+    sinks.extend(crate::sinks::metric_sinks(&config, &hostname, expiry)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores.max(2))
         .thread_name("ssfd-io")

@@ -1,0 +1,342 @@
+//! Sink isolation (SPEC 7, issue 5): every network sink gets its own bounded queue and
+//! thread. The flusher only routes the interval (`metric_sink_routing`) and offers it
+//! to the queue; a full queue drops the interval's items and counts them
+//! (`ssfd_sink_dropped_total`), so a stalled or failing sink never slows ingest, the
+//! flusher or the other sinks. The thread encodes the interval into payloads and sends
+//! each with retries: exponential backoff from 100 ms, doubling to at most 5 s, with
+//! ±50 % jitter, up to `max_retries`; then the payload's items are dropped and counted
+//! and the delivery counts as a failure. Telemetry per sink: SPEC 10's sent, retries,
+//! dropped, failures and a flush-duration summary.
+
+use crate::routing::Router;
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use ssfd_engine::{Flush, MetricSink};
+use ssfd_telemetry::SinkCounters;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One unit a sink sends whole.
+#[derive(Clone, Debug)]
+pub struct Payload {
+    /// Which of the sink's endpoints (a sink with several APIs numbers them).
+    pub endpoint: usize,
+    pub body: Vec<u8>,
+    /// Metrics, checks or events it carries.
+    pub items: u64,
+}
+
+/// Why a send failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// Worth retrying (connection refused, timeout, 5xx, 429).
+    Retry(String),
+    /// Retrying cannot help (4xx): the payload is dropped at once.
+    Permanent(String),
+}
+
+/// What a network sink knows how to do.
+pub trait Deliver: Send + 'static {
+    fn kind(&self) -> &'static str;
+    /// The interval's (routed) metrics and events as payloads.
+    fn encode(&mut self, flush: &Flush) -> Vec<Payload>;
+    fn send(&mut self, payload: &Payload) -> Result<(), SendError>;
+}
+
+/// Retry settings of one sink.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Intervals waiting for the sink's thread.
+    pub queue: usize,
+    /// Retries of one payload after its first attempt.
+    pub max_retries: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            queue: 8,
+            max_retries: 4,
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The backoff before retry `attempt` (1-based), with ±50 % jitter from `random`
+/// (uniform in [0, 1)).
+pub fn backoff(policy: &RetryPolicy, attempt: u32, random: f64) -> Duration {
+    let base = policy
+        .first_backoff
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(policy.max_backoff);
+    base.mul_f64(0.5 + random)
+}
+
+enum Work {
+    Interval(Arc<Flush>),
+    Stop,
+}
+
+/// A network sink behind its own queue and thread (the flusher's `MetricSink`).
+pub struct QueuedSink {
+    name: String,
+    router: Option<Arc<Router>>,
+    queue: Option<Sender<Work>>,
+    counters: Arc<SinkCounters>,
+    /// Items queued and not yet handled by the thread.
+    queued: Arc<std::sync::atomic::AtomicU64>,
+    done: Receiver<()>,
+    shutdown_timeout: Duration,
+}
+
+impl QueuedSink {
+    pub fn start(
+        name: &str,
+        sink: Box<dyn Deliver>,
+        policy: RetryPolicy,
+        router: Option<Arc<Router>>,
+        shutdown_timeout: Duration,
+    ) -> QueuedSink {
+        let counters = ssfd_telemetry::sink(name, sink.kind());
+        let (queue, work) = bounded(policy.queue);
+        let (finished, done) = bounded(1);
+        let thread_counters = Arc::clone(&counters);
+        let thread_name = name.to_string();
+        let queued = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let thread_queued = Arc::clone(&queued);
+        std::thread::Builder::new()
+            .name(format!("ssfd-sink-{name}"))
+            .spawn(move || {
+                run(
+                    &thread_name,
+                    sink,
+                    policy,
+                    &work,
+                    &thread_counters,
+                    &thread_queued,
+                );
+                let _ = finished.send(());
+            })
+            .expect("spawn a sink thread");
+        QueuedSink {
+            name: name.to_string(),
+            router,
+            queue: Some(queue),
+            counters,
+            queued,
+            done,
+            shutdown_timeout,
+        }
+    }
+}
+
+/// Items an interval carries for a sink.
+fn items(flush: &Flush) -> u64 {
+    (flush.metrics.len() + flush.summaries.len() + flush.events.len()) as u64
+}
+
+impl MetricSink for QueuedSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn flush(&mut self, flush: &Flush) {
+        let routed = match &self.router {
+            Some(router) => router.route(&self.name, flush),
+            None => Flush {
+                forward: Vec::new(),
+                ..flush.clone()
+            },
+        };
+        let count = items(&routed);
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        self.queued
+            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            queue.try_send(Work::Interval(Arc::new(routed)))
+        {
+            self.queued
+                .fetch_sub(count, std::sync::atomic::Ordering::Relaxed);
+            self.counters
+                .dropped
+                .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+            ssfd_telemetry::dropped(
+                ssfd_telemetry::Stage::Sink,
+                ssfd_telemetry::DropReason::QueueFull,
+                count,
+            );
+        }
+    }
+}
+
+impl Drop for QueuedSink {
+    /// Delivers what is queued within `shutdown_timeout`; what is still undelivered
+    /// then is counted as dropped (`reason="shutdown"`) and left behind.
+    fn drop(&mut self) {
+        let deadline = Instant::now() + self.shutdown_timeout;
+        if let Some(queue) = self.queue.take() {
+            let _ = queue.send_deadline(Work::Stop, deadline);
+        }
+        if self.done.recv_deadline(deadline).is_err() {
+            let left = self.queued.load(std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(sink = %self.name, left, "sink still delivering at shutdown; its items are dropped");
+            self.counters
+                .dropped
+                .fetch_add(left, std::sync::atomic::Ordering::Relaxed);
+            ssfd_telemetry::dropped(
+                ssfd_telemetry::Stage::Sink,
+                ssfd_telemetry::DropReason::Shutdown,
+                left,
+            );
+        }
+    }
+}
+
+fn run(
+    name: &str,
+    mut sink: Box<dyn Deliver>,
+    policy: RetryPolicy,
+    work: &Receiver<Work>,
+    counters: &SinkCounters,
+    queued: &std::sync::atomic::AtomicU64,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ name.len() as u64 ^ now_nanos();
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    while let Ok(Work::Interval(flush)) = work.recv() {
+        let started = Instant::now();
+        for payload in sink.encode(&flush) {
+            let mut attempt = 0;
+            loop {
+                match sink.send(&payload) {
+                    Ok(()) => {
+                        counters.sent.fetch_add(payload.items, Relaxed);
+                        break;
+                    }
+                    Err(SendError::Retry(error)) if attempt < policy.max_retries => {
+                        attempt += 1;
+                        counters.retries.fetch_add(1, Relaxed);
+                        tracing::debug!(sink = name, %error, attempt, "sink send failed; retrying");
+                        std::thread::sleep(backoff(&policy, attempt, random()));
+                    }
+                    Err(SendError::Retry(error) | SendError::Permanent(error)) => {
+                        tracing::warn!(sink = name, %error, "sink send failed; dropping the payload");
+                        counters.failures.fetch_add(1, Relaxed);
+                        counters.dropped.fetch_add(payload.items, Relaxed);
+                        ssfd_telemetry::dropped(
+                            ssfd_telemetry::Stage::Sink,
+                            ssfd_telemetry::DropReason::RetryExhausted,
+                            payload.items,
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        counters.observe_flush(started.elapsed().as_secs_f64());
+        queued.fetch_sub(items(&flush), Relaxed);
+    }
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Maps an HTTP answer to a send result: 2xx ok; 408, 429 and 5xx retry; other 4xx are
+/// permanent.
+pub fn http_result(status: u16, what: &str) -> Result<(), SendError> {
+    match status {
+        200..=299 => Ok(()),
+        408 | 429 | 500..=599 => Err(SendError::Retry(format!("{what} answered {status}"))),
+        _ => Err(SendError::Permanent(format!("{what} answered {status}"))),
+    }
+}
+
+/// An HTTP agent for sinks: 10 s to connect and for the whole exchange, non-2xx
+/// answers as values.
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// POSTs `body` with `headers`; connection errors and timeouts are retryable.
+pub fn http_post(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(), SendError> {
+    let mut request = agent.post(url);
+    for (key, value) in headers {
+        request = request.header(*key, *value);
+    }
+    match request.send(body) {
+        Ok(response) => http_result(response.status().as_u16(), url),
+        Err(error) => Err(SendError::Retry(format!("{url}: {error}"))),
+    }
+}
+
+/// The `blackhole` sink: accepts everything, delivers nowhere (counted as sent).
+pub struct Blackhole;
+
+impl Deliver for Blackhole {
+    fn kind(&self) -> &'static str {
+        "blackhole"
+    }
+
+    fn encode(&mut self, flush: &Flush) -> Vec<Payload> {
+        vec![Payload {
+            endpoint: 0,
+            body: Vec::new(),
+            items: items(flush),
+        }]
+    }
+
+    fn send(&mut self, _payload: &Payload) -> Result<(), SendError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_a_cap() {
+        let policy = RetryPolicy::default();
+        assert_eq!(backoff(&policy, 1, 0.5), Duration::from_millis(100));
+        assert_eq!(backoff(&policy, 2, 0.5), Duration::from_millis(200));
+        assert_eq!(
+            backoff(&policy, 3, 0.0),
+            Duration::from_millis(200),
+            "-50 %"
+        );
+        assert_eq!(backoff(&policy, 3, 0.999_999).as_millis(), 599, "+50 %");
+        assert_eq!(backoff(&policy, 30, 0.5), Duration::from_secs(5), "capped");
+    }
+
+    #[test]
+    fn http_statuses() {
+        assert!(http_result(202, "x").is_ok());
+        assert!(matches!(http_result(503, "x"), Err(SendError::Retry(_))));
+        assert!(matches!(http_result(429, "x"), Err(SendError::Retry(_))));
+        assert!(matches!(
+            http_result(400, "x"),
+            Err(SendError::Permanent(_))
+        ));
+    }
+}

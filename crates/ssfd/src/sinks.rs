@@ -1,0 +1,263 @@
+//! Builds the metric sinks of `metric_sinks` (SPEC 9): `jsonl` is written by the
+//! flusher; `statsd` (and Veneur's `prometheus` repeater), `datadog`,
+//! `prometheus_remote_write` (and Veneur's `cortex`) and `blackhole` each run behind
+//! their own queue and thread with retries (`ssfd_export::delivery`). With
+//! `features.enable_metric_sink_routing: true` (as Veneur), `metric_sink_routing`
+//! decides which sinks get each metric.
+
+use anyhow::{Context, bail};
+use ssfd_config::{Config, SinkConfig};
+use ssfd_engine::{Flush, MetricSink};
+use ssfd_export::delivery::{Blackhole, Deliver, QueuedSink, RetryPolicy};
+use ssfd_export::routing::Router;
+use std::path::Path;
+use std::sync::Arc;
+
+fn text<'a>(sink: &'a SinkConfig, key: &str) -> Option<&'a str> {
+    sink.config.get(key).and_then(|v| v.as_str())
+}
+
+fn pairs(sink: &SinkConfig, key: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(map) = sink.config.get(key) else {
+        return Ok(Vec::new());
+    };
+    let map = map
+        .as_mapping()
+        .with_context(|| format!("sink `{}`: config.{key} must be a map", sink.name))?;
+    map.iter()
+        .map(|(k, v)| {
+            let text = |v: &serde_yaml::Value| match v {
+                serde_yaml::Value::String(s) => Some(s.clone()),
+                serde_yaml::Value::Number(n) => Some(n.to_string()),
+                serde_yaml::Value::Bool(b) => Some(b.to_string()),
+                _ => None,
+            };
+            Ok((
+                text(k).with_context(|| format!("sink `{}`: config.{key} key", sink.name))?,
+                text(v).with_context(|| format!("sink `{}`: config.{key} value", sink.name))?,
+            ))
+        })
+        .collect()
+}
+
+/// RFC 4648 base64, for `basic_auth`.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A sink the flusher writes itself, fed only what the routing table sends it.
+struct Routed {
+    name: String,
+    router: Arc<Router>,
+    inner: Box<dyn MetricSink>,
+}
+
+impl MetricSink for Routed {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn flush(&mut self, flush: &Flush) {
+        self.inner.flush(&self.router.route(&self.name, flush));
+    }
+}
+
+/// The routing table, when Veneur's feature flag turns it on.
+pub fn router(config: &Config) -> anyhow::Result<Option<Arc<Router>>> {
+    let enabled = config
+        .features
+        .get("enable_metric_sink_routing")
+        .and_then(serde_yaml::Value::as_bool)
+        .unwrap_or(false);
+    if config.metric_sink_routing.is_null() {
+        return Ok(None);
+    }
+    if !enabled {
+        tracing::warn!(
+            "metric_sink_routing is set but features.enable_metric_sink_routing is not true: \
+             every sink gets every metric (as Veneur)"
+        );
+        return Ok(None);
+    }
+    let router = Router::from_yaml(&config.metric_sink_routing).map_err(anyhow::Error::msg)?;
+    for name in router.named_sinks() {
+        if !config.metric_sinks.iter().any(|s| s.name == name) {
+            tracing::warn!(
+                sink = name,
+                "metric_sink_routing names a sink that metric_sinks does not have"
+            );
+        }
+    }
+    Ok(Some(Arc::new(router)))
+}
+
+/// The configured metric sinks.
+pub fn metric_sinks(
+    config: &Config,
+    hostname: &str,
+    expiry: std::time::Duration,
+) -> anyhow::Result<Vec<Box<dyn MetricSink>>> {
+    let router = router(config)?;
+    let shutdown_timeout = if config.shutdown_timeout.is_empty() {
+        config.interval()
+    } else {
+        ssfd_config::parse_duration(&config.shutdown_timeout).map_err(anyhow::Error::msg)?
+    };
+    let mut sinks: Vec<Box<dyn MetricSink>> = Vec::new();
+    for sink in &config.metric_sinks {
+        let name = if sink.name.is_empty() {
+            sink.kind.clone()
+        } else {
+            sink.name.clone()
+        };
+        let delivered: Box<dyn Deliver> = match sink.kind.as_str() {
+            "jsonl" => {
+                let path = text(sink, "path")
+                    .with_context(|| format!("metric sink `{name}` (jsonl) needs config.path"))?;
+                let jsonl = ssfd_export::jsonl::JsonlSink::open(&name, Path::new(path), hostname)
+                    .with_context(|| format!("cannot open jsonl sink file {path}"))?;
+                sinks.push(match &router {
+                    Some(router) => Box::new(Routed {
+                        name: name.clone(),
+                        router: Arc::clone(router),
+                        inner: Box::new(jsonl),
+                    }),
+                    None => Box::new(jsonl),
+                });
+                continue;
+            }
+            "statsd" | "prometheus" => {
+                // Veneur's `prometheus` sink is a statsd repeater: repeater_address + network_type
+                let address = match sink.kind.as_str() {
+                    "statsd" => text(sink, "address").map(String::from),
+                    _ => text(sink, "repeater_address").map(|a| {
+                        let network = text(sink, "network_type").unwrap_or("udp");
+                        format!("{network}://{a}")
+                    }),
+                };
+                let address = address.with_context(|| {
+                    format!(
+                        "metric sink `{name}` ({}) needs config.address (udp:// or tcp://)",
+                        sink.kind
+                    )
+                })?;
+                Box::new(
+                    ssfd_export::statsd::StatsdSink::new(&name, &address)
+                        .with_context(|| format!("metric sink `{name}`"))?,
+                )
+            }
+            "datadog" => {
+                let api_key = text(sink, "api_key").with_context(|| {
+                    format!("metric sink `{name}` (datadog) needs config.api_key")
+                })?;
+                let api_hostname =
+                    text(sink, "api_hostname").unwrap_or("https://app.datadoghq.com");
+                let max = sink
+                    .config
+                    .get("flush_max_per_body")
+                    .and_then(serde_yaml::Value::as_u64)
+                    .unwrap_or(25_000) as usize;
+                Box::new(ssfd_export::datadog::DatadogSink::new(
+                    api_key,
+                    api_hostname,
+                    hostname,
+                    config.interval(),
+                    max,
+                ))
+            }
+            "prometheus_remote_write" | "cortex" => {
+                let url = text(sink, "url").with_context(|| {
+                    format!("metric sink `{name}` ({}) needs config.url", sink.kind)
+                })?;
+                let mut headers = pairs(sink, "headers")?;
+                if let Some(auth) = sink.config.get("basic_auth") {
+                    let field = |key: &str| {
+                        auth.get(key)
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    let credentials = format!("{}:{}", field("username"), field("password"));
+                    headers.push((
+                        "Authorization".into(),
+                        format!("Basic {}", base64(credentials.as_bytes())),
+                    ));
+                }
+                if let Some(file) = text(sink, "bearer_token_file") {
+                    let token = std::fs::read_to_string(file).with_context(|| {
+                        format!("metric sink `{name}`: bearer_token_file {file}")
+                    })?;
+                    headers.push(("Authorization".into(), format!("Bearer {}", token.trim())));
+                }
+                let add_host = sink
+                    .config
+                    .get("add_host_label")
+                    .and_then(serde_yaml::Value::as_bool)
+                    .unwrap_or(true);
+                Box::new(ssfd_export::remote_write::RemoteWriteSink::new(
+                    url,
+                    headers,
+                    add_host.then_some(hostname),
+                    pairs(sink, "external_labels")?,
+                    expiry,
+                ))
+            }
+            "blackhole" => Box::new(Blackhole),
+            "otlp" => {
+                tracing::warn!(name = %name, "the otlp metric sink is not implemented yet; ignored");
+                continue;
+            }
+            other => {
+                tracing::warn!(kind = other, name = %name, "metric sink kind is not implemented; ignored");
+                continue;
+            }
+        };
+        let mut policy = RetryPolicy::default();
+        if let Some(retries) = sink
+            .config
+            .get("max_retries")
+            .and_then(serde_yaml::Value::as_u64)
+        {
+            policy.max_retries = retries as u32;
+        }
+        if let Some(queue) = sink.config.get("queue").and_then(serde_yaml::Value::as_u64) {
+            policy.queue = (queue as usize).max(1);
+        }
+        if sinks.iter().any(|s| s.name() == name) {
+            bail!("two metric sinks are named `{name}`; give each its own name");
+        }
+        sinks.push(Box::new(QueuedSink::start(
+            &name,
+            delivered,
+            policy,
+            router.clone(),
+            shutdown_timeout,
+        )));
+    }
+    Ok(sinks)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_as_rfc_4648() {
+        assert_eq!(super::base64(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(super::base64(b"a"), "YQ==");
+        assert_eq!(super::base64(b"ab"), "YWI=");
+        assert_eq!(super::base64(b""), "");
+    }
+}

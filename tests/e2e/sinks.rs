@@ -1,0 +1,301 @@
+//! Network sinks end to end (issue 5): the `datadog` sink's series, check-run and event
+//! bodies as Veneur sends them, checked against Datadog's documented API format by a
+//! local HTTP receiver; and isolation: with one receiver that hangs and one that
+//! answers errors, a good sink still gets every interval, ingest loses nothing, and
+//! the per-sink telemetry (sent, retries, dropped, failures, flush duration) tells.
+
+use serde_json::{Value, json};
+use ssfd_e2e::Server;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+struct Request {
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, inflated when it says `Content-Encoding: deflate`.
+    fn json(&self) -> Value {
+        let body = if self.header("content-encoding") == Some("deflate") {
+            let mut out = Vec::new();
+            flate2::read::ZlibDecoder::new(&self.body[..])
+                .read_to_end(&mut out)
+                .expect("zlib body");
+            out
+        } else {
+            self.body.clone()
+        };
+        serde_json::from_slice(&body).expect("JSON body")
+    }
+}
+
+enum Mode {
+    Status(u16),
+    Hang,
+}
+
+/// A local HTTP server that records every request and answers by `mode`.
+struct Receiver {
+    address: String,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+fn receiver(mode: Mode) -> Receiver {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&requests);
+    let mode = Arc::new(mode);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let kept = Arc::clone(&kept);
+            let mode = Arc::clone(&mode);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let target = line.split(' ').nth(1).unwrap_or("").to_string();
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut header = String::new();
+                        reader.read_line(&mut header).unwrap();
+                        let header = header.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = header.split_once(':') {
+                            headers.push((k.trim().to_string(), v.trim().to_string()));
+                        }
+                    }
+                    let length: usize = headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    kept.lock().unwrap().push(Request {
+                        target,
+                        headers,
+                        body,
+                    });
+                    match *mode {
+                        Mode::Hang => std::thread::sleep(Duration::from_secs(3600)),
+                        Mode::Status(status) => {
+                            let answer =
+                                format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\n{{}}");
+                            if reader.get_mut().write_all(answer.as_bytes()).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Receiver { address, requests }
+}
+
+impl Receiver {
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Waits until some request's path starts with `path` and `check` accepts it.
+    fn wait_for(&self, path: &str, check: impl Fn(&Request) -> bool) -> Request {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(found) = self
+                .requests()
+                .into_iter()
+                .find(|r| r.target.starts_with(path) && check(r))
+            {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no request to {path}: {:?}",
+                self.requests()
+                    .iter()
+                    .map(|r| &r.target)
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn datadog_sink(name: &str, address: &str, extra: &str) -> String {
+    format!(
+        "  - kind: datadog\n    name: {name}\n    config:\n      api_key: k3y\n      api_hostname: http://{address}\n{extra}"
+    )
+}
+
+#[test]
+fn datadog_sink_sends_series_checks_and_events_as_veneur() {
+    let datadog = receiver(Mode::Status(202));
+    let server = Server::start(&format!(
+        "interval: 2s\nhostname: box-9\npercentiles: [0.5]\naggregates: [max]\nmetric_sinks:\n{}",
+        datadog_sink("dd", &datadog.address, "")
+    ));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let statsd = server.addr("statsd udp");
+    for line in [
+        "dd.hits:10|c|#env:prod",
+        "dd.temp:21.5|g|#host:sensor-1,device:sda",
+        "dd.lat:4|ms",
+        "_sc|dd.db.up|2|#db:main|m:connection refused",
+        "_e{6,10}:deploy|v2 shipped|t:warning|k:rel-2|p:low|#env:prod",
+    ] {
+        socket.send_to(line.as_bytes(), statsd).unwrap();
+    }
+    let series = datadog.wait_for("/api/v1/series?api_key=k3y", |r| {
+        r.json()["series"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|m| m["metric"] == "dd.hits"))
+    });
+    assert_eq!(series.header("content-encoding"), Some("deflate"));
+    assert_eq!(series.header("content-type"), Some("application/json"));
+    let body = series.json();
+    let find = |name: &str| {
+        body["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["metric"] == name)
+            .unwrap_or_else(|| panic!("{name} in {body}"))
+            .clone()
+    };
+    let hits = find("dd.hits");
+    let timestamp = hits["points"][0][0].as_f64().unwrap();
+    assert!(timestamp > 1.7e9, "unix seconds: {hits}");
+    assert_eq!(
+        hits,
+        json!({"metric": "dd.hits", "points": [[timestamp, 5.0]], "tags": ["env:prod"],
+               "type": "rate", "host": "box-9", "interval": 2}),
+        "a counter is a rate per second of the interval"
+    );
+    assert_eq!(
+        find("dd.temp"),
+        json!({"metric": "dd.temp", "points": [[timestamp, 21.5]], "tags": [],
+               "type": "gauge", "host": "sensor-1", "device_name": "sda", "interval": 2})
+    );
+    assert_eq!(find("dd.lat.max")["type"], "gauge");
+    assert_eq!(find("dd.lat.50percentile")["points"][0][1], 4.0);
+
+    let checks = datadog.wait_for("/api/v1/check_run?api_key=k3y", |_| true);
+    assert_eq!(
+        checks.header("content-encoding"),
+        None,
+        "check_run is not compressed"
+    );
+    assert_eq!(
+        checks.json(),
+        json!([{"check": "dd.db.up", "status": 2, "host_name": "box-9",
+                "timestamp": timestamp as i64, "tags": ["db:main"], "message": "connection refused"}])
+    );
+    let events = datadog.wait_for("/intake?api_key=k3y", |_| true);
+    assert_eq!(events.header("content-encoding"), Some("deflate"));
+    let event = &events.json()["events"]["api"][0];
+    assert_eq!(event["msg_title"], "deploy");
+    assert_eq!(event["msg_text"], "v2 shipped");
+    assert_eq!(event["alert_type"], "warning");
+    assert_eq!(event["aggregation_key"], "rel-2");
+    assert_eq!(event["priority"], "low");
+    assert_eq!(event["host"], "box-9");
+    assert_eq!(event["tags"], json!(["env:prod"]));
+    assert!(event["timestamp"].as_i64().unwrap() > 1_700_000_000);
+}
+
+#[test]
+fn a_hanging_and_a_failing_sink_slow_nothing_else() {
+    let good = receiver(Mode::Status(202));
+    let failing = receiver(Mode::Status(500));
+    let hanging = receiver(Mode::Hang);
+    let sinks = [
+        datadog_sink("good", &good.address, ""),
+        datadog_sink("failing", &failing.address, "      max_retries: 2\n"),
+        datadog_sink("hanging", &hanging.address, "      queue: 1\n"),
+    ]
+    .concat();
+    let server = Server::start(&format!("interval: 1s\nmetric_sinks:\n{sinks}"));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let statsd = server.addr("statsd udp");
+    // six intervals, each with its own counter and 200 lines
+    for round in 0..6 {
+        for _ in 0..10 {
+            let datagram: Vec<String> = (0..20).map(|_| format!("iso.round{round}:1|c")).collect();
+            socket
+                .send_to(datagram.join("\n").as_bytes(), statsd)
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    server.wait_metric("ssfd_worker_received_total{kind=\"counter\"}", 1200.0);
+    // every line of every round reaches the good sink (a round may straddle two
+    // intervals: the rates over 1 s add up to its 200 lines)
+    let total = |name: &str| -> f64 {
+        good.requests()
+            .iter()
+            .filter(|r| r.target.starts_with("/api/v1/series"))
+            .flat_map(|r| r.json()["series"].as_array().cloned().unwrap_or_default())
+            .filter(|m| m["metric"] == name)
+            .map(|m| m["points"][0][1].as_f64().unwrap())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for round in 0..6 {
+        let name = format!("iso.round{round}");
+        while total(&name) < 200.0 {
+            assert!(Instant::now() < deadline, "{name}: {}", total(&name));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(total(&name), 200.0, "{name}: every line once");
+    }
+    let metric = |family: &str, sink: &str| {
+        server.metric(&format!("{family}{{sink=\"{sink}\",kind=\"datadog\"}}"))
+    };
+    assert!(metric("ssfd_sink_sent_total", "good") >= 6.0);
+    assert_eq!(metric("ssfd_sink_failures_total", "good"), 0.0);
+    assert_eq!(metric("ssfd_sink_dropped_total", "good"), 0.0);
+    // the failing sink retried (2 per payload) and then gave up, counting its items
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric("ssfd_sink_failures_total", "failing") < 1.0 {
+        assert!(Instant::now() < deadline, "no failure counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric("ssfd_sink_retries_total", "failing") >= 2.0);
+    assert!(metric("ssfd_sink_dropped_total", "failing") >= 1.0);
+    assert_eq!(metric("ssfd_sink_sent_total", "failing"), 0.0);
+    assert!(failing.requests().len() >= 3, "first try and two retries");
+    // the hanging sink holds one interval in flight and one queued; the rest are dropped
+    assert_eq!(metric("ssfd_sink_sent_total", "hanging"), 0.0);
+    assert!(metric("ssfd_sink_dropped_total", "hanging") >= 1.0);
+    assert!(
+        server
+            .get("/metrics")
+            .1
+            .contains("ssfd_sink_flush_duration_seconds_count{sink=\"good\",kind=\"datadog\"}")
+    );
+    assert!(metric("ssfd_sink_flush_duration_seconds_count", "good") >= 6.0);
+    assert_eq!(
+        server.metric("ssfd_dropped_total{stage=\"ingest\",reason=\"queue_full\"}"),
+        0.0
+    );
+}
