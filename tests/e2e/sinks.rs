@@ -299,3 +299,56 @@ fn a_hanging_and_a_failing_sink_slow_nothing_else() {
         0.0
     );
 }
+
+#[test]
+fn jsonl_span_sink_writes_each_span_with_its_trace_id() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spans.jsonl");
+    let server = Server::start(&format!(
+        "storage: {{max_bytes: 0}}\nspan_sinks:\n  - kind: jsonl\n    name: file\n    config: {{path: {}}}\n",
+        path.display()
+    ));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut span = ssfd_wire::ssf::SsfSpan {
+        trace_id: -5,
+        id: 6,
+        parent_id: 0,
+        start_timestamp: 1_000,
+        end_timestamp: 3_500,
+        service: "web".into(),
+        name: "GET /".into(),
+        error: true,
+        ..Default::default()
+    };
+    span.tags.insert("route".into(), "/".into());
+    span.metrics.push(ssfd_wire::ssf::SsfSample {
+        name: "log".into(),
+        message: "hi".into(),
+        ..Default::default()
+    });
+    socket
+        .send_to(&span.encode_to_vec(), server.addr("ssf udp"))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            break line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no span written");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let value: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        value,
+        json!({
+            "trace_id": "-5", "id": "6", "parent_id": "0", "name": "GET /", "service": "web",
+            "start_ns": 1000, "end_ns": 3500, "duration_ns": 2500, "error": true,
+            "indicator": false, "tags": {"route": "/"},
+            "logs": [{"timestamp_ns": 1000, "service": "web", "trace_id": "-5", "span_id": "6",
+                      "name": "log", "message": "hi", "severity": "info", "tags": []}],
+            "metrics": [],
+        })
+    );
+}

@@ -71,7 +71,8 @@ fn tag_list(tags: &std::collections::BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
-fn span_json(span: &SsfSpan, children: Vec<Value>) -> Value {
+/// One span as SPEC 6's `SPAN`, with `children` already rendered.
+pub fn span_json(span: &SsfSpan, children: Vec<Value>) -> Value {
     let logs: Vec<Value> = span
         .metrics
         .iter()

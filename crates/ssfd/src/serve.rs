@@ -119,10 +119,20 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
                 })?,
             )),
         };
+        let mut span_sinks = crate::sinks::span_sinks(&config)?;
+        if let Some(store) = &store {
+            span_sinks.insert(
+                0,
+                store.clone() as std::sync::Arc<dyn ssfd_engine::SpanSink>,
+            );
+        }
+        let span_sink: Option<std::sync::Arc<dyn ssfd_engine::SpanSink>> = match span_sinks.len() {
+            0 => None,
+            1 => span_sinks.pop(),
+            _ => Some(std::sync::Arc::new(crate::sinks::FanOut(span_sinks))),
+        };
         let derived = ssfd_engine::Derived {
-            span_sink: store
-                .clone()
-                .map(|s| s as std::sync::Arc<dyn ssfd_engine::SpanSink>),
+            span_sink,
             span_metrics: std::sync::Arc::clone(&span_metrics),
             slos: std::sync::Arc::clone(&slos),
             events: std::sync::Arc::default(),

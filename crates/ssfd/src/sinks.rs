@@ -251,6 +251,116 @@ pub fn metric_sinks(
     Ok(sinks)
 }
 
+/// A `jsonl` span sink (SPEC 9): one JSON object per span, SPEC 6's `SPAN` fields
+/// without `children`, plus `trace_id`; written by the span workers, flushed when they
+/// idle and at exit.
+pub struct JsonlSpans {
+    file: std::sync::Mutex<std::io::BufWriter<std::fs::File>>,
+}
+
+impl JsonlSpans {
+    pub fn open(path: &Path) -> std::io::Result<JsonlSpans> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(JsonlSpans {
+            file: std::sync::Mutex::new(std::io::BufWriter::new(file)),
+        })
+    }
+}
+
+impl ssfd_engine::SpanSink for JsonlSpans {
+    fn append(&self, spans: &ssfd_engine::SpanBatch) {
+        use prost::Message;
+        use std::io::Write;
+        let Ok(mut file) = self.file.lock() else {
+            return;
+        };
+        for (_, bytes) in spans.iter() {
+            let Ok(span) = ssfd_wire::ssf::SsfSpan::decode(bytes) else {
+                continue;
+            };
+            let mut json = ssfd_query::span_json(&span, Vec::new());
+            if let Some(object) = json.as_object_mut() {
+                object.remove("children");
+                object.insert("trace_id".into(), span.trace_id.to_string().into());
+            }
+            if writeln!(file, "{json}").is_err() {
+                ssfd_telemetry::dropped(
+                    ssfd_telemetry::Stage::Sink,
+                    ssfd_telemetry::DropReason::RetryExhausted,
+                    1,
+                );
+            }
+        }
+    }
+
+    fn tick(&self) {
+        use std::io::Write;
+        if let Ok(mut file) = self.file.lock() {
+            let _ = file.flush();
+        }
+    }
+}
+
+impl Drop for JsonlSpans {
+    fn drop(&mut self) {
+        use std::io::Write;
+        if let Ok(mut file) = self.file.lock() {
+            let _ = file.flush();
+        }
+    }
+}
+
+/// Several span sinks as one (the stores and `span_sinks`).
+pub struct FanOut(pub Vec<Arc<dyn ssfd_engine::SpanSink>>);
+
+impl ssfd_engine::SpanSink for FanOut {
+    fn append(&self, spans: &ssfd_engine::SpanBatch) {
+        for sink in &self.0 {
+            sink.append(spans);
+        }
+    }
+
+    fn append_logs(&self, records: Vec<ssfd_engine::LogRecord>) {
+        if let Some((last, others)) = self.0.split_last() {
+            for sink in others {
+                sink.append_logs(records.clone());
+            }
+            last.append_logs(records);
+        }
+    }
+
+    fn tick(&self) {
+        for sink in &self.0 {
+            sink.tick();
+        }
+    }
+}
+
+/// The configured span sinks (`span_sinks`).
+pub fn span_sinks(config: &Config) -> anyhow::Result<Vec<Arc<dyn ssfd_engine::SpanSink>>> {
+    let mut out: Vec<Arc<dyn ssfd_engine::SpanSink>> = Vec::new();
+    for sink in &config.span_sinks {
+        match sink.kind.as_str() {
+            "jsonl" => {
+                let path = text(sink, "path").with_context(|| {
+                    format!("span sink `{}` (jsonl) needs config.path", sink.name)
+                })?;
+                out.push(Arc::new(JsonlSpans::open(Path::new(path)).with_context(
+                    || format!("cannot open jsonl span sink file {path}"),
+                )?));
+            }
+            "blackhole" => {}
+            other => {
+                tracing::warn!(kind = other, name = %sink.name, "span sink kind is not implemented yet; ignored")
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
