@@ -2,14 +2,15 @@
 # Installs what ssfd's tests need besides the Rust toolchain, and says so:
 #   - Python clients by others: datadog, statsd, grpcio, grpcio-tools, grpcio-health-checking
 #   - Python: selenium (drives the web UI check, tests/python/ui_check.py)
+#   - Python: the OpenTelemetry SDK and its OTLP exporters (tests/python/otel_client.py)
 #   - Debian packages: prometheus (the server and promtool, for the exposition tests),
 #     chromium and chromium-driver (headless browser for the web UI check)
 set -euo pipefail
-echo "install-test-deps: installing Python test clients (datadog, statsd, grpcio, grpcio-tools, grpcio-health-checking, selenium)"
+echo "install-test-deps: installing Python test clients (datadog, statsd, grpcio, grpcio-tools, grpcio-health-checking, selenium, opentelemetry-sdk and OTLP exporters)"
 python3 -m pip install --quiet --disable-pip-version-check \
     'datadog>=0.49' 'statsd>=4' 'grpcio>=1.60' 'grpcio-tools>=1.60' 'grpcio-health-checking>=1.60' \
-    'selenium>=4.11'
-python3 -c 'import datadog, statsd, grpc, grpc_tools, grpc_health, selenium' \
+    'selenium>=4.11' 'opentelemetry-sdk>=1.20' 'opentelemetry-exporter-otlp-proto-grpc>=1.20'
+python3 -c 'import datadog, statsd, grpc, grpc_tools, grpc_health, selenium, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc' \
     && echo "install-test-deps: python clients ready"
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi

@@ -6,6 +6,7 @@ mod clients;
 mod emit;
 mod listeners;
 mod logs;
+mod otlp;
 mod policies;
 mod prometheus;
 mod query;

@@ -118,6 +118,12 @@ impl Handoff {
         }
     }
 
+    /// Hands off one log record that is not inside a span (OTLP logs).
+    pub fn log_record(&mut self, record: LogRecord) {
+        self.received += 1;
+        self.records.push(record);
+    }
+
     /// Items waiting to be sent.
     pub fn pending(&self) -> usize {
         self.samples.pending()

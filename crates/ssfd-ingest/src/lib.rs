@@ -8,6 +8,7 @@
 pub mod datagram;
 pub mod grpc;
 pub mod handoff;
+pub mod otlp;
 pub mod stream;
 
 use datagram::{Payload, ReaderContext};
@@ -49,6 +50,12 @@ enum Socket {
         listener: UnixListener,
     },
     Grpc {
+        listener: TcpListener,
+    },
+    OtlpGrpc {
+        listener: TcpListener,
+    },
+    OtlpHttp {
         listener: TcpListener,
     },
 }
@@ -227,6 +234,32 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         });
         sockets.push(Socket::Grpc { listener });
     }
+    for url in &config.otlp_listen_addresses {
+        let invalid = || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "otlp_listen_addresses: `{url}` is not grpc://host:port or http://host:port"
+                ),
+            )
+        };
+        let (scheme, host_port) = url.split_once("://").ok_or_else(invalid)?;
+        let address = ListenAddr::parse_host_port(host_port)
+            .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|e| with_context(e, url))?;
+        let announced = format!("{scheme}://{}", listener.local_addr()?);
+        sockets.push(match scheme {
+            "grpc" => Socket::OtlpGrpc { listener },
+            "http" => Socket::OtlpHttp { listener },
+            _ => return Err(invalid()),
+        });
+        announcements.push(Announcement {
+            kind: "otlp",
+            url: announced,
+        });
+    }
     Ok(Bound {
         sockets,
         announcements,
@@ -276,8 +309,48 @@ impl Bound {
                 .set_service_status(service, tonic_health::ServingStatus::Serving)
                 .await;
         }
+        let otlp = otlp::OtlpIngest::new(pipeline.clone(), self.handoff.clone());
         for socket in self.sockets {
             match socket {
+                Socket::OtlpGrpc { listener } => {
+                    use opentelemetry_proto::tonic::collector::{
+                        logs::v1::logs_service_server::LogsServiceServer,
+                        metrics::v1::metrics_service_server::MetricsServiceServer,
+                        trace::v1::trace_service_server::TraceServiceServer,
+                    };
+                    let router = tonic::transport::Server::builder()
+                        .add_service(health_service.clone())
+                        .add_service(TraceServiceServer::new(otlp.clone()))
+                        .add_service(LogsServiceServer::new(otlp.clone()))
+                        .add_service(MetricsServiceServer::new(otlp.clone()));
+                    let mut stop = shutdown.clone();
+                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                    tasks.spawn(async move {
+                        let signal = async move {
+                            let _ = stop.changed().await;
+                        };
+                        if let Err(error) =
+                            router.serve_with_incoming_shutdown(incoming, signal).await
+                        {
+                            tracing::error!(%error, "otlp grpc server failed");
+                        }
+                    });
+                }
+                Socket::OtlpHttp { listener } => {
+                    let router = otlp::http_router(otlp.clone());
+                    let mut stop = shutdown.clone();
+                    tasks.spawn(async move {
+                        let signal = async move {
+                            let _ = stop.changed().await;
+                        };
+                        if let Err(error) = axum::serve(listener, router)
+                            .with_graceful_shutdown(signal)
+                            .await
+                        {
+                            tracing::error!(%error, "otlp http server failed");
+                        }
+                    });
+                }
                 Socket::Datagram {
                     payload,
                     protocol,

@@ -1,0 +1,763 @@
+//! OTLP ingest (SPEC 3.4): `TraceService`, `LogsService` and `MetricsService` over gRPC,
+//! and `POST /v1/traces|logs|metrics` over HTTP (protobuf or JSON, optionally gzip).
+//! Spans become SSF spans (the trace id's low 64 bits, the full id in tag
+//! `otel.trace_id`, `service.name` as service, attributes as tags, status ERROR as
+//! `error`, events as log samples on the span) and take the SSF path; log records
+//! become log records; metrics become SSF samples: gauges, delta sums as counters,
+//! cumulative monotonic sums as counters of their increase per stream (a drop is a
+//! restart), non-monotonic sums as gauges, histograms as histogram samples at each
+//! bucket's midpoint weighted by its count. A full queue answers UNAVAILABLE (gRPC) or
+//! 503 with `Retry-After` (HTTP); rejected items are reported in `partial_success`.
+
+use crate::handoff::{Handoff, HandoffConfig};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    logs_service_server::LogsService,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    metrics_service_server::MetricsService,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    trace_service_server::TraceService,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use ssfd_engine::{LogKind, LogRecord, Pipeline, Severity, WhenFull};
+use ssfd_telemetry::{Listener, Protocol};
+use ssfd_wire::ssf::{SsfSample, SsfSpan, ssf_sample::Metric as SsfMetric};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// OTLP's aggregation temporalities.
+const DELTA: i32 = 1;
+const CUMULATIVE: i32 = 2;
+
+/// Cumulative streams remembered for their increase (per series key).
+#[derive(Default)]
+struct Streams {
+    sums: HashMap<String, f64>,
+    buckets: HashMap<String, Vec<u64>>,
+}
+
+/// Shared by every OTLP listener.
+#[derive(Clone)]
+pub struct OtlpIngest {
+    pub pipeline: Pipeline,
+    pub handoff: HandoffConfig,
+    streams: Arc<Mutex<Streams>>,
+}
+
+/// A queue was full: nothing of the request was sent.
+#[derive(Debug)]
+pub struct Overloaded;
+
+/// What one export took and refused.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub rejected: i64,
+    pub error: String,
+}
+
+/// An attribute value as tag text.
+pub fn text(value: &Option<AnyValue>) -> String {
+    match value.as_ref().and_then(|v| v.value.as_ref()) {
+        None => String::new(),
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BytesValue(b)) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Some(any_value::Value::ArrayValue(array)) => {
+            let items: Vec<String> = array
+                .values
+                .iter()
+                .map(|v| text(&Some(v.clone())))
+                .collect();
+            format!("[{}]", items.join(","))
+        }
+        Some(any_value::Value::KvlistValue(list)) => {
+            let items: Vec<String> = list
+                .values
+                .iter()
+                .map(|kv| format!("{}={}", kv.key, text(&kv.value)))
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+    }
+}
+
+fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Option<AnyValue>> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| &kv.value)
+}
+
+fn service_of(resource: &Option<Resource>) -> String {
+    resource
+        .as_ref()
+        .and_then(|r| attribute(&r.attributes, "service.name"))
+        .map(text)
+        .unwrap_or_default()
+}
+
+/// The low 64 bits of a 16-byte trace id, or an 8-byte span id, as SSF's signed id.
+fn id64(bytes: &[u8]) -> Option<i64> {
+    match bytes.len() {
+        16 => Some(u64::from_be_bytes(bytes[8..16].try_into().ok()?) as i64),
+        8 => Some(u64::from_be_bytes(bytes.try_into().ok()?) as i64),
+        _ => None,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SPEC 5's OTLP severity numbers.
+pub fn severity(number: i32) -> Severity {
+    match number {
+        1..=4 => Severity::Trace,
+        5..=8 => Severity::Debug,
+        9..=12 => Severity::Info,
+        13..=16 => Severity::Warn,
+        17..=20 => Severity::Error,
+        21..=24 => Severity::Fatal,
+        _ => Severity::Unknown,
+    }
+}
+
+/// A log's message: the body, else attribute `message` or `exception.message`, else
+/// `fallback`.
+fn message(body: &Option<AnyValue>, attributes: &[KeyValue], fallback: &str) -> String {
+    let from_body = text(body);
+    if !from_body.is_empty() {
+        return from_body;
+    }
+    for key in ["message", "exception.message"] {
+        if let Some(value) = attribute(attributes, key) {
+            let value = text(value);
+            if !value.is_empty() {
+                return value;
+            }
+        }
+    }
+    fallback.to_string()
+}
+
+fn span_kind(kind: i32) -> Option<&'static str> {
+    match kind {
+        1 => Some("internal"),
+        2 => Some("server"),
+        3 => Some("client"),
+        4 => Some("producer"),
+        5 => Some("consumer"),
+        _ => None,
+    }
+}
+
+/// One OTLP span as an SSF span; `None` when its ids are malformed.
+pub fn ssf_span(
+    span: &opentelemetry_proto::tonic::trace::v1::Span,
+    service: &str,
+) -> Option<SsfSpan> {
+    let trace_id = id64(&span.trace_id).filter(|_| span.trace_id.len() == 16)?;
+    let id = id64(&span.span_id).filter(|_| span.span_id.len() == 8)?;
+    let parent_id = if span.parent_span_id.is_empty() {
+        0
+    } else {
+        id64(&span.parent_span_id)?
+    };
+    let mut tags: std::collections::BTreeMap<String, String> = span
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.clone(), text(&kv.value)))
+        .collect();
+    tags.insert("otel.trace_id".into(), hex(&span.trace_id));
+    if let Some(kind) = span_kind(span.kind) {
+        tags.insert("span.kind".into(), kind.into());
+    }
+    let status = span.status.as_ref();
+    if let Some(message) = status.map(|s| &s.message).filter(|m| !m.is_empty()) {
+        tags.insert("otel.status_message".into(), message.clone());
+    }
+    let metrics = span
+        .events
+        .iter()
+        .map(|event| {
+            let name = if event.name.is_empty() {
+                "event"
+            } else {
+                &event.name
+            };
+            SsfSample {
+                metric: SsfMetric::Counter as i32,
+                name: name.to_string(),
+                value: 0.0,
+                timestamp: event.time_unix_nano as i64,
+                message: message(&None, &event.attributes, name),
+                status: if event.name == "exception" { 2 } else { 0 },
+                sample_rate: 1.0,
+                tags: event
+                    .attributes
+                    .iter()
+                    .filter(|kv| kv.key != "message")
+                    .map(|kv| (kv.key.clone(), text(&kv.value)))
+                    .collect(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    Some(SsfSpan {
+        trace_id,
+        id,
+        parent_id,
+        start_timestamp: span.start_time_unix_nano as i64,
+        end_timestamp: span.end_time_unix_nano as i64,
+        error: status.is_some_and(|s| s.code == 2),
+        service: service.to_string(),
+        name: span.name.clone(),
+        tags,
+        metrics,
+        ..Default::default()
+    })
+}
+
+/// One OTLP log record as ssfd's.
+pub fn log_record(
+    record: &opentelemetry_proto::tonic::logs::v1::LogRecord,
+    service: &str,
+    scope: &str,
+) -> LogRecord {
+    let mut tags: Vec<String> = record
+        .attributes
+        .iter()
+        .filter(|kv| kv.key != "message")
+        .map(|kv| format!("{}:{}", kv.key, text(&kv.value)))
+        .collect();
+    tags.sort();
+    tags.dedup();
+    let name = if record.event_name.is_empty() {
+        scope.to_string()
+    } else {
+        record.event_name.clone()
+    };
+    let timestamp = match (record.time_unix_nano, record.observed_time_unix_nano) {
+        (0, 0) => ssfd_engine::record::now_ns(),
+        (0, observed) => observed as i64,
+        (time, _) => time as i64,
+    };
+    let severity = if record.severity_number == 0 {
+        match record.severity_text.to_ascii_lowercase().as_str() {
+            "trace" => Severity::Trace,
+            "debug" => Severity::Debug,
+            "info" => Severity::Info,
+            "warn" | "warning" => Severity::Warn,
+            "error" => Severity::Error,
+            "fatal" => Severity::Fatal,
+            _ => Severity::Unknown,
+        }
+    } else {
+        severity(record.severity_number)
+    };
+    LogRecord {
+        kind: LogKind::Log,
+        timestamp_ns: timestamp,
+        service: service.to_string(),
+        trace_id: id64(&record.trace_id).filter(|_| record.trace_id.len() == 16),
+        span_id: id64(&record.span_id).filter(|_| record.span_id.len() == 8),
+        message: message(&record.body, &record.attributes, &name),
+        name,
+        severity,
+        tags,
+    }
+}
+
+fn sample(
+    name: &str,
+    metric: SsfMetric,
+    value: f64,
+    rate: f32,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> SsfSample {
+    SsfSample {
+        metric: metric as i32,
+        name: name.to_string(),
+        value: value as f32,
+        sample_rate: rate,
+        tags: tags.clone(),
+        ..Default::default()
+    }
+}
+
+fn stream_key(name: &str, tags: &std::collections::BTreeMap<String, String>) -> String {
+    let mut pairs: Vec<(&String, &String)> = tags.iter().collect();
+    pairs.sort();
+    let mut key = name.to_string();
+    for (k, v) in pairs {
+        key.push('\u{1f}');
+        key.push_str(k);
+        key.push('=');
+        key.push_str(v);
+    }
+    key
+}
+
+impl OtlpIngest {
+    pub fn new(pipeline: Pipeline, handoff: HandoffConfig) -> OtlpIngest {
+        OtlpIngest {
+            pipeline,
+            handoff,
+            streams: Arc::default(),
+        }
+    }
+
+    fn handoff(&self, protocol: Protocol) -> Handoff {
+        Handoff::new(
+            self.pipeline.clone(),
+            self.handoff.clone(),
+            Listener::Otlp,
+            protocol,
+        )
+    }
+
+    fn finish(handoff: &mut Handoff, items: u64) -> Result<(), Overloaded> {
+        if handoff.flush(WhenFull::Refuse).is_err() {
+            handoff.discard();
+            ssfd_telemetry::refused(Listener::Otlp, items);
+            return Err(Overloaded);
+        }
+        Ok(())
+    }
+
+    pub fn traces(
+        &self,
+        request: &ExportTraceServiceRequest,
+        protocol: Protocol,
+    ) -> Result<Outcome, Overloaded> {
+        let mut handoff = self.handoff(protocol);
+        let mut outcome = Outcome::default();
+        let mut items = 0;
+        for resource in &request.resource_spans {
+            let service = service_of(&resource.resource);
+            for scope in &resource.scope_spans {
+                for span in &scope.spans {
+                    items += 1;
+                    let result = match ssf_span(span, &service) {
+                        Some(ssf) => handoff.ssf_span(&ssf).map(drop).map_err(|e| e.to_string()),
+                        None => {
+                            handoff.reject_reason(ssfd_telemetry::Reason::InvalidSpan);
+                            Err("a span's trace id must be 16 bytes and its span id 8".into())
+                        }
+                    };
+                    if let Err(error) = result {
+                        outcome.rejected += 1;
+                        outcome.error = error;
+                    }
+                }
+            }
+        }
+        Self::finish(&mut handoff, items)?;
+        Ok(outcome)
+    }
+
+    pub fn logs(
+        &self,
+        request: &ExportLogsServiceRequest,
+        protocol: Protocol,
+    ) -> Result<Outcome, Overloaded> {
+        let mut handoff = self.handoff(protocol);
+        let mut items = 0;
+        for resource in &request.resource_logs {
+            let service = service_of(&resource.resource);
+            for scope in &resource.scope_logs {
+                let scope_name = scope.scope.as_ref().map(|s| s.name.as_str()).unwrap_or("");
+                for record in &scope.log_records {
+                    items += 1;
+                    handoff.log_record(log_record(record, &service, scope_name));
+                }
+            }
+        }
+        Self::finish(&mut handoff, items)?;
+        Ok(Outcome::default())
+    }
+
+    pub fn metrics(
+        &self,
+        request: &ExportMetricsServiceRequest,
+        protocol: Protocol,
+    ) -> Result<Outcome, Overloaded> {
+        let mut handoff = self.handoff(protocol);
+        let mut outcome = Outcome::default();
+        let mut samples: Vec<SsfSample> = Vec::new();
+        let mut items = 0;
+        {
+            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            for resource in &request.resource_metrics {
+                let service = service_of(&resource.resource);
+                for scope in &resource.scope_metrics {
+                    for metric in &scope.metrics {
+                        let tags_of = |attributes: &[KeyValue]| {
+                            let mut tags: std::collections::BTreeMap<String, String> = attributes
+                                .iter()
+                                .map(|kv| (kv.key.clone(), text(&kv.value)))
+                                .collect();
+                            if !service.is_empty() {
+                                tags.entry("service".into())
+                                    .or_insert_with(|| service.clone());
+                            }
+                            tags
+                        };
+                        let number =
+                            |point: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint| {
+                                match point.value {
+                                    Some(number_data_point::Value::AsDouble(d)) => d,
+                                    Some(number_data_point::Value::AsInt(i)) => i as f64,
+                                    None => f64::NAN,
+                                }
+                            };
+                        match &metric.data {
+                            Some(metric::Data::Gauge(gauge)) => {
+                                for point in &gauge.data_points {
+                                    items += 1;
+                                    samples.push(sample(
+                                        &metric.name,
+                                        SsfMetric::Gauge,
+                                        number(point),
+                                        1.0,
+                                        &tags_of(&point.attributes),
+                                    ));
+                                }
+                            }
+                            Some(metric::Data::Sum(sum)) => {
+                                for point in &sum.data_points {
+                                    items += 1;
+                                    let tags = tags_of(&point.attributes);
+                                    let value = number(point);
+                                    if !sum.is_monotonic {
+                                        samples.push(sample(
+                                            &metric.name,
+                                            SsfMetric::Gauge,
+                                            value,
+                                            1.0,
+                                            &tags,
+                                        ));
+                                    } else if sum.aggregation_temporality == CUMULATIVE {
+                                        let key = stream_key(&metric.name, &tags);
+                                        let last = streams.sums.insert(key, value);
+                                        // the first point counts whole: the stream began at 0
+                                        let increase = match last {
+                                            Some(last) if value >= last => value - last,
+                                            _ => value,
+                                        };
+                                        if increase > 0.0 {
+                                            samples.push(sample(
+                                                &metric.name,
+                                                SsfMetric::Counter,
+                                                increase,
+                                                1.0,
+                                                &tags,
+                                            ));
+                                        }
+                                    } else {
+                                        samples.push(sample(
+                                            &metric.name,
+                                            SsfMetric::Counter,
+                                            value,
+                                            1.0,
+                                            &tags,
+                                        ));
+                                    }
+                                }
+                            }
+                            Some(metric::Data::Histogram(histogram)) => {
+                                for point in &histogram.data_points {
+                                    items += 1;
+                                    let tags = tags_of(&point.attributes);
+                                    let counts: Vec<u64> =
+                                        if histogram.aggregation_temporality == DELTA {
+                                            point.bucket_counts.clone()
+                                        } else {
+                                            let key = stream_key(&metric.name, &tags);
+                                            let last = streams
+                                                .buckets
+                                                .insert(key, point.bucket_counts.clone());
+                                            match last {
+                                                Some(last)
+                                                    if last.len() == point.bucket_counts.len()
+                                                        && last
+                                                            .iter()
+                                                            .zip(&point.bucket_counts)
+                                                            .all(|(a, b)| b >= a) =>
+                                                {
+                                                    point
+                                                        .bucket_counts
+                                                        .iter()
+                                                        .zip(&last)
+                                                        .map(|(now, before)| now - before)
+                                                        .collect()
+                                                }
+                                                _ => point.bucket_counts.clone(),
+                                            }
+                                        };
+                                    let bounds = &point.explicit_bounds;
+                                    for (index, &count) in counts.iter().enumerate() {
+                                        if count == 0 {
+                                            continue;
+                                        }
+                                        let low = if index == 0 {
+                                            point.min.unwrap_or_else(|| {
+                                                bounds.first().copied().unwrap_or(0.0).min(0.0)
+                                            })
+                                        } else {
+                                            bounds[index - 1]
+                                        };
+                                        let high = bounds
+                                            .get(index)
+                                            .copied()
+                                            .unwrap_or_else(|| point.max.unwrap_or(low));
+                                        let midpoint = if index == 0 && point.min.is_none() {
+                                            high
+                                        } else {
+                                            (low + high) / 2.0
+                                        };
+                                        samples.push(sample(
+                                            &metric.name,
+                                            SsfMetric::Histogram,
+                                            midpoint,
+                                            1.0 / count as f32,
+                                            &tags,
+                                        ));
+                                    }
+                                }
+                            }
+                            Some(_) | None => {
+                                items += 1;
+                                outcome.rejected += 1;
+                                outcome.error = format!(
+                                    "metric `{}`: exponential histograms and summaries are not taken yet",
+                                    metric.name
+                                );
+                                handoff.reject_reason(ssfd_telemetry::Reason::UnknownSection);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for chunk in samples.chunks(64) {
+            let carrier = SsfSpan {
+                metrics: chunk.to_vec(),
+                ..Default::default()
+            };
+            if let Err(error) = handoff.ssf_span(&carrier) {
+                outcome.error = error.to_string();
+            }
+        }
+        Self::finish(&mut handoff, items)?;
+        Ok(outcome)
+    }
+}
+
+fn trace_response(outcome: Outcome) -> ExportTraceServiceResponse {
+    ExportTraceServiceResponse {
+        partial_success: (outcome.rejected > 0).then_some(ExportTracePartialSuccess {
+            rejected_spans: outcome.rejected,
+            error_message: outcome.error,
+        }),
+    }
+}
+
+fn logs_response(outcome: Outcome) -> ExportLogsServiceResponse {
+    ExportLogsServiceResponse {
+        partial_success: (outcome.rejected > 0).then_some(ExportLogsPartialSuccess {
+            rejected_log_records: outcome.rejected,
+            error_message: outcome.error,
+        }),
+    }
+}
+
+fn metrics_response(outcome: Outcome) -> ExportMetricsServiceResponse {
+    ExportMetricsServiceResponse {
+        partial_success: (outcome.rejected > 0).then_some(ExportMetricsPartialSuccess {
+            rejected_data_points: outcome.rejected,
+            error_message: outcome.error,
+        }),
+    }
+}
+
+fn unavailable() -> tonic::Status {
+    tonic::Status::unavailable("ssfd is overloaded: a pipeline queue is full, retry later")
+}
+
+#[tonic::async_trait]
+impl TraceService for OtlpIngest {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let outcome = self
+            .traces(&request.into_inner(), Protocol::Grpc)
+            .map_err(|_| unavailable())?;
+        Ok(tonic::Response::new(trace_response(outcome)))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for OtlpIngest {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let outcome = self
+            .logs(&request.into_inner(), Protocol::Grpc)
+            .map_err(|_| unavailable())?;
+        Ok(tonic::Response::new(logs_response(outcome)))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for OtlpIngest {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let outcome = self
+            .metrics(&request.into_inner(), Protocol::Grpc)
+            .map_err(|_| unavailable())?;
+        Ok(tonic::Response::new(metrics_response(outcome)))
+    }
+}
+
+/// The OTLP/HTTP routes: `POST /v1/traces|logs|metrics`.
+pub fn http_router(otlp: OtlpIngest) -> axum::Router {
+    use axum::routing::post;
+    axum::Router::new()
+        .route("/v1/traces", post(http_traces))
+        .route("/v1/logs", post(http_logs))
+        .route("/v1/metrics", post(http_metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(32 << 20))
+        .with_state(otlp)
+}
+
+enum Format {
+    Protobuf,
+    Json,
+}
+
+/// Decodes an OTLP/HTTP body by its content type and encoding.
+fn decode<T: prost::Message + Default + serde::de::DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<(T, Format), String> {
+    use std::io::Read;
+    let header = |name: axum::http::header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    let inflated;
+    let body = if header(axum::http::header::CONTENT_ENCODING) == "gzip" {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("gzip body: {e}"))?;
+        inflated = out;
+        &inflated[..]
+    } else {
+        body
+    };
+    if header(axum::http::header::CONTENT_TYPE).starts_with("application/json") {
+        serde_json::from_slice(body)
+            .map(|value| (value, Format::Json))
+            .map_err(|e| format!("OTLP/JSON body: {e}"))
+    } else {
+        T::decode(body)
+            .map(|value| (value, Format::Protobuf))
+            .map_err(|e| format!("OTLP protobuf body: {e}"))
+    }
+}
+
+fn answer<T: prost::Message + serde::Serialize>(
+    result: Result<T, Overloaded>,
+    format: Format,
+) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    match (result, format) {
+        (Err(Overloaded), _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "ssfd is overloaded: a pipeline queue is full, retry later",
+        )
+            .into_response(),
+        (Ok(response), Format::Protobuf) => (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            response.encode_to_vec(),
+        )
+            .into_response(),
+        (Ok(response), Format::Json) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_vec(&response).unwrap_or_default(),
+        )
+            .into_response(),
+    }
+}
+
+fn bad_request(listener_error: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ssfd_telemetry::rejected(
+        Listener::Otlp,
+        Protocol::Http,
+        ssfd_telemetry::Reason::Decode,
+        1,
+    );
+    (axum::http::StatusCode::BAD_REQUEST, listener_error).into_response()
+}
+
+async fn http_traces(
+    axum::extract::State(otlp): axum::extract::State<OtlpIngest>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    match decode::<ExportTraceServiceRequest>(&headers, &body) {
+        Ok((request, format)) => answer(
+            otlp.traces(&request, Protocol::Http).map(trace_response),
+            format,
+        ),
+        Err(error) => bad_request(error),
+    }
+}
+
+async fn http_logs(
+    axum::extract::State(otlp): axum::extract::State<OtlpIngest>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    match decode::<ExportLogsServiceRequest>(&headers, &body) {
+        Ok((request, format)) => answer(
+            otlp.logs(&request, Protocol::Http).map(logs_response),
+            format,
+        ),
+        Err(error) => bad_request(error),
+    }
+}
+
+async fn http_metrics(
+    axum::extract::State(otlp): axum::extract::State<OtlpIngest>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    match decode::<ExportMetricsServiceRequest>(&headers, &body) {
+        Ok((request, format)) => answer(
+            otlp.metrics(&request, Protocol::Http).map(metrics_response),
+            format,
+        ),
+        Err(error) => bad_request(error),
+    }
+}

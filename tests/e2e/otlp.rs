@@ -1,0 +1,166 @@
+//! OTLP ingest end to end (issue 5): the OpenTelemetry Python SDK's real OTLP/gRPC
+//! exporters send a two-service trace with span events, a log and a cumulative
+//! counter; ssfd's API returns the joined trace and its logs, and `/metrics` the
+//! counter's increase. OTLP/HTTP takes JSON, refuses a bad body with 400.
+
+use serde_json::{Value, json};
+use ssfd_e2e::{Server, python};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn otlp_server() -> Server {
+    Server::start("interval: 1s\notlp_listen_addresses: [grpc://127.0.0.1:0, http://127.0.0.1:0]\n")
+}
+
+fn wait_json(server: &Server, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = server.get(path);
+        if status == 200 {
+            let value: Value = serde_json::from_str(&body).unwrap();
+            if ready(&value) {
+                return value;
+            }
+        }
+        assert!(Instant::now() < deadline, "{path}: {status} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_opentelemetry_sdk_sends_a_trace_logs_and_a_counter() {
+    let server = otlp_server();
+    let sent: Value =
+        serde_json::from_str(&python("otel_client.py", &[server.addr("otlp grpc")])).unwrap();
+    let trace_hex = sent["trace_id"].as_str().unwrap();
+    let low = u64::from_str_radix(&trace_hex[16..], 16).unwrap() as i64;
+    let frontend = u64::from_str_radix(sent["frontend"].as_str().unwrap(), 16).unwrap() as i64;
+    let backend = u64::from_str_radix(sent["backend"].as_str().unwrap(), 16).unwrap() as i64;
+    let trace = wait_json(&server, &format!("/api/v1/traces/{trace_hex}"), |t| {
+        t["span_count"] == 2
+    });
+    assert_eq!(trace["trace_id"], low.to_string(), "the low 64 bits");
+    assert_eq!(trace["complete"], true);
+    assert_eq!(trace["services"], json!(["backend", "frontend"]));
+    let root = &trace["root"];
+    assert_eq!(
+        (&root["id"], &root["service"], &root["name"]),
+        (
+            &json!(frontend.to_string()),
+            &json!("frontend"),
+            &json!("POST /checkout")
+        )
+    );
+    assert_eq!(root["tags"]["http.method"], "POST");
+    assert_eq!(root["tags"]["span.kind"], "server");
+    assert_eq!(root["tags"]["otel.trace_id"], trace_hex);
+    let child = &root["children"][0];
+    assert_eq!(child["id"], backend.to_string());
+    assert_eq!(child["parent_id"], frontend.to_string());
+    assert_eq!(child["error"], true, "status ERROR");
+    assert_eq!(
+        child["logs"][0]["message"], "card validated",
+        "the event, as a log sample"
+    );
+    assert_eq!(child["logs"][0]["tags"], json!(["card.brand:visa"]));
+
+    let logs = wait_json(
+        &server,
+        &format!("/api/v1/logs?trace_id={trace_hex}"),
+        |l| {
+            l["logs"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|r| r["message"] == "charge declined by issuer")
+            })
+        },
+    );
+    let record = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["message"] == "charge declined by issuer")
+        .unwrap();
+    assert_eq!(record["severity"], "warn");
+    assert_eq!(record["service"], "backend");
+    assert_eq!(record["span_id"], backend.to_string());
+    assert_eq!(record["trace_id"], low.to_string());
+
+    // cumulative 5, then 7: the counter shows the increase, 7
+    server.wait_metric(
+        "checkout_items_total{service=\"frontend\",tier=\"gold\"}",
+        7.0,
+    );
+    assert!(server.metric("ssfd_received_total{listener=\"otlp\",protocol=\"grpc\"}") >= 4.0);
+}
+
+fn post(address: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn otlp_http_takes_json_and_refuses_garbage() {
+    let server = otlp_server();
+    let http = server.addr("otlp http").to_string();
+    let request = json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "jsonsvc"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": "5b8efff798038103d269b633813fc60c",
+            "spanId": "eee19b7ec3c1b174",
+            "name": "json op",
+            "kind": 2,
+            "startTimeUnixNano": "1800000000000000000",
+            "endTimeUnixNano": "1800000000005000000",
+            "attributes": [{"key": "n", "value": {"intValue": "3"}}],
+            "status": {"code": 2}
+        }, {
+            "traceId": "5b8e",
+            "spanId": "eee19b7ec3c1b174",
+            "name": "bad ids"
+        }]}]
+    }]});
+    let (status, body) = post(
+        &http,
+        "/v1/traces",
+        "application/json",
+        request.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["partialSuccess"]["rejectedSpans"], 1, "{answer}");
+    let trace = wait_json(
+        &server,
+        "/api/v1/traces/5b8efff798038103d269b633813fc60c",
+        |t| t["span_count"] == 1,
+    );
+    assert_eq!(trace["root"]["name"], "json op");
+    assert_eq!(trace["root"]["service"], "jsonsvc");
+    assert_eq!(trace["root"]["error"], true);
+    assert_eq!(trace["root"]["duration_ns"], 5_000_000);
+    assert_eq!(trace["root"]["tags"]["n"], "3");
+    let (status, _) = post(
+        &http,
+        "/v1/traces",
+        "application/x-protobuf",
+        b"\xff\xff\xff",
+    );
+    assert_eq!(status, 400);
+    assert!(
+        server.metric("ssfd_rejected_total{listener=\"otlp\",protocol=\"http\",reason=\"decode\"}")
+            >= 1.0
+    );
+}

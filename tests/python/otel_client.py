@@ -1,0 +1,72 @@
+"""Sends a two-service trace with span events, logs and a cumulative counter to ssfd
+through the OpenTelemetry Python SDK and its real OTLP/gRPC exporters.
+
+Usage: otel_client.py GRPC_ADDRESS. Prints JSON: the trace id (32 hex digits) and the
+span ids (16 hex digits) of the frontend and backend spans.
+"""
+import json
+import logging
+import sys
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+endpoint = "http://" + sys.argv[1]
+
+
+def tracer_provider(service):
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
+    return provider
+
+
+frontend = tracer_provider("frontend")
+backend = tracer_provider("backend")
+
+logs = LoggerProvider(resource=Resource.create({"service.name": "backend"}))
+logs.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(endpoint=endpoint, insecure=True)))
+logger = logging.getLogger("payments")
+logger.setLevel(logging.INFO)
+logger.addHandler(LoggingHandler(level=logging.INFO, logger_provider=logs))
+
+reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint, insecure=True),
+                                       export_interval_millis=60_000)
+meters = MeterProvider(resource=Resource.create({"service.name": "frontend"}), metric_readers=[reader])
+items = meters.get_meter("shop").create_counter("checkout.items", description="items checked out")
+
+with frontend.get_tracer("web").start_as_current_span("POST /checkout", kind=SpanKind.SERVER) as root:
+    root.set_attribute("http.method", "POST")
+    items.add(5, {"tier": "gold"})
+    with backend.get_tracer("pay").start_as_current_span("charge card", kind=SpanKind.CLIENT) as child:
+        child.add_event("card validated", {"card.brand": "visa"})
+        logger.warning("charge declined by issuer")
+        child.set_status(Status(StatusCode.ERROR, "declined"))
+        child_context = child.get_span_context()
+    root_context = root.get_span_context()
+
+reader.force_flush()
+items.add(2, {"tier": "gold"})
+reader.force_flush()
+for provider in (frontend, backend):
+    provider.force_flush()
+logs.force_flush()
+
+print(json.dumps({
+    "trace_id": format(root_context.trace_id, "032x"),
+    "frontend": format(root_context.span_id, "016x"),
+    "backend": format(child_context.span_id, "016x"),
+}))
+meters.shutdown()
+frontend.shutdown()
+backend.shutdown()
+logs.shutdown()
