@@ -9,8 +9,9 @@ set -euo pipefail
 echo "install-test-deps: installing Python test clients (datadog, statsd, grpcio, grpcio-tools, grpcio-health-checking, selenium, opentelemetry-sdk and OTLP exporters)"
 python3 -m pip install --quiet --disable-pip-version-check \
     'datadog>=0.49' 'statsd>=4' 'grpcio>=1.60' 'grpcio-tools>=1.60' 'grpcio-health-checking>=1.60' \
-    'selenium>=4.11' 'opentelemetry-sdk>=1.20' 'opentelemetry-exporter-otlp-proto-grpc>=1.20'
-python3 -c 'import datadog, statsd, grpc, grpc_tools, grpc_health, selenium, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc' \
+    'selenium>=4.11' 'opentelemetry-sdk>=1.20' 'opentelemetry-exporter-otlp-proto-grpc>=1.20' \
+    'opentelemetry-exporter-otlp-proto-http>=1.20'
+python3 -c 'import datadog, statsd, grpc, grpc_tools, grpc_health, selenium, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' \
     && echo "install-test-deps: python clients ready"
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi

@@ -30,8 +30,11 @@ fn wait_json(server: &Server, path: &str, ready: impl Fn(&Value) -> bool) -> Val
 #[test]
 fn the_opentelemetry_sdk_sends_a_trace_logs_and_a_counter() {
     let server = otlp_server();
-    let sent: Value =
-        serde_json::from_str(&python("otel_client.py", &[server.addr("otlp grpc")])).unwrap();
+    let sent: Value = serde_json::from_str(&python(
+        "otel_client.py",
+        &[server.addr("otlp grpc"), server.addr("otlp http")],
+    ))
+    .unwrap();
     let trace_hex = sent["trace_id"].as_str().unwrap();
     let low = u64::from_str_radix(&trace_hex[16..], 16).unwrap() as i64;
     let frontend = u64::from_str_radix(sent["frontend"].as_str().unwrap(), 16).unwrap() as i64;
@@ -84,6 +87,15 @@ fn the_opentelemetry_sdk_sends_a_trace_logs_and_a_counter() {
     assert_eq!(record["service"], "backend");
     assert_eq!(record["span_id"], backend.to_string());
     assert_eq!(record["trace_id"], low.to_string());
+
+    // the OTLP/HTTP protobuf exporter's span
+    let http_trace = sent["http_trace_id"].as_str().unwrap();
+    let probe = wait_json(&server, &format!("/api/v1/traces/{http_trace}"), |t| {
+        t["span_count"] == 1
+    });
+    assert_eq!(probe["root"]["service"], "edge");
+    assert_eq!(probe["root"]["name"], "health check");
+    assert!(server.metric("ssfd_received_total{listener=\"otlp\",protocol=\"http\"}") >= 1.0);
 
     // cumulative 5, then 7: the counter shows the increase, 7
     server.wait_metric(

@@ -352,3 +352,192 @@ fn jsonl_span_sink_writes_each_span_with_its_trace_id() {
         })
     );
 }
+
+/// `tests/python/otlp_receiver.py`, killed when dropped.
+struct OtlpReceiver {
+    child: std::process::Child,
+    address: String,
+    out: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn otlp_receiver() -> OtlpReceiver {
+    let dir = tempfile::tempdir().unwrap();
+    let port_file = dir.path().join("port");
+    let out = dir.path().join("received.jsonl");
+    let child = std::process::Command::new("python3")
+        .arg(ssfd_e2e::root().join("tests/python/otlp_receiver.py"))
+        .arg(&port_file)
+        .arg(&out)
+        .spawn()
+        .expect("python3 (scripts/install-test-deps.sh installs the OTLP packages)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let port = loop {
+        if let Ok(port) = std::fs::read_to_string(&port_file)
+            && !port.is_empty()
+        {
+            break port;
+        }
+        assert!(Instant::now() < deadline, "the OTLP receiver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    OtlpReceiver {
+        child,
+        address: format!("127.0.0.1:{port}"),
+        out,
+        _dir: dir,
+    }
+}
+
+impl OtlpReceiver {
+    fn received(&self, kind: &str) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["kind"] == kind)
+            .map(|v| v["request"].clone())
+            .collect()
+    }
+}
+
+#[test]
+fn otlp_sink_sends_spans_and_metrics_to_a_grpcio_receiver() {
+    use prost::Message;
+    let receiver = otlp_receiver();
+    let server = Server::start(&format!(
+        "interval: 1s\nspan_sinks:\n  - kind: otlp\n    name: collector\n    config: {{endpoint: '{0}'}}\nmetric_sinks:\n  - kind: otlp\n    name: collector\n    config: {{endpoint: '{0}'}}\n",
+        receiver.address
+    ));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut root = ssfd_wire::ssf::SsfSpan {
+        trace_id: 4242,
+        id: 4242,
+        start_timestamp: 1_800_000_000_000_000_000,
+        end_timestamp: 1_800_000_000_050_000_000,
+        service: "web".into(),
+        name: "GET /x".into(),
+        ..Default::default()
+    };
+    root.tags.insert("route".into(), "/x".into());
+    let mut child = ssfd_wire::ssf::SsfSpan {
+        trace_id: 4242,
+        id: -7,
+        parent_id: 4242,
+        start_timestamp: 1_800_000_000_010_000_000,
+        end_timestamp: 1_800_000_000_020_000_000,
+        service: "db".into(),
+        name: "select".into(),
+        error: true,
+        ..Default::default()
+    };
+    child.metrics.push(ssfd_wire::ssf::SsfSample {
+        name: "sql".into(),
+        message: "db slow".into(),
+        timestamp: 1_800_000_000_015_000_000,
+        ..Default::default()
+    });
+    for span in [&child, &root] {
+        socket
+            .send_to(&span.encode_to_vec(), server.addr("ssf udp"))
+            .unwrap();
+    }
+    socket
+        .send_to(
+            b"otlp.sink.count:3|c|#env:prod\notlp.sink.temp:7.5|g",
+            server.addr("statsd udp"),
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let spans = loop {
+        let spans: Vec<Value> = receiver
+            .received("traces")
+            .iter()
+            .flat_map(|r| r["resourceSpans"].as_array().cloned().unwrap_or_default())
+            .flat_map(|rs| {
+                let service = rs["resource"]["attributes"][0]["value"]["stringValue"].clone();
+                rs["scopeSpans"][0]["spans"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |mut s| {
+                        s["service"] = service.clone();
+                        s
+                    })
+            })
+            .collect();
+        if spans.len() >= 2 {
+            break spans;
+        }
+        assert!(Instant::now() < deadline, "spans: {spans:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let find = |name: &str| spans.iter().find(|s| s["name"] == name).unwrap().clone();
+    let web = find("GET /x");
+    assert_eq!(web["traceId"], "00000000000000000000000000001092");
+    assert_eq!(web["spanId"], "0000000000001092");
+    assert_eq!(web["service"], "web");
+    assert_eq!(web["parentSpanId"], Value::Null, "a root has no parent");
+    assert_eq!(web["startTimeUnixNano"], "1800000000000000000");
+    assert_eq!(
+        web["attributes"],
+        json!([{"key": "route", "value": {"stringValue": "/x"}}])
+    );
+    let db = find("select");
+    assert_eq!(db["spanId"], "fffffffffffffff9", "-7 as a u64");
+    assert_eq!(db["parentSpanId"], "0000000000001092");
+    assert_eq!(db["status"]["code"], "STATUS_CODE_ERROR");
+    assert_eq!(db["events"][0]["name"], "sql");
+    assert_eq!(db["events"][0]["timeUnixNano"], "1800000000015000000");
+    assert_eq!(
+        db["events"][0]["attributes"],
+        json!([{"key": "message", "value": {"stringValue": "db slow"}}])
+    );
+    let metrics = loop {
+        let metrics: Vec<Value> = receiver
+            .received("metrics")
+            .iter()
+            .flat_map(|r| {
+                r["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        if metrics.iter().any(|m| m["name"] == "otlp.sink.count")
+            && metrics.iter().any(|m| m["name"] == "otlp.sink.temp")
+        {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "metrics: {metrics:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let count = metrics
+        .iter()
+        .find(|m| m["name"] == "otlp.sink.count")
+        .unwrap();
+    assert_eq!(count["sum"]["isMonotonic"], true);
+    assert_eq!(
+        count["sum"]["aggregationTemporality"],
+        "AGGREGATION_TEMPORALITY_DELTA"
+    );
+    assert_eq!(count["sum"]["dataPoints"][0]["asDouble"], 3.0);
+    assert_eq!(
+        count["sum"]["dataPoints"][0]["attributes"],
+        json!([{"key": "env", "value": {"stringValue": "prod"}}])
+    );
+    let temp = metrics
+        .iter()
+        .find(|m| m["name"] == "otlp.sink.temp")
+        .unwrap();
+    assert_eq!(temp["gauge"]["dataPoints"][0]["asDouble"], 7.5);
+    assert!(server.metric("ssfd_sink_sent_total{sink=\"collector\",kind=\"otlp\"}") >= 4.0);
+}

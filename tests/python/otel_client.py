@@ -1,8 +1,9 @@
 """Sends a two-service trace with span events, logs and a cumulative counter to ssfd
 through the OpenTelemetry Python SDK and its real OTLP/gRPC exporters.
 
-Usage: otel_client.py GRPC_ADDRESS. Prints JSON: the trace id (32 hex digits) and the
-span ids (16 hex digits) of the frontend and backend spans.
+Usage: otel_client.py GRPC_ADDRESS HTTP_ADDRESS. Prints JSON: the trace id (32 hex
+digits) and the span ids (16 hex digits) of the frontend and backend spans, and the
+trace id of one more span sent with the OTLP/HTTP protobuf exporter.
 """
 import json
 import logging
@@ -12,6 +13,7 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -61,7 +63,14 @@ for provider in (frontend, backend):
     provider.force_flush()
 logs.force_flush()
 
+edge = TracerProvider(resource=Resource.create({"service.name": "edge"}))
+edge.add_span_processor(SimpleSpanProcessor(HttpSpanExporter(endpoint=f"http://{sys.argv[2]}/v1/traces")))
+with edge.get_tracer("lb").start_as_current_span("health check") as probe:
+    probe_context = probe.get_span_context()
+edge.force_flush()
+
 print(json.dumps({
+    "http_trace_id": format(probe_context.trace_id, "032x"),
     "trace_id": format(root_context.trace_id, "032x"),
     "frontend": format(root_context.span_id, "016x"),
     "backend": format(child_context.span_id, "016x"),

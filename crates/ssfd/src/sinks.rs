@@ -1,7 +1,8 @@
 //! Builds the metric sinks of `metric_sinks` (SPEC 9): `jsonl` is written by the
 //! flusher; `statsd` (and Veneur's `prometheus` repeater), `datadog`,
-//! `prometheus_remote_write` (and Veneur's `cortex`) and `blackhole` each run behind
-//! their own queue and thread with retries (`ssfd_export::delivery`). With
+//! `prometheus_remote_write` (and Veneur's `cortex`), `otlp` and `blackhole` each run
+//! behind their own queue and thread with retries (`ssfd_export::delivery`). Span sinks
+//! (`span_sinks`): `jsonl`, `otlp` (its own queue and thread), `blackhole`. With
 //! `features.enable_metric_sink_routing: true` (as Veneur), `metric_sink_routing`
 //! decides which sinks get each metric.
 
@@ -218,8 +219,10 @@ pub fn metric_sinks(
             }
             "blackhole" => Box::new(Blackhole),
             "otlp" => {
-                tracing::warn!(name = %name, "the otlp metric sink is not implemented yet; ignored");
-                continue;
+                let endpoint = text(sink, "endpoint").with_context(|| {
+                    format!("metric sink `{name}` (otlp) needs config.endpoint (host:port)")
+                })?;
+                Box::new(ssfd_export::otlp::OtlpMetrics::new(endpoint, hostname))
             }
             other => {
                 tracing::warn!(kind = other, name = %name, "metric sink kind is not implemented; ignored");
@@ -352,9 +355,27 @@ pub fn span_sinks(config: &Config) -> anyhow::Result<Vec<Arc<dyn ssfd_engine::Sp
                     || format!("cannot open jsonl span sink file {path}"),
                 )?));
             }
+            "otlp" => {
+                let endpoint = text(sink, "endpoint").with_context(|| {
+                    format!(
+                        "span sink `{}` (otlp) needs config.endpoint (host:port)",
+                        sink.name
+                    )
+                })?;
+                let name = if sink.name.is_empty() {
+                    "otlp"
+                } else {
+                    &sink.name
+                };
+                out.push(Arc::new(ssfd_export::otlp::OtlpSpans::start(
+                    name,
+                    endpoint,
+                    RetryPolicy::default(),
+                )));
+            }
             "blackhole" => {}
             other => {
-                tracing::warn!(kind = other, name = %sink.name, "span sink kind is not implemented yet; ignored")
+                tracing::warn!(kind = other, name = %sink.name, "span sink kind is not implemented; ignored")
             }
         }
     }

@@ -1,0 +1,448 @@
+//! The `otlp` sink (SPEC 9): spans and flushed metrics to an OTLP/gRPC endpoint
+//! (`endpoint`, `host:port`). Metrics go through the usual queued delivery (counters as
+//! delta monotonic sums, gauges and statuses as gauges, each with the flush time);
+//! spans have their own bounded queue and thread, fed by the span workers (full: the
+//! spans are dropped and counted), exported in batches with the same retries. An SSF
+//! span maps back as OTLP expects: the 128-bit trace id from tag `otel.trace_id` when
+//! the span came from OTLP (else the 64-bit id in the low half), span and parent ids as
+//! 8 bytes, `span.kind` as kind, tags as attributes, `error` as status ERROR, log
+//! samples as events.
+
+use crate::delivery::{Deliver, Payload, RetryPolicy, SendError, backoff};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, trace_service_client::TraceServiceClient,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use prost::Message;
+use ssfd_engine::{Flush, FlushedType, SpanBatch, SpanSink};
+use ssfd_wire::ssf::SsfSpan;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+fn string_value(value: &str) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(any_value::Value::StringValue(value.to_string())),
+    })
+}
+
+fn key_value(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: string_value(value),
+        ..Default::default()
+    }
+}
+
+fn resource(service: &str) -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![key_value("service.name", service)],
+        ..Default::default()
+    })
+}
+
+/// The OTLP trace id of an SSF span: `otel.trace_id` when it is 32 hex digits, else the
+/// 64-bit id in the low half.
+fn trace_id(span: &SsfSpan) -> Vec<u8> {
+    if let Some(hex) = span.tags.get("otel.trace_id").filter(|h| h.len() == 32)
+        && let Ok(high) = u64::from_str_radix(&hex[..16], 16)
+        && let Ok(low) = u64::from_str_radix(&hex[16..], 16)
+        && low as i64 == span.trace_id
+    {
+        return [high.to_be_bytes(), low.to_be_bytes()].concat();
+    }
+    [[0u8; 8], (span.trace_id as u64).to_be_bytes()].concat()
+}
+
+/// One SSF span as an OTLP span.
+pub fn otlp_span(ssf: &SsfSpan) -> Span {
+    let kind = match ssf.tags.get("span.kind").map(String::as_str) {
+        Some("internal") => 1,
+        Some("server") => 2,
+        Some("client") => 3,
+        Some("producer") => 4,
+        Some("consumer") => 5,
+        _ => 0,
+    };
+    let attributes = ssf
+        .tags
+        .iter()
+        .filter(|(k, _)| *k != "otel.trace_id" && *k != "span.kind")
+        .map(|(k, v)| key_value(k, v))
+        .collect();
+    let events = ssf
+        .metrics
+        .iter()
+        .filter(|s| s.metric == 0 && s.value == 0.0 && !s.message.is_empty())
+        .map(|s| span::Event {
+            time_unix_nano: if s.timestamp == 0 {
+                ssf.start_timestamp as u64
+            } else {
+                s.timestamp as u64
+            },
+            name: s.name.clone(),
+            attributes: std::iter::once(key_value("message", &s.message))
+                .chain(s.tags.iter().map(|(k, v)| key_value(k, v)))
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    Span {
+        trace_id: trace_id(ssf),
+        span_id: (ssf.id as u64).to_be_bytes().to_vec(),
+        parent_span_id: if ssf.parent_id == 0 {
+            Vec::new()
+        } else {
+            (ssf.parent_id as u64).to_be_bytes().to_vec()
+        },
+        name: ssf.name.clone(),
+        kind,
+        start_time_unix_nano: ssf.start_timestamp as u64,
+        end_time_unix_nano: ssf.end_timestamp as u64,
+        attributes,
+        events,
+        status: ssf.error.then(|| Status {
+            code: 2,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// SSF spans grouped by service into one export request.
+pub fn trace_request(spans: &[SsfSpan]) -> ExportTraceServiceRequest {
+    let mut by_service: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
+    for span in spans {
+        by_service
+            .entry(span.service.as_str())
+            .or_default()
+            .push(otlp_span(span));
+    }
+    ExportTraceServiceRequest {
+        resource_spans: by_service
+            .into_iter()
+            .map(|(service, spans)| ResourceSpans {
+                resource: resource(service),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// The interval's metrics as one export request.
+pub fn metrics_request(flush: &Flush, hostname: &str) -> ExportMetricsServiceRequest {
+    let time = (flush.timestamp as u64).saturating_mul(1_000_000_000);
+    let metrics = flush
+        .metrics
+        .iter()
+        .filter(|m| m.value.is_finite())
+        .map(|m| {
+            let point = NumberDataPoint {
+                attributes: m
+                    .tags
+                    .iter()
+                    .map(|tag| match tag.split_once(':') {
+                        Some((k, v)) => key_value(k, v),
+                        None => key_value(tag, "true"),
+                    })
+                    .collect(),
+                time_unix_nano: time,
+                value: Some(number_data_point::Value::AsDouble(m.value)),
+                ..Default::default()
+            };
+            let data = match m.kind {
+                FlushedType::Counter => metric::Data::Sum(Sum {
+                    data_points: vec![point],
+                    aggregation_temporality: 1,
+                    is_monotonic: true,
+                }),
+                FlushedType::Gauge | FlushedType::Status => metric::Data::Gauge(Gauge {
+                    data_points: vec![point],
+                }),
+            };
+            Metric {
+                name: m.name.clone(),
+                data: Some(data),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![key_value("host.name", hostname)],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// A current-thread runtime and a lazily connected channel, for a sink's own thread.
+struct Client {
+    runtime: tokio::runtime::Runtime,
+    endpoint: String,
+    channel: Option<tonic::transport::Channel>,
+}
+
+impl Client {
+    fn new(endpoint: &str) -> Client {
+        let endpoint = if endpoint.contains("://") {
+            endpoint.to_string()
+        } else {
+            format!("http://{endpoint}")
+        };
+        Client {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime"),
+            endpoint,
+            channel: None,
+        }
+    }
+
+    fn channel(&mut self) -> Result<tonic::transport::Channel, SendError> {
+        if let Some(channel) = &self.channel {
+            return Ok(channel.clone());
+        }
+        let endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
+            .map_err(|e| SendError::Permanent(format!("otlp endpoint {}: {e}", self.endpoint)))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(10));
+        let channel = self
+            .runtime
+            .block_on(endpoint.connect())
+            .map_err(|e| SendError::Retry(format!("otlp endpoint {}: {e}", self.endpoint)))?;
+        self.channel = Some(channel.clone());
+        Ok(channel)
+    }
+
+    fn status(&mut self, status: tonic::Status) -> SendError {
+        use tonic::Code;
+        let message = format!("otlp endpoint {}: {status}", self.endpoint);
+        match status.code() {
+            Code::Unavailable
+            | Code::ResourceExhausted
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::Unknown
+            | Code::Internal => {
+                self.channel = None;
+                SendError::Retry(message)
+            }
+            _ => SendError::Permanent(message),
+        }
+    }
+
+    fn traces(&mut self, request: ExportTraceServiceRequest) -> Result<(), SendError> {
+        let channel = self.channel()?;
+        let result = self
+            .runtime
+            .block_on(TraceServiceClient::new(channel).export(request));
+        result.map(drop).map_err(|status| self.status(status))
+    }
+
+    fn metrics(&mut self, request: ExportMetricsServiceRequest) -> Result<(), SendError> {
+        let channel = self.channel()?;
+        let result = self
+            .runtime
+            .block_on(MetricsServiceClient::new(channel).export(request));
+        result.map(drop).map_err(|status| self.status(status))
+    }
+}
+
+/// The metric half of the `otlp` sink (behind a [`crate::delivery::QueuedSink`]).
+pub struct OtlpMetrics {
+    client: Option<Client>,
+    endpoint: String,
+    hostname: String,
+}
+
+impl OtlpMetrics {
+    pub fn new(endpoint: &str, hostname: &str) -> OtlpMetrics {
+        OtlpMetrics {
+            client: None,
+            endpoint: endpoint.to_string(),
+            hostname: hostname.to_string(),
+        }
+    }
+}
+
+impl Deliver for OtlpMetrics {
+    fn kind(&self) -> &'static str {
+        "otlp"
+    }
+
+    fn encode(&mut self, flush: &Flush) -> Vec<Payload> {
+        let request = metrics_request(flush, &self.hostname);
+        let items = request.resource_metrics[0].scope_metrics[0].metrics.len() as u64;
+        if items == 0 {
+            return Vec::new();
+        }
+        vec![Payload {
+            endpoint: 0,
+            body: request.encode_to_vec(),
+            items,
+        }]
+    }
+
+    fn send(&mut self, payload: &Payload) -> Result<(), SendError> {
+        let request = ExportMetricsServiceRequest::decode(&payload.body[..])
+            .map_err(|e| SendError::Permanent(e.to_string()))?;
+        // the client (and its runtime) is made on the sink's own thread
+        let endpoint = self.endpoint.clone();
+        self.client
+            .get_or_insert_with(|| Client::new(&endpoint))
+            .metrics(request)
+    }
+}
+
+/// Spans per export.
+const SPANS_PER_EXPORT: usize = 2048;
+
+/// The span half of the `otlp` sink: a span sink with its own queue and thread.
+pub struct OtlpSpans {
+    queue: Sender<Vec<SsfSpan>>,
+    counters: Arc<ssfd_telemetry::SinkCounters>,
+}
+
+impl OtlpSpans {
+    pub fn start(name: &str, endpoint: &str, policy: RetryPolicy) -> OtlpSpans {
+        let counters = ssfd_telemetry::sink(name, "otlp");
+        let (queue, work) = bounded(policy.queue.max(1) * 64);
+        let thread_counters = Arc::clone(&counters);
+        let endpoint = endpoint.to_string();
+        std::thread::Builder::new()
+            .name(format!("ssfd-sink-{name}-spans"))
+            .spawn(move || export_spans(&endpoint, policy, &work, &thread_counters))
+            .expect("spawn a sink thread");
+        OtlpSpans { queue, counters }
+    }
+}
+
+fn export_spans(
+    endpoint: &str,
+    policy: RetryPolicy,
+    work: &Receiver<Vec<SsfSpan>>,
+    counters: &ssfd_telemetry::SinkCounters,
+) {
+    let mut client = Client::new(endpoint);
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    while let Ok(first) = work.recv() {
+        let started = std::time::Instant::now();
+        let mut spans = first;
+        while spans.len() < SPANS_PER_EXPORT {
+            match work.try_recv() {
+                Ok(more) => spans.extend(more),
+                Err(_) => break,
+            }
+        }
+        let items = spans.len() as u64;
+        let request = trace_request(&spans);
+        let mut attempt = 0;
+        loop {
+            match client.traces(request.clone()) {
+                Ok(()) => {
+                    counters.sent.fetch_add(items, Relaxed);
+                    break;
+                }
+                Err(SendError::Retry(error)) if attempt < policy.max_retries => {
+                    attempt += 1;
+                    counters.retries.fetch_add(1, Relaxed);
+                    tracing::debug!(%error, attempt, "otlp span export failed; retrying");
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let random = (seed >> 11) as f64 / (1u64 << 53) as f64;
+                    std::thread::sleep(backoff(&policy, attempt, random));
+                }
+                Err(SendError::Retry(error) | SendError::Permanent(error)) => {
+                    tracing::warn!(%error, "otlp span export failed; dropping the spans");
+                    counters.failures.fetch_add(1, Relaxed);
+                    counters.dropped.fetch_add(items, Relaxed);
+                    ssfd_telemetry::dropped(
+                        ssfd_telemetry::Stage::Sink,
+                        ssfd_telemetry::DropReason::RetryExhausted,
+                        items,
+                    );
+                    break;
+                }
+            }
+        }
+        counters.observe_flush(started.elapsed().as_secs_f64());
+    }
+}
+
+impl SpanSink for OtlpSpans {
+    fn append(&self, spans: &SpanBatch) {
+        let decoded: Vec<SsfSpan> = spans
+            .iter()
+            .filter_map(|(_, bytes)| SsfSpan::decode(bytes).ok())
+            .collect();
+        let count = decoded.len() as u64;
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.queue.try_send(decoded)
+        {
+            self.counters.dropped.fetch_add(count, Relaxed);
+            ssfd_telemetry::dropped(
+                ssfd_telemetry::Stage::Sink,
+                ssfd_telemetry::DropReason::QueueFull,
+                count,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_otlp_trace_id_comes_back_whole() {
+        let mut span = SsfSpan {
+            trace_id: 0x0102_0304_0506_0708,
+            id: -1,
+            parent_id: 5,
+            name: "op".into(),
+            error: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            otlp_span(&span).trace_id,
+            [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]
+        );
+        span.tags.insert(
+            "otel.trace_id".into(),
+            "ffeeddccbbaa99880102030405060708".into(),
+        );
+        span.tags.insert("span.kind".into(), "client".into());
+        let otlp = otlp_span(&span);
+        assert_eq!(otlp.trace_id[..2], [0xff, 0xee]);
+        assert_eq!(otlp.span_id, [0xff; 8]);
+        assert_eq!(otlp.parent_span_id, 5u64.to_be_bytes());
+        assert_eq!(otlp.kind, 3);
+        assert!(
+            otlp.attributes.is_empty(),
+            "the carried tags are not attributes"
+        );
+        assert_eq!(otlp.status.unwrap().code, 2);
+    }
+}
