@@ -39,7 +39,6 @@ fn key_value(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_string(),
         value: string_value(value),
-        ..Default::default()
     }
 }
 
