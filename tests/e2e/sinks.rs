@@ -541,3 +541,56 @@ fn otlp_sink_sends_spans_and_metrics_to_a_grpcio_receiver() {
     assert_eq!(temp["gauge"]["dataPoints"][0]["asDouble"], 7.5);
     assert!(server.metric("ssfd_sink_sent_total{sink=\"collector\",kind=\"otlp\"}") >= 4.0);
 }
+
+#[test]
+fn metric_sink_routing_decides_which_sink_gets_what() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.jsonl");
+    let rest = dir.path().join("rest.jsonl");
+    let server = Server::start(&format!(
+        "interval: 1s\nfeatures: {{enable_metric_sink_routing: true}}\n\
+         metric_sinks:\n  - kind: jsonl\n    name: app\n    config: {{path: {}}}\n  - kind: jsonl\n    name: rest\n    config: {{path: {}}}\n  - kind: blackhole\n    name: void\n\
+         metric_sink_routing:\n  - name: apps\n    match:\n      - name: {{kind: prefix, value: app.}}\n        tags: [{{kind: exact, value: \"env:prod\"}}]\n    sinks: {{matched: [app], not_matched: [rest]}}\n  - name: all\n    match: [{{name: {{kind: any}}}}]\n    sinks: {{matched: [void]}}\n",
+        app.display(),
+        rest.display()
+    ));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .send_to(
+            b"app.hits:1|c|#env:prod\napp.hits:1|c|#env:dev\nsys.load:2|g",
+            server.addr("statsd udp"),
+        )
+        .unwrap();
+    let names = |path: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                format!("{} {}", v["name"].as_str().unwrap(), v["tags"])
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while names(&rest).len() < 2 || names(&app).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} {:?}",
+            names(&app),
+            names(&rest)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(names(&app), [r#"app.hits ["env:prod"]"#]);
+    assert_eq!(names(&rest), [r#"app.hits ["env:dev"]"#, r#"sys.load []"#]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.metric("ssfd_sink_sent_total{sink=\"void\",kind=\"blackhole\"}") < 3.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the blackhole counts what it swallows"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
