@@ -176,3 +176,47 @@ fn otlp_http_takes_json_and_refuses_garbage() {
             >= 1.0
     );
 }
+
+#[test]
+fn otlp_http_answers_503_with_retry_after_when_full() {
+    let server = Server::start_with_env(
+        "span_channel_capacity: 1\notlp_listen_addresses: [http://127.0.0.1:0]\n",
+        &[("SSFD_TEST_WORKER_STALL_MS", "2000")],
+    );
+    let http = server.addr("otlp http").to_string();
+    let mut statuses = Vec::new();
+    for n in 1..=6 {
+        let request = json!({"resourceSpans": [{"scopeSpans": [{"spans": [{
+            "traceId": format!("{n:032x}"), "spanId": format!("{n:016x}"), "name": "op",
+            "startTimeUnixNano": "1", "endTimeUnixNano": "2"
+        }]}]}]});
+        let mut stream = std::net::TcpStream::connect(&http).unwrap();
+        let body = request.to_string();
+        write!(
+            stream,
+            "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status: u16 = response.split(' ').nth(1).unwrap().parse().unwrap();
+        if status == 503 {
+            assert!(
+                response.to_ascii_lowercase().contains("retry-after: 1"),
+                "{response}"
+            );
+        }
+        statuses.push(status);
+    }
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    assert!(refused >= 1, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        server.metric("ssfd_refused_total{listener=\"otlp\"}"),
+        refused as f64
+    );
+}

@@ -45,10 +45,13 @@ reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint, ins
                                        export_interval_millis=60_000)
 meters = MeterProvider(resource=Resource.create({"service.name": "frontend"}), metric_readers=[reader])
 items = meters.get_meter("shop").create_counter("checkout.items", description="items checked out")
+latency = meters.get_meter("shop").create_histogram("checkout.latency", unit="ms")
 
 with frontend.get_tracer("web").start_as_current_span("POST /checkout", kind=SpanKind.SERVER) as root:
     root.set_attribute("http.method", "POST")
     items.add(5, {"tier": "gold"})
+    for value in (3, 7, 120):
+        latency.record(value)
     with backend.get_tracer("pay").start_as_current_span("charge card", kind=SpanKind.CLIENT) as child:
         child.add_event("card validated", {"card.brand": "visa"})
         logger.warning("charge declined by issuer")

@@ -39,7 +39,8 @@ const CUMULATIVE: i32 = 2;
 #[derive(Default)]
 struct Streams {
     sums: HashMap<String, f64>,
-    buckets: HashMap<String, Vec<u64>>,
+    /// A histogram stream's last bucket counts and sum.
+    buckets: HashMap<String, (Vec<u64>, f64)>,
 }
 
 /// Shared by every OTLP listener.
@@ -293,6 +294,100 @@ fn sample(
     }
 }
 
+/// (value, weight) samples standing for one histogram point (SPEC 3.4): each bucket's
+/// midpoint weighted by its count (the open first and last buckets use `min` and `max`
+/// when sent, else their finite bound), so the count is exact; with `min` and `max`, one
+/// unit of weight sits exactly on each; with `sum`, the other samples shift (staying
+/// within [min, max]) so the weighted sum is exact too. `None` when the counts do not
+/// fit the bounds.
+pub fn histogram_samples(
+    bounds: &[f64],
+    counts: &[u64],
+    min: Option<f64>,
+    max: Option<f64>,
+    sum: Option<f64>,
+) -> Option<Vec<(f64, f64)>> {
+    if counts.len() != bounds.len() + 1 || bounds.iter().any(|b| !b.is_finite()) {
+        return None;
+    }
+    let lowest = min.unwrap_or(f64::NEG_INFINITY);
+    let highest = max.unwrap_or(f64::INFINITY);
+    let mut entries: Vec<(f64, f64)> = Vec::new();
+    for (index, &count) in counts.iter().enumerate() {
+        if count == 0 {
+            continue;
+        }
+        let low = if index == 0 {
+            min
+        } else {
+            bounds.get(index - 1).copied()
+        };
+        let high = if index == bounds.len() {
+            max
+        } else {
+            bounds.get(index).copied()
+        };
+        let midpoint = match (low, high) {
+            (Some(low), Some(high)) => (low + high) / 2.0,
+            (Some(one), None) | (None, Some(one)) => one,
+            (None, None) => 0.0,
+        };
+        entries.push((
+            midpoint.clamp(lowest.min(highest), highest.max(lowest)),
+            count as f64,
+        ));
+    }
+    let total: f64 = entries.iter().map(|e| e.1).sum();
+    if total == 0.0 {
+        return Some(entries);
+    }
+    let mut exact = Vec::new();
+    if let Some(min) = min {
+        if let Some(first) = entries.iter_mut().find(|e| e.1 > 0.0) {
+            first.1 -= 1.0;
+            exact.push((min, 1.0));
+        }
+    }
+    if let Some(max) = max
+        && total >= 2.0
+        && let Some(last) = entries.iter_mut().rev().find(|e| e.1 > 0.0)
+    {
+        last.1 -= 1.0;
+        exact.push((max, 1.0));
+    }
+    entries.retain(|e| e.1 > 0.0);
+    if let Some(sum) = sum.filter(|s| s.is_finite()) {
+        // spread the difference over the samples that can still move, again and again
+        // as some reach min or max
+        let (floor, ceiling) = (lowest.min(highest), highest.max(lowest));
+        let mut pinned = vec![false; entries.len()];
+        for _ in 0..=entries.len() {
+            let now: f64 = entries.iter().chain(&exact).map(|(v, w)| v * w).sum();
+            let free: f64 = entries
+                .iter()
+                .zip(&pinned)
+                .filter(|(_, p)| !**p)
+                .map(|(e, _)| e.1)
+                .sum();
+            let residual = sum - now;
+            if free == 0.0 || residual.abs() <= 1e-9 * sum.abs().max(1.0) {
+                break;
+            }
+            let shift = residual / free;
+            for (entry, pinned) in entries.iter_mut().zip(pinned.iter_mut()) {
+                if *pinned {
+                    continue;
+                }
+                let moved = entry.0 + shift;
+                entry.0 = moved.clamp(floor, ceiling);
+                *pinned = entry.0 != moved;
+            }
+        }
+    }
+    entries.extend(exact);
+    Some(entries)
+}
+
 fn stream_key(name: &str, tags: &std::collections::BTreeMap<String, String>) -> String {
     let mut pairs: Vec<(&String, &String)> = tags.iter().collect();
     pairs.sort();
@@ -477,58 +572,69 @@ impl OtlpIngest {
                                 for point in &histogram.data_points {
                                     items += 1;
                                     let tags = tags_of(&point.attributes);
-                                    let counts: Vec<u64> =
-                                        if histogram.aggregation_temporality == DELTA {
-                                            point.bucket_counts.clone()
-                                        } else {
-                                            let key = stream_key(&metric.name, &tags);
-                                            let last = streams
-                                                .buckets
-                                                .insert(key, point.bucket_counts.clone());
-                                            match last {
-                                                Some(last)
-                                                    if last.len() == point.bucket_counts.len()
-                                                        && last
-                                                            .iter()
-                                                            .zip(&point.bucket_counts)
-                                                            .all(|(a, b)| b >= a) =>
-                                                {
-                                                    point
-                                                        .bucket_counts
+                                    let cumulative = histogram.aggregation_temporality != DELTA;
+                                    let (counts, min, max, sum) = if cumulative {
+                                        let key = stream_key(&metric.name, &tags);
+                                        let now_sum = point.sum.unwrap_or(f64::NAN);
+                                        let last = streams
+                                            .buckets
+                                            .insert(key, (point.bucket_counts.clone(), now_sum));
+                                        match last {
+                                            Some((last, last_sum))
+                                                if last.len() == point.bucket_counts.len()
+                                                    && last
                                                         .iter()
-                                                        .zip(&last)
-                                                        .map(|(now, before)| now - before)
-                                                        .collect()
-                                                }
-                                                _ => point.bucket_counts.clone(),
+                                                        .zip(&point.bucket_counts)
+                                                        .all(|(a, b)| b >= a) =>
+                                            {
+                                                // min and max of a cumulative point span its
+                                                // whole life: unknown for this increase
+                                                let counts = point
+                                                    .bucket_counts
+                                                    .iter()
+                                                    .zip(&last)
+                                                    .map(|(now, before)| now - before)
+                                                    .collect();
+                                                let sum = Some(now_sum - last_sum)
+                                                    .filter(|s| s.is_finite());
+                                                (counts, None, None, sum)
                                             }
-                                        };
-                                    let bounds = &point.explicit_bounds;
-                                    for (index, &count) in counts.iter().enumerate() {
-                                        if count == 0 {
-                                            continue;
+                                            _ => (
+                                                point.bucket_counts.clone(),
+                                                point.min,
+                                                point.max,
+                                                point.sum,
+                                            ),
                                         }
-                                        let low = if index == 0 {
-                                            point.min.unwrap_or_else(|| {
-                                                bounds.first().copied().unwrap_or(0.0).min(0.0)
-                                            })
-                                        } else {
-                                            bounds[index - 1]
-                                        };
-                                        let high = bounds
-                                            .get(index)
-                                            .copied()
-                                            .unwrap_or_else(|| point.max.unwrap_or(low));
-                                        let midpoint = if index == 0 && point.min.is_none() {
-                                            high
-                                        } else {
-                                            (low + high) / 2.0
-                                        };
+                                    } else {
+                                        (
+                                            point.bucket_counts.clone(),
+                                            point.min,
+                                            point.max,
+                                            point.sum,
+                                        )
+                                    };
+                                    let Some(weighted) = histogram_samples(
+                                        &point.explicit_bounds,
+                                        &counts,
+                                        min,
+                                        max,
+                                        sum,
+                                    ) else {
+                                        outcome.rejected += 1;
+                                        outcome.error = format!(
+                                            "metric `{}`: bucket_counts must be one longer than explicit_bounds",
+                                            metric.name
+                                        );
+                                        handoff.reject_reason(ssfd_telemetry::Reason::BadValue);
+                                        continue;
+                                    };
+                                    for (value, weight) in weighted {
                                         samples.push(sample(
                                             &metric.name,
                                             SsfMetric::Histogram,
-                                            midpoint,
-                                            1.0 / count as f32,
+                                            value,
+                                            (1.0 / weight) as f32,
                                             &tags,
                                         ));
                                     }
@@ -759,5 +865,62 @@ async fn http_metrics(
             format,
         ),
         Err(error) => bad_request(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(samples: &[(f64, f64)]) -> (f64, f64, f64, f64) {
+        let count = samples.iter().map(|s| s.1).sum();
+        let sum = samples.iter().map(|(v, w)| v * w).sum();
+        let min = samples.iter().map(|s| s.0).fold(f64::INFINITY, f64::min);
+        let max = samples
+            .iter()
+            .map(|s| s.0)
+            .fold(f64::NEG_INFINITY, f64::max);
+        (count, sum, min, max)
+    }
+
+    #[test]
+    fn histogram_points_keep_count_sum_min_and_max() {
+        let samples = histogram_samples(
+            &[10.0, 100.0],
+            &[2, 3, 1],
+            Some(1.0),
+            Some(500.0),
+            Some(600.0),
+        )
+        .unwrap();
+        let (count, sum, min, max) = totals(&samples);
+        assert_eq!(count, 6.0);
+        assert!((sum - 600.0).abs() < 1e-9, "{sum}");
+        assert_eq!((min, max), (1.0, 500.0));
+        // without min, max and sum: midpoints and the finite bounds
+        let samples = histogram_samples(&[10.0, 100.0], &[1, 2, 1], None, None, None).unwrap();
+        assert_eq!(samples, [(10.0, 1.0), (55.0, 2.0), (100.0, 1.0)]);
+        // one observation: min and max are the same sample
+        let samples =
+            histogram_samples(&[10.0], &[0, 1], Some(42.0), Some(42.0), Some(42.0)).unwrap();
+        assert_eq!(totals(&samples), (1.0, 42.0, 42.0, 42.0));
+        assert!(
+            histogram_samples(&[10.0], &[1, 2, 3], None, None, None).is_none(),
+            "bad shape"
+        );
+        assert!(histogram_samples(&[f64::NAN], &[1, 2], None, None, None).is_none());
+    }
+
+    #[test]
+    fn ids_and_severities() {
+        assert_eq!(
+            id64(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 210]),
+            Some(1234)
+        );
+        assert_eq!(id64(&[255; 8]), Some(-1));
+        assert_eq!(id64(&[1, 2, 3]), None);
+        assert_eq!(severity(13), Severity::Warn);
+        assert_eq!(severity(24), Severity::Fatal);
+        assert_eq!(severity(0), Severity::Unknown);
     }
 }
