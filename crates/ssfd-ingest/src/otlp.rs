@@ -342,11 +342,11 @@ pub fn histogram_samples(
         return Some(entries);
     }
     let mut exact = Vec::new();
-    if let Some(min) = min {
-        if let Some(first) = entries.iter_mut().find(|e| e.1 > 0.0) {
-            first.1 -= 1.0;
-            exact.push((min, 1.0));
-        }
+    if let Some(min) = min
+        && let Some(first) = entries.iter_mut().find(|e| e.1 > 0.0)
+    {
+        first.1 -= 1.0;
+        exact.push((min, 1.0));
     }
     if let Some(max) = max
         && total >= 2.0
