@@ -196,6 +196,64 @@ impl Drop for QueuedSink {
     }
 }
 
+/// Jitter for backoffs: a xorshift generator seeded from the clock.
+pub struct Jitter(u64);
+
+impl Default for Jitter {
+    fn default() -> Self {
+        Jitter(0x9e37_79b9_7f4a_7c15_u64 ^ now_nanos() | 1)
+    }
+}
+
+impl Jitter {
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Calls `send` until it succeeds, retrying retryable failures with backoff up to
+/// `policy.max_retries`; counts `items` as sent, or as dropped with one failure.
+pub fn send_with_retries(
+    name: &str,
+    policy: &RetryPolicy,
+    counters: &SinkCounters,
+    jitter: &mut Jitter,
+    items: u64,
+    mut send: impl FnMut() -> Result<(), SendError>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut attempt = 0;
+    loop {
+        match send() {
+            Ok(()) => {
+                counters.sent.fetch_add(items, Relaxed);
+                return;
+            }
+            Err(SendError::Retry(error)) if attempt < policy.max_retries => {
+                attempt += 1;
+                counters.retries.fetch_add(1, Relaxed);
+                tracing::debug!(sink = name, %error, attempt, "sink send failed; retrying");
+                std::thread::sleep(backoff(policy, attempt, jitter.uniform()));
+            }
+            Err(SendError::Retry(error) | SendError::Permanent(error)) => {
+                tracing::warn!(sink = name, %error, "sink send failed; dropping the payload");
+                counters.failures.fetch_add(1, Relaxed);
+                counters.dropped.fetch_add(items, Relaxed);
+                ssfd_telemetry::dropped(
+                    ssfd_telemetry::Stage::Sink,
+                    ssfd_telemetry::DropReason::RetryExhausted,
+                    items,
+                );
+                return;
+            }
+        }
+    }
+}
+
 fn run(
     name: &str,
     mut sink: Box<dyn Deliver>,
@@ -204,46 +262,16 @@ fn run(
     counters: &SinkCounters,
     queued: &std::sync::atomic::AtomicU64,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ name.len() as u64 ^ now_nanos();
-    let mut random = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut jitter = Jitter::default();
     while let Ok(Work::Interval(flush)) = work.recv() {
         let started = Instant::now();
         for payload in sink.encode(&flush) {
-            let mut attempt = 0;
-            loop {
-                match sink.send(&payload) {
-                    Ok(()) => {
-                        counters.sent.fetch_add(payload.items, Relaxed);
-                        break;
-                    }
-                    Err(SendError::Retry(error)) if attempt < policy.max_retries => {
-                        attempt += 1;
-                        counters.retries.fetch_add(1, Relaxed);
-                        tracing::debug!(sink = name, %error, attempt, "sink send failed; retrying");
-                        std::thread::sleep(backoff(&policy, attempt, random()));
-                    }
-                    Err(SendError::Retry(error) | SendError::Permanent(error)) => {
-                        tracing::warn!(sink = name, %error, "sink send failed; dropping the payload");
-                        counters.failures.fetch_add(1, Relaxed);
-                        counters.dropped.fetch_add(payload.items, Relaxed);
-                        ssfd_telemetry::dropped(
-                            ssfd_telemetry::Stage::Sink,
-                            ssfd_telemetry::DropReason::RetryExhausted,
-                            payload.items,
-                        );
-                        break;
-                    }
-                }
-            }
+            send_with_retries(name, &policy, counters, &mut jitter, payload.items, || {
+                sink.send(&payload)
+            });
         }
         counters.observe_flush(started.elapsed().as_secs_f64());
-        queued.fetch_sub(items(&flush), Relaxed);
+        queued.fetch_sub(items(&flush), std::sync::atomic::Ordering::Relaxed);
     }
 }
 

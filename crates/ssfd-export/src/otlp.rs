@@ -8,7 +8,7 @@
 //! 8 bytes, `span.kind` as kind, tags as attributes, `error` as status ERROR, log
 //! samples as events.
 
-use crate::delivery::{Deliver, Payload, RetryPolicy, SendError, backoff};
+use crate::delivery::{Deliver, Jitter, Payload, RetryPolicy, SendError, send_with_retries};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient,
@@ -344,7 +344,7 @@ fn export_spans(
     counters: &ssfd_telemetry::SinkCounters,
 ) {
     let mut client = Client::new(endpoint);
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut jitter = Jitter::default();
     while let Ok(first) = work.recv() {
         let started = std::time::Instant::now();
         let mut spans = first;
@@ -354,38 +354,15 @@ fn export_spans(
                 Err(_) => break,
             }
         }
-        let items = spans.len() as u64;
         let request = trace_request(&spans);
-        let mut attempt = 0;
-        loop {
-            match client.traces(request.clone()) {
-                Ok(()) => {
-                    counters.sent.fetch_add(items, Relaxed);
-                    break;
-                }
-                Err(SendError::Retry(error)) if attempt < policy.max_retries => {
-                    attempt += 1;
-                    counters.retries.fetch_add(1, Relaxed);
-                    tracing::debug!(%error, attempt, "otlp span export failed; retrying");
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    let random = (seed >> 11) as f64 / (1u64 << 53) as f64;
-                    std::thread::sleep(backoff(&policy, attempt, random));
-                }
-                Err(SendError::Retry(error) | SendError::Permanent(error)) => {
-                    tracing::warn!(%error, "otlp span export failed; dropping the spans");
-                    counters.failures.fetch_add(1, Relaxed);
-                    counters.dropped.fetch_add(items, Relaxed);
-                    ssfd_telemetry::dropped(
-                        ssfd_telemetry::Stage::Sink,
-                        ssfd_telemetry::DropReason::RetryExhausted,
-                        items,
-                    );
-                    break;
-                }
-            }
-        }
+        send_with_retries(
+            "otlp spans",
+            &policy,
+            counters,
+            &mut jitter,
+            spans.len() as u64,
+            || client.traces(request.clone()),
+        );
         counters.observe_flush(started.elapsed().as_secs_f64());
     }
 }
