@@ -4,6 +4,7 @@
 mod aggregation;
 mod clients;
 mod emit;
+mod forward;
 mod listeners;
 mod logs;
 mod otlp;

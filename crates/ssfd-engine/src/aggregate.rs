@@ -2,7 +2,7 @@
 //! ingest (never re-hashed), holding each series' aggregate for the current interval.
 //! `take` swaps the whole table out at flush time, so ingest waits at most for a swap.
 
-use crate::batch::{MetricKind, SampleBatch, Scope};
+use crate::batch::{Imported, MetricKind, Sample, SampleBatch, Scope};
 use crate::sketch::hll::HyperLogLog;
 use crate::sketch::tdigest::TDigest;
 use hashbrown::HashTable;
@@ -23,7 +23,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Histogram {
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
@@ -127,64 +127,11 @@ impl SeriesTable {
         self.table.is_empty()
     }
 
-    /// Folds every sample of `batch` into its series.
+    /// Folds every sample and import of `batch` into its series.
     pub fn apply(&mut self, batch: &SampleBatch) {
         for sample in batch.samples() {
-            let key = batch.key(sample);
-            let scope = sample.scope;
-            let hash = sample.hash;
-            let vacant_over_limit = self.table.len() >= self.limit
-                && self
-                    .table
-                    .find(hash, |series| series.scope == scope && *series.key == *key)
-                    .is_none();
-            let (hash, key, name_len): (u64, std::borrow::Cow<'_, [u8]>, u32) = if vacant_over_limit
-            {
-                self.overflowed += 1;
-                let name = batch.name(sample);
-                let type_byte = key[name.len() + 1];
-                let overflow: Vec<u8> = if self.names.contains(&crate::batch::key_hash(name)) {
-                    [name, &[0, type_byte, 0], OVERFLOW_TAG].concat()
-                } else {
-                    [OVERFLOW_NAME, &[0, type_byte, 0]].concat()
-                };
-                let name_len = overflow.iter().position(|&b| b == 0).unwrap_or(0) as u32;
-                (crate::batch::key_hash(&overflow), overflow.into(), name_len)
-            } else {
-                (hash, key.into(), batch.name(sample).len() as u32)
-            };
-            let names = &mut self.names;
-            let entry = self.table.entry(
-                hash,
-                |series| series.scope == scope && *series.key == *key,
-                |series| series.hash,
-            );
-            let series = entry
-                .or_insert_with(|| {
-                    names.insert(crate::batch::key_hash(&key[..name_len as usize]));
-                    Series {
-                        hash,
-                        key: key.as_ref().into(),
-                        name_len,
-                        kind: sample.kind,
-                        scope,
-                        state: match sample.kind {
-                            MetricKind::Counter => State::Counter(0.0),
-                            MetricKind::Gauge => State::Gauge(0.0),
-                            MetricKind::Status => State::Status {
-                                value: 0.0,
-                                message: "".into(),
-                            },
-                            MetricKind::Set => State::Set(Box::default()),
-                            MetricKind::Histogram | MetricKind::Timer => {
-                                State::Histogram(Box::new(Histogram::new()))
-                            }
-                        },
-                    }
-                })
-                .into_mut();
             let rate = f64::from(sample.rate);
-            match &mut series.state {
+            match &mut self.series(batch, sample).state {
                 State::Counter(sum) => *sum += sample.value / rate,
                 State::Gauge(last) => *last = sample.value,
                 State::Status { value, message } => {
@@ -195,6 +142,85 @@ impl SeriesTable {
                 State::Histogram(histogram) => histogram.add(sample.value, 1.0 / rate),
             }
         }
+        for (sample, imported) in batch.imports() {
+            let scope = sample.scope;
+            match (&mut self.series(batch, sample).state, imported) {
+                (State::Counter(sum), Imported::Counter(value)) => *sum += value,
+                (State::Gauge(last), Imported::Gauge(value)) => *last = *value,
+                (State::Set(set), Imported::Set(other)) => set.merge(other),
+                (State::Histogram(histogram), Imported::Histogram(other)) => {
+                    histogram.digest.merge(&other.digest);
+                    // a mixed histogram's aggregates count only samples received here
+                    // (Veneur), so `.count` is never counted twice; a global one takes
+                    // every statistic from upstream
+                    if scope == Scope::Global {
+                        histogram.weight += other.weight;
+                        histogram.min = histogram.min.min(other.min);
+                        histogram.max = histogram.max.max(other.max);
+                        histogram.sum += other.sum;
+                        histogram.reciprocal_sum += other.reciprocal_sum;
+                    }
+                }
+                // a key names its type, so a mismatch cannot happen; ignore it if it does
+                _ => {}
+            }
+        }
+    }
+
+    /// The series of `sample`, created if new; past the limit, its overflow series.
+    fn series(&mut self, batch: &SampleBatch, sample: &Sample) -> &mut Series {
+        let key = batch.key(sample);
+        let scope = sample.scope;
+        let hash = sample.hash;
+        let vacant_over_limit = self.table.len() >= self.limit
+            && self
+                .table
+                .find(hash, |series| series.scope == scope && *series.key == *key)
+                .is_none();
+        let (hash, key, name_len): (u64, std::borrow::Cow<'_, [u8]>, u32) = if vacant_over_limit {
+            self.overflowed += 1;
+            let name = batch.name(sample);
+            let type_byte = key[name.len() + 1];
+            let overflow: Vec<u8> = if self.names.contains(&crate::batch::key_hash(name)) {
+                [name, &[0, type_byte, 0], OVERFLOW_TAG].concat()
+            } else {
+                [OVERFLOW_NAME, &[0, type_byte, 0]].concat()
+            };
+            let name_len = overflow.iter().position(|&b| b == 0).unwrap_or(0) as u32;
+            (crate::batch::key_hash(&overflow), overflow.into(), name_len)
+        } else {
+            (hash, key.into(), batch.name(sample).len() as u32)
+        };
+        let names = &mut self.names;
+        let entry = self.table.entry(
+            hash,
+            |series| series.scope == scope && *series.key == *key,
+            |series| series.hash,
+        );
+        entry
+            .or_insert_with(|| {
+                names.insert(crate::batch::key_hash(&key[..name_len as usize]));
+                Series {
+                    hash,
+                    key: key.as_ref().into(),
+                    name_len,
+                    kind: sample.kind,
+                    scope,
+                    state: match sample.kind {
+                        MetricKind::Counter => State::Counter(0.0),
+                        MetricKind::Gauge => State::Gauge(0.0),
+                        MetricKind::Status => State::Status {
+                            value: 0.0,
+                            message: "".into(),
+                        },
+                        MetricKind::Set => State::Set(Box::default()),
+                        MetricKind::Histogram | MetricKind::Timer => {
+                            State::Histogram(Box::new(Histogram::new()))
+                        }
+                    },
+                }
+            })
+            .into_mut()
     }
 
     /// Takes the interval's series, leaving an empty table of similar capacity.

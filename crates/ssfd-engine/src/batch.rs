@@ -68,11 +68,25 @@ pub struct Sample {
     pub rate: f32,
 }
 
+/// Aggregated state forwarded by a local (Veneur's forward protocol), merged whole
+/// into the series of the same key.
+#[derive(Clone, Debug)]
+pub enum Imported {
+    Counter(f64),
+    Gauge(f64),
+    /// A digest and, for its exact statistics, Σ weight, min, max, Σ value·weight and
+    /// Σ weight / value as the local computed them.
+    Histogram(Box<crate::aggregate::Histogram>),
+    Set(Box<crate::sketch::hll::HyperLogLog>),
+}
+
 /// An owned batch of samples for one worker.
 #[derive(Debug, Default)]
 pub struct SampleBatch {
     arena: Vec<u8>,
     samples: Vec<Sample>,
+    /// Forwarded state; each `Sample` carries only its key, kind and scope.
+    imports: Vec<(Sample, Imported)>,
 }
 
 impl SampleBatch {
@@ -80,19 +94,45 @@ impl SampleBatch {
         SampleBatch {
             arena: Vec::with_capacity(samples * 64),
             samples: Vec::with_capacity(samples),
+            imports: Vec::new(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.samples.len()
+        self.samples.len() + self.imports.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
+        self.samples.is_empty() && self.imports.is_empty()
     }
 
     pub fn samples(&self) -> &[Sample] {
         &self.samples
+    }
+
+    pub fn imports(&self) -> &[(Sample, Imported)] {
+        &self.imports
+    }
+
+    /// Appends forwarded state whose key `scratch` has built.
+    pub fn push_import(&mut self, key: &KeyScratch, scope: Scope, imported: Imported) {
+        let key_start = self.arena.len() as u32;
+        self.arena.extend_from_slice(&key.buffer);
+        self.imports.push((
+            Sample {
+                hash: key.hash,
+                key_start,
+                key_len: key.buffer.len() as u32,
+                name_len: key.name_len,
+                extra_start: 0,
+                extra_len: 0,
+                kind: key.kind,
+                scope,
+                value: 0.0,
+                rate: 1.0,
+            },
+            imported,
+        ));
     }
 
     /// The canonical series key: name, 0, type byte, 0, sorted tags joined by `,`.
@@ -138,6 +178,7 @@ impl SampleBatch {
     fn clear(&mut self) {
         self.arena.clear();
         self.samples.clear();
+        self.imports.clear();
     }
 }
 
@@ -248,6 +289,13 @@ impl ShardedSamples {
     pub fn push(&mut self, key: &KeyScratch, scope: Scope, value: f64, rate: f32, extra: &[u8]) {
         let shard = shard_of(key.hash, self.batches.len());
         self.batches[shard].push(key, scope, value, rate, extra);
+        self.pending += 1;
+    }
+
+    /// Appends forwarded state to the batch of the shard that owns its key.
+    pub fn push_import(&mut self, key: &KeyScratch, scope: Scope, imported: Imported) {
+        let shard = shard_of(key.hash, self.batches.len());
+        self.batches[shard].push_import(key, scope, imported);
         self.pending += 1;
     }
 

@@ -42,7 +42,9 @@ pub struct FlushedMetric {
 pub struct HistogramSummary {
     pub name: String,
     pub tags: Vec<String>,
-    /// (quantile as configured text, e.g. "0.99", value).
+    /// (quantile as configured text, e.g. "0.99", value); empty when the digest is
+    /// (a global's mixed histogram has a digest from upstream and may have no sample
+    /// of its own, so `count` can be 0 while these are not).
     pub quantiles: Vec<(String, f64)>,
     /// Σ 1 / rate of the interval.
     pub count: f64,
@@ -336,10 +338,13 @@ impl FlushConfig {
             out.metrics.push(flushed);
         }
         let mut quantiles = Vec::with_capacity(self.percentiles.len());
+        let has_digest = !histogram.digest.is_empty();
         for percentile in &self.percentiles {
             let value = histogram.digest.quantile(percentile.p);
             out.metrics.push(gauge(&percentile.suffix, value));
-            quantiles.push((percentile.label.clone(), value));
+            if has_digest {
+                quantiles.push((percentile.label.clone(), value));
+            }
         }
         out.summaries.push(HistogramSummary {
             name: name.clone(),

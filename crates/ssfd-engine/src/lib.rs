@@ -18,7 +18,7 @@ pub mod slo;
 pub mod span;
 pub mod span_metrics;
 
-pub use batch::{KeyScratch, MetricKind, Sample, SampleBatch, Scope, ShardedSamples};
+pub use batch::{Imported, KeyScratch, MetricKind, Sample, SampleBatch, Scope, ShardedSamples};
 pub use flush::{
     Aggregate, Flush, FlushConfig, FlushedMetric, FlushedType, HistogramSummary, Percentile,
 };

@@ -387,7 +387,7 @@ fn metric_worker(
                         std::thread::sleep(stall);
                     }
                     table.apply(&batch);
-                    for sample in batch.samples() {
+                    for sample in batch.samples().iter().chain(batch.imports().iter().map(|(s, _)| s)) {
                         counts[sample.kind.telemetry() as usize] += 1;
                     }
                     for (index, count) in counts.iter_mut().enumerate() {

@@ -87,6 +87,8 @@ pub struct QueuedSink {
     counters: Arc<SinkCounters>,
     /// Items queued and not yet handled by the thread.
     queued: Arc<std::sync::atomic::AtomicU64>,
+    /// The forwarding sink: it gets `Flush::forward` and nothing else.
+    forward: bool,
     done: Receiver<()>,
     shutdown_timeout: Duration,
 }
@@ -99,6 +101,7 @@ impl QueuedSink {
         router: Option<Arc<Router>>,
         shutdown_timeout: Duration,
     ) -> QueuedSink {
+        let forward = sink.kind() == "forward";
         let counters = ssfd_telemetry::sink(name, sink.kind());
         let (queue, work) = bounded(policy.queue);
         let (finished, done) = bounded(1);
@@ -126,6 +129,7 @@ impl QueuedSink {
             queue: Some(queue),
             counters,
             queued,
+            forward,
             done,
             shutdown_timeout,
         }
@@ -134,7 +138,7 @@ impl QueuedSink {
 
 /// Items an interval carries for a sink.
 fn items(flush: &Flush) -> u64 {
-    (flush.metrics.len() + flush.summaries.len() + flush.events.len()) as u64
+    (flush.metrics.len() + flush.summaries.len() + flush.events.len() + flush.forward.len()) as u64
 }
 
 impl MetricSink for QueuedSink {
@@ -144,6 +148,12 @@ impl MetricSink for QueuedSink {
 
     fn flush(&mut self, flush: &Flush) {
         let routed = match &self.router {
+            // forwarding takes only the state marked for upstream
+            _ if self.forward => Flush {
+                timestamp: flush.timestamp,
+                forward: flush.forward.clone(),
+                ..Flush::default()
+            },
             Some(router) => router.route(&self.name, flush),
             None => Flush {
                 forward: Vec::new(),
@@ -366,5 +376,69 @@ mod tests {
             http_result(400, "x"),
             Err(SendError::Permanent(_))
         ));
+    }
+}
+
+/// A current-thread runtime and a lazily connected gRPC channel, for a sink's own
+/// thread.
+pub struct GrpcClient {
+    runtime: tokio::runtime::Runtime,
+    endpoint: String,
+    channel: Option<tonic::transport::Channel>,
+}
+
+impl GrpcClient {
+    pub fn new(endpoint: &str) -> GrpcClient {
+        let endpoint = if endpoint.contains("://") {
+            endpoint.to_string()
+        } else {
+            format!("http://{endpoint}")
+        };
+        GrpcClient {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime"),
+            endpoint,
+            channel: None,
+        }
+    }
+
+    pub fn channel(&mut self) -> Result<tonic::transport::Channel, SendError> {
+        if let Some(channel) = &self.channel {
+            return Ok(channel.clone());
+        }
+        let endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
+            .map_err(|e| SendError::Permanent(format!("otlp endpoint {}: {e}", self.endpoint)))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(10));
+        let channel = self
+            .runtime
+            .block_on(endpoint.connect())
+            .map_err(|e| SendError::Retry(format!("otlp endpoint {}: {e}", self.endpoint)))?;
+        self.channel = Some(channel.clone());
+        Ok(channel)
+    }
+
+    pub fn status(&mut self, status: tonic::Status) -> SendError {
+        use tonic::Code;
+        let message = format!("otlp endpoint {}: {status}", self.endpoint);
+        match status.code() {
+            Code::Unavailable
+            | Code::ResourceExhausted
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::Unknown
+            | Code::Internal => {
+                self.channel = None;
+                SendError::Retry(message)
+            }
+            _ => SendError::Permanent(message),
+        }
+    }
+
+    /// Runs a call on this client's runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod datadog;
 pub mod delivery;
+pub mod forward;
 pub mod jsonl;
 pub mod openmetrics;
 pub mod otlp;

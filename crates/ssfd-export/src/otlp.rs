@@ -8,7 +8,9 @@
 //! 8 bytes, `span.kind` as kind, tags as attributes, `error` as status ERROR, log
 //! samples as events.
 
-use crate::delivery::{Deliver, Jitter, Payload, RetryPolicy, SendError, send_with_retries};
+use crate::delivery::{
+    Deliver, GrpcClient as Client, Jitter, Payload, RetryPolicy, SendError, send_with_retries,
+};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient,
@@ -194,76 +196,22 @@ pub fn metrics_request(flush: &Flush, hostname: &str) -> ExportMetricsServiceReq
     }
 }
 
-/// A current-thread runtime and a lazily connected channel, for a sink's own thread.
-struct Client {
-    runtime: tokio::runtime::Runtime,
-    endpoint: String,
-    channel: Option<tonic::transport::Channel>,
+/// The OTLP calls.
+trait Otlp {
+    fn traces(&mut self, request: ExportTraceServiceRequest) -> Result<(), SendError>;
+    fn metrics(&mut self, request: ExportMetricsServiceRequest) -> Result<(), SendError>;
 }
 
-impl Client {
-    fn new(endpoint: &str) -> Client {
-        let endpoint = if endpoint.contains("://") {
-            endpoint.to_string()
-        } else {
-            format!("http://{endpoint}")
-        };
-        Client {
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a current-thread runtime"),
-            endpoint,
-            channel: None,
-        }
-    }
-
-    fn channel(&mut self) -> Result<tonic::transport::Channel, SendError> {
-        if let Some(channel) = &self.channel {
-            return Ok(channel.clone());
-        }
-        let endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|e| SendError::Permanent(format!("otlp endpoint {}: {e}", self.endpoint)))?
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(10));
-        let channel = self
-            .runtime
-            .block_on(endpoint.connect())
-            .map_err(|e| SendError::Retry(format!("otlp endpoint {}: {e}", self.endpoint)))?;
-        self.channel = Some(channel.clone());
-        Ok(channel)
-    }
-
-    fn status(&mut self, status: tonic::Status) -> SendError {
-        use tonic::Code;
-        let message = format!("otlp endpoint {}: {status}", self.endpoint);
-        match status.code() {
-            Code::Unavailable
-            | Code::ResourceExhausted
-            | Code::DeadlineExceeded
-            | Code::Aborted
-            | Code::Unknown
-            | Code::Internal => {
-                self.channel = None;
-                SendError::Retry(message)
-            }
-            _ => SendError::Permanent(message),
-        }
-    }
-
+impl Otlp for Client {
     fn traces(&mut self, request: ExportTraceServiceRequest) -> Result<(), SendError> {
         let channel = self.channel()?;
-        let result = self
-            .runtime
-            .block_on(TraceServiceClient::new(channel).export(request));
+        let result = self.block_on(TraceServiceClient::new(channel).export(request));
         result.map(drop).map_err(|status| self.status(status))
     }
 
     fn metrics(&mut self, request: ExportMetricsServiceRequest) -> Result<(), SendError> {
         let channel = self.channel()?;
-        let result = self
-            .runtime
-            .block_on(MetricsServiceClient::new(channel).export(request));
+        let result = self.block_on(MetricsServiceClient::new(channel).export(request));
         result.map(drop).map_err(|status| self.status(status))
     }
 }

@@ -291,13 +291,17 @@ impl Exposition {
             labels_into(&summary.tags, &mut label_set);
             let help = || format!("ssfd histogram {}", summary.name);
             self.set(&base, FamilyType::Summary, help, &label_set, now, |s| {
-                if summary.count > 0.0 {
+                if !summary.quantiles.is_empty() {
                     s.quantiles = summary.quantiles.clone();
                 }
                 s.sum += summary.sum;
                 s.count += summary.count;
             });
             for (suffix, value) in [("min", summary.min), ("max", summary.max)] {
+                // none without samples of this server's own (a global's mixed histogram)
+                if !value.is_finite() {
+                    continue;
+                }
                 let help = || {
                     format!(
                         "ssfd histogram {} {suffix} of the last interval",

@@ -1,7 +1,9 @@
 //! The gRPC services (SPEC 3.3): Veneur's `SSFGRPC/SendSpan` and
 //! `DogstatsdGRPC/SendPacket`, ssfd's streaming `Ingest/SendSpans`, and
-//! `grpc.health.v1`. Unary calls answer `UNAVAILABLE` when a queue is full, without
-//! sending anything; the stream waits for room instead.
+//! `grpc.health.v1`, and Veneur's forward import `forwardrpc.Forward` (`SendMetrics`,
+//! `SendMetricsV2`), where a global merges what locals forward. Unary calls answer
+//! `UNAVAILABLE` when a queue is full, without sending anything; streams wait for room
+//! instead.
 
 use crate::handoff::{Handoff, HandoffConfig};
 use crate::stream::flush_with_backpressure;
@@ -104,5 +106,67 @@ impl Ingest for GrpcIngest {
         }
         flush_with_backpressure(&mut handoff);
         Ok(Response::new(summary))
+    }
+}
+
+/// Forwarded metrics handed off per batch on a `SendMetricsV2` stream.
+const FORWARD_BATCH: usize = 512;
+
+impl GrpcIngest {
+    fn forward_handoff(&self) -> Handoff {
+        Handoff::new(
+            self.pipeline.clone(),
+            self.handoff.clone(),
+            Listener::Forward,
+            Protocol::Grpc,
+        )
+    }
+}
+
+#[tonic::async_trait]
+impl ssfd_wire::forwardrpc::forward_server::Forward for GrpcIngest {
+    async fn send_metrics(
+        &self,
+        request: Request<ssfd_wire::forwardrpc::MetricList>,
+    ) -> Result<Response<()>, Status> {
+        let mut handoff = self.forward_handoff();
+        let list = request.into_inner();
+        for metric in &list.metrics {
+            // a bad metric is refused alone and counted; the others go on
+            let _ = handoff.forwarded_metric(metric);
+        }
+        if handoff.flush(WhenFull::Refuse).is_err() {
+            handoff.discard();
+            ssfd_telemetry::refused(Listener::Forward, list.metrics.len() as u64);
+            return Err(Status::unavailable(
+                "ssfd is overloaded: a pipeline queue is full, retry later",
+            ));
+        }
+        Ok(Response::new(()))
+    }
+
+    async fn send_metrics_v2(
+        &self,
+        request: Request<Streaming<ssfd_wire::metricpb::Metric>>,
+    ) -> Result<Response<()>, Status> {
+        let mut stream = request.into_inner();
+        let mut handoff = self.forward_handoff();
+        loop {
+            match stream.message().await {
+                Ok(Some(metric)) => {
+                    let _ = handoff.forwarded_metric(&metric);
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    flush_with_backpressure(&mut handoff);
+                    return Err(status);
+                }
+            }
+            if handoff.pending() >= FORWARD_BATCH {
+                flush_with_backpressure(&mut handoff);
+            }
+        }
+        flush_with_backpressure(&mut handoff);
+        Ok(Response::new(()))
     }
 }

@@ -14,6 +14,19 @@ use ssfd_wire::ssf::{SsfSpan, ssf_sample};
 use ssfd_wire::ssf_view::{SampleView, SpanView, dedup_tags};
 use std::sync::Arc;
 
+/// Why a forwarded metric was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ForwardError {
+    #[error("unknown metric type {0}")]
+    Type(i32),
+    #[error("unknown scope {0}")]
+    Scope(i32),
+    #[error("the value does not match the metric type")]
+    Value,
+    #[error("the set is not a HyperLogLog in Veneur's format")]
+    Set,
+}
+
 /// Settings shared by every hand-off.
 #[derive(Clone, Debug, Default)]
 pub struct HandoffConfig {
@@ -116,6 +129,74 @@ impl Handoff {
             admitted: std::collections::HashSet::new(),
             events: Vec::new(),
         }
+    }
+
+    /// Hands off one metric forwarded by a local in Veneur's format (a global's
+    /// import, SPEC 3.3 and 4.2); errors name what is wrong.
+    pub fn forwarded_metric(
+        &mut self,
+        metric: &ssfd_wire::metricpb::Metric,
+    ) -> Result<(), ForwardError> {
+        use ssfd_engine::Imported;
+        use ssfd_wire::metricpb::{self, metric::Value};
+        self.received += 1;
+        let kind = match metricpb::Type::try_from(metric.r#type) {
+            Ok(metricpb::Type::Counter) => MetricKind::Counter,
+            Ok(metricpb::Type::Gauge) => MetricKind::Gauge,
+            Ok(metricpb::Type::Histogram) => MetricKind::Histogram,
+            Ok(metricpb::Type::Timer) => MetricKind::Timer,
+            Ok(metricpb::Type::Set) => MetricKind::Set,
+            Err(_) => return self.forward_error(ForwardError::Type(metric.r#type)),
+        };
+        let scope = match metricpb::Scope::try_from(metric.scope) {
+            Ok(metricpb::Scope::Mixed) => Scope::Default,
+            Ok(metricpb::Scope::Local) => Scope::Local,
+            Ok(metricpb::Scope::Global) => Scope::Global,
+            Err(_) => return self.forward_error(ForwardError::Scope(metric.scope)),
+        };
+        let imported = match (&metric.value, kind) {
+            (Some(Value::Counter(counter)), MetricKind::Counter) => {
+                Imported::Counter(counter.value as f64)
+            }
+            (Some(Value::Gauge(gauge)), MetricKind::Gauge) if gauge.value.is_finite() => {
+                Imported::Gauge(gauge.value)
+            }
+            (Some(Value::Set(set)), MetricKind::Set) => {
+                match ssfd_engine::sketch::hll::HyperLogLog::from_bytes(&set.hyper_log_log) {
+                    Ok(hll) => Imported::Set(Box::new(hll)),
+                    Err(_) => return self.forward_error(ForwardError::Set),
+                }
+            }
+            (Some(Value::Histogram(histogram)), MetricKind::Histogram | MetricKind::Timer) => {
+                let Some(data) = &histogram.t_digest else {
+                    return self.forward_error(ForwardError::Value);
+                };
+                let digest = ssfd_engine::sketch::tdigest::TDigest::from_wire(data);
+                let mut imported = ssfd_engine::aggregate::Histogram::new();
+                imported.weight = digest.count();
+                if !digest.is_empty() {
+                    imported.min = data.min;
+                    imported.max = data.max;
+                }
+                imported.sum = digest.sum();
+                imported.reciprocal_sum = data.reciprocal_sum;
+                imported.digest = digest;
+                Imported::Histogram(Box::new(imported))
+            }
+            _ => return self.forward_error(ForwardError::Value),
+        };
+        self.scratch.begin(metric.name.as_bytes(), kind);
+        for tag in &metric.tags {
+            self.scratch.tag(&[tag.as_bytes()]);
+        }
+        self.scratch.finish();
+        self.samples.push_import(&self.scratch, scope, imported);
+        Ok(())
+    }
+
+    fn forward_error(&mut self, error: ForwardError) -> Result<(), ForwardError> {
+        self.reject_reason(Reason::Decode);
+        Err(error)
     }
 
     /// Hands off one log record that is not inside a span (OTLP logs).

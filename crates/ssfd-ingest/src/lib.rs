@@ -395,7 +395,11 @@ impl Bound {
                         )
                         .add_service(ssfd_wire::raw::ssfd_v1::ingest_server::IngestServer::new(
                             grpc.clone(),
-                        ));
+                        ))
+                        .add_service(
+                            ssfd_wire::forwardrpc::forward_server::ForwardServer::new(grpc.clone())
+                                .max_decoding_message_size(64 << 20),
+                        );
                     let mut stop = shutdown.clone();
                     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                     tasks.spawn(async move {

@@ -174,6 +174,42 @@ fn render_sinks(out: &mut String) {
             |c| c.failures.load(Relaxed),
         ),
     ];
+    // the forwarding client is SPEC 10's `ssfd_forward_*{destination}`
+    let (forward, sinks): (Vec<SinkEntry>, Vec<SinkEntry>) = sinks
+        .into_iter()
+        .partition(|(_, kind, _)| kind == "forward");
+    let forward_families: [(&str, &str, SinkRead); 4] = [
+        (
+            "ssfd_forward_sent_total",
+            "metrics forwarded upstream",
+            |c| c.sent.load(Relaxed),
+        ),
+        (
+            "ssfd_forward_failures_total",
+            "forward calls that failed for good after their retries",
+            |c| c.failures.load(Relaxed),
+        ),
+        (
+            "ssfd_forward_retries_total",
+            "forward calls repeated",
+            |c| c.retries.load(Relaxed),
+        ),
+        (
+            "ssfd_forward_dropped_total",
+            "metrics not forwarded (queue full or retries exhausted)",
+            |c| c.dropped.load(Relaxed),
+        ),
+    ];
+    for (name, help, value) in forward_families {
+        header(out, name, "counter", help);
+        for (destination, _, counters) in &forward {
+            let _ = writeln!(
+                out,
+                "{name}{{destination=\"{destination}\"}} {}",
+                value(counters)
+            );
+        }
+    }
     for (name, help, value) in families {
         header(out, name, "counter", help);
         for (sink, kind, counters) in &sinks {

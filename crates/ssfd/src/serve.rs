@@ -71,12 +71,15 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let hostname = hostname(&config.hostname);
     let mut sinks: Vec<Box<dyn MetricSink>> = vec![Box::new(prometheus.clone())];
     if flush_config.local {
-        tracing::warn!(
-            forward_address = %config.forward_address,
-            "forwarding to a global is not implemented yet (issue 6): this server flushes as a local and counts \
-             the global and mixed state it cannot forward in ssfd_dropped_total{{stage=\"forward\"}}"
-        );
-        sinks.push(Box::new(UnsentForward));
+        sinks.push(Box::new(ssfd_export::delivery::QueuedSink::start(
+            &config.forward_address,
+            Box::new(ssfd_export::forward::ForwardSink::new(
+                &config.forward_address,
+            )),
+            ssfd_export::delivery::RetryPolicy::default(),
+            None,
+            config.interval(),
+        )));
     }
     sinks.extend(crate::sinks::metric_sinks(&config, &hostname, expiry)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -179,23 +182,6 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let _ = http_server.await;
         anyhow::Ok(())
     })
-}
-
-/// Counts what a local would forward, until the forwarding client exists (issue 6).
-struct UnsentForward;
-
-impl MetricSink for UnsentForward {
-    fn name(&self) -> &str {
-        "forward"
-    }
-
-    fn flush(&mut self, flush: &ssfd_engine::Flush) {
-        ssfd_telemetry::dropped(
-            ssfd_telemetry::Stage::Forward,
-            ssfd_telemetry::DropReason::RetryExhausted,
-            flush.forward.len() as u64,
-        );
-    }
 }
 
 /// `hostname` from the config, else the system's.

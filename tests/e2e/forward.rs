@@ -1,0 +1,146 @@
+//! Forwarding (issue 6, first part): locals send their global and mixed state to a
+//! global over Veneur's `forwardrpc.Forward/SendMetricsV2`; the global merges and
+//! flushes it as SPEC 4.2 says. An ssfd global imports the metrics a real Veneur
+//! local forwarded (`testdata/veneur/forward/`) with the values their README states.
+
+use prost::Message;
+use ssfd_e2e::{Server, root};
+use ssfd_wire::metricpb::Metric;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+fn wait_near(server: &Server, series: &str, want: f64, tolerance: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = server.metric(series);
+        if (value - want).abs() <= tolerance {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} = {value}, want {want} ± {tolerance}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn send_lines(server: &Server, lines: &[String]) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for chunk in lines.chunks(20) {
+        socket
+            .send_to(chunk.join("\n").as_bytes(), server.addr("statsd udp"))
+            .unwrap();
+    }
+}
+
+#[test]
+fn locals_forward_global_and_mixed_state_to_a_global() {
+    let global = Server::start("interval: 1s\npercentiles: [0.5, 0.99]\n");
+    let upstream = global.addr("grpc tcp").to_string();
+    let local = |_: usize| {
+        Server::start(&format!(
+            "interval: 1s\nforward_address: {upstream}\npercentiles: [0.5, 0.99]\naggregates: [max, count]\n"
+        ))
+    };
+    let (one, two) = (local(1), local(2));
+    let mut first: Vec<String> = vec!["fwd.hits:5|c|#veneurglobalonly,env:test".into(); 3];
+    first.extend((1..=500).map(|v| format!("fwd.lat:{v}|ms")));
+    first.extend((0..100).map(|u| format!("fwd.users:u{u}|s")));
+    first.push("fwd.local:1|c".into());
+    let mut second: Vec<String> = vec!["fwd.hits:5|c|#veneurglobalonly,env:test".into(); 2];
+    second.extend((501..=1000).map(|v| format!("fwd.lat:{v}|ms")));
+    second.extend((50..150).map(|u| format!("fwd.users:u{u}|s")));
+    send_lines(&one, &first);
+    send_lines(&two, &second);
+
+    wait_near(&global, "fwd_hits_total{env=\"test\"}", 25.0, 0.0);
+    wait_near(&global, "fwd_lat{quantile=\"0.99\"}", 990.0, 10.0);
+    wait_near(&global, "fwd_lat{quantile=\"0.5\"}", 500.0, 10.0);
+    wait_near(&global, "fwd_users", 150.0, 0.0);
+    // each local flushes its own aggregates of the mixed timer, and not what it forwarded
+    wait_near(&one, "fwd_lat_max", 500.0, 0.0);
+    wait_near(&two, "fwd_lat_max", 1000.0, 0.0);
+    wait_near(&one, "fwd_local_total", 1.0, 0.0);
+    let exposition = one.get("/metrics").1;
+    assert!(
+        !exposition.contains("fwd_users"),
+        "a local does not flush mixed sets"
+    );
+    assert!(
+        !exposition.contains("fwd_hits_total"),
+        "nor global counters"
+    );
+    assert!(
+        !global.get("/metrics").1.contains("fwd_local"),
+        "local counters stay local"
+    );
+    let sent = format!("ssfd_forward_sent_total{{destination=\"{upstream}\"}}");
+    assert!(one.metric(&sent) >= 3.0, "{sent}");
+    assert_eq!(
+        one.metric(&format!(
+            "ssfd_forward_failures_total{{destination=\"{upstream}\"}}"
+        )),
+        0.0
+    );
+    assert!(global.metric("ssfd_received_total{listener=\"forward\",protocol=\"grpc\"}") >= 6.0);
+}
+
+#[test]
+fn a_global_imports_what_a_real_veneur_forwarded() {
+    let server = Server::start("interval: 2s\n");
+    // ssfd's own samples of the same set members, in the same interval
+    send_lines(
+        &server,
+        &[
+            "fwd.set.small:a|s".into(),
+            "fwd.set.small:b|s".into(),
+            "fwd.set.small:c|s".into(),
+        ],
+    );
+    let mut metrics = Vec::new();
+    for entry in std::fs::read_dir(root().join("testdata/veneur/forward")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        metrics.push(Metric::decode(&bytes[..]).unwrap());
+    }
+    assert_eq!(metrics.len(), 8);
+    let address = format!("http://{}", server.addr("grpc tcp"));
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let channel = tonic::transport::Channel::from_shared(address)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut client = ssfd_wire::forwardrpc::forward_client::ForwardClient::new(channel);
+            client
+                .send_metrics_v2(tokio_stream::iter(metrics))
+                .await
+                .unwrap();
+        });
+    wait_near(&server, "fwd_counter_total{env=\"test\"}", 15.0, 0.0);
+    wait_near(&server, "fwd_gauge", 42.5, 0.0);
+    wait_near(
+        &server,
+        "fwd_hist{env=\"test\",quantile=\"0.99\"}",
+        990.0,
+        10.0,
+    );
+    wait_near(
+        &server,
+        "fwd_hist{env=\"test\",quantile=\"0.5\"}",
+        500.0,
+        10.0,
+    );
+    // a global-only histogram takes every statistic from upstream
+    wait_near(&server, "fwd_hist_global_count", 100.0, 0.0);
+    wait_near(&server, "fwd_hist_global_sum", 5050.0, 1e-6);
+    wait_near(&server, "fwd_hist_global_min", 1.0, 0.0);
+    wait_near(&server, "fwd_hist_global_max", 100.0, 0.0);
+    wait_near(&server, "fwd_timer{quantile=\"0.99\"}", 99.0, 1.0);
+    wait_near(&server, "fwd_set_small", 3.0, 0.0);
+    wait_near(&server, "fwd_set_medium", 1000.0, 20.0);
+    wait_near(&server, "fwd_set_large", 100_000.0, 2000.0);
+}
