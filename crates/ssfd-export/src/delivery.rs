@@ -349,36 +349,6 @@ impl Deliver for Blackhole {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_a_cap() {
-        let policy = RetryPolicy::default();
-        assert_eq!(backoff(&policy, 1, 0.5), Duration::from_millis(100));
-        assert_eq!(backoff(&policy, 2, 0.5), Duration::from_millis(200));
-        assert_eq!(
-            backoff(&policy, 3, 0.0),
-            Duration::from_millis(200),
-            "-50 %"
-        );
-        assert_eq!(backoff(&policy, 3, 0.999_999).as_millis(), 599, "+50 %");
-        assert_eq!(backoff(&policy, 30, 0.5), Duration::from_secs(5), "capped");
-    }
-
-    #[test]
-    fn http_statuses() {
-        assert!(http_result(202, "x").is_ok());
-        assert!(matches!(http_result(503, "x"), Err(SendError::Retry(_))));
-        assert!(matches!(http_result(429, "x"), Err(SendError::Retry(_))));
-        assert!(matches!(
-            http_result(400, "x"),
-            Err(SendError::Permanent(_))
-        ));
-    }
-}
-
 /// A current-thread runtime and a lazily connected gRPC channel, for a sink's own
 /// thread.
 pub struct GrpcClient {
@@ -440,5 +410,35 @@ impl GrpcClient {
     /// Runs a call on this client's runtime.
     pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_a_cap() {
+        let policy = RetryPolicy::default();
+        assert_eq!(backoff(&policy, 1, 0.5), Duration::from_millis(100));
+        assert_eq!(backoff(&policy, 2, 0.5), Duration::from_millis(200));
+        assert_eq!(
+            backoff(&policy, 3, 0.0),
+            Duration::from_millis(200),
+            "-50 %"
+        );
+        assert_eq!(backoff(&policy, 3, 0.999_999).as_millis(), 599, "+50 %");
+        assert_eq!(backoff(&policy, 30, 0.5), Duration::from_secs(5), "capped");
+    }
+
+    #[test]
+    fn http_statuses() {
+        assert!(http_result(202, "x").is_ok());
+        assert!(matches!(http_result(503, "x"), Err(SendError::Retry(_))));
+        assert!(matches!(http_result(429, "x"), Err(SendError::Retry(_))));
+        assert!(matches!(
+            http_result(400, "x"),
+            Err(SendError::Permanent(_))
+        ));
     }
 }
