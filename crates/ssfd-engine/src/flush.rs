@@ -142,6 +142,32 @@ pub struct FlushConfig {
     /// A local (it has a `forward_address`): global and mixed state is marked for
     /// forwarding instead of flushed, as SPEC 4.2 and Veneur say.
     pub local: bool,
+    /// A local's forwarded global counters travel as int64 (Veneur's wire): each
+    /// series' fractional remainder waits here for the next interval (SPEC 3.3).
+    pub remainders: CounterRemainders,
+}
+
+/// Fractional remainders of forwarded counters, by series key.
+#[derive(Clone, Debug, Default)]
+pub struct CounterRemainders(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Box<[u8]>, f64>>>,
+);
+
+impl CounterRemainders {
+    /// The whole part of `sum` plus what was left over from earlier intervals of
+    /// `key`; the new fraction is kept.
+    pub fn whole(&self, key: &[u8], sum: f64) -> i64 {
+        let Ok(mut remainders) = self.0.lock() else {
+            return sum as i64;
+        };
+        let total = sum + remainders.remove(key).unwrap_or(0.0);
+        let whole = total.trunc();
+        let left = total - whole;
+        if left != 0.0 {
+            remainders.insert(key.into(), left);
+        }
+        whole as i64
+    }
 }
 
 impl Default for FlushConfig {
@@ -150,6 +176,7 @@ impl Default for FlushConfig {
             percentiles: [0.5, 0.75, 0.99].into_iter().map(Percentile::new).collect(),
             aggregates: vec![Aggregate::Min, Aggregate::Max, Aggregate::Count],
             local: false,
+            remainders: CounterRemainders::default(),
         }
     }
 }
@@ -204,7 +231,7 @@ impl FlushConfig {
             let forward = match (&series.state, series.scope) {
                 (State::Counter(sum), Scope::Global) => {
                     Some(Value::Counter(metricpb::CounterValue {
-                        value: *sum as i64,
+                        value: self.remainders.whole(&series.key, *sum),
                     }))
                 }
                 (State::Gauge(value), Scope::Global) => {
@@ -285,6 +312,7 @@ impl FlushConfig {
             percentiles: Vec::new(),
             aggregates: self.aggregates.clone(),
             local: true,
+            remainders: CounterRemainders::default(),
         };
         let mut flushed = Flush::default();
         only_aggregates.flush_histogram(name, tags, histogram, &mut flushed);
@@ -383,6 +411,17 @@ mod tests {
             config.flush_series(series, &mut flush);
         }
         flush
+    }
+
+    #[test]
+    fn forwarded_counter_fractions_carry_over() {
+        let remainders = CounterRemainders::default();
+        let sent: Vec<i64> = [2.5, 2.5, 0.25, 0.75]
+            .iter()
+            .map(|sum| remainders.whole(b"c", *sum))
+            .collect();
+        assert_eq!(sent, [2, 3, 0, 1], "6 in all, none lost");
+        assert_eq!(remainders.whole(b"other", 1.5), 1, "by series");
     }
 
     fn names(flush: &Flush) -> Vec<String> {

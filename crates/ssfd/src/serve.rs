@@ -64,6 +64,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             .filter_map(|a| Aggregate::parse(a))
             .collect(),
         local: !config.forward_address.is_empty(),
+        remainders: Default::default(),
     };
     let expiry = ssfd_config::parse_duration(&config.prometheus_expiry)
         .unwrap_or(std::time::Duration::from_secs(300));
