@@ -144,3 +144,78 @@ fn a_global_imports_what_a_real_veneur_forwarded() {
     wait_near(&server, "fwd_set_medium", 1000.0, 20.0);
     wait_near(&server, "fwd_set_large", 100_000.0, 2000.0);
 }
+
+#[test]
+fn locals_forward_spans_and_the_global_joins_them_without_deriving_metrics_again() {
+    use serde_json::Value;
+    let global = Server::start("interval: 1s\n");
+    let upstream = global.addr("grpc tcp").to_string();
+    let local = || Server::start(&format!("interval: 1s\nforward_address: {upstream}\n"));
+    let (one, two) = (local(), local());
+    let span = |id: i64, parent: i64, name: &str| {
+        let mut span = ssfd_wire::ssf::SsfSpan {
+            trace_id: 777,
+            id,
+            parent_id: parent,
+            start_timestamp: 1_800_000_000_000_000_000 + id,
+            end_timestamp: 1_800_000_000_010_000_000,
+            service: "fwdsvc".into(),
+            name: name.into(),
+            ..Default::default()
+        };
+        span.metrics.push(ssfd_wire::ssf::SsfSample {
+            name: "span.c".into(),
+            value: 1.0,
+            sample_rate: 1.0,
+            ..Default::default()
+        });
+        span.metrics.push(ssfd_wire::ssf::SsfSample {
+            name: "log".into(),
+            message: format!("from {name}"),
+            ..Default::default()
+        });
+        span
+    };
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // the trace's spans enter through different locals
+    socket
+        .send_to(
+            &span(778, 777, "child").encode_to_vec(),
+            one.addr("ssf udp"),
+        )
+        .unwrap();
+    socket
+        .send_to(&span(777, 0, "root").encode_to_vec(), two.addr("ssf udp"))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let trace: Value = loop {
+        let (status, body) = global.get("/api/v1/traces/777");
+        if status == 200 {
+            let trace: Value = serde_json::from_str(&body).unwrap();
+            if trace["span_count"] == 2 {
+                break trace;
+            }
+        }
+        assert!(Instant::now() < deadline, "{status} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(trace["complete"], true);
+    assert_eq!(
+        trace["root"]["children"][0]["logs"][0]["message"],
+        "from child"
+    );
+    // metrics were extracted once, at the locals
+    wait_near(&one, "span_c_total", 1.0, 0.0);
+    wait_near(&two, "span_c_total", 1.0, 0.0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let exposition = global.get("/metrics").1;
+    assert!(
+        !exposition.contains("span_c"),
+        "the global derived no metric again"
+    );
+    assert!(
+        !exposition.contains("service_name=\"fwdsvc\""),
+        "nor span metrics"
+    );
+    assert!(global.metric("ssfd_received_total{listener=\"forward\",protocol=\"grpc\"}") >= 2.0);
+}

@@ -511,6 +511,9 @@ fn span_worker(
                     let Ok(view) = ssfd_wire::ssf_view::SpanView::parse(bytes) else {
                         continue;
                     };
+                    if spans.forwarded {
+                        continue;
+                    }
                     let duration_ns = entry.end_timestamp.saturating_sub(entry.start_timestamp);
                     slos.observe(
                         view.service,

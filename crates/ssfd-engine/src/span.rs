@@ -22,6 +22,9 @@ pub struct SpanEntry {
 pub struct SpanBatch {
     bytes: Vec<u8>,
     entries: Vec<SpanEntry>,
+    /// Forwarded by a local, which already derived the spans' metrics (SPEC 1): they
+    /// are only stored and indexed here.
+    pub forwarded: bool,
 }
 
 impl SpanBatch {

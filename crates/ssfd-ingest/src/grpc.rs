@@ -73,6 +73,9 @@ impl DogstatsdGrpc for GrpcIngest {
     }
 }
 
+/// The gRPC metadata key a local sets on `SendSpans` when it forwards spans upstream.
+pub const FORWARDED_HEADER: &str = "ssfd-forwarded";
+
 /// Spans handed off per batch on the stream.
 const STREAM_BATCH: usize = 256;
 
@@ -82,8 +85,21 @@ impl Ingest for GrpcIngest {
         &self,
         request: Request<Streaming<RawSpan>>,
     ) -> Result<Response<SendSummary>, Status> {
+        // a local forwarding spans says so; their metrics were extracted there
+        let forwarded = request.metadata().get(FORWARDED_HEADER).is_some();
         let mut stream = request.into_inner();
-        let mut handoff = self.handoff();
+        let mut handoff = if forwarded {
+            let mut config = self.handoff.clone();
+            config.forwarded = true;
+            Handoff::new(
+                self.pipeline.clone(),
+                config,
+                Listener::Forward,
+                Protocol::Grpc,
+            )
+        } else {
+            self.handoff()
+        };
         let mut summary = SendSummary {
             accepted: 0,
             rejected: 0,

@@ -38,6 +38,9 @@ pub struct HandoffConfig {
     pub span_metrics: Option<Arc<SpanMetrics>>,
     /// Where DogStatsD events go for the sinks; `None` keeps them as log records only.
     pub events: Option<Arc<ssfd_engine::events::EventQueue>>,
+    /// Spans forwarded by a local (SPEC 1): their metrics were extracted there, so
+    /// here they are only stored and indexed.
+    pub forwarded: bool,
 }
 
 /// What ingest derives from every valid trace span (SPEC 4.4).
@@ -389,7 +392,8 @@ impl Handoff {
             self.reject(error.reason());
             return Err(error);
         }
-        for sample in view.samples() {
+        let forwarded = self.config.forwarded;
+        for sample in view.samples().filter(|_| !forwarded) {
             match classify_sample_fields(
                 sample.metric,
                 sample.name,
@@ -408,7 +412,9 @@ impl Handoff {
         if !trace_span {
             return Ok(SpanOutcome::SamplesOnly);
         }
-        if let Some(span_metrics) = self.config.span_metrics.clone() {
+        if let Some(span_metrics) = self.config.span_metrics.clone()
+            && !self.config.forwarded
+        {
             self.span_metrics(&view, &span_metrics);
         }
         let shard = self.pipeline.span_shard(view.trace_id);
@@ -586,7 +592,8 @@ impl Handoff {
         let _ = self.pipeline.send_samples(&mut self.samples, send_policy);
         for shard in 0..self.spans.len() {
             if !self.spans[shard].is_empty() {
-                let spans = std::mem::take(&mut self.spans[shard]);
+                let mut spans = std::mem::take(&mut self.spans[shard]);
+                spans.forwarded = self.config.forwarded;
                 let _ = self
                     .pipeline
                     .send_spans(shard, SpanWork::Spans(spans), send_policy);
@@ -613,7 +620,8 @@ impl Handoff {
         let mut complete = self.pipeline.try_send_samples(&mut self.samples);
         for shard in 0..self.spans.len() {
             if !self.spans[shard].is_empty() {
-                let spans = std::mem::take(&mut self.spans[shard]);
+                let mut spans = std::mem::take(&mut self.spans[shard]);
+                spans.forwarded = self.config.forwarded;
                 if let Err(SpanWork::Spans(back)) =
                     self.pipeline.try_send_spans(shard, SpanWork::Spans(spans))
                 {

@@ -277,6 +277,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
                 SPAN_NAMES_PER_SERVICE,
             ))),
             events: None,
+            forwarded: false,
         },
     })
 }

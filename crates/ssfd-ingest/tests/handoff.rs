@@ -34,6 +34,7 @@ fn rig_with(extend_tags: &[&str], span_metrics: Option<std::sync::Arc<SpanMetric
         metric_max_length: 8192,
         span_metrics,
         events: None,
+        forwarded: false,
     };
     Rig {
         handoff: Handoff::new(pipeline, config, Listener::Statsd, Protocol::Udp),

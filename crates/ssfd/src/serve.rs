@@ -124,6 +124,15 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             )),
         };
         let mut span_sinks = crate::sinks::span_sinks(&config)?;
+        if !config.forward_address.is_empty() {
+            // a local forwards every valid span upstream (SPEC 1)
+            span_sinks.push(std::sync::Arc::new(
+                ssfd_export::forward::ForwardSpans::start(
+                    &config.forward_address,
+                    ssfd_export::delivery::RetryPolicy::default(),
+                ),
+            ));
+        }
         if let Some(store) = &store {
             span_sinks.insert(
                 0,
