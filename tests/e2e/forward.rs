@@ -219,3 +219,80 @@ fn locals_forward_spans_and_the_global_joins_them_without_deriving_metrics_again
     );
     assert!(global.metric("ssfd_received_total{listener=\"forward\",protocol=\"grpc\"}") >= 2.0);
 }
+
+#[test]
+fn a_proxy_spreads_keys_and_traces_over_globals_and_routes_around_a_dead_one() {
+    use serde_json::Value;
+    let a = Server::start("interval: 1s\n");
+    let b = Server::start("interval: 1s\n");
+    let (ga, gb) = (
+        a.addr("grpc tcp").to_string(),
+        b.addr("grpc tcp").to_string(),
+    );
+    let proxy = Server::start(&format!(
+        "interval: 1s\nrole: proxy\nproxy:\n  destinations: [{ga}, {gb}]\n  ignore_tags: [host]\n"
+    ));
+    let local = Server::start(&format!(
+        "interval: 1s\nforward_address: {}\n",
+        proxy.addr("grpc tcp")
+    ));
+    let lines: Vec<String> = (0..60)
+        .map(|i| format!("px.c{i}:1|c|#veneurglobalonly,host:h{}", i % 3))
+        .collect();
+    send_lines(&local, &lines);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for id in [91, 92, 93] {
+        let span = ssfd_wire::ssf::SsfSpan {
+            trace_id: 90,
+            id,
+            parent_id: if id == 91 { 0 } else { 91 },
+            start_timestamp: 1_800_000_000_000_000_000 + id,
+            end_timestamp: 1_800_000_000_001_000_000,
+            service: "px".into(),
+            name: format!("op{id}"),
+            ..Default::default()
+        };
+        socket
+            .send_to(&span.encode_to_vec(), local.addr("ssf udp"))
+            .unwrap();
+    }
+    // every counter lands on exactly one global, and both globals get some
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (on_a, on_b) = loop {
+        let (text_a, text_b) = (a.get("/metrics").1, b.get("/metrics").1);
+        let count = |text: &str| {
+            (0..60)
+                .filter(|i| text.contains(&format!("px_c{i}_total ")))
+                .count()
+        };
+        let (on_a, on_b) = (count(&text_a), count(&text_b));
+        if on_a + on_b >= 60 {
+            break (on_a, on_b);
+        }
+        assert!(Instant::now() < deadline, "{on_a} + {on_b} of 60");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(on_a + on_b, 60, "no key on both");
+    assert!(on_a > 10 && on_b > 10, "spread: {on_a} / {on_b}");
+    let whole = |server: &Server| {
+        let (status, body) = server.get("/api/v1/traces/90");
+        status == 200 && serde_json::from_str::<Value>(&body).unwrap()["span_count"] == 3
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(whole(&a) || whole(&b)) {
+        assert!(Instant::now() < deadline, "the trace never landed whole");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_ne!(whole(&a), whole(&b), "one global owns the trace");
+
+    // a dead global leaves the ring: new keys all go to the other
+    assert!(b.terminate().success());
+    std::thread::sleep(Duration::from_millis(3000));
+    let more: Vec<String> = (0..30)
+        .map(|i| format!("px.d{i}:1|c|#veneurglobalonly"))
+        .collect();
+    send_lines(&local, &more);
+    for i in 0..30 {
+        wait_near(&a, &format!("px_d{i}_total"), 1.0, 0.0);
+    }
+}

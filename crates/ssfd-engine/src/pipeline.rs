@@ -131,6 +131,9 @@ enum Control {
 pub struct Workers {
     handles: Vec<JoinHandle<()>>,
     flusher: Option<(Sender<()>, JoinHandle<()>)>,
+    /// Set by `join`: span workers take what is queued and stop, even while some
+    /// connection still holds a `Pipeline` (a peer's open channel).
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Workers {
@@ -145,6 +148,8 @@ impl Workers {
     /// Flushes one last time what the workers hold and waits for every thread. Call
     /// after intake has stopped.
     pub fn join(mut self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some((stop, flusher)) = self.flusher.take() {
             let _ = stop.send(());
             let _ = flusher.join();
@@ -225,7 +230,9 @@ impl Pipeline {
                     .expect("spawn metric worker"),
             );
         }
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for (index, receiver) in span_receivers.into_iter().enumerate() {
+            let stopping = Arc::clone(&stopping);
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("span-worker-{index}"))
@@ -240,6 +247,7 @@ impl Pipeline {
                                 &span_metrics,
                                 &slos,
                                 span_sink.as_deref(),
+                                &stopping,
                             )
                         }
                     })
@@ -266,6 +274,7 @@ impl Pipeline {
             Workers {
                 handles,
                 flusher: Some((stop, flusher)),
+                stopping,
             },
         )
     }
@@ -486,10 +495,17 @@ fn span_worker(
     span_metrics: &SpanMetricsRegistry,
     slos: &SloRegistry,
     span_sink: Option<&dyn SpanSink>,
+    stopping: &std::sync::atomic::AtomicBool,
 ) {
     loop {
         let work = match receiver.recv_timeout(std::time::Duration::from_millis(250)) {
             Ok(work) => work,
+            // asked to stop and nothing left queued
+            Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                if stopping.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                return;
+            }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 if let Some(sink) = span_sink {
                     sink.tick();

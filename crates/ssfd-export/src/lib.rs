@@ -13,6 +13,7 @@ pub mod jsonl;
 pub mod openmetrics;
 pub mod otlp;
 pub mod prometheus;
+pub mod proxy;
 pub mod remote_write;
 pub mod routing;
 pub mod statsd;

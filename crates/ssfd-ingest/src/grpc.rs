@@ -21,6 +21,15 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct GrpcIngest {
     pub pipeline: Pipeline,
     pub handoff: HandoffConfig,
+    /// On a proxy: where forwarded metrics and spans go instead of the pipeline.
+    pub proxy: Option<std::sync::Arc<dyn ForwardRoute>>,
+}
+
+/// A proxy's router (SPEC 1): forwarded metrics by series key and spans by trace id,
+/// to the globals.
+pub trait ForwardRoute: Send + Sync {
+    fn metrics(&self, metrics: Vec<ssfd_wire::metricpb::Metric>);
+    fn spans(&self, spans: Vec<ssf::SsfSpan>);
 }
 
 impl GrpcIngest {
@@ -88,6 +97,36 @@ impl Ingest for GrpcIngest {
         // a local forwarding spans says so; their metrics were extracted there
         let forwarded = request.metadata().get(FORWARDED_HEADER).is_some();
         let mut stream = request.into_inner();
+        if let Some(proxy) = &self.proxy {
+            use prost::Message;
+            let mut summary = SendSummary {
+                accepted: 0,
+                rejected: 0,
+            };
+            let mut batch = Vec::new();
+            loop {
+                match stream.message().await {
+                    Ok(Some(span)) => match ssf::SsfSpan::decode(&span.0[..]) {
+                        Ok(span) => {
+                            summary.accepted += 1;
+                            batch.push(span);
+                        }
+                        Err(_) => summary.rejected += 1,
+                    },
+                    Ok(None) => break,
+                    Err(status) => {
+                        proxy.spans(std::mem::take(&mut batch));
+                        return Err(status);
+                    }
+                }
+                if batch.len() >= STREAM_BATCH {
+                    proxy.spans(std::mem::take(&mut batch));
+                }
+            }
+            ssfd_telemetry::received(Listener::Forward, Protocol::Grpc, summary.accepted);
+            proxy.spans(batch);
+            return Ok(Response::new(summary));
+        }
         let mut handoff = if forwarded {
             let mut config = self.handoff.clone();
             config.forwarded = true;
@@ -145,8 +184,13 @@ impl ssfd_wire::forwardrpc::forward_server::Forward for GrpcIngest {
         &self,
         request: Request<ssfd_wire::forwardrpc::MetricList>,
     ) -> Result<Response<()>, Status> {
-        let mut handoff = self.forward_handoff();
         let list = request.into_inner();
+        if let Some(proxy) = &self.proxy {
+            ssfd_telemetry::received(Listener::Forward, Protocol::Grpc, list.metrics.len() as u64);
+            proxy.metrics(list.metrics);
+            return Ok(Response::new(()));
+        }
+        let mut handoff = self.forward_handoff();
         for metric in &list.metrics {
             // a bad metric is refused alone and counted; the others go on
             let _ = handoff.forwarded_metric(metric);
@@ -166,6 +210,26 @@ impl ssfd_wire::forwardrpc::forward_server::Forward for GrpcIngest {
         request: Request<Streaming<ssfd_wire::metricpb::Metric>>,
     ) -> Result<Response<()>, Status> {
         let mut stream = request.into_inner();
+        if let Some(proxy) = &self.proxy {
+            let mut batch = Vec::new();
+            loop {
+                match stream.message().await {
+                    Ok(Some(metric)) => batch.push(metric),
+                    Ok(None) => break,
+                    Err(status) => {
+                        proxy.metrics(std::mem::take(&mut batch));
+                        return Err(status);
+                    }
+                }
+                if batch.len() >= FORWARD_BATCH {
+                    ssfd_telemetry::received(Listener::Forward, Protocol::Grpc, batch.len() as u64);
+                    proxy.metrics(std::mem::take(&mut batch));
+                }
+            }
+            ssfd_telemetry::received(Listener::Forward, Protocol::Grpc, batch.len() as u64);
+            proxy.metrics(batch);
+            return Ok(Response::new(()));
+        }
         let mut handoff = self.forward_handoff();
         loop {
             match stream.message().await {

@@ -65,6 +65,7 @@ pub struct Bound {
     sockets: Vec<Socket>,
     pub announcements: Vec<Announcement>,
     handoff: HandoffConfig,
+    proxy: Option<Arc<dyn grpc::ForwardRoute>>,
 }
 
 /// The running listeners.
@@ -79,7 +80,18 @@ impl Running {
     pub async fn stop(mut self) {
         self.stop_threads
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        while self.tasks.join_next().await.is_some() {}
+        // servers finish what is in flight; a client that keeps its connection open
+        // (another ssfd's channel) must not hold shutdown, so after a grace period the
+        // rest is cut
+        let drained = tokio::time::timeout(STOP_GRACE, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("listeners still had connections after {STOP_GRACE:?}; closing them");
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
         let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || {
             for thread in threads {
@@ -89,6 +101,9 @@ impl Running {
         .await;
     }
 }
+
+/// How long stopping waits for listeners to finish what is in flight.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn with_context(error: io::Error, what: &str) -> io::Error {
     io::Error::new(error.kind(), format!("cannot listen on {what}: {error}"))
@@ -263,6 +278,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
     Ok(Bound {
         sockets,
         announcements,
+        proxy: None,
         handoff: HandoffConfig {
             extend_tags: config
                 .extend_tags
@@ -286,6 +302,11 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
 pub const SPAN_NAMES_PER_SERVICE: usize = 1000;
 
 impl Bound {
+    /// Makes this server a proxy: forwarded metrics and spans go to `route`.
+    pub fn set_proxy(&mut self, route: Arc<dyn grpc::ForwardRoute>) {
+        self.proxy = Some(route);
+    }
+
     /// Sends DogStatsD events to `events` too, for the sinks.
     pub fn set_event_queue(&mut self, events: Arc<ssfd_engine::events::EventQueue>) {
         self.handoff.events = Some(events);
@@ -303,6 +324,7 @@ impl Bound {
         let grpc = grpc::GrpcIngest {
             pipeline: pipeline.clone(),
             handoff: self.handoff.clone(),
+            proxy: self.proxy.clone(),
         };
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         for service in ["", "veneur"] {

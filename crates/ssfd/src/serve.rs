@@ -154,6 +154,11 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             Pipeline::start_with(pipeline_config, flush_config, sinks, derived.clone());
         let mut bound = ssfd_ingest::bind(&config).await?;
         bound.set_event_queue(derived.events);
+        if config.role == "proxy" {
+            bound.set_proxy(std::sync::Arc::new(crate::sinks::ProxyRoute(
+                crate::sinks::proxy(&config)?,
+            )));
+        }
         let http = tokio::net::TcpListener::bind(
             ssfd_config::ListenAddr::parse_host_port(&config.http_address)
                 .map_err(anyhow::Error::msg)?,

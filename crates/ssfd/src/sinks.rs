@@ -392,3 +392,44 @@ mod tests {
         assert_eq!(super::base64(b""), "");
     }
 }
+
+/// The proxy role's router, as ingest sees it.
+pub struct ProxyRoute(pub Arc<ssfd_export::proxy::Proxy>);
+
+impl ssfd_ingest::grpc::ForwardRoute for ProxyRoute {
+    fn metrics(&self, metrics: Vec<ssfd_wire::metricpb::Metric>) {
+        self.0.route_metrics(metrics);
+    }
+
+    fn spans(&self, spans: Vec<ssfd_wire::ssf::SsfSpan>) {
+        self.0.route_spans(spans);
+    }
+}
+
+/// Starts the proxy's router from `proxy.destinations` and `proxy.ignore_tags`.
+pub fn proxy(config: &Config) -> anyhow::Result<Arc<ssfd_export::proxy::Proxy>> {
+    let list = |key: &str| -> Vec<String> {
+        config
+            .proxy
+            .get(key)
+            .and_then(serde_yaml::Value::as_sequence)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let destinations = list("destinations");
+    if destinations.is_empty() {
+        bail!("role proxy needs proxy.destinations (host:port of the globals' gRPC)");
+    }
+    if !list("dns_names").is_empty() {
+        tracing::warn!("proxy.dns_names is not implemented yet; only proxy.destinations are used");
+    }
+    Ok(ssfd_export::proxy::Proxy::start(
+        &destinations,
+        list("ignore_tags"),
+    ))
+}

@@ -1,0 +1,274 @@
+//! The proxy role (SPEC 1, issue 6, first part): what locals forward to a proxy is
+//! routed over a consistent-hash ring of globals ([`ssfd_cluster::Ring`]): forwarded
+//! metrics by series key (name, type and sorted tags, minus `ignore_tags`), spans by
+//! trace id, so a series and a trace always land whole on one global. Each destination
+//! has its own bounded queues and sender threads with retries; a health check every
+//! second takes a destination that does not answer SERVING out of the ring (its keys
+//! move to the others) and puts it back when it answers again. Static destinations
+//! only for now: DNS re-resolution and `/api/v1/traces` at the proxy are not built.
+
+use crate::delivery::{GrpcClient, Jitter, RetryPolicy, send_with_retries};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use ssfd_cluster::Ring;
+use ssfd_wire::metricpb::Metric;
+use ssfd_wire::ssf::SsfSpan;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+struct Upstream {
+    metrics: Sender<Vec<Metric>>,
+    spans: Sender<Vec<SsfSpan>>,
+    metric_counters: Arc<ssfd_telemetry::SinkCounters>,
+    span_counters: Arc<ssfd_telemetry::SinkCounters>,
+}
+
+/// Routes forwarded metrics and spans to the globals.
+pub struct Proxy {
+    ring: Arc<RwLock<Ring>>,
+    upstreams: HashMap<String, Upstream>,
+    ignore_tags: Vec<String>,
+}
+
+/// The routing key of a forwarded metric: name, type, its tags sorted, minus the
+/// ignored tag names.
+pub fn metric_key(metric: &Metric, ignore_tags: &[String]) -> u64 {
+    let mut tags: Vec<&str> = metric
+        .tags
+        .iter()
+        .map(String::as_str)
+        .filter(|tag| {
+            let name = tag.split_once(':').map_or(*tag, |(name, _)| name);
+            !ignore_tags.iter().any(|ignored| ignored == name)
+        })
+        .collect();
+    tags.sort_unstable();
+    tags.dedup();
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    hasher.update(metric.name.as_bytes());
+    hasher.update(&[0, metric.r#type as u8, 0]);
+    hasher.update(tags.join(",").as_bytes());
+    hasher.digest()
+}
+
+/// The routing key of a span: its trace id.
+pub fn span_key(trace_id: i64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(&trace_id.to_le_bytes())
+}
+
+impl Proxy {
+    pub fn start(destinations: &[String], ignore_tags: Vec<String>) -> Arc<Proxy> {
+        let ring = Arc::new(RwLock::new(Ring::new(destinations)));
+        let policy = RetryPolicy::default();
+        let mut upstreams = HashMap::new();
+        for destination in destinations {
+            let (metrics, metric_work) = bounded(policy.queue * 64);
+            let (spans, span_work) = bounded(policy.queue * 64);
+            let metric_counters = ssfd_telemetry::sink(destination, "forward");
+            let span_counters = ssfd_telemetry::sink(&format!("{destination} spans"), "forward");
+            let (address, counters) = (destination.clone(), Arc::clone(&metric_counters));
+            std::thread::Builder::new()
+                .name("ssfd-proxy-metrics".into())
+                .spawn(move || send_metrics(&address, policy, &metric_work, &counters))
+                .expect("spawn a proxy thread");
+            let (address, counters) = (destination.clone(), Arc::clone(&span_counters));
+            std::thread::Builder::new()
+                .name("ssfd-proxy-spans".into())
+                .spawn(move || send_spans(&address, policy, &span_work, &counters))
+                .expect("spawn a proxy thread");
+            upstreams.insert(
+                destination.clone(),
+                Upstream {
+                    metrics,
+                    spans,
+                    metric_counters,
+                    span_counters,
+                },
+            );
+        }
+        let checked = destinations.to_vec();
+        let health_ring = Arc::clone(&ring);
+        std::thread::Builder::new()
+            .name("ssfd-proxy-health".into())
+            .spawn(move || health(&checked, &health_ring))
+            .expect("spawn the proxy health thread");
+        Arc::new(Proxy {
+            ring,
+            upstreams,
+            ignore_tags,
+        })
+    }
+
+    /// Routes forwarded metrics by series key; a full queue drops and counts.
+    pub fn route_metrics(&self, metrics: Vec<Metric>) {
+        let mut by_owner: HashMap<String, Vec<Metric>> = HashMap::new();
+        {
+            let Ok(ring) = self.ring.read() else { return };
+            for metric in metrics {
+                let Some(owner) = ring.owner(metric_key(&metric, &self.ignore_tags)) else {
+                    ssfd_telemetry::dropped(
+                        ssfd_telemetry::Stage::Forward,
+                        ssfd_telemetry::DropReason::RetryExhausted,
+                        1,
+                    );
+                    continue;
+                };
+                by_owner.entry(owner.to_string()).or_default().push(metric);
+            }
+        }
+        for (owner, metrics) in by_owner {
+            let upstream = &self.upstreams[&owner];
+            let count = metrics.len() as u64;
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                upstream.metrics.try_send(metrics)
+            {
+                upstream.metric_counters.dropped.fetch_add(count, Relaxed);
+                ssfd_telemetry::dropped(
+                    ssfd_telemetry::Stage::Forward,
+                    ssfd_telemetry::DropReason::QueueFull,
+                    count,
+                );
+            }
+        }
+    }
+
+    /// Routes forwarded spans by trace id; a full queue drops and counts.
+    pub fn route_spans(&self, spans: Vec<SsfSpan>) {
+        let mut by_owner: HashMap<String, Vec<SsfSpan>> = HashMap::new();
+        {
+            let Ok(ring) = self.ring.read() else { return };
+            for span in spans {
+                if let Some(owner) = ring.owner(span_key(span.trace_id)) {
+                    by_owner.entry(owner.to_string()).or_default().push(span);
+                }
+            }
+        }
+        for (owner, spans) in by_owner {
+            let upstream = &self.upstreams[&owner];
+            let count = spans.len() as u64;
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                upstream.spans.try_send(spans)
+            {
+                upstream.span_counters.dropped.fetch_add(count, Relaxed);
+                ssfd_telemetry::dropped(
+                    ssfd_telemetry::Stage::Forward,
+                    ssfd_telemetry::DropReason::QueueFull,
+                    count,
+                );
+            }
+        }
+    }
+}
+
+fn send_metrics(
+    address: &str,
+    policy: RetryPolicy,
+    work: &Receiver<Vec<Metric>>,
+    counters: &ssfd_telemetry::SinkCounters,
+) {
+    let mut client = GrpcClient::new(address);
+    let mut jitter = Jitter::default();
+    while let Ok(mut metrics) = work.recv() {
+        while let Ok(more) = work.try_recv() {
+            metrics.extend(more);
+        }
+        let started = std::time::Instant::now();
+        send_with_retries(
+            address,
+            &policy,
+            counters,
+            &mut jitter,
+            metrics.len() as u64,
+            || {
+                let channel = client.channel()?;
+                let stream = tokio_stream::iter(metrics.clone());
+                let result = client.block_on(async move {
+                    ssfd_wire::forwardrpc::forward_client::ForwardClient::new(channel)
+                        .send_metrics_v2(stream)
+                        .await
+                });
+                result.map(drop).map_err(|status| client.status(status))
+            },
+        );
+        counters.observe_flush(started.elapsed().as_secs_f64());
+    }
+}
+
+fn send_spans(
+    address: &str,
+    policy: RetryPolicy,
+    work: &Receiver<Vec<SsfSpan>>,
+    counters: &ssfd_telemetry::SinkCounters,
+) {
+    let mut client = GrpcClient::new(address);
+    let mut jitter = Jitter::default();
+    while let Ok(mut spans) = work.recv() {
+        while let Ok(more) = work.try_recv() {
+            spans.extend(more);
+        }
+        send_with_retries(
+            address,
+            &policy,
+            counters,
+            &mut jitter,
+            spans.len() as u64,
+            || {
+                let channel = client.channel()?;
+                let mut request = tonic::Request::new(tokio_stream::iter(spans.clone()));
+                request.metadata_mut().insert(
+                    "ssfd-forwarded",
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                let result = client.block_on(async move {
+                    ssfd_wire::ssfd::v1::ingest_client::IngestClient::new(channel)
+                        .send_spans(request)
+                        .await
+                });
+                result.map(drop).map_err(|status| client.status(status))
+            },
+        );
+    }
+}
+
+/// Every second: a destination answering SERVING is in the ring, any other is out.
+fn health(destinations: &[String], ring: &RwLock<Ring>) {
+    let mut clients: Vec<GrpcClient> = destinations.iter().map(|d| GrpcClient::new(d)).collect();
+    loop {
+        for (destination, client) in destinations.iter().zip(clients.iter_mut()) {
+            let serving = client.channel().is_ok_and(|channel| {
+                let answer = client.block_on(async move {
+                    tokio::time::timeout(
+                        Duration::from_secs(1),
+                        tonic_health::pb::health_client::HealthClient::new(channel).check(
+                            tonic_health::pb::HealthCheckRequest {
+                                service: String::new(),
+                            },
+                        ),
+                    )
+                    .await
+                });
+                matches!(answer, Ok(Ok(response)) if response.get_ref().status == 1)
+            });
+            if !serving {
+                // the next check connects afresh
+                let _ = client.status(tonic::Status::unavailable("health check failed"));
+            }
+            if let Ok(mut ring) = ring.write() {
+                let present = ring.destinations().iter().any(|d| d == destination);
+                match (serving, present) {
+                    (true, false) => {
+                        tracing::info!(%destination, "global answers again: back in the ring");
+                        ring.add(destination);
+                    }
+                    (false, true) => {
+                        tracing::warn!(%destination, "global does not answer: out of the ring");
+                        ring.remove(destination);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
