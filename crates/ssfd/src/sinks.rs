@@ -382,17 +382,6 @@ pub fn span_sinks(config: &Config) -> anyhow::Result<Vec<Arc<dyn ssfd_engine::Sp
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_as_rfc_4648() {
-        assert_eq!(super::base64(b"user:pass"), "dXNlcjpwYXNz");
-        assert_eq!(super::base64(b"a"), "YQ==");
-        assert_eq!(super::base64(b"ab"), "YWI=");
-        assert_eq!(super::base64(b""), "");
-    }
-}
-
 /// The proxy role's router, as ingest sees it.
 pub struct ProxyRoute(pub Arc<ssfd_export::proxy::Proxy>);
 
@@ -432,4 +421,15 @@ pub fn proxy(config: &Config) -> anyhow::Result<Arc<ssfd_export::proxy::Proxy>> 
         &destinations,
         list("ignore_tags"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_as_rfc_4648() {
+        assert_eq!(super::base64(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(super::base64(b"a"), "YQ==");
+        assert_eq!(super::base64(b"ab"), "YWI=");
+        assert_eq!(super::base64(b""), "");
+    }
 }
