@@ -1,14 +1,14 @@
-//! Builds the metric sinks of `metric_sinks` (SPEC 9): `jsonl` is written by the
-//! flusher; `statsd` (and Veneur's `prometheus` repeater), `datadog`,
-//! `prometheus_remote_write` (and Veneur's `cortex`), `otlp` and `blackhole` each run
-//! behind their own queue and thread with retries (`ssfd_export::delivery`). Span sinks
+//! Builds the metric sinks of `metric_sinks` (SPEC 9): `jsonl`, `statsd` (and
+//! Veneur's `prometheus` repeater), `datadog`, `prometheus_remote_write` (and Veneur's
+//! `cortex`), `otlp` and `blackhole` each run behind their own queue and thread with
+//! retries (`ssfd_export::delivery`). Span sinks
 //! (`span_sinks`): `jsonl`, `otlp` (its own queue and thread), `blackhole`. With
 //! `features.enable_metric_sink_routing: true` (as Veneur), `metric_sink_routing`
 //! decides which sinks get each metric.
 
 use anyhow::{Context, bail};
 use ssfd_config::{Config, SinkConfig};
-use ssfd_engine::{Flush, MetricSink};
+use ssfd_engine::MetricSink;
 use ssfd_export::delivery::{Blackhole, Deliver, QueuedSink, RetryPolicy};
 use ssfd_export::routing::Router;
 use std::path::Path;
@@ -58,23 +58,6 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
-}
-
-/// A sink the flusher writes itself, fed only what the routing table sends it.
-struct Routed {
-    name: String,
-    router: Arc<Router>,
-    inner: Box<dyn MetricSink>,
-}
-
-impl MetricSink for Routed {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn flush(&mut self, flush: &Flush) {
-        self.inner.flush(&self.router.route(&self.name, flush));
-    }
 }
 
 /// The routing table, when Veneur's feature flag turns it on.
@@ -131,15 +114,8 @@ pub fn metric_sinks(
                     .with_context(|| format!("metric sink `{name}` (jsonl) needs config.path"))?;
                 let jsonl = ssfd_export::jsonl::JsonlSink::open(&name, Path::new(path), hostname)
                     .with_context(|| format!("cannot open jsonl sink file {path}"))?;
-                sinks.push(match &router {
-                    Some(router) => Box::new(Routed {
-                        name: name.clone(),
-                        router: Arc::clone(router),
-                        inner: Box::new(jsonl),
-                    }),
-                    None => Box::new(jsonl),
-                });
-                continue;
+                // written on its own thread like the network sinks; routed there
+                Box::new(ssfd_export::delivery::Local::new("jsonl", Box::new(jsonl)))
             }
             "statsd" | "prometheus" => {
                 // Veneur's `prometheus` sink is a statsd repeater: repeater_address + network_type
