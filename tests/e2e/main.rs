@@ -12,5 +12,6 @@ mod policies;
 mod prometheus;
 mod query;
 mod sinks;
+mod tier;
 mod traces;
 mod ui;
