@@ -284,6 +284,13 @@ fn a_proxy_spreads_keys_and_traces_over_globals_and_routes_around_a_dead_one() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_ne!(whole(&a), whole(&b), "one global owns the trace");
+    // the proxy answers for the trace by asking its owner
+    assert!(
+        whole(&proxy),
+        "the proxy serves the trace: {}",
+        proxy.get("/api/v1/traces/90").1
+    );
+    assert_eq!(proxy.get("/api/v1/traces/12345").0, 404);
 
     // a dead global leaves the ring: new keys all go to the other
     assert!(b.terminate().success());

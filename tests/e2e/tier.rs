@@ -145,6 +145,12 @@ fn three_locals_one_proxy_three_globals() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    let (status, body) = proxy.get("/api/v1/traces/5000");
+    assert!(
+        status == 200 && body.contains("\"span_count\":3"),
+        "at the proxy: {status} {body}"
+    );
+
     // kill one global: its keys re-route, nothing else is lost
     drop(globals[1].take());
     std::thread::sleep(Duration::from_secs(3));

@@ -4,8 +4,9 @@
 //! trace id, so a series and a trace always land whole on one global. Each destination
 //! has its own bounded queues and sender threads with retries; a health check every
 //! second takes a destination that does not answer SERVING out of the ring (its keys
-//! move to the others) and puts it back when it answers again. Static destinations
-//! only for now: DNS re-resolution and `/api/v1/traces` at the proxy are not built.
+//! move to the others) and puts it back when it answers again. `/api/v1/traces/{id}`
+//! at the proxy asks the owning global (`ssfd.v1.Query/GetTrace`) and joins the
+//! answer there. Static destinations only for now: DNS re-resolution is not built.
 
 use crate::delivery::{GrpcClient, Jitter, RetryPolicy, send_with_retries};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
@@ -98,6 +99,31 @@ impl Proxy {
             upstreams,
             ignore_tags,
         })
+    }
+
+    /// The stored spans of `trace_id`, asked of the global that owns it
+    /// (`ssfd.v1.Query/GetTrace`); blocking.
+    pub fn fetch_trace(&self, trace_id: i64) -> Result<Vec<Vec<u8>>, String> {
+        let owner = self
+            .ring
+            .read()
+            .map_err(|e| e.to_string())?
+            .owner(span_key(trace_id))
+            .map(String::from)
+            .ok_or("no global is in the ring")?;
+        let mut client = GrpcClient::new(&owner);
+        let channel = client
+            .channel()
+            .map_err(|_| format!("global {owner} does not answer"))?;
+        client
+            .block_on(async move {
+                ssfd_wire::ssfd::v1::query_client::QueryClient::new(channel)
+                    .max_decoding_message_size(256 << 20)
+                    .get_trace(ssfd_wire::ssfd::v1::TraceRequest { trace_id })
+                    .await
+            })
+            .map(|answer| answer.into_inner().spans)
+            .map_err(|status| format!("global {owner}: {}", status.message()))
     }
 
     /// Routes forwarded metrics by series key; a full queue drops and counts.

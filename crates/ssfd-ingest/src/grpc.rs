@@ -250,3 +250,29 @@ impl ssfd_wire::forwardrpc::forward_server::Forward for GrpcIngest {
         Ok(Response::new(()))
     }
 }
+
+/// What `ssfd.v1.Query/GetTrace` reads (a global's span store).
+pub trait TraceLookup: Send + Sync {
+    /// The stored spans of a trace, each its SSF encoding.
+    fn trace(&self, trace_id: i64) -> Result<Vec<Vec<u8>>, String>;
+}
+
+/// `ssfd.v1.Query`: a proxy asks the global that owns a trace for its spans.
+#[derive(Clone)]
+pub struct QueryService(pub std::sync::Arc<dyn TraceLookup>);
+
+#[tonic::async_trait]
+impl ssfd_wire::ssfd::v1::query_server::Query for QueryService {
+    async fn get_trace(
+        &self,
+        request: Request<ssfd_wire::ssfd::v1::TraceRequest>,
+    ) -> Result<Response<ssfd_wire::ssfd::v1::TraceSpans>, Status> {
+        let trace_id = request.into_inner().trace_id;
+        let lookup = std::sync::Arc::clone(&self.0);
+        let spans = tokio::task::spawn_blocking(move || lookup.trace(trace_id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::internal)?;
+        Ok(Response::new(ssfd_wire::ssfd::v1::TraceSpans { spans }))
+    }
+}

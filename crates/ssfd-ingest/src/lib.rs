@@ -66,6 +66,7 @@ pub struct Bound {
     pub announcements: Vec<Announcement>,
     handoff: HandoffConfig,
     proxy: Option<Arc<dyn grpc::ForwardRoute>>,
+    traces: Option<Arc<dyn grpc::TraceLookup>>,
 }
 
 /// The running listeners.
@@ -279,6 +280,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         sockets,
         announcements,
         proxy: None,
+        traces: None,
         handoff: HandoffConfig {
             extend_tags: config
                 .extend_tags
@@ -302,6 +304,11 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
 pub const SPAN_NAMES_PER_SERVICE: usize = 1000;
 
 impl Bound {
+    /// Serves `ssfd.v1.Query/GetTrace` from `traces` (a proxy asks it for traces).
+    pub fn set_trace_lookup(&mut self, traces: Arc<dyn grpc::TraceLookup>) {
+        self.traces = Some(traces);
+    }
+
     /// Makes this server a proxy: forwarded metrics and spans go to `route`.
     pub fn set_proxy(&mut self, route: Arc<dyn grpc::ForwardRoute>) {
         self.proxy = Some(route);
@@ -422,7 +429,13 @@ impl Bound {
                         .add_service(
                             ssfd_wire::forwardrpc::forward_server::ForwardServer::new(grpc.clone())
                                 .max_decoding_message_size(64 << 20),
-                        );
+                        )
+                        .add_optional_service(self.traces.clone().map(|traces| {
+                            ssfd_wire::ssfd::v1::query_server::QueryServer::new(grpc::QueryService(
+                                traces,
+                            ))
+                            .max_encoding_message_size(256 << 20)
+                        }));
                     let mut stop = shutdown.clone();
                     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                     tasks.spawn(async move {

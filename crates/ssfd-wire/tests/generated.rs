@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "metricpb/metric.proto",
     "forwardrpc/forward.proto",
     "ssfd/v1/ingest.proto",
+    "ssfd/v1/query.proto",
 ];
 
 fn repo_root() -> PathBuf {

@@ -24,6 +24,8 @@ struct Exported {
     span_metrics: Arc<SpanMetricsRegistry>,
     slos: Arc<SloRegistry>,
     store: Option<Arc<Store>>,
+    /// On a proxy: trace queries go to the global that owns the trace.
+    proxy: Option<Arc<ssfd_export::proxy::Proxy>>,
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -36,6 +38,7 @@ pub fn router(
     span_metrics: Arc<SpanMetricsRegistry>,
     slos: Arc<SloRegistry>,
     store: Option<Arc<Store>>,
+    proxy: Option<Arc<ssfd_export::proxy::Proxy>>,
 ) -> Router {
     Router::new()
         .route(
@@ -62,6 +65,7 @@ pub fn router(
             span_metrics,
             slos,
             store,
+            proxy,
         })
 }
 
@@ -132,6 +136,16 @@ async fn trace(State(exported): State<Exported>, Path(trace_id): Path<String>) -
     let Ok(id) = ssfd_query::parse_id(&trace_id) else {
         return bad_trace_id(&trace_id);
     };
+    if let Some(proxy) = exported.proxy.clone() {
+        return match tokio::task::spawn_blocking(move || proxy.fetch_trace(id)).await {
+            Ok(Ok(spans)) => match ssfd_query::trace_json(id, &spans) {
+                Some(trace) => axum::Json(trace).into_response(),
+                None => api_error(StatusCode::NOT_FOUND, format!("trace {id} is not stored")),
+            },
+            Ok(Err(error)) => api_error(StatusCode::BAD_GATEWAY, error),
+            Err(error) => api_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        };
+    }
     let Some(store) = exported.store.clone() else {
         return no_store();
     };

@@ -154,9 +154,18 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             Pipeline::start_with(pipeline_config, flush_config, sinks, derived.clone());
         let mut bound = ssfd_ingest::bind(&config).await?;
         bound.set_event_queue(derived.events);
-        if config.role == "proxy" {
+        let proxy = if config.role == "proxy" {
+            let proxy = crate::sinks::proxy(&config)?;
             bound.set_proxy(std::sync::Arc::new(crate::sinks::ProxyRoute(
-                crate::sinks::proxy(&config)?,
+                std::sync::Arc::clone(&proxy),
+            )));
+            Some(proxy)
+        } else {
+            None
+        };
+        if let Some(store) = &store {
+            bound.set_trace_lookup(std::sync::Arc::new(crate::sinks::StoreLookup(
+                std::sync::Arc::clone(store),
             )));
         }
         let http = tokio::net::TcpListener::bind(
@@ -176,7 +185,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let http_server = tokio::spawn(async move {
             let _ = axum::serve(
                 http,
-                crate::http::router(prometheus.exposition, span_metrics, slos, http_store),
+                crate::http::router(prometheus.exposition, span_metrics, slos, http_store, proxy),
             )
             .with_graceful_shutdown(async move {
                 let _ = http_stopped.changed().await;
