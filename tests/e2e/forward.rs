@@ -303,3 +303,31 @@ fn a_proxy_spreads_keys_and_traces_over_globals_and_routes_around_a_dead_one() {
         wait_near(&a, &format!("px_d{i}_total"), 1.0, 0.0);
     }
 }
+
+#[test]
+fn a_proxy_finds_its_globals_by_dns_name() {
+    let global = Server::start("interval: 1s\n");
+    let port = global
+        .addr("grpc tcp")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    // `localhost` may also resolve to ::1, where nothing listens: the health check
+    // keeps that address out of the ring
+    let proxy = Server::start(&format!(
+        "interval: 1s\nrole: proxy\nproxy:\n  dns_names: [localhost:{port}]\n  resolve_interval: 1s\n"
+    ));
+    let local = Server::start(&format!(
+        "interval: 1s\nforward_address: {}\n",
+        proxy.addr("grpc tcp")
+    ));
+    std::thread::sleep(Duration::from_millis(2500));
+    let lines: Vec<String> = (0..20)
+        .map(|k| format!("dns.c{k}:1|c|#veneurglobalonly"))
+        .collect();
+    send_lines(&local, &lines);
+    for k in 0..20 {
+        wait_near(&global, &format!("dns_c{k}_total"), 1.0, 0.0);
+    }
+}

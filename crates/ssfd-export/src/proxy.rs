@@ -6,7 +6,8 @@
 //! second takes a destination that does not answer SERVING out of the ring (its keys
 //! move to the others) and puts it back when it answers again. `/api/v1/traces/{id}`
 //! at the proxy asks the owning global (`ssfd.v1.Query/GetTrace`) and joins the
-//! answer there. Static destinations only for now: DNS re-resolution is not built.
+//! answer there. Destinations are a static list plus what `dns_names` resolve to,
+//! resolved again every `resolve_interval` (a headless Kubernetes service).
 
 use crate::delivery::{GrpcClient, Jitter, RetryPolicy, send_with_retries};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
@@ -28,8 +29,29 @@ struct Upstream {
 /// Routes forwarded metrics and spans to the globals.
 pub struct Proxy {
     ring: Arc<RwLock<Ring>>,
-    upstreams: HashMap<String, Upstream>,
+    upstreams: RwLock<HashMap<String, Upstream>>,
+    /// Every destination the health check watches: the static ones and what the DNS
+    /// names resolve to now.
+    known: Arc<RwLock<Vec<String>>>,
     ignore_tags: Vec<String>,
+}
+
+/// `host:port` names resolved to `ip:port` destinations (IPv6 in brackets).
+pub fn resolve(names: &[String]) -> Vec<String> {
+    use std::net::ToSocketAddrs;
+    let mut out: Vec<String> = names
+        .iter()
+        .flat_map(|name| match name.to_socket_addrs() {
+            Ok(addresses) => addresses.map(|a| a.to_string()).collect::<Vec<_>>(),
+            Err(error) => {
+                tracing::warn!(%name, %error, "proxy: a DNS name does not resolve");
+                Vec::new()
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The routing key of a forwarded metric: name, type, its tags sorted, minus the
@@ -59,46 +81,107 @@ pub fn span_key(trace_id: i64) -> u64 {
 }
 
 impl Proxy {
-    pub fn start(destinations: &[String], ignore_tags: Vec<String>) -> Arc<Proxy> {
-        let ring = Arc::new(RwLock::new(Ring::new(destinations)));
-        let policy = RetryPolicy::default();
-        let mut upstreams = HashMap::new();
-        for destination in destinations {
-            let (metrics, metric_work) = bounded(policy.queue * 64);
-            let (spans, span_work) = bounded(policy.queue * 64);
-            let metric_counters = ssfd_telemetry::sink(destination, "forward");
-            let span_counters = ssfd_telemetry::sink(&format!("{destination} spans"), "forward");
-            let (address, counters) = (destination.clone(), Arc::clone(&metric_counters));
-            std::thread::Builder::new()
-                .name("ssfd-proxy-metrics".into())
-                .spawn(move || send_metrics(&address, policy, &metric_work, &counters))
-                .expect("spawn a proxy thread");
-            let (address, counters) = (destination.clone(), Arc::clone(&span_counters));
-            std::thread::Builder::new()
-                .name("ssfd-proxy-spans".into())
-                .spawn(move || send_spans(&address, policy, &span_work, &counters))
-                .expect("spawn a proxy thread");
-            upstreams.insert(
-                destination.clone(),
-                Upstream {
-                    metrics,
-                    spans,
-                    metric_counters,
-                    span_counters,
-                },
-            );
+    /// Starts routing to `destinations` and to what `dns_names` resolve to, resolved
+    /// again every `resolve_interval`.
+    pub fn start(
+        destinations: &[String],
+        dns_names: &[String],
+        resolve_interval: Duration,
+        ignore_tags: Vec<String>,
+    ) -> Arc<Proxy> {
+        let mut all = destinations.to_vec();
+        all.extend(resolve(dns_names));
+        all.sort();
+        all.dedup();
+        let proxy = Arc::new(Proxy {
+            ring: Arc::new(RwLock::new(Ring::new(&all))),
+            upstreams: RwLock::new(HashMap::new()),
+            known: Arc::new(RwLock::new(all.clone())),
+            ignore_tags,
+        });
+        for destination in &all {
+            proxy.upstream(destination);
         }
-        let checked = destinations.to_vec();
-        let health_ring = Arc::clone(&ring);
+        let (known, ring) = (Arc::clone(&proxy.known), Arc::clone(&proxy.ring));
         std::thread::Builder::new()
             .name("ssfd-proxy-health".into())
-            .spawn(move || health(&checked, &health_ring))
+            .spawn(move || health(&known, &ring))
             .expect("spawn the proxy health thread");
-        Arc::new(Proxy {
-            ring,
-            upstreams,
-            ignore_tags,
-        })
+        if !dns_names.is_empty() {
+            let weak = Arc::downgrade(&proxy);
+            let (statics, names) = (destinations.to_vec(), dns_names.to_vec());
+            std::thread::Builder::new()
+                .name("ssfd-proxy-dns".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(resolve_interval);
+                        let Some(proxy) = weak.upgrade() else { return };
+                        let mut now = statics.clone();
+                        now.extend(resolve(&names));
+                        now.sort();
+                        now.dedup();
+                        proxy.set_destinations(now);
+                    }
+                })
+                .expect("spawn the proxy resolver thread");
+        }
+        proxy
+    }
+
+    /// The destinations now: new ones get their queues and join the ring (the
+    /// health check then keeps it honest), vanished ones leave.
+    pub fn set_destinations(&self, destinations: Vec<String>) {
+        let Ok(mut known) = self.known.write() else {
+            return;
+        };
+        if *known == destinations {
+            return;
+        }
+        tracing::info!(?destinations, "proxy destinations changed");
+        if let Ok(mut ring) = self.ring.write() {
+            for gone in known.iter().filter(|d| !destinations.contains(d)) {
+                ring.remove(gone);
+            }
+            for new in destinations.iter().filter(|d| !known.contains(d)) {
+                self.upstream(new);
+                ring.add(new);
+            }
+        }
+        *known = destinations;
+    }
+
+    /// The queues and sender threads of `destination`, made on first use.
+    fn upstream(&self, destination: &str) {
+        let Ok(mut upstreams) = self.upstreams.write() else {
+            return;
+        };
+        if upstreams.contains_key(destination) {
+            return;
+        }
+        let policy = RetryPolicy::default();
+        let (metrics, metric_work) = bounded(policy.queue * 64);
+        let (spans, span_work) = bounded(policy.queue * 64);
+        let metric_counters = ssfd_telemetry::sink(destination, "forward");
+        let span_counters = ssfd_telemetry::sink(&format!("{destination} spans"), "forward");
+        let (address, counters) = (destination.to_string(), Arc::clone(&metric_counters));
+        std::thread::Builder::new()
+            .name("ssfd-proxy-metrics".into())
+            .spawn(move || send_metrics(&address, policy, &metric_work, &counters))
+            .expect("spawn a proxy thread");
+        let (address, counters) = (destination.to_string(), Arc::clone(&span_counters));
+        std::thread::Builder::new()
+            .name("ssfd-proxy-spans".into())
+            .spawn(move || send_spans(&address, policy, &span_work, &counters))
+            .expect("spawn a proxy thread");
+        upstreams.insert(
+            destination.to_string(),
+            Upstream {
+                metrics,
+                spans,
+                metric_counters,
+                span_counters,
+            },
+        );
     }
 
     /// The stored spans of `trace_id`, asked of the global that owns it
@@ -143,8 +226,13 @@ impl Proxy {
                 by_owner.entry(owner.to_string()).or_default().push(metric);
             }
         }
+        let Ok(upstreams) = self.upstreams.read() else {
+            return;
+        };
         for (owner, metrics) in by_owner {
-            let upstream = &self.upstreams[&owner];
+            let Some(upstream) = upstreams.get(&owner) else {
+                continue;
+            };
             let count = metrics.len() as u64;
             if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
                 upstream.metrics.try_send(metrics)
@@ -170,8 +258,13 @@ impl Proxy {
                 }
             }
         }
+        let Ok(upstreams) = self.upstreams.read() else {
+            return;
+        };
         for (owner, spans) in by_owner {
-            let upstream = &self.upstreams[&owner];
+            let Some(upstream) = upstreams.get(&owner) else {
+                continue;
+            };
             let count = spans.len() as u64;
             if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
                 upstream.spans.try_send(spans)
@@ -257,11 +350,17 @@ fn send_spans(
     }
 }
 
-/// Every second: a destination answering SERVING is in the ring, any other is out.
-fn health(destinations: &[String], ring: &RwLock<Ring>) {
-    let mut clients: Vec<GrpcClient> = destinations.iter().map(|d| GrpcClient::new(d)).collect();
+/// Every second: a known destination answering SERVING is in the ring, any other is
+/// out.
+fn health(known: &RwLock<Vec<String>>, ring: &RwLock<Ring>) {
+    let mut clients: HashMap<String, GrpcClient> = HashMap::new();
     loop {
-        for (destination, client) in destinations.iter().zip(clients.iter_mut()) {
+        let destinations = known.read().map(|k| k.clone()).unwrap_or_default();
+        clients.retain(|d, _| destinations.contains(d));
+        for destination in &destinations {
+            let client = clients
+                .entry(destination.clone())
+                .or_insert_with(|| GrpcClient::new(destination));
             let serving = client.channel().is_ok_and(|channel| {
                 let answer = client.block_on(async move {
                     tokio::time::timeout(
@@ -281,8 +380,10 @@ fn health(destinations: &[String], ring: &RwLock<Ring>) {
                 let _ = client.status(tonic::Status::unavailable("health check failed"));
             }
             if let Ok(mut ring) = ring.write() {
+                // a destination that vanished meanwhile stays out
+                let still_known = known.read().is_ok_and(|k| k.contains(destination));
                 let present = ring.destinations().iter().any(|d| d == destination);
-                match (serving, present) {
+                match (serving && still_known, present) {
                     (true, false) => {
                         tracing::info!(%destination, "global answers again: back in the ring");
                         ring.add(destination);

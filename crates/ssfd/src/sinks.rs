@@ -396,14 +396,25 @@ pub fn proxy(config: &Config) -> anyhow::Result<Arc<ssfd_export::proxy::Proxy>> 
             .unwrap_or_default()
     };
     let destinations = list("destinations");
-    if destinations.is_empty() {
-        bail!("role proxy needs proxy.destinations (host:port of the globals' gRPC)");
+    let dns_names = list("dns_names");
+    if destinations.is_empty() && dns_names.is_empty() {
+        bail!(
+            "role proxy needs proxy.destinations or proxy.dns_names (host:port of the globals' gRPC)"
+        );
     }
-    if !list("dns_names").is_empty() {
-        tracing::warn!("proxy.dns_names is not implemented yet; only proxy.destinations are used");
-    }
+    let resolve_interval = match config
+        .proxy
+        .get("resolve_interval")
+        .and_then(|v| v.as_str())
+    {
+        Some(text) => ssfd_config::parse_duration(text)
+            .map_err(|e| anyhow::anyhow!("proxy.resolve_interval: {e}"))?,
+        None => std::time::Duration::from_secs(30),
+    };
     Ok(ssfd_export::proxy::Proxy::start(
         &destinations,
+        &dns_names,
+        resolve_interval.max(std::time::Duration::from_millis(100)),
         list("ignore_tags"),
     ))
 }
