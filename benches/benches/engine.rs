@@ -141,5 +141,54 @@ fn flush(c: &mut Criterion) {
     group.finish();
 }
 
+/// A global's import of forwarded histograms (issue 6): a local's 1,000-sample digest
+/// in Veneur's wire form, decoded and merged into the global's series, through the
+/// same hand-off and series table as the service uses.
+fn import(c: &mut Criterion) {
+    let mut local = TDigest::default();
+    for value in 1..=1000 {
+        local.add(f64::from(value), 1.0);
+    }
+    let wire = local.to_wire();
+    let metric = ssfd_wire::metricpb::Metric {
+        name: "import.latency".into(),
+        tags: vec!["env:prod".into()],
+        r#type: ssfd_wire::metricpb::Type::Timer as i32,
+        scope: ssfd_wire::metricpb::Scope::Mixed as i32,
+        value: Some(ssfd_wire::metricpb::metric::Value::Histogram(
+            ssfd_wire::metricpb::HistogramValue {
+                t_digest: Some(wire),
+            },
+        )),
+    };
+    let (pipeline, receivers, _spans) = Pipeline::channels(PipelineConfig {
+        metric_workers: 1,
+        ..PipelineConfig::default()
+    });
+    let mut handoff = Handoff::new(
+        pipeline,
+        HandoffConfig::default(),
+        Listener::Forward,
+        Protocol::Grpc,
+    );
+    let mut table = SeriesTable::default();
+    let mut group = c.benchmark_group("import");
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("histogram_import_and_merge_x100", |b| {
+        b.iter(|| {
+            for _ in 0..100 {
+                handoff.forwarded_metric(&metric).unwrap();
+            }
+            handoff.flush(WhenFull::Block).unwrap();
+            for batch in receivers[0].try_iter() {
+                table.apply(&batch);
+            }
+            black_box(table.len())
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(flushing, flush);
-criterion_main!(benches, flushing);
+criterion_group!(importing, import);
+criterion_main!(benches, flushing, importing);

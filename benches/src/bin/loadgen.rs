@@ -88,6 +88,13 @@ enum Mode {
         #[arg(long, default_value_t = 300)]
         queries: usize,
     },
+    /// Forwarded series through a proxy (issue 6): `count` distinct global counters in
+    /// Veneur's forward format over `SendMetricsV2` to a proxy in front of two globals;
+    /// reports the proxy's CPU per series and what the globals received.
+    Proxy {
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+    },
     /// SSF spans over gRPC `SendSpans` client streams.
     SendSpans {
         #[arg(long, default_value_t = 2_000_000)]
@@ -264,6 +271,9 @@ fn main() -> anyhow::Result<()> {
     {
         return store_load(count, streams, logs, rate, queries);
     }
+    if let Mode::Proxy { count } = cli.mode {
+        return proxy_load(count, cli.runs);
+    }
     if let Mode::Series { .. } = cli.mode {
         extra.push_str("interval: 20s\nmax_series: 2000000\n");
     }
@@ -338,7 +348,9 @@ fn main() -> anyhow::Result<()> {
                     &outcome,
                 );
             }
-            Mode::Blast { .. } | Mode::Store { .. } => unreachable!("handled above"),
+            Mode::Blast { .. } | Mode::Store { .. } | Mode::Proxy { .. } => {
+                unreachable!("handled above")
+            }
             Mode::Series { count, rate } => {
                 let lines: Vec<String> = (0..*count)
                     .map(|i| {
@@ -667,5 +679,62 @@ fn store_load(
         percentiles("full-text log search (limit 100)", texts);
     }
     drop(server);
+    Ok(())
+}
+
+/// `loadgen proxy`: see [`Mode::Proxy`].
+fn proxy_load(count: u64, runs: usize) -> anyhow::Result<()> {
+    for run in 1..=runs {
+        let globals = [
+            Server::start("interval: 1s\n"),
+            Server::start("interval: 1s\n"),
+        ];
+        let proxy = Server::start(&format!(
+            "interval: 1s\nrole: proxy\nproxy:\n  destinations: [{}, {}]\n",
+            globals[0].addr("grpc tcp"),
+            globals[1].addr("grpc tcp")
+        ));
+        std::thread::sleep(Duration::from_millis(1500));
+        let pid = proxy.pid();
+        let address = format!("http://{}", proxy.addr("grpc tcp"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let cpu_before = cpu_seconds(pid);
+        let start = Instant::now();
+        runtime.block_on(async move {
+            let channel = tonic::transport::Channel::from_shared(address)?
+                .connect()
+                .await?;
+            let mut client = ssfd_wire::forwardrpc::forward_client::ForwardClient::new(channel);
+            let metrics = (0..count).map(|i| ssfd_wire::metricpb::Metric {
+                name: format!("proxy.load.c{}", i % 100_000),
+                tags: vec![format!("shard:{}", i / 100_000), "env:bench".into()],
+                r#type: ssfd_wire::metricpb::Type::Counter as i32,
+                scope: ssfd_wire::metricpb::Scope::Global as i32,
+                value: Some(ssfd_wire::metricpb::metric::Value::Counter(
+                    ssfd_wire::metricpb::CounterValue { value: 1 },
+                )),
+            });
+            client.send_metrics_v2(tokio_stream::iter(metrics)).await?;
+            anyhow::Ok(())
+        })?;
+        let series = "ssfd_worker_received_total{kind=\"counter\"}";
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let delivered = loop {
+            let delivered: f64 = globals.iter().map(|g| g.metric(series)).sum();
+            if delivered >= count as f64 || Instant::now() > deadline {
+                break delivered;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let wall = start.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(pid) - cpu_before;
+        let split: Vec<f64> = globals.iter().map(|g| g.metric(series)).collect();
+        println!(
+            "run {run} proxy: {count} forwarded series in {wall:.2}s, delivered {delivered} ({split:?} per global), proxy CPU {cpu:.3}s = {:.0} series per proxy-CPU-second",
+            delivered / cpu
+        );
+    }
     Ok(())
 }
