@@ -331,3 +331,54 @@ fn a_proxy_finds_its_globals_by_dns_name() {
         wait_near(&global, &format!("dns_c{k}_total"), 1.0, 0.0);
     }
 }
+
+#[test]
+fn forwarding_failures_are_retried_counted_and_a_restarted_global_gets_the_next_intervals() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let global_config = |dir: &std::path::Path| {
+        ssfd_e2e::port_zero_config(dir).replace(
+            "grpc_listen_addresses: [tcp://127.0.0.1:0]",
+            &format!("grpc_listen_addresses: [tcp://127.0.0.1:{port}]"),
+        ) + "interval: 1s\n"
+    };
+    let global = Server::start_config(
+        &global_config(dir.path()),
+        tempfile::tempdir().unwrap(),
+        &[],
+    );
+    let destination = format!("127.0.0.1:{port}");
+    let local = Server::start(&format!("interval: 1s\nforward_address: {destination}\n"));
+    send_lines(&local, &["rs.c:1|c|#veneurglobalonly".to_string()]);
+    wait_near(&global, "rs_c_total", 1.0, 0.0);
+    // the global goes away: the local's next intervals fail, are retried, then counted
+    drop(global);
+    send_lines(&local, &["rs.c:1|c|#veneurglobalonly".to_string()]);
+    let failures = format!("ssfd_forward_failures_total{{destination=\"{destination}\"}}");
+    let retries = format!("ssfd_forward_retries_total{{destination=\"{destination}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while local.metric(&failures) < 1.0 {
+        assert!(Instant::now() < deadline, "no forward failure counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(local.metric(&retries) >= 4.0, "retried before giving up");
+    assert!(
+        local.metric(&format!(
+            "ssfd_forward_dropped_total{{destination=\"{destination}\"}}"
+        )) >= 1.0
+    );
+    // back on its port, it gets what the local forwards next
+    let dir2 = tempfile::tempdir().unwrap();
+    let global = Server::start_config(
+        &global_config(dir2.path()),
+        tempfile::tempdir().unwrap(),
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    send_lines(&local, &["rs.c:5|c|#veneurglobalonly".to_string()]);
+    wait_near(&global, "rs_c_total", 5.0, 0.0);
+}
