@@ -142,3 +142,127 @@ fn counters_and_gauges_carry_scope_and_tags() {
         Some(Value::Gauge(metricpb::GaugeValue { value: 42.5 }))
     );
 }
+
+/// What an ssfd local forwards for the lines of `testdata/README.md`, by name.
+fn ssfd_forwards() -> std::collections::HashMap<String, metricpb::Metric> {
+    use ssfd_engine::aggregate::SeriesTable;
+    use ssfd_engine::{Flush, FlushConfig, KeyScratch, MetricKind, Scope, ShardedSamples};
+    let mut sharded = ShardedSamples::new(1);
+    let mut scratch = KeyScratch::default();
+    let mut push = |name: &str, kind, tags: &[&str], scope, value: f64, member: &[u8]| {
+        scratch.begin(name.as_bytes(), kind);
+        for tag in tags {
+            scratch.tag(&[tag.as_bytes()]);
+        }
+        scratch.finish();
+        sharded.push(&scratch, scope, value, 1.0, member);
+    };
+    for _ in 0..3 {
+        push(
+            "fwd.counter",
+            MetricKind::Counter,
+            &["env:test"],
+            Scope::Global,
+            5.0,
+            b"",
+        );
+    }
+    push(
+        "fwd.gauge",
+        MetricKind::Gauge,
+        &[],
+        Scope::Global,
+        42.5,
+        b"",
+    );
+    for n in 1..=1000 {
+        push(
+            "fwd.hist",
+            MetricKind::Histogram,
+            &["env:test"],
+            Scope::Default,
+            f64::from(n),
+            b"",
+        );
+    }
+    for member in ["a", "b", "c"] {
+        push(
+            "fwd.set.small",
+            MetricKind::Set,
+            &[],
+            Scope::Default,
+            0.0,
+            member.as_bytes(),
+        );
+    }
+    let mut table = SeriesTable::default();
+    for (_, batch) in sharded.drain() {
+        table.apply(&batch);
+    }
+    let config = FlushConfig {
+        local: true,
+        ..FlushConfig::default()
+    };
+    let mut flush = Flush::default();
+    for series in table.into_series() {
+        config.flush_series(series, &mut flush);
+    }
+    flush
+        .forward
+        .into_iter()
+        .map(|m| (m.name.clone(), m))
+        .collect()
+}
+
+#[test]
+fn what_ssfd_forwards_means_what_veneur_forwards() {
+    let ours = ssfd_forwards();
+    for (name, file) in [
+        ("fwd.counter", "fwd.counter__Counter.bin"),
+        ("fwd.gauge", "fwd.gauge__Gauge.bin"),
+        ("fwd.hist", "fwd.hist__Histogram.bin"),
+        ("fwd.set.small", "fwd.set.small__Set.bin"),
+    ] {
+        let (ours, veneur) = (&ours[name], vector(file));
+        assert_eq!(
+            (&ours.name, &ours.tags, ours.r#type, ours.scope),
+            (&veneur.name, &veneur.tags, veneur.r#type, veneur.scope),
+            "{name}: name, tags, type and scope"
+        );
+        match (&ours.value, &veneur.value) {
+            (Some(Value::Counter(a)), Some(Value::Counter(b))) => assert_eq!(a, b),
+            (Some(Value::Gauge(a)), Some(Value::Gauge(b))) => assert_eq!(a, b),
+            (Some(Value::Histogram(a)), Some(Value::Histogram(b))) => {
+                let (a, b) = (a.t_digest.as_ref().unwrap(), b.t_digest.as_ref().unwrap());
+                let weight = |d: &ssfd_wire::tdigest::MergingDigestData| {
+                    d.main_centroids.iter().map(|c| c.weight).sum::<f64>()
+                };
+                let sum = |d: &ssfd_wire::tdigest::MergingDigestData| {
+                    d.main_centroids
+                        .iter()
+                        .map(|c| c.mean * c.weight)
+                        .sum::<f64>()
+                };
+                assert_eq!((weight(a), a.min, a.max), (weight(b), b.min, b.max));
+                assert!((sum(a) - sum(b)).abs() < 1e-6 * sum(b));
+                assert!((a.reciprocal_sum - b.reciprocal_sum).abs() < 1e-9);
+                // our digest is finer (compression 500 vs Veneur's 100); the field
+                // means the same, and a Veneur global merges it as any other
+            }
+            (Some(Value::Set(a)), Some(Value::Set(b))) => {
+                let mut ours = HyperLogLog::from_bytes(&a.hyper_log_log).unwrap();
+                let mut theirs = HyperLogLog::from_bytes(&b.hyper_log_log).unwrap();
+                // the same registers; the bytes differ only in layout (Veneur keeps
+                // new members in the library's temporary set, ssfd merges them into
+                // the compressed sparse list), both read by the library's decoder
+                assert_eq!(ours.sparse_entries(), theirs.sparse_entries());
+                assert_eq!(
+                    &a.hyper_log_log[..4],
+                    &b.hyper_log_log[..4],
+                    "version, p, sparse"
+                );
+            }
+            (a, b) => panic!("{name}: {a:?} vs {b:?}"),
+        }
+    }
+}
