@@ -151,8 +151,36 @@ fn three_locals_one_proxy_three_globals() {
         "at the proxy: {status} {body}"
     );
 
-    // kill one global: its keys re-route, nothing else is lost
+    // kill one global: what was on its way to it is dropped and counted by the
+    // proxy, its keys re-route, nothing else is lost
+    let dropped_series = format!(
+        "ssfd_forward_dropped_total{{destination=\"{}\"}}",
+        destinations[1]
+    );
+    let dropped_before = proxy.metric(&dropped_series);
     drop(globals[1].take());
+    for local in &locals {
+        let lines: Vec<String> = (0..60)
+            .map(|k| format!("tier.g{k}:1|c|#veneurglobalonly"))
+            .collect();
+        send(local, &lines);
+    }
+    let alive: Vec<&Server> = globals.iter().flatten().collect();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let delivered: f64 = (0..60)
+            .map(|k| total(&alive, &format!("tier_g{k}_total")))
+            .sum();
+        let dropped = proxy.metric(&dropped_series) - dropped_before;
+        if delivered + dropped == 180.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && delivered + dropped < 180.0,
+            "delivered {delivered} + dropped {dropped} of 180"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     std::thread::sleep(Duration::from_secs(3));
     for local in &locals {
         let lines: Vec<String> = (0..60)

@@ -399,3 +399,26 @@ fn health(known: &RwLock<Vec<String>>, ring: &RwLock<Ring>) {
         std::thread::sleep(Duration::from_secs(1));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignored_tags_do_not_split_a_series_key() {
+        let metric = |tags: &[&str]| Metric {
+            name: "m".into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        };
+        let ignore = vec!["host".to_string()];
+        let key = |tags: &[&str]| metric_key(&metric(tags), &ignore);
+        assert_eq!(key(&["env:a", "host:h1"]), key(&["host:h2", "env:a"]));
+        assert_eq!(key(&["env:a", "host"]), key(&["env:a"]));
+        assert_ne!(key(&["env:a"]), key(&["env:b"]));
+        assert_ne!(
+            metric_key(&metric(&["host:h1"]), &[]),
+            metric_key(&metric(&["host:h2"]), &[])
+        );
+    }
+}
