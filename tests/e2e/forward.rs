@@ -382,3 +382,28 @@ fn forwarding_failures_are_retried_counted_and_a_restarted_global_gets_the_next_
     send_lines(&local, &["rs.c:5|c|#veneurglobalonly".to_string()]);
     wait_near(&global, "rs_c_total", 5.0, 0.0);
 }
+
+#[test]
+fn sigterm_flushes_the_open_interval_to_the_jsonl_sink_and_upstream() {
+    let global = Server::start("interval: 1s\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("last.jsonl");
+    // a long interval: only the shutdown flush can deliver these
+    let local = Server::start(&format!(
+        "interval: 60s\nshutdown_timeout: 10s\nforward_address: {}\nmetric_sinks:\n  - kind: jsonl\n    name: file\n    config: {{path: {}}}\n",
+        global.addr("grpc tcp"),
+        path.display()
+    ));
+    send_lines(
+        &local,
+        &[
+            "last.local:3|c".to_string(),
+            "last.global:4|c|#veneurglobalonly".to_string(),
+        ],
+    );
+    local.wait_metric("ssfd_worker_received_total{kind=\"counter\"}", 2.0);
+    assert!(local.terminate().success(), "exit 0");
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(written.contains("\"name\":\"last.local\""), "{written}");
+    wait_near(&global, "last_global_total", 4.0, 0.0);
+}
