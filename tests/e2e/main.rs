@@ -3,6 +3,7 @@
 
 mod aggregation;
 mod clients;
+mod deploy;
 mod emit;
 mod forward;
 mod listeners;

@@ -1,0 +1,74 @@
+//! `deploy/` (issue 7, operations): every example config and every config inside the
+//! Kubernetes manifests passes `ssfd check-config`; the manifests hold a local
+//! DaemonSet, a proxy Deployment and a global StatefulSet behind a headless service
+//! (the name the proxy's `dns_names` resolves); the systemd unit and the Dockerfile run
+//! `ssfd serve -f`.
+
+use ssfd_e2e::{root, ssfd_binary};
+use std::process::Command;
+
+fn check_config(path: &std::path::Path) {
+    let output = Command::new(ssfd_binary())
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn every_deploy_config_checks() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root().join("deploy/config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            check_config(&path);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "default, local, proxy, global");
+    let dir = tempfile::tempdir().unwrap();
+    let mut kinds = Vec::new();
+    for entry in std::fs::read_dir(root().join("deploy/kubernetes")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(document).unwrap();
+            let kind = value["kind"].as_str().unwrap().to_string();
+            if kind == "ConfigMap" {
+                let config = dir.path().join(format!(
+                    "{}.yaml",
+                    value["metadata"]["name"].as_str().unwrap()
+                ));
+                std::fs::write(&config, value["data"]["ssfd.yaml"].as_str().unwrap()).unwrap();
+                check_config(&config);
+            }
+            if kind == "Service" && value["spec"]["clusterIP"].as_str() == Some("None") {
+                kinds.push(format!(
+                    "headless {}",
+                    value["metadata"]["name"].as_str().unwrap()
+                ));
+            }
+            kinds.push(kind);
+        }
+    }
+    for want in [
+        "DaemonSet",
+        "Deployment",
+        "StatefulSet",
+        "headless ssfd-global-headless",
+    ] {
+        assert!(kinds.iter().any(|k| k == want), "{want} in {kinds:?}");
+    }
+    let proxy = std::fs::read_to_string(root().join("deploy/config/proxy.yaml")).unwrap();
+    assert!(proxy.contains("ssfd-global-headless:8181"));
+    for file in ["deploy/systemd/ssfd.service", "deploy/docker/Dockerfile"] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        assert!(text.contains("serve") && text.contains("-f"), "{file}");
+    }
+}
