@@ -120,3 +120,40 @@ fn query_prints_waterfalls_tables_and_json() {
     assert!(!ok);
     assert!(err.contains("400") && err.contains("severity"), "{err}");
 }
+
+#[test]
+fn with_a_bearer_token_file_the_api_refuses_requests_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let server = Server::start(&format!(
+        "http_bearer_token_file: {}\n",
+        token_file.display()
+    ));
+    let get = |path: &str, headers: &str| ssfd_e2e::http_get_with(&server.http, path, headers);
+    for path in [
+        "/api/v1/services",
+        "/api/v1/logs",
+        "/metrics",
+        "/api/services",
+    ] {
+        let (status, body) = get(path, "");
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(body.contains("Bearer"), "{body}");
+        assert_eq!(
+            get(path, "Authorization: Bearer wrong\r\n").0,
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            get(path, "Authorization: Bearer s3cret-token\r\n").0,
+            200,
+            "{path}"
+        );
+    }
+    assert_eq!(get("/healthcheck", "").0, 200, "probes need no token");
+    let (ok, _, err) = query(&server, &["traces"]);
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, out, err) = query(&server, &["--token", "s3cret-token", "traces"]);
+    assert!(ok && out.starts_with("TRACE_ID"), "{out} {err}");
+}

@@ -39,6 +39,61 @@ pub fn router(
     slos: Arc<SloRegistry>,
     store: Option<Arc<Store>>,
     proxy: Option<Arc<ssfd_export::proxy::Proxy>>,
+    bearer_token: Option<String>,
+) -> Router {
+    let router = routes(exposition, span_metrics, slos, store, proxy);
+    match bearer_token {
+        Some(token) => {
+            let expected: Arc<str> = format!("Bearer {token}").into();
+            router.layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let expected = Arc::clone(&expected);
+                    async move { authorize(&expected, request, next).await }
+                },
+            ))
+        }
+        None => router,
+    }
+}
+
+/// With `http_bearer_token_file`, the API and `/metrics` want `Authorization: Bearer
+/// <token>` (401 otherwise); `/healthcheck`, `/version` and the UI page stay open.
+async fn authorize(
+    expected: &str,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let open = matches!(path, "/" | "/healthcheck" | "/version");
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if open || given.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes())) {
+        return next.run(request).await;
+    }
+    let mut response = api_error(
+        StatusCode::UNAUTHORIZED,
+        "this endpoint needs Authorization: Bearer <token>".into(),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// Compares without an early exit, so the time taken does not tell where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn routes(
+    exposition: Arc<Mutex<Exposition>>,
+    span_metrics: Arc<SpanMetricsRegistry>,
+    slos: Arc<SloRegistry>,
+    store: Option<Arc<Store>>,
+    proxy: Option<Arc<ssfd_export::proxy::Proxy>>,
 ) -> Router {
     Router::new()
         .route(

@@ -18,6 +18,9 @@ pub struct QueryArgs {
     /// Print the API's JSON answer unchanged.
     #[arg(long, global = true)]
     json: bool,
+    /// The API's bearer token (`http_bearer_token_file` on the server).
+    #[arg(long, global = true, env = "SSFD_QUERY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     what: What,
 }
@@ -79,6 +82,7 @@ enum What {
 /// GETs `path?params` and returns the JSON body; an API error becomes its message.
 fn get(
     addr: &str,
+    token: Option<&str>,
     path: &str,
     params: &[(&str, String)],
 ) -> anyhow::Result<(String, serde_json::Value)> {
@@ -101,8 +105,11 @@ fn get(
         .http_status_as_error(false)
         .build()
         .into();
-    let mut response = agent
-        .get(&url)
+    let mut request = agent.get(&url);
+    if let Some(token) = token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut response = request
         .call()
         .with_context(|| format!("cannot reach ssfd at {base}"))?;
     let status = response.status();
@@ -131,7 +138,12 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     let (body, value, render): (String, serde_json::Value, fn(&serde_json::Value) -> String) =
         match args.what {
             What::Trace { id } => {
-                let (body, value) = get(&args.addr, &format!("/api/v1/traces/{id}"), &[])?;
+                let (body, value) = get(
+                    &args.addr,
+                    args.token.as_deref(),
+                    &format!("/api/v1/traces/{id}"),
+                    &[],
+                )?;
                 (body, value, ssfd_query::text::waterfall)
             }
             What::Traces {
@@ -157,7 +169,8 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
                 push(&mut params, "start", start);
                 push(&mut params, "end", end);
                 push(&mut params, "limit", limit.map(|l| l.to_string()));
-                let (body, value) = get(&args.addr, "/api/v1/traces", &params)?;
+                let (body, value) =
+                    get(&args.addr, args.token.as_deref(), "/api/v1/traces", &params)?;
                 (body, value, ssfd_query::text::traces_table)
             }
             What::Logs {
@@ -181,7 +194,8 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
                 push(&mut params, "start", start);
                 push(&mut params, "end", end);
                 push(&mut params, "limit", limit.map(|l| l.to_string()));
-                let (body, value) = get(&args.addr, "/api/v1/logs", &params)?;
+                let (body, value) =
+                    get(&args.addr, args.token.as_deref(), "/api/v1/logs", &params)?;
                 (body, value, ssfd_query::text::logs_table)
             }
         };

@@ -154,6 +154,16 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             Pipeline::start_with(pipeline_config, flush_config, sinks, derived.clone());
         let mut bound = ssfd_ingest::bind(&config).await?;
         bound.set_event_queue(derived.events);
+        let bearer_token = match config.http_bearer_token_file.as_str() {
+            "" => None,
+            file => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read http_bearer_token_file {file}"))?
+                    .trim()
+                    .to_string(),
+            )
+            .filter(|token| !token.is_empty()),
+        };
         let proxy = if config.role == "proxy" {
             let proxy = crate::sinks::proxy(&config)?;
             bound.set_proxy(std::sync::Arc::new(crate::sinks::ProxyRoute(
@@ -185,7 +195,14 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let http_server = tokio::spawn(async move {
             let _ = axum::serve(
                 http,
-                crate::http::router(prometheus.exposition, span_metrics, slos, http_store, proxy),
+                crate::http::router(
+                    prometheus.exposition,
+                    span_metrics,
+                    slos,
+                    http_store,
+                    proxy,
+                    bearer_token,
+                ),
             )
             .with_graceful_shutdown(async move {
                 let _ = http_stopped.changed().await;
