@@ -31,7 +31,7 @@ enum Command {
     /// Sends one metric or span to a running ssfd (or Veneur).
     Emit(Box<emit::EmitArgs>),
     /// Reads traces and logs from a running ssfd (its HTTP API).
-    Query(query::QueryArgs),
+    Query(Box<query::QueryArgs>),
     /// Parses and validates a configuration, then prints the effective configuration.
     CheckConfig {
         /// The YAML configuration file.
@@ -44,7 +44,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve::run(config.as_deref()),
         Command::Emit(args) => emit::run(*args),
-        Command::Query(args) => query::run(args),
+        Command::Query(args) => query::run(*args),
         Command::CheckConfig { file } => check_config(&file),
     };
     match result {
