@@ -594,3 +594,23 @@ fn metric_sink_routing_decides_which_sink_gets_what() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn sigterm_honours_shutdown_timeout_with_a_hung_sink() {
+    let hanging = receiver(Mode::Hang);
+    let server = Server::start(&format!(
+        "interval: 1s\nshutdown_timeout: 2s\nmetric_sinks:\n{}",
+        datadog_sink("stuck", &hanging.address, "")
+    ));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .send_to(b"hung.c:1|c", server.addr("statsd udp"))
+        .unwrap();
+    // the sink is now stuck in a request that never gets an answer
+    hanging.wait_for("/api/v1/series", |_| true);
+    let started = Instant::now();
+    // without the deadline the sink's retries (10 s each) would hold the exit past the
+    // harness's 30 s
+    assert!(server.terminate().success(), "exit 0");
+    eprintln!("exited {:?} after SIGTERM", started.elapsed());
+}
