@@ -127,3 +127,76 @@ fn emit_over_grpc() {
         4.0
     );
 }
+
+#[test]
+fn nested_commands_form_one_trace() {
+    let server = Server::start("");
+    let ssf = format!("udp://{}", server.addr("ssf udp"));
+    let binary = ssfd_binary();
+    let binary = binary.to_str().unwrap();
+    // outer times `ssfd emit ... --command -- sh -c 'exit 3'`, which inherits the
+    // trace: two spans, the inner one the outer's child, failed
+    let output = Command::new(binary)
+        .args([
+            "emit",
+            "--ssf",
+            "-hostport",
+            &ssf,
+            "--span-service",
+            "deploy",
+            "--span-name",
+            "outer",
+            "--trace-id",
+            "4711",
+            "--command",
+            "--",
+            binary,
+            "emit",
+            "--ssf",
+            "--hostport",
+            &ssf,
+            "-span_service",
+            "deploy",
+            "--name",
+            "inner.duration",
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "the failing command fails emit too"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let trace: serde_json::Value = loop {
+        let (status, body) = server.get("/api/v1/traces/4711");
+        if status == 200 {
+            let trace: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if trace["span_count"] == 2 {
+                break trace;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {body}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(trace["complete"], true);
+    let outer = &trace["root"];
+    assert_eq!(outer["name"], "outer");
+    let inner = &outer["children"][0];
+    assert_eq!(inner["name"], "sh", "the command's name");
+    assert_eq!(inner["error"], true, "exit 3");
+    assert_eq!(
+        outer["error"], true,
+        "its command (the inner emit) failed too"
+    );
+    assert!(inner["duration_ns"].as_i64().unwrap() > 0);
+    assert!(outer["duration_ns"].as_i64() >= inner["duration_ns"].as_i64());
+    assert_eq!(
+        inner["metrics"][0]["name"], "inner.duration",
+        "the timer rides along"
+    );
+}

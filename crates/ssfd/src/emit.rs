@@ -67,6 +67,17 @@ pub struct EmitArgs {
     pub error: bool,
     #[arg(long = "span-tags", alias = "span_tags")]
     pub span_tags: Option<String>,
+    /// Times the command after `--` and reports it as a span (and, with --name, a
+    /// timer); the command sees SSFD_TRACE_ID and SSFD_PARENT_SPAN_ID (and Veneur's
+    /// VENEUR_EMIT_*), so nested `ssfd emit --command` calls form one trace.
+    #[arg(long)]
+    pub command: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true)]
+    pub argv: Vec<String>,
+    /// Set by `--command`: (span id, start, end, failed).
+    #[arg(skip)]
+    pub timed: Option<(i64, i64, i64, bool)>,
 }
 
 fn random_id() -> i64 {
@@ -108,7 +119,59 @@ impl EmitArgs {
     }
 
     fn wants_span(&self) -> bool {
-        self.span_service.is_some() || self.span_name.is_some() || self.trace_id.is_some()
+        self.span_service.is_some()
+            || self.span_name.is_some()
+            || self.trace_id.is_some()
+            || self.timed.is_some()
+    }
+
+    /// The trace context from the environment, when the flags do not give it (a
+    /// nested `ssfd emit` or `veneur-emit` under `--command`).
+    fn inherit_trace_context(&mut self) {
+        let spanning =
+            self.command || self.ssf || self.span_service.is_some() || self.span_name.is_some();
+        if !spanning {
+            return;
+        }
+        let from_env = |names: [&str; 2]| {
+            names
+                .iter()
+                .find_map(|name| std::env::var(name).ok()?.parse::<i64>().ok())
+        };
+        if self.trace_id.is_none() {
+            self.trace_id = from_env(["SSFD_TRACE_ID", "VENEUR_EMIT_TRACE_ID"]);
+        }
+        if self.parent_span_id.is_none() {
+            self.parent_span_id = from_env(["SSFD_PARENT_SPAN_ID", "VENEUR_EMIT_PARENT_SPAN_ID"]);
+        }
+    }
+
+    /// Runs the `--command`, timing it, with this span as the parent of its children.
+    fn run_command(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let Some((program, arguments)) = self.argv.split_first() else {
+            bail!("--command needs the command after `--`");
+        };
+        let id = random_id();
+        let trace = self.trace_id.unwrap_or(id);
+        let start = now_ns();
+        let status = std::process::Command::new(program)
+            .args(arguments)
+            .env("SSFD_TRACE_ID", trace.to_string())
+            .env("SSFD_PARENT_SPAN_ID", id.to_string())
+            .env("VENEUR_EMIT_TRACE_ID", trace.to_string())
+            .env("VENEUR_EMIT_PARENT_SPAN_ID", id.to_string())
+            .status()
+            .with_context(|| format!("cannot run `{program}`"))?;
+        let end = now_ns();
+        self.trace_id = Some(trace);
+        if self.span_name.is_none() {
+            self.span_name = Some(program.clone());
+        }
+        self.timed = Some((id, start, end, !status.success()));
+        if self.name.is_some() && self.timing.is_none() {
+            self.timing = Some(format!("{}ns", (end - start).max(1)));
+        }
+        Ok(status)
     }
 
     /// The DogStatsD lines this invocation sends.
@@ -226,16 +289,25 @@ impl EmitArgs {
             ..Default::default()
         };
         if self.wants_span() {
-            let end = now_ns();
-            let duration = self.timing()?.map_or(1_000, |d| d.as_nanos() as i64).max(1);
-            span.id = random_id();
+            match self.timed {
+                Some((id, start, end, _)) => {
+                    span.id = id;
+                    span.start_timestamp = start;
+                    span.end_timestamp = end;
+                }
+                None => {
+                    let end = now_ns();
+                    let duration = self.timing()?.map_or(1_000, |d| d.as_nanos() as i64).max(1);
+                    span.id = random_id();
+                    span.start_timestamp = end - duration;
+                    span.end_timestamp = end;
+                }
+            }
             span.trace_id = self.trace_id.unwrap_or(span.id);
             span.parent_id = self.parent_span_id.unwrap_or(0);
-            span.start_timestamp = end - duration;
-            span.end_timestamp = end;
             span.service = self.span_service.clone().unwrap_or_default();
             span.name = self.span_name.clone().unwrap_or_default();
-            span.error = self.error;
+            span.error = self.error || self.timed.is_some_and(|(_, _, _, failed)| failed);
             span.indicator = self.indicator;
             span.tags = tags_of(self.span_tags.as_deref()).into_iter().collect();
         }
@@ -248,8 +320,14 @@ impl EmitArgs {
 
 /// Go's flag package takes `-hostport` as well as `--hostport`; so does emit.
 pub fn normalise_flags(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut after_separator = false;
     args.into_iter()
         .map(|arg| {
+            // what follows `--` is a command's own arguments: left as they are
+            if after_separator || arg == "--" {
+                after_separator = true;
+                return arg;
+            }
             let bytes = arg.as_bytes();
             if bytes.len() > 2 && bytes[0] == b'-' && bytes[1].is_ascii_alphabetic() {
                 format!("-{arg}")
@@ -260,7 +338,21 @@ pub fn normalise_flags(args: impl IntoIterator<Item = String>) -> Vec<String> {
         .collect()
 }
 
-pub fn run(args: EmitArgs) -> anyhow::Result<()> {
+pub fn run(mut args: EmitArgs) -> anyhow::Result<()> {
+    args.inherit_trace_context();
+    let status = if args.command {
+        Some(args.run_command()?)
+    } else {
+        None
+    };
+    send(&args)?;
+    match status {
+        Some(status) if !status.success() => bail!("the command failed: {status}"),
+        _ => Ok(()),
+    }
+}
+
+fn send(args: &EmitArgs) -> anyhow::Result<()> {
     let grpc = args.grpc;
     let ssf = args.ssf || (args.wants_span() && !grpc);
     let default_host = match (grpc, ssf) {
