@@ -72,3 +72,24 @@ fn every_deploy_config_checks() {
         assert!(text.contains("serve") && text.contains("-f"), "{file}");
     }
 }
+
+#[test]
+fn environment_variables_override_the_file() {
+    let server = ssfd_e2e::Server::start_with_env(
+        "interval: 60s\npercentiles: [0.5]\n",
+        &[
+            ("SSFD_INTERVAL", "1s"),
+            ("SSFD_PERCENTILES", "0.5,0.9"),
+            ("SSFD_NOT_A_KEY", "ignored"),
+        ],
+    );
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let lines: Vec<String> = (1..=100).map(|v| format!("env.t:{v}|ms")).collect();
+    socket
+        .send_to(lines.join("\n").as_bytes(), server.addr("statsd udp"))
+        .unwrap();
+    // a 1 s interval (not the file's 60 s) flushes the 0.9 quantile (not only 0.5)
+    server.wait_metric("env_t_count", 100.0);
+    let quantile = server.metric("env_t{quantile=\"0.9\"}");
+    assert!((quantile - 90.0).abs() <= 1.0, "{quantile}");
+}

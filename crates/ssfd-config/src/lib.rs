@@ -283,6 +283,17 @@ impl Config {
     /// Parses a YAML file's text. Absent listener keys open nothing; every other absent
     /// key takes the embedded default.
     pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
+        Config::parse_with_env(text, std::env::vars())
+    }
+
+    /// [`Config::parse`] with `env` as the environment: `SSFD_<KEY>` (a top-level key,
+    /// upper case) overrides the file; lists are comma-separated (or a YAML flow
+    /// list), other values are read as YAML scalars or flow mappings; `SSFD_`
+    /// variables that name no key are ignored (SPEC 9).
+    pub fn parse_with_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Loaded, ConfigError> {
         let value: serde_yaml::Value =
             serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
         let mut mapping = match value {
@@ -310,6 +321,32 @@ impl Config {
                 line: line_of(text, &name),
                 key: name,
             });
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("SSFD_").map(str::to_ascii_lowercase) else {
+                continue;
+            };
+            if !known.contains(&key.as_str()) {
+                continue;
+            }
+            let scalar = |text: &str| {
+                serde_yaml::from_str::<serde_yaml::Value>(text)
+                    .unwrap_or_else(|_| serde_yaml::Value::String(text.to_string()))
+            };
+            let parsed =
+                if ENV_LIST_KEYS.contains(&key.as_str()) && !value.trim_start().starts_with('[') {
+                    serde_yaml::Value::Sequence(
+                        value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|item| !item.is_empty())
+                            .map(scalar)
+                            .collect(),
+                    )
+                } else {
+                    scalar(&value)
+                };
+            mapping.insert(serde_yaml::Value::String(key), parsed);
         }
         let config: Config =
             match serde_yaml::from_value(serde_yaml::Value::Mapping(mapping.clone())) {
@@ -434,6 +471,17 @@ impl Config {
         LISTENER_KEYS
     }
 }
+
+/// Keys whose `SSFD_` variable is a comma-separated list.
+const ENV_LIST_KEYS: &[&str] = &[
+    "statsd_listen_addresses",
+    "ssf_listen_addresses",
+    "grpc_listen_addresses",
+    "otlp_listen_addresses",
+    "percentiles",
+    "aggregates",
+    "extend_tags",
+];
 
 const KNOWN_KEYS: &[&str] = &[
     "role",
@@ -604,6 +652,37 @@ mod tests {
                 line: 2
             }
         );
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = [
+            ("SSFD_INTERVAL", "2s"),
+            ("SSFD_PERCENTILES", "0.5, 0.9"),
+            (
+                "SSFD_STATSD_LISTEN_ADDRESSES",
+                "udp://127.0.0.1:9999,tcp://127.0.0.1:9999",
+            ),
+            ("SSFD_STORAGE", "{max_bytes: 0}"),
+            ("SSFD_NUM_WORKERS", "3"),
+            ("SSFD_NOT_A_KEY", "ignored"),
+            ("OTHER", "ignored"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = Config::parse_with_env("interval: 5s\npercentiles: [0.99]\n", env)
+            .unwrap()
+            .config;
+        assert_eq!(config.interval(), Duration::from_secs(2));
+        assert_eq!(config.percentiles, [0.5, 0.9]);
+        assert_eq!(
+            config.statsd_listen_addresses,
+            ["udp://127.0.0.1:9999", "tcp://127.0.0.1:9999"]
+        );
+        assert_eq!(config.storage.max_bytes, 0);
+        assert_eq!(config.num_workers, 3);
+        let bad = [("SSFD_NUM_WORKERS".to_string(), "many".to_string())];
+        let error = Config::parse_with_env("", bad).unwrap_err();
+        assert!(error.to_string().contains("num_workers"), "{error}");
     }
 
     #[test]
