@@ -93,3 +93,50 @@ fn environment_variables_override_the_file() {
     let quantile = server.metric("env_t{quantile=\"0.9\"}");
     assert!((quantile - 90.0).abs() <= 1.0, "{quantile}");
 }
+
+#[test]
+fn veneurs_example_config_runs_unchanged_with_one_warning_per_unimplemented_key() {
+    let text = std::fs::read_to_string(root().join("testdata/veneur/example.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    // the file as Veneur ships it; the environment only moves ports and data out of
+    // the way of other tests (SPEC 9's overrides)
+    let server = ssfd_e2e::Server::start_config(
+        &text,
+        tempfile::tempdir().unwrap(),
+        &[
+            ("SSFD_STATSD_LISTEN_ADDRESSES", "udp://127.0.0.1:0"),
+            ("SSFD_SSF_LISTEN_ADDRESSES", "udp://127.0.0.1:0"),
+            ("SSFD_GRPC_LISTEN_ADDRESSES", "tcp://127.0.0.1:0"),
+            ("SSFD_GRPC_ADDRESS", "127.0.0.1:0"),
+            ("SSFD_HTTP_ADDRESS", "127.0.0.1:0"),
+            ("SSFD_DATA_DIR", data),
+            ("SSFD_INTERVAL", "1s"),
+        ],
+    );
+    let warnings: Vec<String> = server
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains("is not implemented by ssfd"))
+        .cloned()
+        .collect();
+    let mut keys: Vec<&str> = warnings
+        .iter()
+        .filter_map(|w| w.split('`').nth(1))
+        .collect();
+    let before = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), before, "one warning per key: {warnings:?}");
+    for key in ["sentry_dsn", "debug", "flush_on_shutdown", "stats_address"] {
+        assert!(keys.contains(&key), "{key} in {keys:?}");
+    }
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .send_to(b"veneur.example:2|c", server.addr("statsd udp"))
+        .unwrap();
+    server.wait_metric("veneur_example_total", 2.0);
+}
