@@ -63,6 +63,23 @@ pub fn port_zero_config(dir: &Path) -> String {
     )
 }
 
+/// A TCP port free at the time of asking (for a server that must come back on it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind port 0")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// [`port_zero_config`] with the gRPC listener on `port`, so a restart comes back on it.
+pub fn fixed_grpc_config(dir: &Path, port: u16) -> String {
+    port_zero_config(dir).replace(
+        "grpc_listen_addresses: [tcp://127.0.0.1:0]",
+        &format!("grpc_listen_addresses: [tcp://127.0.0.1:{port}]"),
+    )
+}
+
 impl Server {
     /// Starts ssfd on `port_zero_config` plus `extra` YAML lines.
     pub fn start(extra: &str) -> Server {

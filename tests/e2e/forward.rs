@@ -335,17 +335,9 @@ fn a_proxy_finds_its_globals_by_dns_name() {
 #[test]
 fn forwarding_failures_are_retried_counted_and_a_restarted_global_gets_the_next_intervals() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let global_config = |dir: &std::path::Path| {
-        ssfd_e2e::port_zero_config(dir).replace(
-            "grpc_listen_addresses: [tcp://127.0.0.1:0]",
-            &format!("grpc_listen_addresses: [tcp://127.0.0.1:{port}]"),
-        ) + "interval: 1s\n"
-    };
+    let port = ssfd_e2e::free_port();
+    let global_config =
+        |dir: &std::path::Path| ssfd_e2e::fixed_grpc_config(dir, port) + "interval: 1s\n";
     let global = Server::start_config(
         &global_config(dir.path()),
         tempfile::tempdir().unwrap(),

@@ -106,10 +106,21 @@ fn the_opentelemetry_sdk_sends_a_trace_logs_and_a_counter() {
 }
 
 fn post(address: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    post_with(address, path, content_type, "", body)
+}
+
+/// POSTs `body` with extra header lines (each ending in `\r\n`).
+fn post_with(
+    address: &str,
+    path: &str,
+    content_type: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -171,6 +182,19 @@ fn otlp_http_takes_json_and_refuses_garbage() {
         b"\xff\xff\xff",
     );
     assert_eq!(status, 400);
+    // a gzip body that would inflate past the request limit is refused, not inflated
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![0u8; 40 << 20]).unwrap();
+    let bomb = bomb.finish().unwrap();
+    let (status, body) = post_with(
+        &http,
+        "/v1/traces",
+        "application/x-protobuf",
+        "Content-Encoding: gzip\r\n",
+        &bomb,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("inflates past"), "{body}");
     assert!(
         server.metric("ssfd_rejected_total{listener=\"otlp\",protocol=\"http\",reason=\"decode\"}")
             >= 1.0

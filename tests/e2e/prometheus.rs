@@ -2,7 +2,7 @@
 //! `promtool check metrics` parses it, and a real Prometheus server scrapes ssfd and
 //! answers PromQL for values sent through Datadog's Python client.
 
-use ssfd_e2e::{Server, http_get, python};
+use ssfd_e2e::{Server, free_port, http_get, python};
 use std::io::Write;
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
@@ -69,14 +69,6 @@ fn promtool_parses_the_exposition() {
         "promtool: {:?}\n{report}\n{metrics}",
         output.status
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Prometheus {

@@ -5,25 +5,14 @@
 //! nothing else is lost; restarted on its port, it rejoins the ring.
 
 use prost::Message;
-use ssfd_e2e::{Server, port_zero_config};
+use ssfd_e2e::{Server, fixed_grpc_config, free_port};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A global whose gRPC listener is on `port` (so a restart comes back on it).
 fn global(port: u16) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let config = port_zero_config(dir.path()).replace(
-        "grpc_listen_addresses: [tcp://127.0.0.1:0]",
-        &format!("grpc_listen_addresses: [tcp://127.0.0.1:{port}]"),
-    );
+    let config = fixed_grpc_config(dir.path(), port);
     Server::start_config(
         &format!("{config}interval: 1s\npercentiles: [0.99]\n"),
         dir,

@@ -89,6 +89,8 @@ pub struct QueuedSink {
     queued: Arc<std::sync::atomic::AtomicU64>,
     /// The forwarding sink: it gets `Flush::forward` and nothing else.
     forward: bool,
+    /// Where its drops count: `forward` for the forwarding sink, else `sink`.
+    stage: ssfd_telemetry::Stage,
     done: Receiver<()>,
     shutdown_timeout: Duration,
 }
@@ -102,6 +104,11 @@ impl QueuedSink {
         shutdown_timeout: Duration,
     ) -> QueuedSink {
         let forward = sink.kind() == "forward";
+        let stage = if forward {
+            ssfd_telemetry::Stage::Forward
+        } else {
+            ssfd_telemetry::Stage::Sink
+        };
         let counters = ssfd_telemetry::sink(name, sink.kind());
         let (queue, work) = bounded(policy.queue);
         let (finished, done) = bounded(1);
@@ -114,6 +121,7 @@ impl QueuedSink {
             .spawn(move || {
                 run(
                     &thread_name,
+                    stage,
                     sink,
                     policy,
                     &work,
@@ -130,6 +138,7 @@ impl QueuedSink {
             counters,
             queued,
             forward,
+            stage,
             done,
             shutdown_timeout,
         }
@@ -174,11 +183,7 @@ impl MetricSink for QueuedSink {
             self.counters
                 .dropped
                 .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-            ssfd_telemetry::dropped(
-                ssfd_telemetry::Stage::Sink,
-                ssfd_telemetry::DropReason::QueueFull,
-                count,
-            );
+            ssfd_telemetry::dropped(self.stage, ssfd_telemetry::DropReason::QueueFull, count);
         }
     }
 }
@@ -197,11 +202,7 @@ impl Drop for QueuedSink {
             self.counters
                 .dropped
                 .fetch_add(left, std::sync::atomic::Ordering::Relaxed);
-            ssfd_telemetry::dropped(
-                ssfd_telemetry::Stage::Sink,
-                ssfd_telemetry::DropReason::Shutdown,
-                left,
-            );
+            ssfd_telemetry::dropped(self.stage, ssfd_telemetry::DropReason::Shutdown, left);
         }
     }
 }
@@ -229,6 +230,7 @@ impl Jitter {
 /// `policy.max_retries`; counts `items` as sent, or as dropped with one failure.
 pub fn send_with_retries(
     name: &str,
+    stage: ssfd_telemetry::Stage,
     policy: &RetryPolicy,
     counters: &SinkCounters,
     jitter: &mut Jitter,
@@ -253,11 +255,7 @@ pub fn send_with_retries(
                 tracing::warn!(sink = name, %error, "sink send failed; dropping the payload");
                 counters.failures.fetch_add(1, Relaxed);
                 counters.dropped.fetch_add(items, Relaxed);
-                ssfd_telemetry::dropped(
-                    ssfd_telemetry::Stage::Sink,
-                    ssfd_telemetry::DropReason::RetryExhausted,
-                    items,
-                );
+                ssfd_telemetry::dropped(stage, ssfd_telemetry::DropReason::RetryExhausted, items);
                 return;
             }
         }
@@ -266,6 +264,7 @@ pub fn send_with_retries(
 
 fn run(
     name: &str,
+    stage: ssfd_telemetry::Stage,
     mut sink: Box<dyn Deliver>,
     policy: RetryPolicy,
     work: &Receiver<Work>,
@@ -276,9 +275,15 @@ fn run(
     while let Ok(Work::Interval(flush)) = work.recv() {
         let started = Instant::now();
         for payload in sink.encode(&flush) {
-            send_with_retries(name, &policy, counters, &mut jitter, payload.items, || {
-                sink.send(&payload)
-            });
+            send_with_retries(
+                name,
+                stage,
+                &policy,
+                counters,
+                &mut jitter,
+                payload.items,
+                || sink.send(&payload),
+            );
         }
         counters.observe_flush(started.elapsed().as_secs_f64());
         queued.fetch_sub(items(&flush), std::sync::atomic::Ordering::Relaxed);
@@ -387,6 +392,113 @@ impl Deliver for Blackhole {
     fn send(&mut self, _payload: &Payload) -> Result<(), SendError> {
         Ok(())
     }
+}
+
+/// A bounded queue of items (spans, forwarded metrics) with one sender thread: the
+/// thread gathers what is queued, up to `max_batch`, and delivers it with
+/// [`send_with_retries`]; a full queue drops the items offered and counts them at
+/// `stage`. The OTLP span sink, span forwarding and the proxy's per-global queues are
+/// all one of these.
+pub struct BatchQueue<T> {
+    queue: Sender<Vec<T>>,
+    counters: Arc<SinkCounters>,
+    stage: ssfd_telemetry::Stage,
+}
+
+impl<T: Send + 'static> BatchQueue<T> {
+    pub fn start(
+        name: &str,
+        counters: Arc<SinkCounters>,
+        stage: ssfd_telemetry::Stage,
+        policy: RetryPolicy,
+        max_batch: usize,
+        mut send: impl FnMut(&[T]) -> Result<(), SendError> + Send + 'static,
+    ) -> BatchQueue<T> {
+        let (queue, work) = bounded::<Vec<T>>(policy.queue.max(1) * 64);
+        let thread_counters = Arc::clone(&counters);
+        let label = name.to_string();
+        std::thread::Builder::new()
+            .name(format!("ssfd-{name}"))
+            .spawn(move || {
+                let mut jitter = Jitter::default();
+                while let Ok(mut items) = work.recv() {
+                    let started = Instant::now();
+                    while items.len() < max_batch {
+                        match work.try_recv() {
+                            Ok(more) => items.extend(more),
+                            Err(_) => break,
+                        }
+                    }
+                    let count = items.len() as u64;
+                    send_with_retries(
+                        &label,
+                        stage,
+                        &policy,
+                        &thread_counters,
+                        &mut jitter,
+                        count,
+                        || send(&items),
+                    );
+                    thread_counters.observe_flush(started.elapsed().as_secs_f64());
+                }
+            })
+            .expect("spawn a queue thread");
+        BatchQueue {
+            queue,
+            counters,
+            stage,
+        }
+    }
+
+    /// Queues `items` without waiting; when full they are dropped and counted.
+    pub fn offer(&self, items: Vec<T>) {
+        if items.is_empty() {
+            return;
+        }
+        let count = items.len() as u64;
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.queue.try_send(items)
+        {
+            self.counters
+                .dropped
+                .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+            ssfd_telemetry::dropped(self.stage, ssfd_telemetry::DropReason::QueueFull, count);
+        }
+    }
+}
+
+/// `ssfd.v1.Ingest/SendSpans` marked `ssfd-forwarded` (span forwarding and the proxy).
+pub fn send_forwarded_spans(
+    client: &mut GrpcClient,
+    spans: &[ssfd_wire::ssf::SsfSpan],
+) -> Result<(), SendError> {
+    let channel = client.channel()?;
+    let mut request = tonic::Request::new(tokio_stream::iter(spans.to_vec()));
+    request.metadata_mut().insert(
+        "ssfd-forwarded",
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    let result = client.block_on(async move {
+        ssfd_wire::ssfd::v1::ingest_client::IngestClient::new(channel)
+            .send_spans(request)
+            .await
+    });
+    result.map(drop).map_err(|status| client.status(status))
+}
+
+/// `forwardrpc.Forward/SendMetricsV2` (a local's forwarding and the proxy).
+pub fn send_forwarded_metrics(
+    client: &mut GrpcClient,
+    metrics: &[ssfd_wire::metricpb::Metric],
+) -> Result<(), SendError> {
+    let channel = client.channel()?;
+    let stream = tokio_stream::iter(metrics.to_vec());
+    let result = client.block_on(async move {
+        ssfd_wire::forwardrpc::forward_client::ForwardClient::new(channel)
+            .send_metrics_v2(stream)
+            .await
+    });
+    result.map(drop).map_err(|status| client.status(status))
 }
 
 /// A current-thread runtime and a lazily connected gRPC channel, for a sink's own

@@ -8,10 +8,7 @@
 //! 8 bytes, `span.kind` as kind, tags as attributes, `error` as status ERROR, log
 //! samples as events.
 
-use crate::delivery::{
-    Deliver, GrpcClient as Client, Jitter, Payload, RetryPolicy, SendError, send_with_retries,
-};
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use crate::delivery::{BatchQueue, Deliver, GrpcClient as Client, Payload, RetryPolicy, SendError};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient,
 };
@@ -28,8 +25,6 @@ use prost::Message;
 use ssfd_engine::{Flush, FlushedType, SpanBatch, SpanSink};
 use ssfd_wire::ssf::SsfSpan;
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 fn string_value(value: &str) -> Option<AnyValue> {
     Some(AnyValue {
@@ -266,72 +261,30 @@ impl Deliver for OtlpMetrics {
 const SPANS_PER_EXPORT: usize = 2048;
 
 /// The span half of the `otlp` sink: a span sink with its own queue and thread.
-pub struct OtlpSpans {
-    queue: Sender<Vec<SsfSpan>>,
-    counters: Arc<ssfd_telemetry::SinkCounters>,
-}
+pub struct OtlpSpans(BatchQueue<SsfSpan>);
 
 impl OtlpSpans {
     pub fn start(name: &str, endpoint: &str, policy: RetryPolicy) -> OtlpSpans {
-        let counters = ssfd_telemetry::sink(name, "otlp");
-        let (queue, work) = bounded(policy.queue.max(1) * 64);
-        let thread_counters = Arc::clone(&counters);
-        let endpoint = endpoint.to_string();
-        std::thread::Builder::new()
-            .name(format!("ssfd-sink-{name}-spans"))
-            .spawn(move || export_spans(&endpoint, policy, &work, &thread_counters))
-            .expect("spawn a sink thread");
-        OtlpSpans { queue, counters }
-    }
-}
-
-fn export_spans(
-    endpoint: &str,
-    policy: RetryPolicy,
-    work: &Receiver<Vec<SsfSpan>>,
-    counters: &ssfd_telemetry::SinkCounters,
-) {
-    let mut client = Client::new(endpoint);
-    let mut jitter = Jitter::default();
-    while let Ok(first) = work.recv() {
-        let started = std::time::Instant::now();
-        let mut spans = first;
-        while spans.len() < SPANS_PER_EXPORT {
-            match work.try_recv() {
-                Ok(more) => spans.extend(more),
-                Err(_) => break,
-            }
-        }
-        let request = trace_request(&spans);
-        send_with_retries(
-            "otlp spans",
-            &policy,
-            counters,
-            &mut jitter,
-            spans.len() as u64,
-            || client.traces(request.clone()),
-        );
-        counters.observe_flush(started.elapsed().as_secs_f64());
+        let mut client = Client::new(endpoint);
+        OtlpSpans(BatchQueue::start(
+            &format!("sink-{name}-spans"),
+            ssfd_telemetry::sink(name, "otlp"),
+            ssfd_telemetry::Stage::Sink,
+            policy,
+            SPANS_PER_EXPORT,
+            move |spans: &[SsfSpan]| client.traces(trace_request(spans)),
+        ))
     }
 }
 
 impl SpanSink for OtlpSpans {
     fn append(&self, spans: &SpanBatch) {
-        let decoded: Vec<SsfSpan> = spans
-            .iter()
-            .filter_map(|(_, bytes)| SsfSpan::decode(bytes).ok())
-            .collect();
-        let count = decoded.len() as u64;
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.queue.try_send(decoded)
-        {
-            self.counters.dropped.fetch_add(count, Relaxed);
-            ssfd_telemetry::dropped(
-                ssfd_telemetry::Stage::Sink,
-                ssfd_telemetry::DropReason::QueueFull,
-                count,
-            );
-        }
+        self.0.offer(
+            spans
+                .iter()
+                .filter_map(|(_, bytes)| SsfSpan::decode(bytes).ok())
+                .collect(),
+        );
     }
 }
 

@@ -9,22 +9,23 @@
 //! answer there. Destinations are a static list plus what `dns_names` resolve to,
 //! resolved again every `resolve_interval` (a headless Kubernetes service).
 
-use crate::delivery::{GrpcClient, Jitter, RetryPolicy, send_with_retries};
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use crate::delivery::{
+    BatchQueue, GrpcClient, RetryPolicy, send_forwarded_metrics, send_forwarded_spans,
+};
 use ssfd_cluster::Ring;
 use ssfd_wire::metricpb::Metric;
 use ssfd_wire::ssf::SsfSpan;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 struct Upstream {
-    metrics: Sender<Vec<Metric>>,
-    spans: Sender<Vec<SsfSpan>>,
-    metric_counters: Arc<ssfd_telemetry::SinkCounters>,
-    span_counters: Arc<ssfd_telemetry::SinkCounters>,
+    metrics: BatchQueue<Metric>,
+    spans: BatchQueue<SsfSpan>,
 }
+
+/// Forwarded items per call to a global.
+const PER_CALL: usize = 10_000;
 
 /// Routes forwarded metrics and spans to the globals.
 pub struct Proxy {
@@ -159,29 +160,25 @@ impl Proxy {
             return;
         }
         let policy = RetryPolicy::default();
-        let (metrics, metric_work) = bounded(policy.queue * 64);
-        let (spans, span_work) = bounded(policy.queue * 64);
-        let metric_counters = ssfd_telemetry::sink(destination, "forward");
-        let span_counters = ssfd_telemetry::sink(&format!("{destination} spans"), "forward");
-        let (address, counters) = (destination.to_string(), Arc::clone(&metric_counters));
-        std::thread::Builder::new()
-            .name("ssfd-proxy-metrics".into())
-            .spawn(move || send_metrics(&address, policy, &metric_work, &counters))
-            .expect("spawn a proxy thread");
-        let (address, counters) = (destination.to_string(), Arc::clone(&span_counters));
-        std::thread::Builder::new()
-            .name("ssfd-proxy-spans".into())
-            .spawn(move || send_spans(&address, policy, &span_work, &counters))
-            .expect("spawn a proxy thread");
-        upstreams.insert(
-            destination.to_string(),
-            Upstream {
-                metrics,
-                spans,
-                metric_counters,
-                span_counters,
-            },
+        let mut metric_client = GrpcClient::new(destination);
+        let mut span_client = GrpcClient::new(destination);
+        let metrics = BatchQueue::start(
+            "proxy-metrics",
+            ssfd_telemetry::sink(destination, "forward"),
+            ssfd_telemetry::Stage::Forward,
+            policy,
+            PER_CALL,
+            move |metrics: &[Metric]| send_forwarded_metrics(&mut metric_client, metrics),
         );
+        let spans = BatchQueue::start(
+            "proxy-spans",
+            ssfd_telemetry::sink(&format!("{destination} spans"), "forward"),
+            ssfd_telemetry::Stage::Forward,
+            policy,
+            PER_CALL,
+            move |spans: &[SsfSpan]| send_forwarded_spans(&mut span_client, spans),
+        );
+        upstreams.insert(destination.to_string(), Upstream { metrics, spans });
     }
 
     /// The stored spans of `trace_id`, asked of the global that owns it
@@ -233,17 +230,7 @@ impl Proxy {
             let Some(upstream) = upstreams.get(&owner) else {
                 continue;
             };
-            let count = metrics.len() as u64;
-            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-                upstream.metrics.try_send(metrics)
-            {
-                upstream.metric_counters.dropped.fetch_add(count, Relaxed);
-                ssfd_telemetry::dropped(
-                    ssfd_telemetry::Stage::Forward,
-                    ssfd_telemetry::DropReason::QueueFull,
-                    count,
-                );
-            }
+            upstream.metrics.offer(metrics);
         }
     }
 
@@ -265,88 +252,8 @@ impl Proxy {
             let Some(upstream) = upstreams.get(&owner) else {
                 continue;
             };
-            let count = spans.len() as u64;
-            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-                upstream.spans.try_send(spans)
-            {
-                upstream.span_counters.dropped.fetch_add(count, Relaxed);
-                ssfd_telemetry::dropped(
-                    ssfd_telemetry::Stage::Forward,
-                    ssfd_telemetry::DropReason::QueueFull,
-                    count,
-                );
-            }
+            upstream.spans.offer(spans);
         }
-    }
-}
-
-fn send_metrics(
-    address: &str,
-    policy: RetryPolicy,
-    work: &Receiver<Vec<Metric>>,
-    counters: &ssfd_telemetry::SinkCounters,
-) {
-    let mut client = GrpcClient::new(address);
-    let mut jitter = Jitter::default();
-    while let Ok(mut metrics) = work.recv() {
-        while let Ok(more) = work.try_recv() {
-            metrics.extend(more);
-        }
-        let started = std::time::Instant::now();
-        send_with_retries(
-            address,
-            &policy,
-            counters,
-            &mut jitter,
-            metrics.len() as u64,
-            || {
-                let channel = client.channel()?;
-                let stream = tokio_stream::iter(metrics.clone());
-                let result = client.block_on(async move {
-                    ssfd_wire::forwardrpc::forward_client::ForwardClient::new(channel)
-                        .send_metrics_v2(stream)
-                        .await
-                });
-                result.map(drop).map_err(|status| client.status(status))
-            },
-        );
-        counters.observe_flush(started.elapsed().as_secs_f64());
-    }
-}
-
-fn send_spans(
-    address: &str,
-    policy: RetryPolicy,
-    work: &Receiver<Vec<SsfSpan>>,
-    counters: &ssfd_telemetry::SinkCounters,
-) {
-    let mut client = GrpcClient::new(address);
-    let mut jitter = Jitter::default();
-    while let Ok(mut spans) = work.recv() {
-        while let Ok(more) = work.try_recv() {
-            spans.extend(more);
-        }
-        send_with_retries(
-            address,
-            &policy,
-            counters,
-            &mut jitter,
-            spans.len() as u64,
-            || {
-                let channel = client.channel()?;
-                let mut request = tonic::Request::new(tokio_stream::iter(spans.clone()));
-                request.metadata_mut().insert(
-                    "ssfd-forwarded",
-                    tonic::metadata::MetadataValue::from_static("1"),
-                );
-                let result = client.block_on(async move {
-                    ssfd_wire::ssfd::v1::ingest_client::IngestClient::new(channel)
-                        .send_spans(request)
-                        .await
-                });
-                result.map(drop).map_err(|status| client.status(status))
-            },
-        );
     }
 }
 

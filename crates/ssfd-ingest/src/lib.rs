@@ -103,6 +103,25 @@ impl Running {
     }
 }
 
+/// Serves a tonic router on `listener` until `shutdown` changes.
+fn serve_grpc(
+    tasks: &mut JoinSet<()>,
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    what: &'static str,
+) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tasks.spawn(async move {
+        let signal = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(error) = router.serve_with_incoming_shutdown(incoming, signal).await {
+            tracing::error!(%error, "{what} server failed");
+        }
+    });
+}
+
 /// How long stopping waits for listeners to finish what is in flight.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -353,18 +372,7 @@ impl Bound {
                         .add_service(TraceServiceServer::new(otlp.clone()))
                         .add_service(LogsServiceServer::new(otlp.clone()))
                         .add_service(MetricsServiceServer::new(otlp.clone()));
-                    let mut stop = shutdown.clone();
-                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                    tasks.spawn(async move {
-                        let signal = async move {
-                            let _ = stop.changed().await;
-                        };
-                        if let Err(error) =
-                            router.serve_with_incoming_shutdown(incoming, signal).await
-                        {
-                            tracing::error!(%error, "otlp grpc server failed");
-                        }
-                    });
+                    serve_grpc(&mut tasks, router, listener, shutdown.clone(), "otlp grpc");
                 }
                 Socket::OtlpHttp { listener } => {
                     let router = otlp::http_router(otlp.clone());
@@ -436,18 +444,7 @@ impl Bound {
                             ))
                             .max_encoding_message_size(256 << 20)
                         }));
-                    let mut stop = shutdown.clone();
-                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                    tasks.spawn(async move {
-                        let signal = async move {
-                            let _ = stop.changed().await;
-                        };
-                        if let Err(error) =
-                            router.serve_with_incoming_shutdown(incoming, signal).await
-                        {
-                            tracing::error!(%error, "grpc server failed");
-                        }
-                    });
+                    serve_grpc(&mut tasks, router, listener, shutdown.clone(), "grpc");
                 }
             }
         }

@@ -745,9 +745,12 @@ pub fn http_router(otlp: OtlpIngest) -> axum::Router {
         .route("/v1/traces", post(http_traces))
         .route("/v1/logs", post(http_logs))
         .route("/v1/metrics", post(http_metrics))
-        .layer(axum::extract::DefaultBodyLimit::max(32 << 20))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_INFLATED))
         .with_state(otlp)
 }
+
+/// The most a gzip OTLP/HTTP body may inflate to (the same as the request limit).
+const MAX_INFLATED: usize = 32 << 20;
 
 enum Format {
     Protobuf,
@@ -770,9 +773,14 @@ fn decode<T: prost::Message + Default + serde::de::DeserializeOwned>(
     let inflated;
     let body = if header(axum::http::header::CONTENT_ENCODING) == "gzip" {
         let mut out = Vec::new();
+        // a small body must not inflate without bound
         flate2::read::GzDecoder::new(body)
+            .take(MAX_INFLATED as u64 + 1)
             .read_to_end(&mut out)
             .map_err(|e| format!("gzip body: {e}"))?;
+        if out.len() > MAX_INFLATED {
+            return Err(format!("gzip body inflates past {MAX_INFLATED} bytes"));
+        }
         inflated = out;
         &inflated[..]
     } else {

@@ -2,11 +2,10 @@
 //! calls), in Jaeger's JSON: ids as 16 hex digits, times in microseconds, tags and log
 //! fields as `{key, type, value}`, one process per service.
 
-use prost::Message;
 use serde_json::{Value, json};
 use ssfd_store::TraceQuery;
 use ssfd_wire::ssf::{SsfSpan, ssf_sample};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// An id as Jaeger shows it: the two's-complement u64 in 16 hex digits.
 pub fn hex_id(id: i64) -> String {
@@ -34,20 +33,11 @@ fn kv(key: &str, value: &str) -> Value {
 /// One trace in Jaeger's format; `None` when no span decodes. Duplicate span ids keep
 /// the last arrival.
 pub fn trace(trace_id: i64, encoded: &[Vec<u8>]) -> Option<Value> {
-    let mut by_id: HashMap<i64, SsfSpan> = HashMap::new();
-    let mut order = Vec::new();
-    for bytes in encoded {
-        let Ok(span) = SsfSpan::decode(&bytes[..]) else {
-            continue;
-        };
-        if by_id.insert(span.id, span.clone()).is_none() {
-            order.push(span.id);
-        }
-    }
-    if order.is_empty() {
+    let decoded = crate::last_arrivals(encoded);
+    if decoded.is_empty() {
         return None;
     }
-    let mut spans: Vec<&SsfSpan> = order.iter().map(|id| &by_id[id]).collect();
+    let mut spans: Vec<&SsfSpan> = decoded.iter().collect();
     spans.sort_by_key(|s| (s.start_timestamp, s.id));
     let total = spans.len();
     // the same cap as the tree answer: the earliest-starting spans, and a warning
@@ -220,6 +210,7 @@ pub fn search_query(raw: Option<&str>) -> Result<TraceQuery, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
     use ssfd_wire::ssf::SsfSample;
 
     #[test]

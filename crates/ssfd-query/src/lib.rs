@@ -127,6 +127,26 @@ pub fn span_json(span: &SsfSpan, children: Vec<Value>) -> Value {
     })
 }
 
+/// A trace's stored spans decoded, one per span id: a duplicate id keeps its last
+/// arrival, in the place of its first (SPEC 5). Undecodable bytes are skipped.
+pub fn last_arrivals(encoded: &[Vec<u8>]) -> Vec<SsfSpan> {
+    let mut place: HashMap<i64, usize> = HashMap::new();
+    let mut spans: Vec<SsfSpan> = Vec::new();
+    for bytes in encoded {
+        let Ok(span) = SsfSpan::decode(&bytes[..]) else {
+            continue;
+        };
+        match place.get(&span.id) {
+            Some(&index) => spans[index] = span,
+            None => {
+                place.insert(span.id, spans.len());
+                spans.push(span);
+            }
+        }
+    }
+    spans
+}
+
 /// The most spans one answer renders; a larger trace is truncated and says so
 /// (`truncated: true`, `span_count` still counts every span).
 pub const MAX_SPANS_PER_RESPONSE: usize = 10_000;
@@ -162,21 +182,11 @@ impl Tree<'_> {
 /// Joins `encoded` (one trace's stored spans, in arrival order) into SPEC 6's
 /// `/api/v1/traces/{id}` answer; `None` when there is no span.
 pub fn trace_json(trace_id: i64, encoded: &[Vec<u8>]) -> Option<Value> {
-    // duplicate span ids keep the last arrival
-    let mut by_id: HashMap<i64, SsfSpan> = HashMap::new();
-    let mut order: Vec<i64> = Vec::new();
-    for bytes in encoded {
-        let Ok(span) = SsfSpan::decode(&bytes[..]) else {
-            continue;
-        };
-        if by_id.insert(span.id, span.clone()).is_none() {
-            order.push(span.id);
-        }
-    }
-    if order.is_empty() {
+    let decoded = last_arrivals(encoded);
+    if decoded.is_empty() {
         return None;
     }
-    let spans: Vec<&SsfSpan> = order.iter().map(|id| &by_id[id]).collect();
+    let spans: Vec<&SsfSpan> = decoded.iter().collect();
     let ids: HashSet<i64> = spans.iter().map(|s| s.id).collect();
     let root = spans
         .iter()
