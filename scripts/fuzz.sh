@@ -2,7 +2,7 @@
 # Fuzzing with cargo-fuzz on the stable toolchain (`-s none`: no sanitizer).
 #   scripts/fuzz.sh build              build every target (CI does this)
 #   scripts/fuzz.sh run TARGET RUNS    run TARGET for RUNS executions on its corpus
-# Targets: dogstatsd, ssf, framing, hll, forward. Corpora live in fuzz/corpus/<target>.
+# Targets: dogstatsd, ssf, framing, hll, forward, otlp. Corpora live in fuzz/corpus/<target>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -37,7 +37,7 @@ const CUMULATIVE: i32 = 2;
 
 /// Cumulative streams remembered for their increase (per series key).
 #[derive(Default)]
-struct Streams {
+pub struct Streams {
     sums: HashMap<String, f64>,
     /// A histogram stream's last bucket counts and sum.
     buckets: HashMap<String, (Vec<u64>, f64)>,
@@ -97,7 +97,8 @@ fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Option<Any
         .map(|kv| &kv.value)
 }
 
-fn service_of(resource: &Option<Resource>) -> String {
+/// A resource's `service.name`, or empty.
+pub fn service_of(resource: &Option<Resource>) -> String {
     resource
         .as_ref()
         .and_then(|r| attribute(&r.attributes, "service.name"))
@@ -486,173 +487,18 @@ impl OtlpIngest {
         protocol: Protocol,
     ) -> Result<Outcome, Overloaded> {
         let mut handoff = self.handoff(protocol);
-        let mut outcome = Outcome::default();
-        let mut samples: Vec<SsfSample> = Vec::new();
-        let mut items = 0;
-        {
+        let converted = {
             let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-            for resource in &request.resource_metrics {
-                let service = service_of(&resource.resource);
-                for scope in &resource.scope_metrics {
-                    for metric in &scope.metrics {
-                        let tags_of = |attributes: &[KeyValue]| {
-                            let mut tags: std::collections::BTreeMap<String, String> = attributes
-                                .iter()
-                                .map(|kv| (kv.key.clone(), text(&kv.value)))
-                                .collect();
-                            if !service.is_empty() {
-                                tags.entry("service".into())
-                                    .or_insert_with(|| service.clone());
-                            }
-                            tags
-                        };
-                        let number =
-                            |point: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint| {
-                                match point.value {
-                                    Some(number_data_point::Value::AsDouble(d)) => d,
-                                    Some(number_data_point::Value::AsInt(i)) => i as f64,
-                                    None => f64::NAN,
-                                }
-                            };
-                        match &metric.data {
-                            Some(metric::Data::Gauge(gauge)) => {
-                                for point in &gauge.data_points {
-                                    items += 1;
-                                    samples.push(sample(
-                                        &metric.name,
-                                        SsfMetric::Gauge,
-                                        number(point),
-                                        1.0,
-                                        &tags_of(&point.attributes),
-                                    ));
-                                }
-                            }
-                            Some(metric::Data::Sum(sum)) => {
-                                for point in &sum.data_points {
-                                    items += 1;
-                                    let tags = tags_of(&point.attributes);
-                                    let value = number(point);
-                                    if !sum.is_monotonic {
-                                        samples.push(sample(
-                                            &metric.name,
-                                            SsfMetric::Gauge,
-                                            value,
-                                            1.0,
-                                            &tags,
-                                        ));
-                                    } else if sum.aggregation_temporality == CUMULATIVE {
-                                        let key = stream_key(&metric.name, &tags);
-                                        let last = streams.sums.insert(key, value);
-                                        // the first point counts whole: the stream began at 0
-                                        let increase = match last {
-                                            Some(last) if value >= last => value - last,
-                                            _ => value,
-                                        };
-                                        if increase > 0.0 {
-                                            samples.push(sample(
-                                                &metric.name,
-                                                SsfMetric::Counter,
-                                                increase,
-                                                1.0,
-                                                &tags,
-                                            ));
-                                        }
-                                    } else {
-                                        samples.push(sample(
-                                            &metric.name,
-                                            SsfMetric::Counter,
-                                            value,
-                                            1.0,
-                                            &tags,
-                                        ));
-                                    }
-                                }
-                            }
-                            Some(metric::Data::Histogram(histogram)) => {
-                                for point in &histogram.data_points {
-                                    items += 1;
-                                    let tags = tags_of(&point.attributes);
-                                    let cumulative = histogram.aggregation_temporality != DELTA;
-                                    let (counts, min, max, sum) = if cumulative {
-                                        let key = stream_key(&metric.name, &tags);
-                                        let now_sum = point.sum.unwrap_or(f64::NAN);
-                                        let last = streams
-                                            .buckets
-                                            .insert(key, (point.bucket_counts.clone(), now_sum));
-                                        match last {
-                                            Some((last, last_sum))
-                                                if last.len() == point.bucket_counts.len()
-                                                    && last
-                                                        .iter()
-                                                        .zip(&point.bucket_counts)
-                                                        .all(|(a, b)| b >= a) =>
-                                            {
-                                                // min and max of a cumulative point span its
-                                                // whole life: unknown for this increase
-                                                let counts = point
-                                                    .bucket_counts
-                                                    .iter()
-                                                    .zip(&last)
-                                                    .map(|(now, before)| now - before)
-                                                    .collect();
-                                                let sum = Some(now_sum - last_sum)
-                                                    .filter(|s| s.is_finite());
-                                                (counts, None, None, sum)
-                                            }
-                                            _ => (
-                                                point.bucket_counts.clone(),
-                                                point.min,
-                                                point.max,
-                                                point.sum,
-                                            ),
-                                        }
-                                    } else {
-                                        (
-                                            point.bucket_counts.clone(),
-                                            point.min,
-                                            point.max,
-                                            point.sum,
-                                        )
-                                    };
-                                    let Some(weighted) = histogram_samples(
-                                        &point.explicit_bounds,
-                                        &counts,
-                                        min,
-                                        max,
-                                        sum,
-                                    ) else {
-                                        outcome.rejected += 1;
-                                        outcome.error = format!(
-                                            "metric `{}`: bucket_counts must be one longer than explicit_bounds",
-                                            metric.name
-                                        );
-                                        handoff.reject_reason(ssfd_telemetry::Reason::BadValue);
-                                        continue;
-                                    };
-                                    for (value, weight) in weighted {
-                                        samples.push(sample(
-                                            &metric.name,
-                                            SsfMetric::Histogram,
-                                            value,
-                                            (1.0 / weight) as f32,
-                                            &tags,
-                                        ));
-                                    }
-                                }
-                            }
-                            Some(_) | None => {
-                                items += 1;
-                                outcome.rejected += 1;
-                                outcome.error = format!(
-                                    "metric `{}`: exponential histograms and summaries are not taken yet",
-                                    metric.name
-                                );
-                                handoff.reject_reason(ssfd_telemetry::Reason::UnknownSection);
-                            }
-                        }
-                    }
-                }
-            }
+            metric_samples(request, &mut streams)
+        };
+        let MetricSamples {
+            samples,
+            items,
+            mut outcome,
+            rejects,
+        } = converted;
+        for reason in rejects {
+            handoff.reject_reason(reason);
         }
         for chunk in samples.chunks(64) {
             let carrier = SsfSpan {
@@ -665,6 +511,193 @@ impl OtlpIngest {
         }
         Self::finish(&mut handoff, items)?;
         Ok(outcome)
+    }
+}
+
+/// What one metrics export converts to: SSF samples, the data points counted, and
+/// what was refused with why.
+#[derive(Debug, Default)]
+pub struct MetricSamples {
+    pub samples: Vec<SsfSample>,
+    pub items: u64,
+    pub outcome: Outcome,
+    pub rejects: Vec<ssfd_telemetry::Reason>,
+}
+
+/// Converts an OTLP metrics export to SSF samples (see the module's comment);
+/// cumulative streams are remembered in `streams` for their increase.
+pub fn metric_samples(request: &ExportMetricsServiceRequest, streams: &mut Streams) -> MetricSamples {
+    let mut outcome = Outcome::default();
+    let mut samples: Vec<SsfSample> = Vec::new();
+    let mut rejects = Vec::new();
+    let mut items = 0;
+    for resource in &request.resource_metrics {
+        let service = service_of(&resource.resource);
+        for scope in &resource.scope_metrics {
+            for metric in &scope.metrics {
+                let tags_of = |attributes: &[KeyValue]| {
+                    let mut tags: std::collections::BTreeMap<String, String> = attributes
+                        .iter()
+                        .map(|kv| (kv.key.clone(), text(&kv.value)))
+                        .collect();
+                    if !service.is_empty() {
+                        tags.entry("service".into())
+                            .or_insert_with(|| service.clone());
+                    }
+                    tags
+                };
+                let number =
+                    |point: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint| {
+                        match point.value {
+                            Some(number_data_point::Value::AsDouble(d)) => d,
+                            Some(number_data_point::Value::AsInt(i)) => i as f64,
+                            None => f64::NAN,
+                        }
+                    };
+                match &metric.data {
+                    Some(metric::Data::Gauge(gauge)) => {
+                        for point in &gauge.data_points {
+                            items += 1;
+                            samples.push(sample(
+                                &metric.name,
+                                SsfMetric::Gauge,
+                                number(point),
+                                1.0,
+                                &tags_of(&point.attributes),
+                            ));
+                        }
+                    }
+                    Some(metric::Data::Sum(sum)) => {
+                        for point in &sum.data_points {
+                            items += 1;
+                            let tags = tags_of(&point.attributes);
+                            let value = number(point);
+                            if !sum.is_monotonic {
+                                samples.push(sample(
+                                    &metric.name,
+                                    SsfMetric::Gauge,
+                                    value,
+                                    1.0,
+                                    &tags,
+                                ));
+                            } else if sum.aggregation_temporality == CUMULATIVE {
+                                let key = stream_key(&metric.name, &tags);
+                                let last = streams.sums.insert(key, value);
+                                // the first point counts whole: the stream began at 0
+                                let increase = match last {
+                                    Some(last) if value >= last => value - last,
+                                    _ => value,
+                                };
+                                if increase > 0.0 {
+                                    samples.push(sample(
+                                        &metric.name,
+                                        SsfMetric::Counter,
+                                        increase,
+                                        1.0,
+                                        &tags,
+                                    ));
+                                }
+                            } else {
+                                samples.push(sample(
+                                    &metric.name,
+                                    SsfMetric::Counter,
+                                    value,
+                                    1.0,
+                                    &tags,
+                                ));
+                            }
+                        }
+                    }
+                    Some(metric::Data::Histogram(histogram)) => {
+                        for point in &histogram.data_points {
+                            items += 1;
+                            let tags = tags_of(&point.attributes);
+                            let cumulative = histogram.aggregation_temporality != DELTA;
+                            let (counts, min, max, sum) = if cumulative {
+                                let key = stream_key(&metric.name, &tags);
+                                let now_sum = point.sum.unwrap_or(f64::NAN);
+                                let last = streams
+                                    .buckets
+                                    .insert(key, (point.bucket_counts.clone(), now_sum));
+                                match last {
+                                    Some((last, last_sum))
+                                        if last.len() == point.bucket_counts.len()
+                                            && last
+                                                .iter()
+                                                .zip(&point.bucket_counts)
+                                                .all(|(a, b)| b >= a) =>
+                                    {
+                                        // min and max of a cumulative point span its
+                                        // whole life: unknown for this increase
+                                        let counts = point
+                                            .bucket_counts
+                                            .iter()
+                                            .zip(&last)
+                                            .map(|(now, before)| now - before)
+                                            .collect();
+                                        let sum = Some(now_sum - last_sum)
+                                            .filter(|s| s.is_finite());
+                                        (counts, None, None, sum)
+                                    }
+                                    _ => (
+                                        point.bucket_counts.clone(),
+                                        point.min,
+                                        point.max,
+                                        point.sum,
+                                    ),
+                                }
+                            } else {
+                                (
+                                    point.bucket_counts.clone(),
+                                    point.min,
+                                    point.max,
+                                    point.sum,
+                                )
+                            };
+                            let Some(weighted) = histogram_samples(
+                                &point.explicit_bounds,
+                                &counts,
+                                min,
+                                max,
+                                sum,
+                            ) else {
+                                outcome.rejected += 1;
+                                outcome.error = format!(
+                                    "metric `{}`: bucket_counts must be one longer than explicit_bounds",
+                                    metric.name
+                                );
+                                rejects.push(ssfd_telemetry::Reason::BadValue);
+                                continue;
+                            };
+                            for (value, weight) in weighted {
+                                samples.push(sample(
+                                    &metric.name,
+                                    SsfMetric::Histogram,
+                                    value,
+                                    (1.0 / weight) as f32,
+                                    &tags,
+                                ));
+                            }
+                        }
+                    }
+                    Some(_) | None => {
+                        items += 1;
+                        outcome.rejected += 1;
+                        outcome.error = format!(
+                            "metric `{}`: exponential histograms and summaries are not taken yet",
+                            metric.name
+                        );
+                        rejects.push(ssfd_telemetry::Reason::UnknownSection);
+                    }
+                }
+            }
+        }
+    }
+    MetricSamples {
+        samples,
+        items,
+        outcome,
+        rejects,
     }
 }
 
