@@ -200,10 +200,17 @@ pub struct Config {
     pub tls: serde_yaml::Value,
     #[serde(default)]
     pub http_bearer_token_file: String,
+    /// The write-ahead log under `data_dir/wal` (SPEC 7); `false` acknowledges
+    /// durable requests on hand-off (benchmarks compare the two).
+    #[serde(default = "default_wal")]
+    pub wal: bool,
     #[serde(default = "default_prometheus_expiry")]
     pub prometheus_expiry: String,
 }
 
+fn default_wal() -> bool {
+    true
+}
 fn default_role() -> String {
     "standalone".into()
 }
@@ -524,6 +531,7 @@ const KNOWN_KEYS: &[&str] = &[
     "tls",
     "http_bearer_token_file",
     "prometheus_expiry",
+    "wal",
 ];
 
 /// A listen address in Veneur's URL forms.

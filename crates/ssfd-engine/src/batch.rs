@@ -87,6 +87,8 @@ pub struct SampleBatch {
     samples: Vec<Sample>,
     /// Forwarded state; each `Sample` carries only its key, kind and scope.
     imports: Vec<(Sample, Imported)>,
+    /// The interval it was sent in (`durable.rs`), stamped by the pipeline.
+    pub(crate) epoch: u64,
 }
 
 impl SampleBatch {
@@ -95,6 +97,7 @@ impl SampleBatch {
             arena: Vec::with_capacity(samples * 64),
             samples: Vec::with_capacity(samples),
             imports: Vec::new(),
+            epoch: 0,
         }
     }
 

@@ -65,6 +65,9 @@ pub struct Flush {
     pub forward: Vec<ssfd_wire::metricpb::Metric>,
     /// DogStatsD events of the interval, passed on unaggregated.
     pub events: Vec<crate::record::LogRecord>,
+    /// The interval's write-ahead-log token: a sink holds a clone until it has
+    /// delivered (or dropped and counted) its part (`durable.rs`).
+    pub durable: crate::durable::Durable,
 }
 
 /// Histogram aggregates (SPEC 4.1 and Veneur's `aggregates`).

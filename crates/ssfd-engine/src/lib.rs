@@ -9,6 +9,7 @@
 
 pub mod aggregate;
 pub mod batch;
+pub mod durable;
 pub mod events;
 pub mod flush;
 pub mod pipeline;
@@ -18,6 +19,7 @@ pub mod slo;
 pub mod span;
 pub mod span_metrics;
 
+pub use durable::{Durable, Gate, Log, Token};
 pub use batch::{Imported, KeyScratch, MetricKind, Sample, SampleBatch, Scope, ShardedSamples};
 pub use flush::{
     Aggregate, Flush, FlushConfig, FlushedMetric, FlushedType, HistogramSummary, Percentile,

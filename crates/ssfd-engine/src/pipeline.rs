@@ -5,6 +5,7 @@
 //! item it loses is counted in `ssfd_dropped_total{stage="ingest",reason="queue_full"}`.
 
 use crate::aggregate::SeriesTable;
+use crate::durable::{Durable, Gate};
 use crate::batch::{SampleBatch, ShardedSamples};
 use crate::events::EventQueue;
 use crate::flush::{Flush, FlushConfig};
@@ -34,12 +35,24 @@ pub enum WhenFull {
 pub struct Full;
 
 /// Work for a span worker.
-#[derive(Debug)]
 pub enum SpanWork {
     /// Valid, normalised trace spans (with their embedded samples and logs).
     Spans(SpanBatch),
     /// Log records that are not inside a span.
     Records(Vec<LogRecord>),
+    /// Every span and record of the interval before it has been queued ahead of it:
+    /// the sink holds the token until they are durable (`durable.rs`).
+    Barrier(crate::durable::Token),
+}
+
+impl std::fmt::Debug for SpanWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpanWork::Spans(spans) => f.debug_tuple("Spans").field(spans).finish(),
+            SpanWork::Records(records) => f.debug_tuple("Records").field(records).finish(),
+            SpanWork::Barrier(_) => f.write_str("Barrier"),
+        }
+    }
 }
 
 impl SpanWork {
@@ -47,6 +60,7 @@ impl SpanWork {
         match self {
             SpanWork::Spans(spans) => spans.len(),
             SpanWork::Records(records) => records.len(),
+            SpanWork::Barrier(_) => 0,
         }
     }
 }
@@ -88,6 +102,7 @@ impl Default for PipelineConfig {
 pub struct Pipeline {
     metric_senders: Vec<Sender<SampleBatch>>,
     span_senders: Vec<Sender<SpanWork>>,
+    gate: Arc<Gate>,
 }
 
 /// Where each interval's flush goes (the Prometheus exposition, the `jsonl` sink...).
@@ -104,6 +119,11 @@ pub trait SpanSink: Send + Sync {
     fn append_logs(&self, _records: Vec<LogRecord>) {}
     /// Called when the span worker has been idle a while (a store writes what waits).
     fn tick(&self) {}
+    /// Everything appended before this call belongs to an earlier interval: hold
+    /// `token` until it is durable (a store), or drop it (the default: nothing kept).
+    fn barrier(&self, token: crate::durable::Token) {
+        drop(token);
+    }
 }
 
 /// State shared by ingest, the span workers and the flusher.
@@ -121,8 +141,9 @@ pub struct Derived {
 
 /// A message from the flusher to a metric worker.
 enum Control {
-    /// Swap out the interval's series and send them.
-    Flush(Sender<SeriesTable>),
+    /// Swap out the interval's series and send them; batches of this epoch and later
+    /// belong to the next interval.
+    Flush(Sender<SeriesTable>, u64),
     /// Take what is queued, send the series, and stop.
     Final(Sender<SeriesTable>),
 }
@@ -148,12 +169,13 @@ impl Workers {
     /// Flushes one last time what the workers hold and waits for every thread. Call
     /// after intake has stopped.
     pub fn join(mut self) {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // the last flush sends its barrier to the span workers, which are still running
         if let Some((stop, flusher)) = self.flusher.take() {
             let _ = stop.send(());
             let _ = flusher.join();
         }
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         for handle in self.handles {
             let _ = handle.join();
         }
@@ -180,6 +202,7 @@ impl Pipeline {
             Pipeline {
                 metric_senders,
                 span_senders,
+                gate: Arc::default(),
             },
             metric_receivers,
             span_receivers,
@@ -255,11 +278,15 @@ impl Pipeline {
             );
         }
         let (stop, stopped) = bounded(1);
+        let gate = Arc::clone(&pipeline.gate);
+        let span_senders = pipeline.span_senders.clone();
         let flusher = std::thread::Builder::new()
             .name("flusher".into())
             .spawn(move || {
                 flusher(
+                    &gate,
                     controls,
+                    span_senders,
                     stopped,
                     config.interval,
                     flush_config,
@@ -277,6 +304,11 @@ impl Pipeline {
                 stopping,
             },
         )
+    }
+
+    /// Orders durable requests against interval boundaries (`durable.rs`).
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     pub fn metric_shards(&self) -> usize {
@@ -313,7 +345,9 @@ impl Pipeline {
         if policy == WhenFull::Refuse && self.metric_senders.iter().any(Sender::is_full) {
             return Err(Full);
         }
-        for (shard, batch) in samples.drain() {
+        let epoch = self.gate.epoch();
+        for (shard, mut batch) in samples.drain() {
+            batch.epoch = epoch;
             send(&self.metric_senders[shard], batch, policy, SampleBatch::len);
         }
         Ok(())
@@ -322,8 +356,12 @@ impl Pipeline {
     /// Sends what fits without waiting; batches whose queue is full stay pending.
     /// Returns true when everything was sent.
     pub fn try_send_samples(&self, samples: &mut ShardedSamples) -> bool {
+        let epoch = self.gate.epoch();
         samples.send_each(
-            |shard, batch| match self.metric_senders[shard].try_send(batch) {
+            |shard, mut batch| match self.metric_senders[shard].try_send({
+                batch.epoch = epoch;
+                batch
+            }) {
                 Ok(()) => Ok(()),
                 Err(TrySendError::Full(batch)) => Err(batch),
                 Err(TrySendError::Disconnected(batch)) => {
@@ -383,8 +421,12 @@ fn metric_worker(
     stall: std::time::Duration,
     max_series: usize,
 ) {
-    let mut table = SeriesTable::with_limit(max_series);
-    let mut counts = [0u64; Kind::COUNT];
+    let mut worker = MetricWorker {
+        table: SeriesTable::with_limit(max_series),
+        counts: [0; Kind::COUNT],
+        stall,
+        epoch: 0,
+    };
     let mut batches = receiver;
     let never = crossbeam_channel::never();
     let mut open = true;
@@ -392,16 +434,20 @@ fn metric_worker(
         select! {
             recv(if open { &batches } else { &never }) -> message => match message {
                 Ok(batch) => {
-                    if !stall.is_zero() {
-                        std::thread::sleep(stall);
+                    // a batch of a later epoch: the flusher has moved on and its Flush
+                    // is on the way; this batch belongs after it
+                    while batch.epoch > worker.epoch {
+                        match control.recv() {
+                            Ok(Control::Flush(reply, next)) => worker.swap(&batches, reply, next),
+                            Ok(Control::Final(reply)) => {
+                                worker.apply(&batch);
+                                worker.finish(&batches, reply);
+                                return;
+                            }
+                            Err(_) => return,
+                        }
                     }
-                    table.apply(&batch);
-                    for sample in batch.samples().iter().chain(batch.imports().iter().map(|(s, _)| s)) {
-                        counts[sample.kind.telemetry() as usize] += 1;
-                    }
-                    for (index, count) in counts.iter_mut().enumerate() {
-                        telemetry::worker_received(Kind::ALL[index], std::mem::take(count));
-                    }
+                    worker.apply(&batch);
                 }
                 Err(_) => {
                     open = false;
@@ -409,19 +455,68 @@ fn metric_worker(
                 }
             },
             recv(control) -> message => match message {
-                Ok(Control::Flush(reply)) => {
-                    let _ = reply.send(table.take());
-                }
+                Ok(Control::Flush(reply, next)) => worker.swap(&batches, reply, next),
                 Ok(Control::Final(reply)) => {
-                    for batch in batches.try_iter() {
-                        table.apply(&batch);
-                    }
-                    let _ = reply.send(table.take());
+                    worker.finish(&batches, reply);
                     return;
                 }
                 Err(_) => return,
             },
         }
+    }
+}
+
+/// A metric worker's state.
+struct MetricWorker {
+    table: SeriesTable,
+    counts: [u64; Kind::COUNT],
+    stall: std::time::Duration,
+    /// Batches of an earlier epoch belong to the interval being filled.
+    epoch: u64,
+}
+
+impl MetricWorker {
+    fn apply(&mut self, batch: &SampleBatch) {
+        if !self.stall.is_zero() {
+            std::thread::sleep(self.stall);
+        }
+        self.table.apply(batch);
+        for sample in batch
+            .samples()
+            .iter()
+            .chain(batch.imports().iter().map(|(s, _)| s))
+        {
+            self.counts[sample.kind.telemetry() as usize] += 1;
+        }
+        for (index, count) in self.counts.iter_mut().enumerate() {
+            telemetry::worker_received(Kind::ALL[index], std::mem::take(count));
+        }
+    }
+
+    /// Folds in what is queued from before epoch `next`, swaps the interval out, and
+    /// keeps the first batch of `next` for the new interval.
+    fn swap(&mut self, batches: &Receiver<SampleBatch>, reply: Sender<SeriesTable>, next: u64) {
+        let mut held = None;
+        for batch in batches.try_iter() {
+            if batch.epoch >= next {
+                held = Some(batch);
+                break;
+            }
+            self.apply(&batch);
+        }
+        let _ = reply.send(self.table.take());
+        self.epoch = next;
+        if let Some(batch) = held {
+            self.apply(&batch);
+        }
+    }
+
+    /// Takes everything queued and sends the last series.
+    fn finish(&mut self, batches: &Receiver<SampleBatch>, reply: Sender<SeriesTable>) {
+        for batch in batches.try_iter() {
+            self.apply(&batch);
+        }
+        let _ = reply.send(self.table.take());
     }
 }
 
@@ -433,8 +528,11 @@ fn unix_seconds() -> i64 {
 
 /// Every interval: collects each worker's series, turns them into a [`Flush`] and hands
 /// it to every sink. On stop, does the same one last time.
+#[allow(clippy::too_many_arguments)]
 fn flusher(
+    gate: &Gate,
     controls: Vec<Sender<Control>>,
+    span_senders: Vec<Sender<SpanWork>>,
     stop: Receiver<()>,
     interval: std::time::Duration,
     config: FlushConfig,
@@ -449,13 +547,15 @@ fn flusher(
             recv(stop) -> _ => true,
         };
         let started = std::time::Instant::now();
+        // requests in flight finish first; the log's segment closes with the interval
+        let (next, token) = gate.advance();
         let mut tables = Vec::with_capacity(controls.len());
         for control in &controls {
             let (reply, replied) = bounded(1);
             let message = if last {
                 Control::Final(reply)
             } else {
-                Control::Flush(reply)
+                Control::Flush(reply, next)
             };
             if control.send(message).is_ok()
                 && let Ok(table) = replied.recv()
@@ -476,9 +576,17 @@ fn flusher(
         }
         slos.flush_into(&mut flush);
         flush.events = events.drain();
+        if let Some(token) = &token {
+            // behind every span of the interval: the store holds it until they are durable
+            for sender in &span_senders {
+                let _ = sender.send(SpanWork::Barrier(Arc::clone(token)));
+            }
+        }
+        flush.durable = Durable(token);
         for sink in &mut sinks {
             sink.flush(&flush);
         }
+        drop(flush);
         telemetry::set_series(series as u64);
         telemetry::observe_flush(started.elapsed().as_secs_f64());
         if last {
@@ -568,6 +676,10 @@ fn span_worker(
                     sink.append(&spans);
                 }
             }
+            SpanWork::Barrier(token) => match span_sink {
+                Some(sink) => sink.barrier(token),
+                None => drop(token),
+            },
             SpanWork::Records(records) => {
                 for record in &records {
                     let kind = match record.kind {
@@ -649,6 +761,7 @@ mod tests {
         let pipeline = Pipeline {
             metric_senders: vec![sender],
             span_senders: vec![],
+            gate: Arc::default(),
         };
         let mut scratch = KeyScratch::default();
         scratch.begin(b"x", MetricKind::Counter);

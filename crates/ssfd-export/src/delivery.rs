@@ -161,6 +161,7 @@ impl MetricSink for QueuedSink {
             _ if self.forward => Flush {
                 timestamp: flush.timestamp,
                 forward: flush.forward.clone(),
+                durable: flush.durable.clone(),
                 ..Flush::default()
             },
             Some(router) => router.route(&self.name, flush),

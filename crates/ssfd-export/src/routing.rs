@@ -188,6 +188,7 @@ impl Router {
                 .collect(),
             forward: Vec::new(),
             events: flush.events.clone(),
+            durable: flush.durable.clone(),
         }
     }
 }

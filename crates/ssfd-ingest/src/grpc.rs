@@ -7,6 +7,7 @@
 
 use crate::handoff::{Handoff, HandoffConfig};
 use crate::stream::flush_with_backpressure;
+use crate::wal::{self, Durability, Kind};
 use ssfd_engine::{Pipeline, WhenFull};
 use ssfd_telemetry::{Listener, Protocol};
 use ssfd_wire::dogstatsd::{self, DogstatsdPacket, dogstatsd_grpc_server::DogstatsdGrpc};
@@ -23,6 +24,8 @@ pub struct GrpcIngest {
     pub handoff: HandoffConfig,
     /// On a proxy: where forwarded metrics and spans go instead of the pipeline.
     pub proxy: Option<std::sync::Arc<dyn ForwardRoute>>,
+    /// The write-ahead log: a call is answered once what it handed off is on disk.
+    pub durability: Durability,
 }
 
 /// A proxy's router (SPEC 1): forwarded metrics by series key and spans by trace id,
@@ -54,13 +57,24 @@ fn refuse(handoff: &mut Handoff, items: u64) -> Status {
 #[tonic::async_trait]
 impl Ssfgrpc for GrpcIngest {
     async fn send_span(&self, request: Request<RawSpan>) -> Result<Response<ssf::Empty>, Status> {
-        let mut handoff = self.handoff();
-        if let Err(error) = handoff.ssf_packet(&request.into_inner().0) {
-            return Err(Status::invalid_argument(error.to_string()));
-        }
-        handoff
-            .flush(WhenFull::Refuse)
-            .map_err(|_| refuse(&mut handoff, 1))?;
+        let span = request.into_inner().0;
+        self.durability.refuse_while_failing(Listener::Grpc, 1)?;
+        let pending = {
+            let _gate = self.pipeline.gate().enter();
+            let mut handoff = self.handoff();
+            if let Err(error) = handoff.ssf_packet(&span) {
+                return Err(Status::invalid_argument(error.to_string()));
+            }
+            handoff
+                .flush(WhenFull::Refuse)
+                .map_err(|_| refuse(&mut handoff, 1))?;
+            self.durability.append(Kind::Spans, || {
+                let mut payload = Vec::with_capacity(span.len() + 4);
+                wal::push_span(&mut payload, &span);
+                payload
+            })
+        };
+        pending.durable().await?;
         Ok(Response::new(ssf::Empty {}))
     }
 }
@@ -71,13 +85,20 @@ impl DogstatsdGrpc for GrpcIngest {
         &self,
         request: Request<DogstatsdPacket>,
     ) -> Result<Response<dogstatsd::Empty>, Status> {
-        let mut handoff = self.handoff();
         let packet = request.into_inner().packet_bytes;
-        handoff.statsd_packet(&packet);
         let lines = ssfd_wire::dogstatsd_text::lines(&packet).count() as u64;
-        handoff
-            .flush(WhenFull::Refuse)
-            .map_err(|_| refuse(&mut handoff, lines))?;
+        self.durability.refuse_while_failing(Listener::Grpc, lines)?;
+        let pending = {
+            let _gate = self.pipeline.gate().enter();
+            let mut handoff = self.handoff();
+            handoff.statsd_packet(&packet);
+            handoff
+                .flush(WhenFull::Refuse)
+                .map_err(|_| refuse(&mut handoff, lines))?;
+            self.durability
+                .append(Kind::StatsdPacket, || packet.clone())
+        };
+        pending.durable().await?;
         Ok(Response::new(dogstatsd::Empty {}))
     }
 }
@@ -143,24 +164,62 @@ impl Ingest for GrpcIngest {
             accepted: 0,
             rejected: 0,
         };
+        let kind = if forwarded {
+            Kind::ForwardedSpans
+        } else {
+            Kind::Spans
+        };
+        let mut payload = Vec::new();
+        let mut pending = Vec::new();
         loop {
             match stream.message().await {
                 Ok(Some(span)) => match handoff.ssf_packet(&span.0) {
-                    Ok(_) => summary.accepted += 1,
+                    Ok(_) => {
+                        summary.accepted += 1;
+                        if self.durability.enabled() {
+                            wal::push_span(&mut payload, &span.0);
+                        }
+                    }
                     Err(_) => summary.rejected += 1,
                 },
                 Ok(None) => break,
                 Err(status) => {
-                    flush_with_backpressure(&mut handoff);
+                    self.durability.wait_while_failing().await;
+                    let _ = self.hand_off_logged(&mut handoff, kind, &mut payload);
                     return Err(status);
                 }
             }
             if handoff.pending() >= STREAM_BATCH {
-                flush_with_backpressure(&mut handoff);
+                // a full disk holds the stream here until it has room again
+                self.durability.wait_while_failing().await;
+                pending.push(self.hand_off_logged(&mut handoff, kind, &mut payload));
             }
         }
-        flush_with_backpressure(&mut handoff);
+        self.durability.wait_while_failing().await;
+        pending.push(self.hand_off_logged(&mut handoff, kind, &mut payload));
+        for pending in pending {
+            pending.durable().await?;
+        }
         Ok(Response::new(summary))
+    }
+}
+
+impl GrpcIngest {
+    /// A stream's batch: hands off what is pending (waiting for room) and logs it, in
+    /// one step under the gate.
+    fn hand_off_logged(
+        &self,
+        handoff: &mut Handoff,
+        kind: Kind,
+        payload: &mut Vec<u8>,
+    ) -> wal::Pending {
+        let _gate = self.pipeline.gate().enter();
+        flush_with_backpressure(handoff);
+        if payload.is_empty() {
+            return wal::Pending::none();
+        }
+        let taken = std::mem::take(payload);
+        self.durability.append(kind, move || taken)
     }
 }
 
@@ -190,18 +249,27 @@ impl ssfd_wire::forwardrpc::forward_server::Forward for GrpcIngest {
             proxy.metrics(list.metrics);
             return Ok(Response::new(()));
         }
-        let mut handoff = self.forward_handoff();
-        for metric in &list.metrics {
-            // a bad metric is refused alone and counted; the others go on
-            let _ = handoff.forwarded_metric(metric);
-        }
-        if handoff.flush(WhenFull::Refuse).is_err() {
-            handoff.discard();
-            ssfd_telemetry::refused(Listener::Forward, list.metrics.len() as u64);
-            return Err(Status::unavailable(
-                "ssfd is overloaded: a pipeline queue is full, retry later",
-            ));
-        }
+        let items = list.metrics.len() as u64;
+        self.durability
+            .refuse_while_failing(Listener::Forward, items)?;
+        let pending = {
+            let _gate = self.pipeline.gate().enter();
+            let mut handoff = self.forward_handoff();
+            for metric in &list.metrics {
+                // a bad metric is refused alone and counted; the others go on
+                let _ = handoff.forwarded_metric(metric);
+            }
+            if handoff.flush(WhenFull::Refuse).is_err() {
+                handoff.discard();
+                ssfd_telemetry::refused(Listener::Forward, items);
+                return Err(Status::unavailable(
+                    "ssfd is overloaded: a pipeline queue is full, retry later",
+                ));
+            }
+            self.durability
+                .append(Kind::ForwardMetrics, || prost::Message::encode_to_vec(&list))
+        };
+        pending.durable().await?;
         Ok(Response::new(()))
     }
 
@@ -231,23 +299,51 @@ impl ssfd_wire::forwardrpc::forward_server::Forward for GrpcIngest {
             return Ok(Response::new(()));
         }
         let mut handoff = self.forward_handoff();
+        let mut batch = ssfd_wire::forwardrpc::MetricList::default();
+        let mut pending = Vec::new();
         loop {
             match stream.message().await {
                 Ok(Some(metric)) => {
-                    let _ = handoff.forwarded_metric(&metric);
+                    if handoff.forwarded_metric(&metric).is_ok() && self.durability.enabled() {
+                        batch.metrics.push(metric);
+                    }
                 }
                 Ok(None) => break,
                 Err(status) => {
-                    flush_with_backpressure(&mut handoff);
+                    self.durability.wait_while_failing().await;
+                    let _ = self.hand_off_metrics(&mut handoff, &mut batch);
                     return Err(status);
                 }
             }
             if handoff.pending() >= FORWARD_BATCH {
-                flush_with_backpressure(&mut handoff);
+                self.durability.wait_while_failing().await;
+                pending.push(self.hand_off_metrics(&mut handoff, &mut batch));
             }
         }
-        flush_with_backpressure(&mut handoff);
+        self.durability.wait_while_failing().await;
+        pending.push(self.hand_off_metrics(&mut handoff, &mut batch));
+        for pending in pending {
+            pending.durable().await?;
+        }
         Ok(Response::new(()))
+    }
+}
+
+impl GrpcIngest {
+    /// A `SendMetricsV2` batch: hands off and logs it under the gate.
+    fn hand_off_metrics(
+        &self,
+        handoff: &mut Handoff,
+        batch: &mut ssfd_wire::forwardrpc::MetricList,
+    ) -> wal::Pending {
+        let _gate = self.pipeline.gate().enter();
+        flush_with_backpressure(handoff);
+        if batch.metrics.is_empty() {
+            return wal::Pending::none();
+        }
+        let taken = std::mem::take(batch);
+        self.durability
+            .append(Kind::ForwardMetrics, move || prost::Message::encode_to_vec(&taken))
     }
 }
 

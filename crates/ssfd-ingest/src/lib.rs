@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod handoff;
 pub mod otlp;
 pub mod stream;
+pub mod wal;
 
 use datagram::{Payload, ReaderContext};
 use handoff::HandoffConfig;
@@ -67,6 +68,7 @@ pub struct Bound {
     handoff: HandoffConfig,
     proxy: Option<Arc<dyn grpc::ForwardRoute>>,
     traces: Option<Arc<dyn grpc::TraceLookup>>,
+    durability: wal::Durability,
 }
 
 /// The running listeners.
@@ -300,6 +302,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         announcements,
         proxy: None,
         traces: None,
+        durability: wal::Durability::default(),
         handoff: HandoffConfig {
             extend_tags: config
                 .extend_tags
@@ -333,6 +336,20 @@ impl Bound {
         self.proxy = Some(route);
     }
 
+    /// Replays the segments a crash left (see [`wal::replay`]).
+    pub fn replay(
+        &self,
+        pipeline: &Pipeline,
+        segments: &[std::path::PathBuf],
+    ) -> io::Result<wal::Replayed> {
+        wal::replay(segments, pipeline, &self.handoff)
+    }
+
+    /// Answers durable requests (gRPC, OTLP) once they are in `wal`.
+    pub fn set_wal(&mut self, wal: Arc<wal::Wal>) {
+        self.durability = wal::Durability(Some(wal));
+    }
+
     /// Sends DogStatsD events to `events` too, for the sinks.
     pub fn set_event_queue(&mut self, events: Arc<ssfd_engine::events::EventQueue>) {
         self.handoff.events = Some(events);
@@ -351,6 +368,7 @@ impl Bound {
             pipeline: pipeline.clone(),
             handoff: self.handoff.clone(),
             proxy: self.proxy.clone(),
+            durability: self.durability.clone(),
         };
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         for service in ["", "veneur"] {
@@ -358,7 +376,8 @@ impl Bound {
                 .set_service_status(service, tonic_health::ServingStatus::Serving)
                 .await;
         }
-        let otlp = otlp::OtlpIngest::new(pipeline.clone(), self.handoff.clone());
+        let mut otlp = otlp::OtlpIngest::new(pipeline.clone(), self.handoff.clone());
+        otlp.durability = self.durability.clone();
         for socket in self.sockets {
             match socket {
                 Socket::OtlpGrpc { listener } => {

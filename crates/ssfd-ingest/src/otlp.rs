@@ -10,6 +10,7 @@
 //! 503 with `Retry-After` (HTTP); rejected items are reported in `partial_success`.
 
 use crate::handoff::{Handoff, HandoffConfig};
+use crate::wal::{Durability, Kind};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
     logs_service_server::LogsService,
@@ -49,6 +50,8 @@ pub struct OtlpIngest {
     pub pipeline: Pipeline,
     pub handoff: HandoffConfig,
     streams: Arc<Mutex<Streams>>,
+    /// The write-ahead log (set by the server).
+    pub durability: Durability,
 }
 
 /// A queue was full: nothing of the request was sent.
@@ -408,6 +411,7 @@ impl OtlpIngest {
             pipeline,
             handoff,
             streams: Arc::default(),
+            durability: Durability::default(),
         }
     }
 
@@ -420,8 +424,8 @@ impl OtlpIngest {
         )
     }
 
-    fn finish(handoff: &mut Handoff, items: u64) -> Result<(), Overloaded> {
-        if handoff.flush(WhenFull::Refuse).is_err() {
+    fn finish(handoff: &mut Handoff, items: u64, policy: WhenFull) -> Result<(), Overloaded> {
+        if handoff.flush(policy).is_err() {
             handoff.discard();
             ssfd_telemetry::refused(Listener::Otlp, items);
             return Err(Overloaded);
@@ -429,10 +433,94 @@ impl OtlpIngest {
         Ok(())
     }
 
-    pub fn traces(
+    /// An export, answered once it is handed off and in the write-ahead log.
+    pub async fn traces(
         &self,
         request: &ExportTraceServiceRequest,
         protocol: Protocol,
+    ) -> Result<Outcome, Overloaded> {
+        let items = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len() as u64)
+            .sum();
+        self.durable(Kind::OtlpTraces, request, items, || {
+            self.hand_off_traces(request, protocol, WhenFull::Refuse)
+        })
+        .await
+    }
+
+    /// See [`OtlpIngest::traces`].
+    pub async fn logs(
+        &self,
+        request: &ExportLogsServiceRequest,
+        protocol: Protocol,
+    ) -> Result<Outcome, Overloaded> {
+        let items = request
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len() as u64)
+            .sum();
+        self.durable(Kind::OtlpLogs, request, items, || {
+            self.hand_off_logs(request, protocol, WhenFull::Refuse)
+        })
+        .await
+    }
+
+    /// See [`OtlpIngest::traces`].
+    pub async fn metrics(
+        &self,
+        request: &ExportMetricsServiceRequest,
+        protocol: Protocol,
+    ) -> Result<Outcome, Overloaded> {
+        let items = request
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .map(|s| s.metrics.len() as u64)
+            .sum();
+        self.durable(Kind::OtlpMetrics, request, items, || {
+            self.hand_off_metrics(request, protocol, WhenFull::Refuse)
+        })
+        .await
+    }
+
+    /// Refuses while the log cannot write; else hands off and logs under the gate,
+    /// then waits for the log.
+    async fn durable<M: prost::Message>(
+        &self,
+        kind: Kind,
+        request: &M,
+        items: u64,
+        hand_off: impl FnOnce() -> Result<Outcome, Overloaded>,
+    ) -> Result<Outcome, Overloaded> {
+        if self
+            .durability
+            .refuse_while_failing(Listener::Otlp, items)
+            .is_err()
+        {
+            return Err(Overloaded);
+        }
+        let (outcome, pending) = {
+            let _gate = self.pipeline.gate().enter();
+            let outcome = hand_off()?;
+            (
+                outcome,
+                self.durability.append(kind, || request.encode_to_vec()),
+            )
+        };
+        pending.durable().await.map_err(|_| Overloaded)?;
+        Ok(outcome)
+    }
+
+    /// Converts and hands off an export under `policy` (replay waits for room).
+    pub fn hand_off_traces(
+        &self,
+        request: &ExportTraceServiceRequest,
+        protocol: Protocol,
+        policy: WhenFull,
     ) -> Result<Outcome, Overloaded> {
         let mut handoff = self.handoff(protocol);
         let mut outcome = Outcome::default();
@@ -456,14 +544,16 @@ impl OtlpIngest {
                 }
             }
         }
-        Self::finish(&mut handoff, items)?;
+        Self::finish(&mut handoff, items, policy)?;
         Ok(outcome)
     }
 
-    pub fn logs(
+    /// Converts and hands off an export under `policy` (replay waits for room).
+    pub fn hand_off_logs(
         &self,
         request: &ExportLogsServiceRequest,
         protocol: Protocol,
+        policy: WhenFull,
     ) -> Result<Outcome, Overloaded> {
         let mut handoff = self.handoff(protocol);
         let mut items = 0;
@@ -477,14 +567,16 @@ impl OtlpIngest {
                 }
             }
         }
-        Self::finish(&mut handoff, items)?;
+        Self::finish(&mut handoff, items, policy)?;
         Ok(Outcome::default())
     }
 
-    pub fn metrics(
+    /// Converts and hands off an export under `policy` (replay waits for room).
+    pub fn hand_off_metrics(
         &self,
         request: &ExportMetricsServiceRequest,
         protocol: Protocol,
+        policy: WhenFull,
     ) -> Result<Outcome, Overloaded> {
         let mut handoff = self.handoff(protocol);
         let converted = {
@@ -509,7 +601,7 @@ impl OtlpIngest {
                 outcome.error = error.to_string();
             }
         }
-        Self::finish(&mut handoff, items)?;
+        Self::finish(&mut handoff, items, policy)?;
         Ok(outcome)
     }
 }
@@ -740,6 +832,7 @@ impl TraceService for OtlpIngest {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let outcome = self
             .traces(&request.into_inner(), Protocol::Grpc)
+            .await
             .map_err(|_| unavailable())?;
         Ok(tonic::Response::new(trace_response(outcome)))
     }
@@ -753,6 +846,7 @@ impl LogsService for OtlpIngest {
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
         let outcome = self
             .logs(&request.into_inner(), Protocol::Grpc)
+            .await
             .map_err(|_| unavailable())?;
         Ok(tonic::Response::new(logs_response(outcome)))
     }
@@ -766,6 +860,7 @@ impl MetricsService for OtlpIngest {
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         let outcome = self
             .metrics(&request.into_inner(), Protocol::Grpc)
+            .await
             .map_err(|_| unavailable())?;
         Ok(tonic::Response::new(metrics_response(outcome)))
     }
@@ -874,7 +969,7 @@ async fn http_traces(
 ) -> axum::response::Response {
     match decode::<ExportTraceServiceRequest>(&headers, &body) {
         Ok((request, format)) => answer(
-            otlp.traces(&request, Protocol::Http).map(trace_response),
+            otlp.traces(&request, Protocol::Http).await.map(trace_response),
             format,
         ),
         Err(error) => bad_request(error),
@@ -888,7 +983,7 @@ async fn http_logs(
 ) -> axum::response::Response {
     match decode::<ExportLogsServiceRequest>(&headers, &body) {
         Ok((request, format)) => answer(
-            otlp.logs(&request, Protocol::Http).map(logs_response),
+            otlp.logs(&request, Protocol::Http).await.map(logs_response),
             format,
         ),
         Err(error) => bad_request(error),
@@ -902,7 +997,7 @@ async fn http_metrics(
 ) -> axum::response::Response {
     match decode::<ExportMetricsServiceRequest>(&headers, &body) {
         Ok((request, format)) => answer(
-            otlp.metrics(&request, Protocol::Http).map(metrics_response),
+            otlp.metrics(&request, Protocol::Http).await.map(metrics_response),
             format,
         ),
         Err(error) => bad_request(error),

@@ -60,6 +60,8 @@ impl Budget {
 pub struct Store {
     pub spans: SpanStore,
     pub logs: LogStore,
+    /// Write-ahead-log tokens whose spans are not durable yet (a failed sync).
+    held: std::sync::Mutex<Vec<ssfd_engine::Token>>,
 }
 
 impl Store {
@@ -69,6 +71,7 @@ impl Store {
         Ok(Store {
             spans: SpanStore::open(dir, Arc::clone(&budget), retention)?,
             logs: LogStore::open(&dir.join("logs"), budget, retention)?,
+            held: std::sync::Mutex::default(),
         })
     }
 
@@ -103,5 +106,21 @@ impl SpanSink for Store {
     /// `retention`.
     fn tick(&self) {
         self.spans.tick();
+    }
+
+    /// Makes every span before it durable (a synced redb commit), then lets the log
+    /// index commit what came before it too; the token drops after both. A failed sync
+    /// keeps the token for the next barrier, so the log keeps the interval.
+    fn barrier(&self, token: ssfd_engine::Token) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.push(token);
+        match self.spans.sync() {
+            Ok(()) => {
+                for token in held.drain(..) {
+                    self.logs.barrier(token);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "span store sync failed; retried at the next interval"),
+        }
     }
 }

@@ -138,6 +138,8 @@ impl LogQuery {
 enum Message {
     Records(Vec<LogRecord>, i64),
     Commit(Sender<Result<(), String>>),
+    /// Commit, then drop the write-ahead log's token (kept until a commit succeeds).
+    Barrier(ssfd_engine::Token),
 }
 
 /// The log index.
@@ -178,6 +180,7 @@ impl LogStore {
             budget,
             retention,
             uncommitted: 0,
+            held: Vec::new(),
         };
         indexer.measure();
         let thread = std::thread::Builder::new()
@@ -221,6 +224,12 @@ impl LogStore {
     }
 
     /// Indexes and commits everything queued so far; searches see it on return.
+    /// Commits what came before, then drops `token` (see `ssfd_engine::durable`).
+    pub fn barrier(&self, token: ssfd_engine::Token) {
+        // never dropped for a full queue: the indexer drains it
+        let _ = self.queue.send(Message::Barrier(token));
+    }
+
     pub fn commit(&self) -> Result<(), StoreError> {
         let (done, wait) = bounded(1);
         self.queue
@@ -382,6 +391,8 @@ struct Indexer {
     budget: Arc<Budget>,
     retention: Duration,
     uncommitted: usize,
+    /// Write-ahead-log tokens waiting for a successful commit.
+    held: Vec<ssfd_engine::Token>,
 }
 
 impl Indexer {
@@ -393,6 +404,13 @@ impl Indexer {
                 Ok(Message::Records(records, received)) => self.add(&records, received),
                 Ok(Message::Commit(done)) => {
                     let _ = done.send(self.commit());
+                    last_commit = Instant::now();
+                }
+                Ok(Message::Barrier(token)) => {
+                    self.held.push(token);
+                    if let Err(error) = self.commit() {
+                        tracing::warn!(%error, "log index commit failed; retried at the next");
+                    }
                     last_commit = Instant::now();
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -451,6 +469,7 @@ impl Indexer {
 
     fn commit(&mut self) -> Result<(), String> {
         self.writer.commit().map_err(|e| e.to_string())?;
+        self.held.clear();
         self.reader.reload().map_err(|e| e.to_string())?;
         self.uncommitted = 0;
         self.measure();

@@ -98,6 +98,7 @@ static UDP_KERNEL_DROPS: Grid<{ Listener::COUNT }> = Grid::new();
 static REFUSED_TOTAL: Grid<{ Listener::COUNT }> = Grid::new();
 static SERIES: AtomicU64 = AtomicU64::new(0);
 static FLUSHES: AtomicU64 = AtomicU64::new(0);
+static WAL_WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
 static FLUSH_NANOS: AtomicU64 = AtomicU64::new(0);
 
 static SERIES_OVERFLOW: AtomicU64 = AtomicU64::new(0);
@@ -105,6 +106,11 @@ static STORE_BYTES: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 const STORES: [&str; 3] = ["spans", "logs", "wal"];
 
 /// Bytes a store keeps on disk (`spans`, `logs`, `wal`).
+/// A write-ahead-log write or segment open that failed (and is retried).
+pub fn wal_write_error() {
+    WAL_WRITE_ERRORS.fetch_add(1, Relaxed);
+}
+
 pub fn set_store_bytes(store: &str, bytes: u64) {
     if let Some(index) = STORES.iter().position(|s| *s == store) {
         STORE_BYTES[index].store(bytes, Relaxed);
@@ -456,6 +462,17 @@ pub fn render(out: &mut String, version: &str) {
             listener.label()
         );
     }
+    header(
+        out,
+        "ssfd_wal_write_errors_total",
+        "counter",
+        "write-ahead-log writes that failed (a full disk) and were retried",
+    );
+    let _ = writeln!(
+        out,
+        "ssfd_wal_write_errors_total {}",
+        WAL_WRITE_ERRORS.load(Relaxed)
+    );
     header(
         out,
         "ssfd_udp_kernel_drops_total",

@@ -154,6 +154,30 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             Pipeline::start_with(pipeline_config, flush_config, sinks, derived.clone());
         let mut bound = ssfd_ingest::bind(&config).await?;
         bound.set_event_queue(derived.events);
+        // the write-ahead log (SPEC 7): what a crash left is replayed before intake opens
+        let wal = if config.wal && config.role != "proxy" {
+            let dir = Path::new(&config.data_dir).join("wal");
+            let (wal, left) = ssfd_ingest::wal::Wal::open(&dir).with_context(|| {
+                format!("cannot open the write-ahead log in {}", dir.display())
+            })?;
+            pipeline
+                .gate()
+                .set_log(std::sync::Arc::clone(&wal) as std::sync::Arc<dyn ssfd_engine::Log>);
+            if !left.is_empty() {
+                let replayed = tokio::task::block_in_place(|| bound.replay(&pipeline, &left))
+                    .with_context(|| format!("cannot replay the write-ahead log in {}", dir.display()))?;
+                tracing::info!(
+                    segments = replayed.segments,
+                    records = replayed.records,
+                    torn = replayed.torn,
+                    "replayed the write-ahead log"
+                );
+            }
+            bound.set_wal(std::sync::Arc::clone(&wal));
+            Some(wal)
+        } else {
+            None
+        };
         let bearer_token = match config.http_bearer_token_file.as_str() {
             "" => None,
             file => Some(
@@ -219,6 +243,10 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             && let Err(error) = store.sync()
         {
             tracing::warn!(%error, "span store sync at shutdown failed");
+        }
+        // every interval is delivered: the log keeps only what a sink failed to take
+        if let Some(wal) = &wal {
+            wal.close();
         }
         let _ = http_server.await;
         anyhow::Ok(())

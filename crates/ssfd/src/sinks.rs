@@ -316,6 +316,12 @@ impl ssfd_engine::SpanSink for FanOut {
             sink.tick();
         }
     }
+
+    fn barrier(&self, token: ssfd_engine::Token) {
+        for sink in &self.0 {
+            sink.barrier(std::sync::Arc::clone(&token));
+        }
+    }
 }
 
 /// The configured span sinks (`span_sinks`).
