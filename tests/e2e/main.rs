@@ -16,3 +16,4 @@ mod sinks;
 mod tier;
 mod traces;
 mod ui;
+mod wal;

@@ -43,8 +43,9 @@ impl PartialEq for Durable {
 /// The write-ahead log as the flusher sees it.
 pub trait Log: Send + Sync {
     /// Closes the current segment (every request appended before this call) and opens
-    /// the next; the token covers the closed one.
-    fn rotate(&self) -> Token;
+    /// the next. The tokens cover the closed one: the first its metrics (held by the
+    /// interval's flush), the second its spans and logs (held by the span store).
+    fn rotate(&self) -> (Token, Token);
 }
 
 /// Orders durable requests against interval boundaries (see the module comment).
@@ -81,8 +82,9 @@ impl Gate {
     }
 
     /// Between intervals: waits for requests in flight, moves to the next epoch and
-    /// rotates the log. Returns the new epoch and the closed segment's token.
-    pub fn advance(&self) -> (u64, Option<Token>) {
+    /// rotates the log. Returns the new epoch and the closed segment's tokens (metrics,
+    /// spans).
+    pub fn advance(&self) -> (u64, Option<(Token, Token)>) {
         let _exclusive = self.lock.write().unwrap_or_else(|e| e.into_inner());
         let next = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         let token = self

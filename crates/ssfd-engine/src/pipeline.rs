@@ -576,13 +576,14 @@ fn flusher(
         }
         slos.flush_into(&mut flush);
         flush.events = events.drain();
-        if let Some(token) = &token {
+        let metrics_token = token.map(|(metrics, spans)| {
             // behind every span of the interval: the store holds it until they are durable
             for sender in &span_senders {
-                let _ = sender.send(SpanWork::Barrier(Arc::clone(token)));
+                let _ = sender.send(SpanWork::Barrier(Arc::clone(&spans)));
             }
-        }
-        flush.durable = Durable(token);
+            metrics
+        });
+        flush.durable = Durable(metrics_token);
         for sink in &mut sinks {
             sink.flush(&flush);
         }

@@ -21,7 +21,6 @@
 //! touched.
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -51,7 +50,14 @@ pub enum Kind {
     OtlpTraces = 5,
     OtlpLogs = 6,
     OtlpMetrics = 7,
+    /// A part of an earlier segment was delivered: `[segment u64 LE][part u8]`.
+    Delivered = 8,
 }
+
+/// The parts of a segment a token covers ([`Kind::Delivered`]).
+const METRICS: u8 = 1;
+const SPANS: u8 = 2;
+const BOTH: u8 = METRICS | SPANS;
 
 impl Kind {
     pub fn from_byte(byte: u8) -> Option<Kind> {
@@ -63,6 +69,7 @@ impl Kind {
             5 => Kind::OtlpTraces,
             6 => Kind::OtlpLogs,
             7 => Kind::OtlpMetrics,
+            8 => Kind::Delivered,
             _ => return None,
         })
     }
@@ -191,8 +198,8 @@ enum Op {
     Append(Vec<u8>, tokio::sync::oneshot::Sender<()>),
     /// Close the active segment and open this one.
     Rotate(u64),
-    /// The interval of this (closed) segment is delivered.
-    Done(u64),
+    /// A part of this (closed) segment's interval is delivered.
+    Done(u64, u8),
     /// Write what is queued and stop.
     Stop,
 }
@@ -273,8 +280,8 @@ impl Wal {
             file,
             active: first,
             written: MAGIC.len() as u64,
+            active_data: false,
             closed: std::collections::BTreeMap::new(),
-            outstanding: BTreeSet::new(),
             first,
             replayed: left.iter().map(|(_, p)| p.clone()).collect(),
             shared: Arc::clone(&shared),
@@ -334,14 +341,28 @@ impl Wal {
 pub struct Replayed {
     pub segments: usize,
     pub records: u64,
+    /// Segments whose metrics were delivered before the crash: only their spans and
+    /// logs went to the stores again.
+    pub spans_only: usize,
     /// Segments that ended in a torn record (a crash mid-write of an unacknowledged
     /// request).
     pub torn: usize,
 }
 
-/// Sends every record of `segments` through its listener's path again, waiting for
+fn segment_number(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_suffix(".wal")?
+        .parse()
+        .ok()
+}
+
+/// Sends the records of `segments` through their listeners' paths again, waiting for
 /// room, with the gate held so that all of it lands in the open interval (whose
-/// segment takes the replayed files with it). Call before intake opens.
+/// segment takes the replayed files with it). What a segment's delivery markers say
+/// was delivered is not sent again: a segment whose metrics reached every sink gives
+/// only its spans and logs to the stores (spans as forwarded: no metrics taken again);
+/// one delivered whole is skipped. Call before intake opens.
 pub fn replay(
     segments: &[PathBuf],
     pipeline: &ssfd_engine::Pipeline,
@@ -351,16 +372,43 @@ pub fn replay(
     use prost::Message;
     use ssfd_engine::WhenFull;
     use ssfd_telemetry::{Listener, Protocol};
-    let _gate = pipeline.gate().enter();
-    let otlp = crate::otlp::OtlpIngest::new(pipeline.clone(), handoff.clone());
-    let mut replayed = Replayed::default();
-    let plain = |listener| Handoff::new(pipeline.clone(), handoff.clone(), listener, Protocol::Grpc);
+    let mut delivered: std::collections::HashMap<u64, u8> = std::collections::HashMap::new();
     for path in segments {
+        read_segment(path, |kind, payload| {
+            if kind == Kind::Delivered
+                && let Some((segment, part)) = payload.split_first_chunk::<8>()
+            {
+                *delivered.entry(u64::from_le_bytes(*segment)).or_default() |=
+                    part.first().copied().unwrap_or(0);
+            }
+        })?;
+    }
+    let _gate = pipeline.gate().enter();
+    let stores_only = crate::handoff::HandoffConfig {
+        forwarded: true,
+        ..handoff.clone()
+    };
+    let mut replayed = Replayed::default();
+    for path in segments {
+        let parts = segment_number(path)
+            .and_then(|n| delivered.get(&n).copied())
+            .unwrap_or(0);
+        if parts & METRICS != 0 && parts & SPANS != 0 {
+            continue;
+        }
+        let metrics_delivered = parts & METRICS != 0;
+        let config = if metrics_delivered {
+            &stores_only
+        } else {
+            handoff
+        };
+        let otlp = crate::otlp::OtlpIngest::new(pipeline.clone(), config.clone());
+        let plain = |listener| Handoff::new(pipeline.clone(), config.clone(), listener, Protocol::Grpc);
         let scan = read_segment(path, |kind, payload| match kind {
             Kind::Spans | Kind::ForwardedSpans => {
-                let mut config = handoff.clone();
-                config.forwarded = kind == Kind::ForwardedSpans;
-                let listener = if config.forwarded {
+                let mut config = config.clone();
+                config.forwarded |= kind == Kind::ForwardedSpans;
+                let listener = if kind == Kind::ForwardedSpans {
                     Listener::Forward
                 } else {
                     Listener::Grpc
@@ -374,12 +422,12 @@ pub fn replay(
                 }
                 let _ = spans_handoff.flush(WhenFull::Block);
             }
-            Kind::StatsdPacket => {
+            Kind::StatsdPacket if !metrics_delivered => {
                 let mut packet = plain(Listener::Grpc);
                 packet.statsd_packet(payload);
                 let _ = packet.flush(WhenFull::Block);
             }
-            Kind::ForwardMetrics => {
+            Kind::ForwardMetrics if !metrics_delivered => {
                 if let Ok(list) = ssfd_wire::forwardrpc::MetricList::decode(payload) {
                     let mut forward = plain(Listener::Forward);
                     for metric in &list.metrics {
@@ -398,14 +446,16 @@ pub fn replay(
                     let _ = otlp.hand_off_logs(&request, Protocol::Grpc, WhenFull::Block);
                 }
             }
-            Kind::OtlpMetrics => {
+            Kind::OtlpMetrics if !metrics_delivered => {
                 if let Ok(request) = Message::decode(payload) {
                     let _ = otlp.hand_off_metrics(&request, Protocol::Grpc, WhenFull::Block);
                 }
             }
+            _ => {}
         })?;
         replayed.segments += 1;
         replayed.records += scan.records;
+        replayed.spans_only += usize::from(metrics_delivered);
         replayed.torn += usize::from(scan.torn);
     }
     Ok(replayed)
@@ -463,27 +513,32 @@ impl From<Failed> for tonic::Status {
     }
 }
 
-/// Covers a closed segment: dropped when its interval is delivered.
+/// Covers a part of a closed segment: dropped when the interval's part is delivered.
 struct SegmentToken {
     segment: u64,
+    part: u8,
     ops: Sender<Op>,
 }
 
 impl Drop for SegmentToken {
     fn drop(&mut self) {
-        let _ = self.ops.send(Op::Done(self.segment));
+        let _ = self.ops.send(Op::Done(self.segment, self.part));
     }
 }
 
 impl ssfd_engine::Log for Wal {
-    fn rotate(&self) -> ssfd_engine::Token {
+    fn rotate(&self) -> (ssfd_engine::Token, ssfd_engine::Token) {
         let next = self.next_segment.fetch_add(1, Relaxed);
         let closed = self.active.swap(next, Relaxed);
         let _ = self.ops.send(Op::Rotate(next));
-        Arc::new(SegmentToken {
-            segment: closed,
-            ops: self.ops.clone(),
-        })
+        let token = |part| -> ssfd_engine::Token {
+            Arc::new(SegmentToken {
+                segment: closed,
+                part,
+                ops: self.ops.clone(),
+            })
+        };
+        (token(METRICS), token(SPANS))
     }
 }
 
@@ -493,10 +548,10 @@ struct Writer {
     active: u64,
     /// Bytes of the active segment that are whole records.
     written: u64,
-    /// Closed segments still on disk, with their sizes.
-    closed: std::collections::BTreeMap<u64, u64>,
-    /// Closed segments whose interval is not delivered yet.
-    outstanding: BTreeSet<u64>,
+    /// The active segment holds requests (not only delivery markers).
+    active_data: bool,
+    /// Closed segments still on disk, with their sizes and the parts delivered.
+    closed: std::collections::BTreeMap<u64, (u64, u8)>,
     /// The first segment of this process: what was replayed goes with it.
     first: u64,
     replayed: Vec<PathBuf>,
@@ -514,18 +569,26 @@ impl Writer {
                     Op::Append(record, ack) => {
                         buffer.extend_from_slice(&record);
                         acks.push(ack);
+                        self.active_data = true;
                     }
                     Op::Stop => {
                         self.commit(&mut buffer, &mut acks);
+                        self.delete_delivered();
+                        self.empty_if_delivered();
                         return;
                     }
                     Op::Rotate(segment) => {
                         self.commit(&mut buffer, &mut acks);
                         self.rotate(segment);
                     }
-                    Op::Done(segment) => {
-                        self.outstanding.remove(&segment);
-                        self.delete_delivered();
+                    Op::Done(segment, part) => {
+                        // recorded, so a crash replays only what is not delivered
+                        let mut marker = segment.to_le_bytes().to_vec();
+                        marker.push(part);
+                        encode_record(Kind::Delivered, &marker, &mut buffer);
+                        if let Some((_, parts)) = self.closed.get_mut(&segment) {
+                            *parts |= part;
+                        }
                     }
                 }
                 if buffer.len() < GROUP_BYTES {
@@ -533,6 +596,7 @@ impl Writer {
                 }
             }
             self.commit(&mut buffer, &mut acks);
+            self.delete_delivered();
         }
         self.commit(&mut buffer, &mut acks);
     }
@@ -582,11 +646,11 @@ impl Writer {
         loop {
             match open_segment(&self.dir, segment) {
                 Ok(file) => {
-                    self.closed.insert(self.active, self.written);
-                    self.outstanding.insert(self.active);
+                    self.closed.insert(self.active, (self.written, 0));
                     self.file = file;
                     self.active = segment;
                     self.written = MAGIC.len() as u64;
+                    self.active_data = false;
                     self.shared.bytes.fetch_add(self.written, Relaxed);
                     return;
                 }
@@ -604,18 +668,32 @@ impl Writer {
         }
     }
 
-    /// Deletes closed segments older than every undelivered one.
+    /// At a clean stop with everything delivered, the active segment's markers are
+    /// moot: the log is left empty.
+    fn empty_if_delivered(&mut self) {
+        if self.closed.is_empty()
+            && self.replayed.is_empty()
+            && !self.active_data
+            && self.written > MAGIC.len() as u64
+            && self.file.set_len(MAGIC.len() as u64).is_ok()
+        {
+            let _ = self.file.sync_data();
+            self.shared
+                .bytes
+                .fetch_sub(self.written - MAGIC.len() as u64, Relaxed);
+            self.written = MAGIC.len() as u64;
+            ssfd_telemetry::set_store_bytes("wal", self.shared.bytes.load(Relaxed));
+        }
+    }
+
+    /// Deletes the oldest closed segments while both their parts are delivered (in
+    /// order: a segment's delivery markers live in later segments).
     fn delete_delivered(&mut self) {
-        let below = self
-            .outstanding
-            .iter()
-            .next()
-            .copied()
-            .unwrap_or(self.active)
-            .min(self.active);
-        let delivered: Vec<u64> = self.closed.range(..below).map(|(&s, _)| s).collect();
-        for segment in delivered {
-            let size = self.closed.remove(&segment).unwrap_or(0);
+        while let Some((&segment, &(size, parts))) = self.closed.iter().next() {
+            if parts != BOTH {
+                break;
+            }
+            self.closed.remove(&segment);
             if std::fs::remove_file(segment_path(&self.dir, segment)).is_ok() {
                 self.shared.bytes.fetch_sub(size, Relaxed);
             }
@@ -661,7 +739,7 @@ mod tests {
         push_span(&mut payload, b"two");
         block_on(wal.append(Kind::Spans, &payload).durable()).expect("durable");
         block_on(wal.append(Kind::StatsdPacket, b"a:1|c").durable()).expect("durable");
-        let token = wal.rotate();
+        let tokens = wal.rotate();
         block_on(wal.append(Kind::OtlpLogs, b"next").durable()).expect("durable");
         wal.close();
         // a crash now: both segments are still there
@@ -675,13 +753,14 @@ mod tests {
         assert_eq!(records(&left[1]).0, [(Kind::OtlpLogs, b"next".to_vec())]);
         // the old process's token means nothing now; this process's first interval
         // takes the replayed segments with it
-        drop(token);
-        let first_interval = wal.rotate();
+        drop(tokens);
+        let (first_metrics, first_spans) = wal.rotate();
         let second = wal.rotate();
         drop(second);
+        drop(first_metrics);
         std::thread::sleep(Duration::from_millis(100));
         assert!(left.iter().all(|p| p.exists()), "an older interval is still out");
-        drop(first_interval);
+        drop(first_spans);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while left.iter().any(|p| p.exists()) {
             assert!(std::time::Instant::now() < deadline, "replayed segments deleted");
