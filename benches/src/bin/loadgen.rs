@@ -27,6 +27,9 @@ struct Cli {
     /// Keep spans in the span store (off by default: the loads measure ingest).
     #[arg(long, global = true)]
     store: bool,
+    /// Run the server without its write-ahead log (`wal: false`), for comparison.
+    #[arg(long, global = true)]
+    no_wal: bool,
 }
 
 #[derive(Subcommand)]
@@ -261,6 +264,9 @@ fn main() -> anyhow::Result<()> {
         cli.readers,
         if cli.store { 1u64 << 34 } else { 0 }
     );
+    if cli.no_wal {
+        extra.push_str("wal: false\n");
+    }
     if let Mode::Store {
         count,
         streams,

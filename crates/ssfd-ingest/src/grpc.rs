@@ -169,7 +169,7 @@ impl Ingest for GrpcIngest {
         } else {
             Kind::Spans
         };
-        let mut payload = Vec::new();
+        let mut payload = wal::record_buffer();
         let mut pending = Vec::new();
         loop {
             match stream.message().await {
@@ -215,11 +215,11 @@ impl GrpcIngest {
     ) -> wal::Pending {
         let _gate = self.pipeline.gate().enter();
         flush_with_backpressure(handoff);
-        if payload.is_empty() {
+        if payload.len() <= wal::HEADER {
             return wal::Pending::none();
         }
-        let taken = std::mem::take(payload);
-        self.durability.append(kind, move || taken)
+        let taken = std::mem::replace(payload, wal::record_buffer());
+        self.durability.append_record(kind, taken)
     }
 }
 

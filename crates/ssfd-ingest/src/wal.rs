@@ -96,6 +96,26 @@ pub fn spans(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// Bytes before a record's payload: length, CRC and kind.
+pub const HEADER: usize = 9;
+
+/// An empty record with room for its header: push spans, then [`Wal::append_record`]
+/// frames it in place (no copy of the payload).
+pub fn record_buffer() -> Vec<u8> {
+    let mut record = Vec::with_capacity(96 << 10);
+    record.resize(HEADER, 0);
+    record
+}
+
+/// Writes the header of a record built in a [`record_buffer`].
+fn frame(kind: Kind, record: &mut [u8]) {
+    record[8] = kind as u8;
+    let crc = crc32fast::hash(&record[8..]);
+    let length = (record.len() - 8) as u32;
+    record[..4].copy_from_slice(&length.to_le_bytes());
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
 fn encode_record(kind: Kind, payload: &[u8], out: &mut Vec<u8>) {
     let mut crc = crc32fast::Hasher::new();
     crc.update(&[kind as u8]);
@@ -304,8 +324,18 @@ impl Wal {
     /// Queues a record; it is on disk when the returned [`Pending`] resolves. Call with
     /// the pipeline's gate held, right after the request was handed off.
     pub fn append(&self, kind: Kind, payload: &[u8]) -> Pending {
-        let mut record = Vec::with_capacity(payload.len() + 9);
+        let mut record = Vec::with_capacity(payload.len() + HEADER);
         encode_record(kind, payload, &mut record);
+        self.send(record)
+    }
+
+    /// [`Wal::append`] for a record built in a [`record_buffer`].
+    pub fn append_record(&self, kind: Kind, mut record: Vec<u8>) -> Pending {
+        frame(kind, &mut record);
+        self.send(record)
+    }
+
+    fn send(&self, record: Vec<u8>) -> Pending {
         let (sender, receiver) = tokio::sync::oneshot::channel();
         match self.ops.send(Op::Append(record, sender)) {
             Ok(()) => Pending(Some(receiver)),
@@ -470,6 +500,14 @@ impl Durability {
         self.0.is_some()
     }
 
+    /// [`Durability::append`] for a record built in a [`record_buffer`].
+    pub fn append_record(&self, kind: Kind, record: Vec<u8>) -> Pending {
+        match &self.0 {
+            Some(wal) => wal.append_record(kind, record),
+            None => Pending::none(),
+        }
+    }
+
     /// Logs a request handed off under the pipeline's gate; `payload` is only built
     /// when there is a log.
     pub fn append(&self, kind: Kind, payload: impl FnOnce() -> Vec<u8>) -> Pending {
@@ -542,6 +580,43 @@ impl ssfd_engine::Log for Wal {
     }
 }
 
+/// Records waiting for one write.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, record: Vec<u8>) {
+        self.bytes += record.len();
+        self.records.push(record);
+    }
+
+    fn clear(&mut self) {
+        self.records.clear();
+        self.bytes = 0;
+    }
+
+    /// Writes every record, many per `writev`, without gathering them first.
+    fn write_to(&self, file: &mut File) -> std::io::Result<()> {
+        for chunk in self.records.chunks(512) {
+            let mut slices: Vec<std::io::IoSlice<'_>> =
+                chunk.iter().map(|r| std::io::IoSlice::new(r)).collect();
+            let mut slices = &mut slices[..];
+            while !slices.is_empty() {
+                match file.write_vectored(slices) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => std::io::IoSlice::advance_slices(&mut slices, n),
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 struct Writer {
     dir: PathBuf,
     file: File,
@@ -560,14 +635,14 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, ops: &Receiver<Op>) {
-        let mut buffer = Vec::new();
+        let mut buffer = Batch::default();
         let mut acks = Vec::new();
         while let Ok(op) = ops.recv() {
             let mut next = Some(op);
             while let Some(op) = next.take() {
                 match op {
                     Op::Append(record, ack) => {
-                        buffer.extend_from_slice(&record);
+                        buffer.push(record);
                         acks.push(ack);
                         self.active_data = true;
                     }
@@ -585,13 +660,15 @@ impl Writer {
                         // recorded, so a crash replays only what is not delivered
                         let mut marker = segment.to_le_bytes().to_vec();
                         marker.push(part);
-                        encode_record(Kind::Delivered, &marker, &mut buffer);
+                        let mut record = Vec::with_capacity(HEADER + marker.len());
+                        encode_record(Kind::Delivered, &marker, &mut record);
+                        buffer.push(record);
                         if let Some((_, parts)) = self.closed.get_mut(&segment) {
                             *parts |= part;
                         }
                     }
                 }
-                if buffer.len() < GROUP_BYTES {
+                if buffer.bytes < GROUP_BYTES {
                     next = ops.try_recv().ok();
                 }
             }
@@ -603,14 +680,13 @@ impl Writer {
 
     /// Writes and syncs `buffer`, then wakes its callers. A failed write is cut back
     /// to the last whole record and retried (a full disk frees up).
-    fn commit(&mut self, buffer: &mut Vec<u8>, acks: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
-        if buffer.is_empty() {
+    fn commit(&mut self, buffer: &mut Batch, acks: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
+        if buffer.records.is_empty() {
             return;
         }
         loop {
-            let result = self
-                .file
-                .write_all(buffer)
+            let result = buffer
+                .write_to(&mut self.file)
                 .and_then(|()| self.file.sync_data());
             match result {
                 Ok(()) => break,
@@ -633,8 +709,9 @@ impl Writer {
         if self.shared.failing.swap(false, Relaxed) {
             tracing::info!("write-ahead log writes again");
         }
-        self.written += buffer.len() as u64;
-        let bytes = self.shared.bytes.fetch_add(buffer.len() as u64, Relaxed) + buffer.len() as u64;
+        let length = buffer.bytes as u64;
+        self.written += length;
+        let bytes = self.shared.bytes.fetch_add(length, Relaxed) + length;
         ssfd_telemetry::set_store_bytes("wal", bytes);
         buffer.clear();
         for ack in acks.drain(..) {
@@ -734,10 +811,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (wal, left) = Wal::open(dir.path()).expect("open");
         assert!(left.is_empty());
-        let mut payload = Vec::new();
-        push_span(&mut payload, b"one");
-        push_span(&mut payload, b"two");
-        block_on(wal.append(Kind::Spans, &payload).durable()).expect("durable");
+        let mut record = record_buffer();
+        push_span(&mut record, b"one");
+        push_span(&mut record, b"two");
+        block_on(wal.append_record(Kind::Spans, record).durable()).expect("durable");
         block_on(wal.append(Kind::StatsdPacket, b"a:1|c").durable()).expect("durable");
         let tokens = wal.rotate();
         block_on(wal.append(Kind::OtlpLogs, b"next").durable()).expect("durable");
