@@ -14,6 +14,7 @@ mod prometheus;
 mod query;
 mod sinks;
 mod tier;
+mod tls;
 mod traces;
 mod ui;
 mod wal;

@@ -233,10 +233,7 @@ fn acknowledged_spans_and_metrics_survive_sigkill_at_twenty_random_points() {
 #[test]
 fn the_log_is_optional_and_replay_survives_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "{}interval: 1s\n",
-        ssfd_e2e::port_zero_config(dir.path())
-    );
+    let config = format!("{}interval: 1s\n", ssfd_e2e::port_zero_config(dir.path()));
     // a crash mid-write leaves a torn record after the whole ones
     let wal = dir.path().join("data/wal");
     std::fs::create_dir_all(&wal).unwrap();

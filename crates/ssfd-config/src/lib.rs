@@ -98,6 +98,29 @@ pub struct SloConfig {
     pub latency_threshold: Option<String>,
 }
 
+/// `tls`: PEM files for gRPC ingest, forwarding and the proxy (SPEC 9). With
+/// `ca_file` the server asks clients for a certificate signed by it (mutual TLS) and
+/// clients check the server's against it.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default)]
+    pub cert_file: String,
+    #[serde(default)]
+    pub key_file: String,
+    #[serde(default)]
+    pub ca_file: String,
+}
+
+/// TLS material, read: `tls` files or Veneur's inline PEM keys.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TlsPem {
+    /// Certificate chain and key: serve TLS, and present them as a client.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The authority: require client certificates it signed, and check servers.
+    pub ca: Option<Vec<u8>>,
+}
+
 /// `storage`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -197,7 +220,7 @@ pub struct Config {
     #[serde(default)]
     pub proxy: serde_yaml::Value,
     #[serde(default)]
-    pub tls: serde_yaml::Value,
+    pub tls: TlsConfig,
     #[serde(default)]
     pub http_bearer_token_file: String,
     /// The write-ahead log under `data_dir/wal` (SPEC 7); `false` acknowledges
@@ -381,12 +404,55 @@ impl Config {
         Ok(Loaded { config, warnings })
     }
 
+    /// The TLS material, read from `tls` files or Veneur's inline keys; `None` serves
+    /// and connects in plain text.
+    pub fn tls_pem(&self) -> Result<Option<TlsPem>, String> {
+        let read = |file: &str, inline: &str, key: &str| -> Result<Option<Vec<u8>>, String> {
+            if !file.is_empty() {
+                return std::fs::read(file)
+                    .map(Some)
+                    .map_err(|e| format!("tls.{key}: cannot read {file}: {e}"));
+            }
+            Ok((!inline.trim().is_empty()).then(|| inline.as_bytes().to_vec()))
+        };
+        let cert = read(&self.tls.cert_file, &self.tls_certificate, "cert_file")?;
+        let key = read(&self.tls.key_file, &self.tls_key, "key_file")?;
+        let ca = read(
+            &self.tls.ca_file,
+            &self.tls_authority_certificate,
+            "ca_file",
+        )?;
+        let identity = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("tls: a certificate needs its key and a key its certificate".into()),
+        };
+        if identity.is_none() && ca.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(TlsPem { identity, ca }))
+    }
+
     fn validate(&self, text: &str) -> Result<(), ConfigError> {
         let bad = |key: &str, message: String| ConfigError::BadValue {
             key: key.into(),
             line: Some(line_of(text, key)),
             message,
         };
+        let tls_files = [&self.tls.cert_file, &self.tls.key_file];
+        let tls_inline = [&self.tls_certificate, &self.tls_key];
+        if tls_files.iter().filter(|f| f.is_empty()).count() == 1
+            || tls_inline.iter().filter(|f| f.trim().is_empty()).count() == 1
+        {
+            return Err(bad(
+                if tls_files.iter().any(|f| !f.is_empty()) {
+                    "tls"
+                } else {
+                    "tls_certificate"
+                },
+                "a certificate needs its key and a key its certificate".into(),
+            ));
+        }
         for (key, list) in [
             ("statsd_listen_addresses", &self.statsd_listen_addresses),
             ("ssf_listen_addresses", &self.ssf_listen_addresses),

@@ -19,8 +19,8 @@ pub mod slo;
 pub mod span;
 pub mod span_metrics;
 
-pub use durable::{Durable, Gate, Log, Token};
 pub use batch::{Imported, KeyScratch, MetricKind, Sample, SampleBatch, Scope, ShardedSamples};
+pub use durable::{Durable, Gate, Log, Token};
 pub use flush::{
     Aggregate, Flush, FlushConfig, FlushedMetric, FlushedType, HistogramSummary, Percentile,
 };

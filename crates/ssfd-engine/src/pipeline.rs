@@ -5,8 +5,8 @@
 //! item it loses is counted in `ssfd_dropped_total{stage="ingest",reason="queue_full"}`.
 
 use crate::aggregate::SeriesTable;
-use crate::durable::{Durable, Gate};
 use crate::batch::{SampleBatch, ShardedSamples};
+use crate::durable::{Durable, Gate};
 use crate::events::EventQueue;
 use crate::flush::{Flush, FlushConfig};
 use crate::record::LogRecord;
@@ -357,8 +357,8 @@ impl Pipeline {
     /// Returns true when everything was sent.
     pub fn try_send_samples(&self, samples: &mut ShardedSamples) -> bool {
         let epoch = self.gate.epoch();
-        samples.send_each(
-            |shard, mut batch| match self.metric_senders[shard].try_send({
+        samples.send_each(|shard, mut batch| {
+            match self.metric_senders[shard].try_send({
                 batch.epoch = epoch;
                 batch
             }) {
@@ -368,8 +368,8 @@ impl Pipeline {
                     telemetry::dropped(Stage::Ingest, DropReason::Shutdown, batch.len() as u64);
                     Ok(())
                 }
-            },
-        )
+            }
+        })
     }
 
     /// Sends span work without waiting; hands it back when the queue is full.

@@ -502,12 +502,28 @@ pub fn send_forwarded_metrics(
     result.map(drop).map_err(|status| client.status(status))
 }
 
+/// TLS for ssfd's own peers (a local's global, a proxy's globals), set once at start.
+static PEER_TLS: std::sync::OnceLock<tonic::transport::ClientTlsConfig> =
+    std::sync::OnceLock::new();
+
+/// Connects to peers over TLS: servers must present a certificate signed by `ca`;
+/// with `identity` (certificate and key, PEM) ssfd presents it (mutual TLS).
+pub fn set_peer_tls(ca: &[u8], identity: Option<(&[u8], &[u8])>) {
+    let mut config = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+    if let Some((cert, key)) = identity {
+        config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+    }
+    let _ = PEER_TLS.set(config);
+}
+
 /// A current-thread runtime and a lazily connected gRPC channel, for a sink's own
 /// thread.
 pub struct GrpcClient {
     runtime: tokio::runtime::Runtime,
     endpoint: String,
     channel: Option<tonic::transport::Channel>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl GrpcClient {
@@ -524,28 +540,44 @@ impl GrpcClient {
                 .expect("a current-thread runtime"),
             endpoint,
             channel: None,
+            tls: None,
         }
+    }
+
+    /// A client for an ssfd peer: over TLS when [`set_peer_tls`] was called.
+    pub fn peer(endpoint: &str) -> GrpcClient {
+        let mut client = GrpcClient::new(endpoint);
+        if let Some(tls) = PEER_TLS.get() {
+            client.endpoint = client.endpoint.replacen("http://", "https://", 1);
+            client.tls = Some(tls.clone());
+        }
+        client
     }
 
     pub fn channel(&mut self) -> Result<tonic::transport::Channel, SendError> {
         if let Some(channel) = &self.channel {
             return Ok(channel.clone());
         }
-        let endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|e| SendError::Permanent(format!("otlp endpoint {}: {e}", self.endpoint)))?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
+            .map_err(|e| SendError::Permanent(format!("grpc endpoint {}: {e}", self.endpoint)))?
             .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(std::time::Duration::from_secs(10));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| {
+                SendError::Permanent(format!("grpc endpoint {}: tls: {e}", self.endpoint))
+            })?;
+        }
         let channel = self
             .runtime
             .block_on(endpoint.connect())
-            .map_err(|e| SendError::Retry(format!("otlp endpoint {}: {e}", self.endpoint)))?;
+            .map_err(|e| SendError::Retry(format!("grpc endpoint {}: {e:?}", self.endpoint)))?;
         self.channel = Some(channel.clone());
         Ok(channel)
     }
 
     pub fn status(&mut self, status: tonic::Status) -> SendError {
         use tonic::Code;
-        let message = format!("otlp endpoint {}: {status}", self.endpoint);
+        let message = format!("grpc endpoint {}: {status}", self.endpoint);
         match status.code() {
             Code::Unavailable
             | Code::ResourceExhausted

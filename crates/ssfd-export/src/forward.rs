@@ -56,7 +56,9 @@ impl Deliver for ForwardSink {
         let list = MetricList::decode(&payload.body[..])
             .map_err(|e| SendError::Permanent(e.to_string()))?;
         let address = self.address.clone();
-        let client = self.client.get_or_insert_with(|| GrpcClient::new(&address));
+        let client = self
+            .client
+            .get_or_insert_with(|| GrpcClient::peer(&address));
         send_forwarded_metrics(client, &list.metrics)
     }
 }
@@ -69,7 +71,7 @@ pub struct ForwardSpans(BatchQueue<SsfSpan>);
 
 impl ForwardSpans {
     pub fn start(address: &str, policy: RetryPolicy) -> ForwardSpans {
-        let mut client = GrpcClient::new(address);
+        let mut client = GrpcClient::peer(address);
         ForwardSpans(BatchQueue::start(
             "forward-spans",
             ssfd_telemetry::sink(&format!("{address} spans"), "forward"),

@@ -160,8 +160,8 @@ impl Proxy {
             return;
         }
         let policy = RetryPolicy::default();
-        let mut metric_client = GrpcClient::new(destination);
-        let mut span_client = GrpcClient::new(destination);
+        let mut metric_client = GrpcClient::peer(destination);
+        let mut span_client = GrpcClient::peer(destination);
         let metrics = BatchQueue::start(
             "proxy-metrics",
             ssfd_telemetry::sink(destination, "forward"),
@@ -191,7 +191,7 @@ impl Proxy {
             .owner(span_key(trace_id))
             .map(String::from)
             .ok_or("no global is in the ring")?;
-        let mut client = GrpcClient::new(&owner);
+        let mut client = GrpcClient::peer(&owner);
         let channel = client
             .channel()
             .map_err(|_| format!("global {owner} does not answer"))?;
@@ -267,7 +267,7 @@ fn health(known: &RwLock<Vec<String>>, ring: &RwLock<Ring>) {
         for destination in &destinations {
             let client = clients
                 .entry(destination.clone())
-                .or_insert_with(|| GrpcClient::new(destination));
+                .or_insert_with(|| GrpcClient::peer(destination));
             let serving = client.channel().is_ok_and(|channel| {
                 let answer = client.block_on(async move {
                     tokio::time::timeout(

@@ -87,7 +87,8 @@ impl DogstatsdGrpc for GrpcIngest {
     ) -> Result<Response<dogstatsd::Empty>, Status> {
         let packet = request.into_inner().packet_bytes;
         let lines = ssfd_wire::dogstatsd_text::lines(&packet).count() as u64;
-        self.durability.refuse_while_failing(Listener::Grpc, lines)?;
+        self.durability
+            .refuse_while_failing(Listener::Grpc, lines)?;
         let pending = {
             let _gate = self.pipeline.gate().enter();
             let mut handoff = self.handoff();
@@ -266,8 +267,9 @@ impl ssfd_wire::forwardrpc::forward_server::Forward for GrpcIngest {
                     "ssfd is overloaded: a pipeline queue is full, retry later",
                 ));
             }
-            self.durability
-                .append(Kind::ForwardMetrics, || prost::Message::encode_to_vec(&list))
+            self.durability.append(Kind::ForwardMetrics, || {
+                prost::Message::encode_to_vec(&list)
+            })
         };
         pending.durable().await?;
         Ok(Response::new(()))
@@ -342,8 +344,9 @@ impl GrpcIngest {
             return wal::Pending::none();
         }
         let taken = std::mem::take(batch);
-        self.durability
-            .append(Kind::ForwardMetrics, move || prost::Message::encode_to_vec(&taken))
+        self.durability.append(Kind::ForwardMetrics, move || {
+            prost::Message::encode_to_vec(&taken)
+        })
     }
 }
 

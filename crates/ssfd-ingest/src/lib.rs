@@ -69,6 +69,8 @@ pub struct Bound {
     proxy: Option<Arc<dyn grpc::ForwardRoute>>,
     traces: Option<Arc<dyn grpc::TraceLookup>>,
     durability: wal::Durability,
+    /// TLS (mutual with a CA) for every gRPC listener.
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// The running listeners.
@@ -303,6 +305,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         proxy: None,
         traces: None,
         durability: wal::Durability::default(),
+        tls: None,
         handoff: HandoffConfig {
             extend_tags: config
                 .extend_tags
@@ -345,6 +348,41 @@ impl Bound {
         wal::replay(segments, pipeline, &self.handoff)
     }
 
+    /// Serves every gRPC listener (ingest, forward import, OTLP) over TLS: the
+    /// identity is required; with a CA, clients must present a certificate it signed.
+    pub fn set_tls(&mut self, pem: &ssfd_config::TlsPem) -> io::Result<()> {
+        let Some((cert, key)) = &pem.identity else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "tls: serving TLS needs a certificate and its key",
+            ));
+        };
+        let mut config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        if let Some(ca) = &pem.ca {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        self.tls = Some(config);
+        Ok(())
+    }
+}
+
+/// A gRPC server builder, with TLS when configured.
+fn grpc_server(
+    tls: &Option<tonic::transport::ServerTlsConfig>,
+) -> io::Result<tonic::transport::Server> {
+    {
+        let server = tonic::transport::Server::builder();
+        match tls {
+            None => Ok(server),
+            Some(tls) => server
+                .tls_config(tls.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("tls: {e}"))),
+        }
+    }
+}
+
+impl Bound {
     /// Answers durable requests (gRPC, OTLP) once they are in `wal`.
     pub fn set_wal(&mut self, wal: Arc<wal::Wal>) {
         self.durability = wal::Durability(Some(wal));
@@ -378,6 +416,7 @@ impl Bound {
         }
         let mut otlp = otlp::OtlpIngest::new(pipeline.clone(), self.handoff.clone());
         otlp.durability = self.durability.clone();
+        let tls = self.tls.clone();
         for socket in self.sockets {
             match socket {
                 Socket::OtlpGrpc { listener } => {
@@ -386,7 +425,7 @@ impl Bound {
                         metrics::v1::metrics_service_server::MetricsServiceServer,
                         trace::v1::trace_service_server::TraceServiceServer,
                     };
-                    let router = tonic::transport::Server::builder()
+                    let router = grpc_server(&tls)?
                         .add_service(health_service.clone())
                         .add_service(TraceServiceServer::new(otlp.clone()))
                         .add_service(LogsServiceServer::new(otlp.clone()))
@@ -440,7 +479,7 @@ impl Bound {
                     tasks.spawn(stream::serve_unix(listener, payload, context));
                 }
                 Socket::Grpc { listener } => {
-                    let router = tonic::transport::Server::builder()
+                    let router = grpc_server(&tls)?
                         .add_service(health_service.clone())
                         .add_service(ssfd_wire::raw::ssf::ssfgrpc_server::SsfgrpcServer::new(
                             grpc.clone(),

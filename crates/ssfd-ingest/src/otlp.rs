@@ -618,7 +618,10 @@ pub struct MetricSamples {
 
 /// Converts an OTLP metrics export to SSF samples (see the module's comment);
 /// cumulative streams are remembered in `streams` for their increase.
-pub fn metric_samples(request: &ExportMetricsServiceRequest, streams: &mut Streams) -> MetricSamples {
+pub fn metric_samples(
+    request: &ExportMetricsServiceRequest,
+    streams: &mut Streams,
+) -> MetricSamples {
     let mut outcome = Outcome::default();
     let mut samples: Vec<SsfSample> = Vec::new();
     let mut rejects = Vec::new();
@@ -639,12 +642,12 @@ pub fn metric_samples(request: &ExportMetricsServiceRequest, streams: &mut Strea
                     tags
                 };
                 let number =
-                    |point: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint| {
-                        match point.value {
-                            Some(number_data_point::Value::AsDouble(d)) => d,
-                            Some(number_data_point::Value::AsInt(i)) => i as f64,
-                            None => f64::NAN,
-                        }
+                    |point: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint| match point
+                        .value
+                    {
+                        Some(number_data_point::Value::AsDouble(d)) => d,
+                        Some(number_data_point::Value::AsInt(i)) => i as f64,
+                        None => f64::NAN,
                     };
                 match &metric.data {
                     Some(metric::Data::Gauge(gauge)) => {
@@ -727,8 +730,8 @@ pub fn metric_samples(request: &ExportMetricsServiceRequest, streams: &mut Strea
                                             .zip(&last)
                                             .map(|(now, before)| now - before)
                                             .collect();
-                                        let sum = Some(now_sum - last_sum)
-                                            .filter(|s| s.is_finite());
+                                        let sum =
+                                            Some(now_sum - last_sum).filter(|s| s.is_finite());
                                         (counts, None, None, sum)
                                     }
                                     _ => (
@@ -739,20 +742,11 @@ pub fn metric_samples(request: &ExportMetricsServiceRequest, streams: &mut Strea
                                     ),
                                 }
                             } else {
-                                (
-                                    point.bucket_counts.clone(),
-                                    point.min,
-                                    point.max,
-                                    point.sum,
-                                )
+                                (point.bucket_counts.clone(), point.min, point.max, point.sum)
                             };
-                            let Some(weighted) = histogram_samples(
-                                &point.explicit_bounds,
-                                &counts,
-                                min,
-                                max,
-                                sum,
-                            ) else {
+                            let Some(weighted) =
+                                histogram_samples(&point.explicit_bounds, &counts, min, max, sum)
+                            else {
                                 outcome.rejected += 1;
                                 outcome.error = format!(
                                     "metric `{}`: bucket_counts must be one longer than explicit_bounds",
@@ -969,7 +963,9 @@ async fn http_traces(
 ) -> axum::response::Response {
     match decode::<ExportTraceServiceRequest>(&headers, &body) {
         Ok((request, format)) => answer(
-            otlp.traces(&request, Protocol::Http).await.map(trace_response),
+            otlp.traces(&request, Protocol::Http)
+                .await
+                .map(trace_response),
             format,
         ),
         Err(error) => bad_request(error),
@@ -997,7 +993,9 @@ async fn http_metrics(
 ) -> axum::response::Response {
     match decode::<ExportMetricsServiceRequest>(&headers, &body) {
         Ok((request, format)) => answer(
-            otlp.metrics(&request, Protocol::Http).await.map(metrics_response),
+            otlp.metrics(&request, Protocol::Http)
+                .await
+                .map(metrics_response),
             format,
         ),
         Err(error) => bad_request(error),

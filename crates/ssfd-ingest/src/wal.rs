@@ -433,7 +433,8 @@ pub fn replay(
             handoff
         };
         let otlp = crate::otlp::OtlpIngest::new(pipeline.clone(), config.clone());
-        let plain = |listener| Handoff::new(pipeline.clone(), config.clone(), listener, Protocol::Grpc);
+        let plain =
+            |listener| Handoff::new(pipeline.clone(), config.clone(), listener, Protocol::Grpc);
         let scan = read_segment(path, |kind, payload| match kind {
             Kind::Spans | Kind::ForwardedSpans => {
                 let mut config = config.clone();
@@ -443,7 +444,8 @@ pub fn replay(
                 } else {
                     Listener::Grpc
                 };
-                let mut spans_handoff = Handoff::new(pipeline.clone(), config, listener, Protocol::Grpc);
+                let mut spans_handoff =
+                    Handoff::new(pipeline.clone(), config, listener, Protocol::Grpc);
                 for span in spans(payload) {
                     let _ = spans_handoff.ssf_packet(span);
                     if spans_handoff.pending() >= 256 {
@@ -823,9 +825,18 @@ mod tests {
         let (wal, left) = Wal::open(dir.path()).expect("reopen");
         assert_eq!(left.len(), 2);
         let (first, read) = records(&left[0]);
-        assert_eq!(read, Scan { records: 2, torn: false });
+        assert_eq!(
+            read,
+            Scan {
+                records: 2,
+                torn: false
+            }
+        );
         assert_eq!(first[0].0, Kind::Spans);
-        assert_eq!(spans(&first[0].1).collect::<Vec<_>>(), [&b"one"[..], b"two"]);
+        assert_eq!(
+            spans(&first[0].1).collect::<Vec<_>>(),
+            [&b"one"[..], b"two"]
+        );
         assert_eq!(first[1], (Kind::StatsdPacket, b"a:1|c".to_vec()));
         assert_eq!(records(&left[1]).0, [(Kind::OtlpLogs, b"next".to_vec())]);
         // the old process's token means nothing now; this process's first interval
@@ -836,11 +847,17 @@ mod tests {
         drop(second);
         drop(first_metrics);
         std::thread::sleep(Duration::from_millis(100));
-        assert!(left.iter().all(|p| p.exists()), "an older interval is still out");
+        assert!(
+            left.iter().all(|p| p.exists()),
+            "an older interval is still out"
+        );
         drop(first_spans);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while left.iter().any(|p| p.exists()) {
-            assert!(std::time::Instant::now() < deadline, "replayed segments deleted");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replayed segments deleted"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         wal.close();
@@ -870,8 +887,18 @@ mod tests {
         flipped[last] ^= 1;
         std::fs::write(&path, &flipped).expect("write");
         let (seen, read) = records(&path);
-        assert_eq!((seen.len(), read.torn), (1, true), "a bad checksum stops reading");
+        assert_eq!(
+            (seen.len(), read.torn),
+            (1, true),
+            "a bad checksum stops reading"
+        );
         std::fs::write(&path, &whole).expect("write");
-        assert_eq!(records(&path).1, Scan { records: 2, torn: false });
+        assert_eq!(
+            records(&path).1,
+            Scan {
+                records: 2,
+                torn: false
+            }
+        );
     }
 }

@@ -120,7 +120,9 @@ impl SpanSink for Store {
                     self.logs.barrier(token);
                 }
             }
-            Err(error) => tracing::warn!(%error, "span store sync failed; retried at the next interval"),
+            Err(error) => {
+                tracing::warn!(%error, "span store sync failed; retried at the next interval")
+            }
         }
     }
 }

@@ -30,6 +30,15 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         )
         .init();
     let config = load(path)?;
+    let tls = config.tls_pem().map_err(anyhow::Error::msg)?;
+    if let Some(ca) = tls.as_ref().and_then(|t| t.ca.as_ref()) {
+        // forwarding and the proxy check their peers against the CA (mutual with a key)
+        let identity = tls
+            .as_ref()
+            .and_then(|t| t.identity.as_ref())
+            .map(|(cert, key)| (&cert[..], &key[..]));
+        ssfd_export::delivery::set_peer_tls(ca, identity);
+    }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pipeline_config = PipelineConfig {
         metric_workers: if config.num_workers == 0 {
@@ -154,18 +163,22 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             Pipeline::start_with(pipeline_config, flush_config, sinks, derived.clone());
         let mut bound = ssfd_ingest::bind(&config).await?;
         bound.set_event_queue(derived.events);
+        if let Some(pem) = tls.as_ref().filter(|t| t.identity.is_some()) {
+            bound.set_tls(pem)?;
+        }
         // the write-ahead log (SPEC 7): what a crash left is replayed before intake opens
         let wal = if config.wal && config.role != "proxy" {
             let dir = Path::new(&config.data_dir).join("wal");
-            let (wal, left) = ssfd_ingest::wal::Wal::open(&dir).with_context(|| {
-                format!("cannot open the write-ahead log in {}", dir.display())
-            })?;
+            let (wal, left) = ssfd_ingest::wal::Wal::open(&dir)
+                .with_context(|| format!("cannot open the write-ahead log in {}", dir.display()))?;
             pipeline
                 .gate()
                 .set_log(std::sync::Arc::clone(&wal) as std::sync::Arc<dyn ssfd_engine::Log>);
             if !left.is_empty() {
                 let replayed = tokio::task::block_in_place(|| bound.replay(&pipeline, &left))
-                    .with_context(|| format!("cannot replay the write-ahead log in {}", dir.display()))?;
+                    .with_context(|| {
+                        format!("cannot replay the write-ahead log in {}", dir.display())
+                    })?;
                 tracing::info!(
                     segments = replayed.segments,
                     records = replayed.records,
