@@ -9,6 +9,7 @@ mod forward;
 mod listeners;
 mod logs;
 mod otlp;
+mod overload;
 mod policies;
 mod prometheus;
 mod query;

@@ -12,6 +12,7 @@ pub mod batch;
 pub mod durable;
 pub mod events;
 pub mod flush;
+pub mod memory;
 pub mod pipeline;
 pub mod record;
 pub mod sketch;

@@ -174,6 +174,14 @@ impl MetricSink for QueuedSink {
         let Some(queue) = &self.queue else {
             return;
         };
+        if ssfd_engine::memory::under_pressure() {
+            // memory_limit: a new interval does not wait in memory behind a slow sink
+            self.counters
+                .dropped
+                .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+            ssfd_telemetry::dropped(self.stage, ssfd_telemetry::DropReason::MemoryLimit, count);
+            return;
+        }
         self.queued
             .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =

@@ -573,6 +573,26 @@ impl Handoff {
         {
             queue.push_all(self.events.drain(..));
         }
+        // memory_limit (SPEC 7): near it, nothing new may wait in memory
+        if ssfd_engine::memory::under_pressure() {
+            match policy {
+                WhenFull::Refuse => return Err(ssfd_engine::Full),
+                WhenFull::DropNewest => {
+                    let dropped = self.discard() as u64;
+                    telemetry::dropped(
+                        telemetry::Stage::Ingest,
+                        telemetry::DropReason::MemoryLimit,
+                        dropped,
+                    );
+                    return Ok(());
+                }
+                WhenFull::Block => {
+                    while ssfd_engine::memory::under_pressure() {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                }
+            }
+        }
         if policy == WhenFull::Refuse {
             let spans_full =
                 self.spans.iter().enumerate().any(|(shard, spans)| {
@@ -616,6 +636,10 @@ impl Handoff {
             && let Some(queue) = &self.config.events
         {
             queue.push_all(self.events.drain(..));
+        }
+        if ssfd_engine::memory::under_pressure() {
+            // a stream then waits in `flush(Block)` until memory is back
+            return Err(ssfd_engine::Full);
         }
         let mut complete = self.pipeline.try_send_samples(&mut self.samples);
         for shard in 0..self.spans.len() {

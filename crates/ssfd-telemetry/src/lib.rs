@@ -99,6 +99,9 @@ static REFUSED_TOTAL: Grid<{ Listener::COUNT }> = Grid::new();
 static SERIES: AtomicU64 = AtomicU64::new(0);
 static FLUSHES: AtomicU64 = AtomicU64::new(0);
 static WAL_WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
+static MEMORY_PRESSURE: AtomicU64 = AtomicU64::new(0);
+static MEMORY_ANON: AtomicU64 = AtomicU64::new(0);
+static MEMORY_LIMIT: AtomicU64 = AtomicU64::new(0);
 static FLUSH_NANOS: AtomicU64 = AtomicU64::new(0);
 
 static SERIES_OVERFLOW: AtomicU64 = AtomicU64::new(0);
@@ -106,6 +109,17 @@ static STORE_BYTES: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 const STORES: [&str; 3] = ["spans", "logs", "wal"];
 
 /// Bytes a store keeps on disk (`spans`, `logs`, `wal`).
+/// Anonymous memory crossed `memory_limit`'s high-water mark.
+pub fn memory_pressure_entered() {
+    MEMORY_PRESSURE.fetch_add(1, Relaxed);
+}
+
+/// The process's anonymous memory and its limit, bytes.
+pub fn set_memory(anonymous: u64, limit: u64) {
+    MEMORY_ANON.store(anonymous, Relaxed);
+    MEMORY_LIMIT.store(limit, Relaxed);
+}
+
 /// A write-ahead-log write or segment open that failed (and is retried).
 pub fn wal_write_error() {
     WAL_WRITE_ERRORS.fetch_add(1, Relaxed);
@@ -462,6 +476,34 @@ pub fn render(out: &mut String, version: &str) {
             listener.label()
         );
     }
+    header(
+        out,
+        "ssfd_memory_anonymous_bytes",
+        "gauge",
+        "the process's anonymous memory (RssAnon), as memory_limit's governor last read it",
+    );
+    let _ = writeln!(
+        out,
+        "ssfd_memory_anonymous_bytes {}",
+        MEMORY_ANON.load(Relaxed)
+    );
+    header(out, "ssfd_memory_limit_bytes", "gauge", "memory_limit");
+    let _ = writeln!(
+        out,
+        "ssfd_memory_limit_bytes {}",
+        MEMORY_LIMIT.load(Relaxed)
+    );
+    header(
+        out,
+        "ssfd_memory_pressure_total",
+        "counter",
+        "times anonymous memory crossed 85 % of memory_limit (intake then sheds load)",
+    );
+    let _ = writeln!(
+        out,
+        "ssfd_memory_pressure_total {}",
+        MEMORY_PRESSURE.load(Relaxed)
+    );
     header(
         out,
         "ssfd_wal_write_errors_total",

@@ -39,6 +39,8 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             .map(|(cert, key)| (&cert[..], &key[..]));
         ssfd_export::delivery::set_peer_tls(ca, identity);
     }
+    // memory_limit (SPEC 7): intake sheds load near it
+    ssfd_engine::memory::govern(config.memory_limit);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pipeline_config = PipelineConfig {
         metric_workers: if config.num_workers == 0 {

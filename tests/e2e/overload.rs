@@ -1,0 +1,208 @@
+//! Overload (issue 7 point 3, SPEC 7): `memory_limit` holds. The server gets ten times
+//! more series than `max_series`, a sink that never answers, and a flood of gRPC spans
+//! into span queues configured far larger than the limit allows (workers slowed with
+//! the test hook, so spans pile up). The server's anonymous memory, sampled from
+//! `/proc` every few milliseconds, stays under the limit; gRPC answers `UNAVAILABLE`
+//! (each one counted); every statsd line received either reached a worker or was
+//! counted as dropped; every acknowledged span reaches the span worker.
+
+use ssfd_e2e::Server;
+use ssfd_wire::ssf::{SsfSpan, ssfgrpc_client::SsfgrpcClient};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const LIMIT: u64 = 200 << 20;
+
+fn anonymous(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("RssAnon:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn big_span(id: i64) -> SsfSpan {
+    let mut span = SsfSpan {
+        trace_id: id,
+        id,
+        start_timestamp: 1_700_000_000_000_000_000,
+        end_timestamp: 1_700_000_000_000_001_000,
+        service: "flood".into(),
+        name: "op".into(),
+        ..Default::default()
+    };
+    span.tags.insert("payload".into(), "x".repeat(32 << 10));
+    span
+}
+
+#[test]
+fn memory_limit_holds_under_series_a_stalled_sink_and_a_grpc_flood() {
+    // a sink that accepts connections and never answers
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stalled_address = stalled.local_addr().unwrap();
+    let _held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for connection in stalled.incoming() {
+            open.push(connection);
+        }
+    });
+    let server = Server::start_with_env(
+        &format!(
+            "interval: 1s\nmemory_limit: {LIMIT}\nmax_series: 1000\nspan_channel_capacity: 1000000\n\
+             metric_sinks:\n  - kind: datadog\n    name: stalled\n    config: {{api_key: k, api_hostname: http://{stalled_address}}}\n"
+        ),
+        &[("SSFD_TEST_WORKER_STALL_MS", "2")],
+    );
+    let pid = server.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, peak) = (Arc::clone(&stop), Arc::clone(&peak));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(anonymous(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    // ten times max_series, over and over
+    let statsd = {
+        let stop = Arc::clone(&stop);
+        let target = server.addr("statsd udp").to_string();
+        std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut lines = 0u64;
+            let mut series = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let packet: Vec<String> = (0..20)
+                    .map(|_| {
+                        series = (series + 1) % 10_000;
+                        format!("overload.series:1|c|#n:{series}")
+                    })
+                    .collect();
+                if socket
+                    .send_to(packet.join("\n").as_bytes(), &target)
+                    .is_ok()
+                {
+                    lines += 20;
+                }
+                if lines % 2_000 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            lines
+        })
+    };
+    // the gRPC flood: 16 concurrent unary callers with 32 KiB spans
+    let ok = Arc::new(AtomicU64::new(0));
+    let unavailable = Arc::new(AtomicU64::new(0));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let address = format!("http://{}", server.addr("grpc tcp"));
+    let flood_until = Instant::now() + Duration::from_secs(8);
+    runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(address)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut callers = Vec::new();
+        for caller in 0..16i64 {
+            let mut client = SsfgrpcClient::new(channel.clone());
+            let (ok, unavailable) = (Arc::clone(&ok), Arc::clone(&unavailable));
+            callers.push(tokio::spawn(async move {
+                let mut id = caller * 10_000_000;
+                while Instant::now() < flood_until {
+                    id += 1;
+                    match client.send_span(big_span(id)).await {
+                        Ok(_) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(status) => {
+                            assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+                            unavailable.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        for caller in callers {
+            caller.await.unwrap();
+        }
+    });
+    let during_flood = server.metric("ssfd_memory_pressure_total");
+    stop.store(true, Ordering::Relaxed);
+    let lines_sent = statsd.join().unwrap();
+    sampler.join().unwrap();
+    let (ok, unavailable) = (
+        ok.load(Ordering::Relaxed),
+        unavailable.load(Ordering::Relaxed),
+    );
+    let peak = peak.load(Ordering::Relaxed);
+    eprintln!(
+        "peak anonymous memory {} MiB of {} MiB; spans ok {ok}, unavailable {unavailable}; statsd lines sent {lines_sent}",
+        peak >> 20,
+        LIMIT >> 20
+    );
+    assert!(
+        peak < LIMIT,
+        "anonymous memory {peak} went past memory_limit {LIMIT}"
+    );
+    assert!(
+        during_flood >= 1.0,
+        "the flood reached the limit's high-water mark"
+    );
+    assert!(
+        unavailable > 0 && ok > 0,
+        "ok {ok}, unavailable {unavailable}"
+    );
+    assert_eq!(
+        server.metric("ssfd_refused_total{listener=\"grpc\"}"),
+        unavailable as f64,
+        "every refusal is counted"
+    );
+    // every acknowledged span reaches the worker once the queue drains
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while server.metric("ssfd_worker_received_total{kind=\"span\"}") < ok as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged spans reach the worker"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        server.metric("ssfd_worker_received_total{kind=\"span\"}"),
+        ok as f64
+    );
+    // every statsd line received reached a worker or was counted as dropped
+    let received = server.metric("ssfd_received_total{listener=\"statsd\",protocol=\"udp\"}");
+    assert!(received > 0.0 && received <= lines_sent as f64);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counted = server.metric("ssfd_worker_received_total{kind=\"counter\"}")
+            + server.metric("ssfd_dropped_total{stage=\"ingest\",reason=\"queue_full\"}")
+            + server.metric("ssfd_dropped_total{stage=\"ingest\",reason=\"memory_limit\"}");
+        // the readers may still be draining the socket: read both again
+        let received = server.metric("ssfd_received_total{listener=\"statsd\",protocol=\"udp\"}");
+        // each accepted span adds its one RED counter sample (SPEC 4.4)
+        if counted == received + ok as f64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "received {received} lines (+{ok} span counters), accounted for {counted}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        server.metric("ssfd_series_overflow_total") > 0.0,
+        "ten times max_series overflows, counted"
+    );
+}
