@@ -4,6 +4,7 @@
 mod aggregation;
 mod clients;
 mod deploy;
+mod disk;
 mod emit;
 mod forward;
 mod listeners;

@@ -9,6 +9,7 @@
 
 pub mod aggregate;
 pub mod batch;
+pub mod disk;
 pub mod durable;
 pub mod events;
 pub mod flush;

@@ -527,7 +527,7 @@ impl Durability {
         items: u64,
     ) -> Result<(), tonic::Status> {
         match &self.0 {
-            Some(wal) if wal.failing() => {
+            Some(wal) if wal.failing() || ssfd_engine::disk::low_space() => {
                 ssfd_telemetry::refused(listener, items);
                 Err(tonic::Status::unavailable(
                     "ssfd cannot write its write-ahead log (is data_dir full?), retry later",
@@ -540,7 +540,7 @@ impl Durability {
     /// A stream waits while the log cannot write.
     pub async fn wait_while_failing(&self) {
         if let Some(wal) = &self.0 {
-            while wal.failing() {
+            while wal.failing() || ssfd_engine::disk::low_space() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -62,6 +62,9 @@ pub struct Store {
     pub logs: LogStore,
     /// Write-ahead-log tokens whose spans are not durable yet (a failed sync).
     held: std::sync::Mutex<Vec<ssfd_engine::Token>>,
+    /// Tokens of intervals whose spans were dropped for a full disk: kept until the
+    /// process ends, so the log replays those spans at the next start.
+    kept: std::sync::Mutex<Vec<ssfd_engine::Token>>,
 }
 
 impl Store {
@@ -72,6 +75,7 @@ impl Store {
             spans: SpanStore::open(dir, Arc::clone(&budget), retention)?,
             logs: LogStore::open(&dir.join("logs"), budget, retention)?,
             held: std::sync::Mutex::default(),
+            kept: std::sync::Mutex::default(),
         })
     }
 
@@ -112,6 +116,13 @@ impl SpanSink for Store {
     /// index commit what came before it too; the token drops after both. A failed sync
     /// keeps the token for the next barrier, so the log keeps the interval.
     fn barrier(&self, token: ssfd_engine::Token) {
+        if self.spans.take_lost() {
+            self.kept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(token);
+            return;
+        }
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         held.push(token);
         match self.spans.sync() {

@@ -181,6 +181,8 @@ impl LogStore {
             retention,
             uncommitted: 0,
             held: Vec::new(),
+            lost: false,
+            kept: Vec::new(),
         };
         indexer.measure();
         let thread = std::thread::Builder::new()
@@ -393,6 +395,10 @@ struct Indexer {
     uncommitted: usize,
     /// Write-ahead-log tokens waiting for a successful commit.
     held: Vec<ssfd_engine::Token>,
+    /// Records were dropped for a full disk since the last barrier: that barrier's
+    /// token is kept for good (the log replays its interval at the next start).
+    lost: bool,
+    kept: Vec<ssfd_engine::Token>,
 }
 
 impl Indexer {
@@ -407,7 +413,11 @@ impl Indexer {
                     last_commit = Instant::now();
                 }
                 Ok(Message::Barrier(token)) => {
-                    self.held.push(token);
+                    if std::mem::take(&mut self.lost) {
+                        self.kept.push(token);
+                    } else {
+                        self.held.push(token);
+                    }
                     if let Err(error) = self.commit() {
                         tracing::warn!(%error, "log index commit failed; retried at the next");
                     }
@@ -435,6 +445,17 @@ impl Indexer {
     }
 
     fn add(&mut self, records: &[LogRecord], received: i64) {
+        if ssfd_engine::disk::low_space() {
+            // a nearly full data_dir: tantivy must not meet ENOSPC; the write-ahead log
+            // keeps the interval (its token waits in `lost`)
+            self.lost = true;
+            ssfd_telemetry::dropped(
+                ssfd_telemetry::Stage::Index,
+                ssfd_telemetry::DropReason::DiskFull,
+                records.len() as u64,
+            );
+            return;
+        }
         let f = self.fields;
         for record in records {
             let mut doc = TantivyDocument::default();
@@ -468,6 +489,9 @@ impl Indexer {
     }
 
     fn commit(&mut self) -> Result<(), String> {
+        if ssfd_engine::disk::low_space() {
+            return Err("data_dir is nearly full: the commit waits for space".into());
+        }
         self.writer.commit().map_err(|e| e.to_string())?;
         self.held.clear();
         self.reader.reload().map_err(|e| e.to_string())?;

@@ -34,6 +34,8 @@ const HEADER: usize = 12;
 pub enum StoreError {
     #[error("span store: {0}")]
     Database(String),
+    #[error("span store: data_dir is nearly full; the block waits for room")]
+    DiskFull,
 }
 
 pub(crate) fn db_error(error: impl std::fmt::Display) -> StoreError {
@@ -310,6 +312,8 @@ pub struct SpanStore {
     retention: Duration,
     /// When the last fsync-ing commit happened.
     last_durable: std::sync::Mutex<std::time::Instant>,
+    /// Spans were dropped for a full disk since the last [`SpanStore::take_lost`].
+    lost: std::sync::atomic::AtomicBool,
 }
 
 /// A block is written once it holds this many bytes or is this old: one redb
@@ -419,6 +423,7 @@ impl SpanStore {
             budget,
             retention,
             last_durable: std::sync::Mutex::new(std::time::Instant::now()),
+            lost: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -442,6 +447,17 @@ impl SpanStore {
         // of two, so a block just over 4 MiB would take 8
         let incoming: usize = spans.iter().map(|(_, bytes)| bytes.len() + 12).sum();
         if !index.pending.is_empty() && index.pending.len() + incoming > BLOCK_BYTES {
+            if ssfd_engine::disk::low_space() {
+                // the pending block is full and cannot be written: the batch is dropped
+                // and counted, and the write-ahead log keeps its interval
+                self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                ssfd_telemetry::dropped(
+                    ssfd_telemetry::Stage::Store,
+                    ssfd_telemetry::DropReason::DiskFull,
+                    spans.len() as u64,
+                );
+                return Ok(());
+            }
             self.write_pending(&mut index)?;
         }
         let block = index.next_block;
@@ -468,7 +484,9 @@ impl SpanStore {
         let since = *index
             .pending_since
             .get_or_insert_with(std::time::Instant::now);
-        if index.pending.len() + 64 * 1024 >= BLOCK_BYTES || since.elapsed() >= BLOCK_AGE {
+        if (index.pending.len() + 64 * 1024 >= BLOCK_BYTES || since.elapsed() >= BLOCK_AGE)
+            && !ssfd_engine::disk::low_space()
+        {
             self.write_pending(&mut index)?;
         }
         Ok(())
@@ -482,6 +500,11 @@ impl SpanStore {
 
     /// Writes the block being filled when `write_block`, then evicts.
     fn write(&self, index: &mut Index, write_block: bool) -> Result<(), StoreError> {
+        if write_block && !index.pending.is_empty() && ssfd_engine::disk::low_space() {
+            // a nearly full data_dir: the block stays pending (and readable) until there
+            // is room; redb never meets ENOSPC
+            return Err(StoreError::DiskFull);
+        }
         let mut write = self.db.begin_write().map_err(db_error)?;
         let durable = self.last_durable.lock().map(|mut last| {
             let due = last.elapsed() >= SYNC_EVERY;
@@ -574,6 +597,7 @@ impl SpanStore {
             .values()
             .next()
             .is_some_and(|oldest| oldest.received_ns < expired_before);
+        let due = due && !ssfd_engine::disk::low_space();
         if (due || expired)
             && let Err(error) = self.write(&mut index, due)
         {
@@ -740,6 +764,11 @@ impl SpanStore {
             *last = std::time::Instant::now();
         }
         Ok(())
+    }
+
+    /// True when spans were dropped for a full disk since the last call.
+    pub fn take_lost(&self) -> bool {
+        self.lost.swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes of span blocks kept (written and being filled).

@@ -57,6 +57,7 @@ label_enum!(
         MemoryLimit = "memory_limit",
         RetryExhausted = "retry_exhausted",
         Shutdown = "shutdown",
+        DiskFull = "disk_full",
     }
 );
 label_enum!(
@@ -100,6 +101,7 @@ static SERIES: AtomicU64 = AtomicU64::new(0);
 static FLUSHES: AtomicU64 = AtomicU64::new(0);
 static WAL_WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
 static MEMORY_PRESSURE: AtomicU64 = AtomicU64::new(0);
+static DISK_LOW: AtomicU64 = AtomicU64::new(0);
 static MEMORY_ANON: AtomicU64 = AtomicU64::new(0);
 static MEMORY_LIMIT: AtomicU64 = AtomicU64::new(0);
 static FLUSH_NANOS: AtomicU64 = AtomicU64::new(0);
@@ -109,6 +111,11 @@ static STORE_BYTES: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 const STORES: [&str; 3] = ["spans", "logs", "wal"];
 
 /// Bytes a store keeps on disk (`spans`, `logs`, `wal`).
+/// `data_dir`'s file system is nearly full (1) or not (0).
+pub fn set_disk_low(low: bool) {
+    DISK_LOW.store(u64::from(low), Relaxed);
+}
+
 /// Anonymous memory crossed `memory_limit`'s high-water mark.
 pub fn memory_pressure_entered() {
     MEMORY_PRESSURE.fetch_add(1, Relaxed);
@@ -504,6 +511,13 @@ pub fn render(out: &mut String, version: &str) {
         "ssfd_memory_pressure_total {}",
         MEMORY_PRESSURE.load(Relaxed)
     );
+    header(
+        out,
+        "ssfd_disk_low",
+        "gauge",
+        "1 while data_dir's file system is below its free-space reserve (durable intake refused, stores write nothing)",
+    );
+    let _ = writeln!(out, "ssfd_disk_low {}", DISK_LOW.load(Relaxed));
     header(
         out,
         "ssfd_wal_write_errors_total",

@@ -41,6 +41,8 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     }
     // memory_limit (SPEC 7): intake sheds load near it
     ssfd_engine::memory::govern(config.memory_limit);
+    // a nearly full data_dir: durable intake refuses, the stores write nothing
+    ssfd_engine::disk::watch(Path::new(&config.data_dir));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pipeline_config = PipelineConfig {
         metric_workers: if config.num_workers == 0 {
