@@ -300,3 +300,34 @@ pub fn python(script: &str, args: &[&str]) -> String {
     );
     stdout
 }
+
+/// POSTs `body` over plain HTTP/1.1.
+pub fn http_post(address: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    http_post_with(address, path, content_type, "", body)
+}
+
+/// POSTs `body` with extra header lines (each ending in `\r\n`).
+pub fn http_post_with(
+    address: &str,
+    path: &str,
+    content_type: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -15,6 +15,7 @@ mod policies;
 mod prometheus;
 mod query;
 mod sinks;
+mod telemetry;
 mod tier;
 mod tls;
 mod traces;

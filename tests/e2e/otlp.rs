@@ -4,7 +4,7 @@
 //! counter's increase. OTLP/HTTP takes JSON, refuses a bad body with 400.
 
 use serde_json::{Value, json};
-use ssfd_e2e::{Server, python};
+use ssfd_e2e::{Server, http_post as post, http_post_with as post_with, python};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -103,36 +103,6 @@ fn the_opentelemetry_sdk_sends_a_trace_logs_and_a_counter() {
         7.0,
     );
     assert!(server.metric("ssfd_received_total{listener=\"otlp\",protocol=\"grpc\"}") >= 4.0);
-}
-
-fn post(address: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
-    post_with(address, path, content_type, "", body)
-}
-
-/// POSTs `body` with extra header lines (each ending in `\r\n`).
-fn post_with(
-    address: &str,
-    path: &str,
-    content_type: &str,
-    headers: &str,
-    body: &[u8],
-) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 #[test]

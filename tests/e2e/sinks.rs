@@ -609,8 +609,16 @@ fn sigterm_honours_shutdown_timeout_with_a_hung_sink() {
     // the sink is now stuck in a request that never gets an answer
     hanging.wait_for("/api/v1/series", |_| true);
     let started = Instant::now();
+    let stderr = std::sync::Arc::clone(&server.stderr);
     // without the deadline the sink's retries (10 s each) would hold the exit past the
     // harness's 30 s
     assert!(server.terminate().success(), "exit 0");
     eprintln!("exited {:?} after SIGTERM", started.elapsed());
+    // what was still undelivered is counted as dropped (reason shutdown) and said
+    let said = stderr.lock().unwrap().join("\n");
+    assert!(
+        said.contains("sink still delivering at shutdown; its items are dropped")
+            && said.contains("left=1"),
+        "{said}"
+    );
 }
