@@ -89,7 +89,7 @@ fn memory_limit_holds_under_series_a_stalled_sink_and_a_grpc_flood() {
                 {
                     lines += 20;
                 }
-                if lines % 2_000 == 0 {
+                if lines.is_multiple_of(2_000) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
