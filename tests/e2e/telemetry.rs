@@ -331,3 +331,73 @@ fn every_promised_series_is_read_after_provoking_it() {
         }
     }
 }
+
+/// Size limits (issue 7 point 5): a gRPC message past 4 MiB, an SSF frame announcing
+/// more than 16 MiB and an OTLP/HTTP body past 32 MiB are refused alone; the server
+/// goes on serving the next request.
+#[test]
+fn oversized_requests_and_frames_are_refused_alone() {
+    let server = Server::start("otlp_listen_addresses: [http://127.0.0.1:0]\n");
+    let grpc = format!("http://{}", server.addr("grpc tcp"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(grpc)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = SsfgrpcClient::new(channel);
+        let mut huge = span_with_log(70);
+        huge.tags.insert("blob".into(), "b".repeat(5 << 20));
+        let status = client.send_span(huge).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status}");
+        client
+            .send_span(span_with_log(71))
+            .await
+            .expect("the next call is served");
+    });
+    // a frame header announcing 17 MiB: a framing error, the connection closes
+    let mut framed = TcpStream::connect(server.addr("ssf tcp")).unwrap();
+    let mut header = vec![0u8];
+    header.extend_from_slice(&(17u32 << 20).to_be_bytes());
+    framed.write_all(&header).unwrap();
+    framed
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(framed.read_to_end(&mut rest).unwrap_or(0), 0, "closed");
+    wait_at_least(
+        &server,
+        "ssfd_rejected_total{listener=\"ssf\",protocol=\"tcp\",reason=\"framing\"}",
+        1.0,
+    );
+    // the server may answer before the body is all sent: write errors are expected
+    let mut big = TcpStream::connect(server.addr("otlp http")).unwrap();
+    let length = (32 << 20) + 1;
+    let _ = write!(
+        big,
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+    );
+    let _ = big.write_all(&vec![0u8; length]);
+    let mut answer = String::new();
+    let _ = big.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "an OTLP body past 32 MiB: {answer}"
+    );
+    let (status, body) = ssfd_e2e::http_post(
+        server.addr("otlp http"),
+        "/v1/logs",
+        "application/json",
+        br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"after"}}]}]}]}"#,
+    );
+    assert_eq!(status, 200, "the next request is served: {body}");
+    wait_at_least(
+        &server,
+        "ssfd_received_total{listener=\"grpc\",protocol=\"grpc\"}",
+        1.0,
+    );
+}
