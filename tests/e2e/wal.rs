@@ -278,3 +278,59 @@ fn the_log_is_optional_and_replay_survives_a_torn_tail() {
     assert_eq!(server.metric("ssfd_store_bytes{store=\"wal\"}"), 0.0);
     assert!(server.terminate().success());
 }
+
+#[test]
+fn acknowledged_otlp_traces_and_logs_are_replayed_after_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    // a long interval and a killed process: only the log can bring these back
+    let config = format!(
+        "{}interval: 1h\notlp_listen_addresses: [http://127.0.0.1:0]\n",
+        ssfd_e2e::port_zero_config(dir.path())
+    );
+    let server = Server::start_config(&config, tempfile::tempdir().unwrap(), &[]);
+    let trace = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "otelsvc"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": "00000000000000000000000000003039",
+            "spanId": "0000000000000001",
+            "name": "replayed op",
+            "startTimeUnixNano": "1800000000000000000",
+            "endTimeUnixNano": "1800000000005000000"
+        }]}]
+    }]});
+    let logs = serde_json::json!({"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "otelsvc"}}]},
+        "scopeLogs": [{"logRecords": [{
+            "timeUnixNano": "1800000000001000000",
+            "severityNumber": 17,
+            "body": {"stringValue": "replayed after a crash"}
+        }]}]
+    }]});
+    for (path, body) in [("/v1/traces", &trace), ("/v1/logs", &logs)] {
+        let (status, answer) = ssfd_e2e::http_post(
+            server.addr("otlp http"),
+            path,
+            "application/json",
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+    // acknowledged: killed before any interval or store commit could matter
+    kill(server);
+    let restarted = Server::start_config(&config, tempfile::tempdir().unwrap(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = restarted.get("/api/v1/traces/12345");
+        let (_, found) = restarted.get("/api/v1/logs?q=replayed&service=otelsvc");
+        if status == 200 && body.contains("replayed op") && found.contains("replayed after a crash")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the OTLP span and log come back: {status} {body} / {found}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(restarted.terminate().success());
+}
