@@ -331,3 +331,26 @@ pub fn http_post_with(
         .unwrap_or_default();
     (status, body)
 }
+
+/// Runs `future` on a current-thread runtime (a test's gRPC calls).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
+/// A plain-text gRPC channel to `address` (`host:port` or a URL).
+pub async fn grpc_channel(address: &str) -> tonic::transport::Channel {
+    let url = if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    };
+    tonic::transport::Channel::from_shared(url)
+        .expect("a gRPC address")
+        .connect()
+        .await
+        .expect("connect gRPC")
+}

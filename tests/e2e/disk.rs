@@ -65,30 +65,22 @@ fn span(trace: i64, id: i64) -> SsfSpan {
 /// Sends spans 1..=count of `trace` one unary call each; returns (ok, unavailable).
 fn send(server: &Server, trace: i64, count: i64) -> (u64, u64) {
     let address = format!("http://{}", server.addr("grpc tcp"));
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let channel = tonic::transport::Channel::from_shared(address)
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
-            let mut client = SsfgrpcClient::new(channel);
-            let (mut ok, mut unavailable) = (0, 0);
-            for id in 1..=count {
-                match client.send_span(span(trace, id)).await {
-                    Ok(_) => ok += 1,
-                    Err(status) => {
-                        assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
-                        assert!(status.message().contains("data_dir"), "{status}");
-                        unavailable += 1;
-                    }
+    ssfd_e2e::block_on(async move {
+        let channel = ssfd_e2e::grpc_channel(&address).await;
+        let mut client = SsfgrpcClient::new(channel);
+        let (mut ok, mut unavailable) = (0, 0);
+        for id in 1..=count {
+            match client.send_span(span(trace, id)).await {
+                Ok(_) => ok += 1,
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+                    assert!(status.message().contains("data_dir"), "{status}");
+                    unavailable += 1;
                 }
             }
-            (ok, unavailable)
-        })
+        }
+        (ok, unavailable)
+    })
 }
 
 fn wait_trace(server: &Server, trace: i64, spans: u64) {

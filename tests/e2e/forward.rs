@@ -104,22 +104,14 @@ fn a_global_imports_what_a_real_veneur_forwarded() {
     }
     assert_eq!(metrics.len(), 8);
     let address = format!("http://{}", server.addr("grpc tcp"));
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let channel = tonic::transport::Channel::from_shared(address)
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
-            let mut client = ssfd_wire::forwardrpc::forward_client::ForwardClient::new(channel);
-            client
-                .send_metrics_v2(tokio_stream::iter(metrics))
-                .await
-                .unwrap();
-        });
+    ssfd_e2e::block_on(async move {
+        let channel = ssfd_e2e::grpc_channel(&address).await;
+        let mut client = ssfd_wire::forwardrpc::forward_client::ForwardClient::new(channel);
+        client
+            .send_metrics_v2(tokio_stream::iter(metrics))
+            .await
+            .unwrap();
+    });
     wait_near(&server, "fwd_counter_total{env=\"test\"}", 15.0, 0.0);
     wait_near(&server, "fwd_gauge", 42.5, 0.0);
     wait_near(

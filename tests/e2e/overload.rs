@@ -107,11 +107,7 @@ fn memory_limit_holds_under_series_a_stalled_sink_and_a_grpc_flood() {
     let address = format!("http://{}", server.addr("grpc tcp"));
     let flood_until = Instant::now() + Duration::from_secs(8);
     runtime.block_on(async {
-        let channel = tonic::transport::Channel::from_shared(address)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = ssfd_e2e::grpc_channel(&address).await;
         let mut callers = Vec::new();
         for caller in 0..16i64 {
             let mut client = SsfgrpcClient::new(channel.clone());

@@ -49,22 +49,6 @@ fn udp_drops_newest_when_the_queue_is_full_and_counts_every_drop() {
     server.wait_metric(SPANS_WORKER, total as f64 - dropped);
 }
 
-async fn channel(address: String) -> tonic::transport::Channel {
-    tonic::transport::Channel::from_shared(address)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn unary_grpc_answers_unavailable_when_full() {
     let server = Server::start_with_env(
@@ -72,8 +56,8 @@ fn unary_grpc_answers_unavailable_when_full() {
         &[("SSFD_TEST_WORKER_STALL_MS", "2000")],
     );
     let address = format!("http://{}", server.addr("grpc tcp"));
-    let (ok, unavailable) = runtime().block_on(async move {
-        let mut client = SsfgrpcClient::new(channel(address).await);
+    let (ok, unavailable) = ssfd_e2e::block_on(async move {
+        let mut client = SsfgrpcClient::new(ssfd_e2e::grpc_channel(&address).await);
         let (mut ok, mut unavailable) = (0, 0);
         for id in 1..=6 {
             match client.send_span(span(id)).await {
@@ -103,8 +87,8 @@ fn send_spans_stream_pushes_back_and_loses_nothing() {
     );
     let address = format!("http://{}", server.addr("grpc tcp"));
     let total = 5_000u64;
-    let summary = runtime().block_on(async move {
-        let mut client = IngestClient::new(channel(address).await);
+    let summary = ssfd_e2e::block_on(async move {
+        let mut client = IngestClient::new(ssfd_e2e::grpc_channel(&address).await);
         let spans = tokio_stream::iter((1..=total as i64).map(span));
         client.send_spans(spans).await.unwrap().into_inner()
     });

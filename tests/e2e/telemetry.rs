@@ -104,17 +104,9 @@ fn every_promised_series_is_read_after_provoking_it() {
         .unwrap();
     udp.send_to(&span_with_log(1).encode_to_vec(), server.addr("ssf udp"))
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let grpc = format!("http://{}", server.addr("grpc tcp"));
-    runtime.block_on(async {
-        let channel = tonic::transport::Channel::from_shared(grpc)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    ssfd_e2e::block_on(async {
+        let channel = ssfd_e2e::grpc_channel(&grpc).await;
         SsfgrpcClient::new(channel)
             .send_span(span_with_log(2))
             .await
@@ -339,16 +331,8 @@ fn every_promised_series_is_read_after_provoking_it() {
 fn oversized_requests_and_frames_are_refused_alone() {
     let server = Server::start("otlp_listen_addresses: [http://127.0.0.1:0]\n");
     let grpc = format!("http://{}", server.addr("grpc tcp"));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let channel = tonic::transport::Channel::from_shared(grpc)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    ssfd_e2e::block_on(async {
+        let channel = ssfd_e2e::grpc_channel(&grpc).await;
         let mut client = SsfgrpcClient::new(channel);
         let mut huge = span_with_log(70);
         huge.tags.insert("blob".into(), "b".repeat(5 << 20));
