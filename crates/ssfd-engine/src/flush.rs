@@ -188,9 +188,16 @@ fn split_tags(tags: &[u8]) -> Vec<String> {
     if tags.is_empty() {
         return Vec::new();
     }
-    tags.split(|&b| b == b',')
-        .map(|t| String::from_utf8_lossy(t).into_owned())
-        .collect()
+    tags.split(|&b| b == b',').map(text).collect()
+}
+
+/// Bytes as text: valid UTF-8 (the usual case) is copied as is; the lossy path
+/// replaces what is not (`from_utf8_lossy` alone is several times slower).
+fn text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 /// A series as Veneur's forward protocol carries it.
@@ -227,7 +234,7 @@ impl FlushConfig {
     /// forward their digest; global-only histograms are only forwarded; local-only
     /// metrics are never forwarded. A standalone or global server flushes everything.
     pub fn flush_series(&self, series: Series, out: &mut Flush) {
-        let name = String::from_utf8_lossy(series.name()).into_owned();
+        let name = text(series.name());
         let tags = split_tags(series.tags());
         if self.local {
             use metricpb::metric::Value;

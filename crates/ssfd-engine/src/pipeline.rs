@@ -569,6 +569,7 @@ fn flusher(
             timestamp: unix_seconds(),
             ..Flush::default()
         };
+        flush.metrics.reserve(series);
         for table in tables {
             for series in table.into_series() {
                 config.flush_series(series, &mut flush);

@@ -7,7 +7,7 @@
 //! idle for `prometheus_expiry` disappear.
 
 use ssfd_engine::{Flush, FlushedType, MetricSink};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,8 +42,93 @@ struct Sample {
 struct Family {
     kind: FamilyType,
     help: String,
-    /// Rendered label set (`{a="b"}` or empty) → sample; sorted when rendered.
-    series: HashMap<String, Sample>,
+    /// Rendered label set (`{a="b"}` or empty) → sample, sorted when rendered: the
+    /// entries in a dense `Vec`, found through a table of their indices. Each entry
+    /// keeps its hash (foldhash; SipHash was a quarter of a flush), so growing the
+    /// table never reads a label string again, and the table is 4 bytes a slot
+    /// (a table of whole entries was most of a 1 M-series flush, growing and faulting).
+    series: Series,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Series {
+    index: hashbrown::HashTable<u32>,
+    entries: Vec<Entry>,
+}
+
+impl Series {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Entry> {
+        self.entries.iter()
+    }
+
+    /// The sample of `labels`, created by `new` when absent.
+    fn get_or_insert(&mut self, labels: &str, new: impl FnOnce() -> Sample) -> &mut Sample {
+        let hash = label_hash(labels);
+        let entries = &self.entries;
+        let found = self
+            .index
+            .find(hash, |&i| {
+                let entry = &entries[i as usize];
+                entry.hash == hash && &*entry.labels == labels
+            })
+            .copied();
+        let at = match found {
+            Some(at) => at as usize,
+            None => {
+                let at = self.entries.len();
+                self.entries.push(Entry {
+                    hash,
+                    labels: labels.into(),
+                    sample: new(),
+                });
+                let entries = &self.entries;
+                self.index
+                    .insert_unique(hash, at as u32, |&i| entries[i as usize].hash);
+                at
+            }
+        };
+        &mut self.entries[at].sample
+    }
+
+    /// Keeps the entries `keep` says to; the index is rebuilt when any went.
+    fn retain(&mut self, keep: impl FnMut(&Entry) -> bool) {
+        let before = self.entries.len();
+        self.entries.retain(keep);
+        if self.entries.len() != before {
+            self.index.clear();
+            let entries = &self.entries;
+            for (at, entry) in entries.iter().enumerate() {
+                self.index
+                    .insert_unique(entry.hash, at as u32, |&i| entries[i as usize].hash);
+            }
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Series {
+    type Item = &'a Entry;
+    type IntoIter = std::slice::Iter<'a, Entry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    hash: u64,
+    labels: Box<str>,
+    sample: Sample,
+}
+
+/// The hasher of label sets.
+fn label_hash(labels: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static STATE: std::sync::OnceLock<hashbrown::DefaultHashBuilder> = std::sync::OnceLock::new();
+    STATE.get_or_init(Default::default).hash_one(labels)
 }
 
 /// One exposed sample: (name, labels sorted by name, value).
@@ -226,7 +311,7 @@ impl Exposition {
                 Family {
                     kind,
                     help: help(),
-                    series: HashMap::new(),
+                    series: Series::default(),
                 },
             );
         }
@@ -235,16 +320,13 @@ impl Exposition {
             self.conflicts += 1;
             return;
         }
-        let sample = match family.series.get_mut(labels) {
-            Some(sample) => sample,
-            None => family.series.entry(labels.to_string()).or_insert(Sample {
-                value: 0.0,
-                quantiles: Vec::new(),
-                sum: 0.0,
-                count: 0.0,
-                seen: now,
-            }),
-        };
+        let sample = family.series.get_or_insert(labels, || Sample {
+            value: 0.0,
+            quantiles: Vec::new(),
+            sum: 0.0,
+            count: 0.0,
+            seen: now,
+        });
         sample.seen = now;
         update(sample);
     }
@@ -328,7 +410,7 @@ impl Exposition {
         for family in self.families.values_mut() {
             family
                 .series
-                .retain(|_, sample| now.duration_since(sample.seen) < expiry);
+                .retain(|e| now.duration_since(e.sample.seen) < expiry);
         }
         self.families.retain(|_, family| !family.series.is_empty());
     }
@@ -340,7 +422,12 @@ impl Exposition {
         self.expire();
         let mut out = Vec::new();
         for (name, family) in &self.families {
-            for (label_set, sample) in &family.series {
+            for Entry {
+                labels: label_set,
+                sample,
+                ..
+            } in &family.series
+            {
                 let labels = parse_labels(label_set);
                 match family.kind {
                     FamilyType::Counter | FamilyType::Gauge => {
@@ -373,14 +460,18 @@ impl Exposition {
             );
             // a statsd counter can go negative (decrements); Prometheus counters cannot
             let kind = if family.kind == FamilyType::Counter
-                && family.series.values().any(|s| s.value < 0.0)
+                && family.series.iter().any(|e| e.sample.value < 0.0)
             {
                 "gauge"
             } else {
                 family.kind.label()
             };
             let _ = writeln!(out, "# TYPE {name} {kind}");
-            let mut series: Vec<(&String, &Sample)> = family.series.iter().collect();
+            let mut series: Vec<(&Box<str>, &Sample)> = family
+                .series
+                .iter()
+                .map(|e| (&e.labels, &e.sample))
+                .collect();
             series.sort_unstable_by(|a, b| a.0.cmp(b.0));
             for (label_set, sample) in series {
                 match family.kind {
