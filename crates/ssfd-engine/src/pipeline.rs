@@ -565,16 +565,8 @@ fn flusher(
         }
         let series: usize = tables.iter().map(SeriesTable::len).sum();
         telemetry::series_overflow(tables.iter().map(SeriesTable::overflowed).sum());
-        let mut flush = Flush {
-            timestamp: unix_seconds(),
-            ..Flush::default()
-        };
-        flush.metrics.reserve(series);
-        for table in tables {
-            for series in table.into_series() {
-                config.flush_series(series, &mut flush);
-            }
-        }
+        let mut flush = name_in_parallel(tables, &config);
+        flush.timestamp = unix_seconds();
         slos.flush_into(&mut flush);
         flush.events = events.drain();
         let metrics_token = token.map(|(metrics, spans)| {
@@ -595,6 +587,44 @@ fn flusher(
             return;
         }
     }
+}
+
+/// Names each worker's table on its own thread (the flusher's and scoped helpers), so
+/// a large interval is named in parallel while the workers go on; the parts are
+/// joined in worker order.
+fn name_in_parallel(tables: Vec<SeriesTable>, config: &FlushConfig) -> Flush {
+    let name = |table: SeriesTable| {
+        let mut part = Flush::default();
+        part.metrics.reserve(table.len());
+        for series in table.into_series() {
+            config.flush_series(series, &mut part);
+        }
+        part
+    };
+    let mut tables = tables.into_iter();
+    let Some(first) = tables.next() else {
+        return Flush::default();
+    };
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = tables
+            .map(|table| {
+                let name = &name;
+                std::thread::Builder::new()
+                    .name("flush-namer".into())
+                    .spawn_scoped(scope, move || name(table))
+                    .expect("spawn a flush namer")
+            })
+            .collect();
+        let mut flush = name(first);
+        for helper in helpers {
+            if let Ok(part) = helper.join() {
+                flush.metrics.extend(part.metrics);
+                flush.summaries.extend(part.summaries);
+                flush.forward.extend(part.forward);
+            }
+        }
+        flush
+    })
 }
 
 /// Counts spans and log records, and feeds the OTel span metrics and the SLOs. The

@@ -52,7 +52,8 @@ struct Family {
 
 #[derive(Clone, Debug, Default)]
 struct Series {
-    index: hashbrown::HashTable<u32>,
+    /// (hash, position in `entries`): growing it reads neither labels nor entries.
+    index: hashbrown::HashTable<(u64, u32)>,
     entries: Vec<Entry>,
 }
 
@@ -71,13 +72,12 @@ impl Series {
         let entries = &self.entries;
         let found = self
             .index
-            .find(hash, |&i| {
-                let entry = &entries[i as usize];
-                entry.hash == hash && &*entry.labels == labels
+            .find(hash, |&(h, i)| {
+                h == hash && &*entries[i as usize].labels == labels
             })
             .copied();
         let at = match found {
-            Some(at) => at as usize,
+            Some((_, at)) => at as usize,
             None => {
                 let at = self.entries.len();
                 self.entries.push(Entry {
@@ -85,9 +85,8 @@ impl Series {
                     labels: labels.into(),
                     sample: new(),
                 });
-                let entries = &self.entries;
                 self.index
-                    .insert_unique(hash, at as u32, |&i| entries[i as usize].hash);
+                    .insert_unique(hash, (hash, at as u32), |&(h, _)| h);
                 at
             }
         };
@@ -100,10 +99,9 @@ impl Series {
         self.entries.retain(keep);
         if self.entries.len() != before {
             self.index.clear();
-            let entries = &self.entries;
-            for (at, entry) in entries.iter().enumerate() {
+            for (at, entry) in self.entries.iter().enumerate() {
                 self.index
-                    .insert_unique(entry.hash, at as u32, |&i| entries[i as usize].hash);
+                    .insert_unique(entry.hash, (entry.hash, at as u32), |&(h, _)| h);
             }
         }
     }
