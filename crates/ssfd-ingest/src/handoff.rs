@@ -587,7 +587,13 @@ impl Handoff {
                     return Ok(());
                 }
                 WhenFull::Block => {
-                    while ssfd_engine::memory::under_pressure() {
+                    // bounded: a durable stream holds the pipeline's gate here, and the
+                    // flush that frees memory needs it (streams wait unbounded before
+                    // taking the gate, in `grpc.rs`)
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+                    while ssfd_engine::memory::under_pressure()
+                        && std::time::Instant::now() < deadline
+                    {
                         std::thread::sleep(std::time::Duration::from_millis(5));
                     }
                 }

@@ -537,8 +537,12 @@ impl Durability {
         }
     }
 
-    /// A stream waits while the log cannot write.
+    /// A stream waits, before it takes the pipeline's gate, while the log cannot write
+    /// or memory is near `memory_limit`.
     pub async fn wait_while_failing(&self) {
+        while ssfd_engine::memory::under_pressure() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         if let Some(wal) = &self.0 {
             while wal.failing() || ssfd_engine::disk::low_space() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
