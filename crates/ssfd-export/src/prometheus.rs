@@ -154,6 +154,13 @@ fn push_metric_name(name: &str, out: &mut String) {
     if name.chars().next().is_none_or(|c| c.is_ascii_digit()) {
         out.push('_');
     }
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+    {
+        out.push_str(name);
+        return;
+    }
     out.extend(name.chars().map(|c| {
         if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
             c
@@ -184,6 +191,11 @@ fn label_name(name: &str) -> String {
 }
 
 fn escape(value: &str, out: &mut String) {
+    // the usual value needs no escaping: copied whole
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -209,13 +221,17 @@ fn labels_into(tags: &[String], out: &mut String) {
         if key.chars().next().is_none_or(|c| c.is_ascii_digit()) {
             out.push('_');
         }
-        out.extend(key.chars().map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        }));
+        if key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            out.push_str(key);
+        } else {
+            out.extend(key.chars().map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            }));
+        }
         let sanitised = &out[start..];
         if matches!(sanitised, "quantile" | "le")
             || sanitised.starts_with("__")
