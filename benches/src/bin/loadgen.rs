@@ -442,11 +442,7 @@ fn main() -> anyhow::Result<()> {
                             anyhow::Ok(summary.accepted)
                         }));
                     }
-                    let mut accepted = 0;
-                    for task in tasks {
-                        accepted += task.await.context("stream task")??;
-                    }
-                    anyhow::Ok(accepted)
+                    accepted(tasks).await
                 })?;
                 let wall = start.elapsed().as_secs_f64();
                 let items = per_stream * streams;
@@ -475,6 +471,15 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The spans every `SendSpans` stream task had accepted, summed.
+async fn accepted(tasks: Vec<tokio::task::JoinHandle<anyhow::Result<u64>>>) -> anyhow::Result<u64> {
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += task.await.context("stream task")??;
+    }
+    Ok(accepted)
 }
 
 fn disk_bytes(path: &std::path::Path) -> u64 {
@@ -556,11 +561,7 @@ fn store_load(
                 anyhow::Ok(summary.accepted)
             }));
         }
-        let mut accepted = 0;
-        for task in tasks {
-            accepted += task.await.context("stream task")??;
-        }
-        anyhow::Ok(accepted)
+        accepted(tasks).await
     })?;
     let wall = start.elapsed().as_secs_f64();
     let items = per_stream * streams;

@@ -589,33 +589,58 @@ fn flusher(
     }
 }
 
-/// Names each worker's table on its own thread (the flusher's and scoped helpers), so
-/// a large interval is named in parallel while the workers go on; the parts are
-/// joined in worker order.
+/// Series from which naming is shared out: below it, spawning costs more than it saves.
+const NAME_IN_PARALLEL_FROM: usize = 50_000;
+
+/// Names the workers' tables. A large interval is named in parallel, each table past
+/// the first on a scoped helper thread while the flusher names the first; the parts
+/// are joined in worker order (a helper that cannot be spawned leaves its table to the
+/// flusher, which names it before the helpers' parts are joined).
 fn name_in_parallel(tables: Vec<SeriesTable>, config: &FlushConfig) -> Flush {
-    let name = |table: SeriesTable| {
-        let mut part = Flush::default();
+    let name = |table: SeriesTable, part: &mut Flush| {
         part.metrics.reserve(table.len());
         for series in table.into_series() {
-            config.flush_series(series, &mut part);
+            config.flush_series(series, part);
         }
-        part
     };
+    let mut flush = Flush::default();
+    let total: usize = tables.iter().map(SeriesTable::len).sum();
+    if total < NAME_IN_PARALLEL_FROM || tables.len() < 2 {
+        for table in tables {
+            name(table, &mut flush);
+        }
+        return flush;
+    }
     let mut tables = tables.into_iter();
-    let Some(first) = tables.next() else {
-        return Flush::default();
-    };
+    let first = tables.next().expect("two tables or more");
     std::thread::scope(|scope| {
-        let helpers: Vec<_> = tables
-            .map(|table| {
-                let name = &name;
-                std::thread::Builder::new()
-                    .name("flush-namer".into())
-                    .spawn_scoped(scope, move || name(table))
-                    .expect("spawn a flush namer")
-            })
-            .collect();
-        let mut flush = name(first);
+        let mut inline = Vec::new();
+        let mut helpers = Vec::new();
+        for table in tables {
+            // the table moves into the helper only if it starts; else it stays here
+            let (sender, receiver) = crossbeam_channel::bounded::<SeriesTable>(1);
+            let name = &name;
+            let spawned = std::thread::Builder::new()
+                .name("flush-namer".into())
+                .spawn_scoped(scope, move || {
+                    let mut part = Flush::default();
+                    if let Ok(table) = receiver.recv() {
+                        name(table, &mut part);
+                    }
+                    part
+                });
+            match spawned {
+                Ok(helper) => {
+                    let _ = sender.send(table);
+                    helpers.push(helper);
+                }
+                Err(_) => inline.push(table),
+            }
+        }
+        name(first, &mut flush);
+        for table in inline {
+            name(table, &mut flush);
+        }
         for helper in helpers {
             if let Ok(part) = helper.join() {
                 flush.metrics.extend(part.metrics);
@@ -623,8 +648,8 @@ fn name_in_parallel(tables: Vec<SeriesTable>, config: &FlushConfig) -> Flush {
                 flush.forward.extend(part.forward);
             }
         }
-        flush
-    })
+    });
+    flush
 }
 
 /// Counts spans and log records, and feeds the OTel span metrics and the SLOs. The
@@ -786,6 +811,46 @@ mod tests {
         );
     }
     use crate::batch::{KeyScratch, MetricKind, Scope};
+
+    #[test]
+    fn a_large_interval_is_named_in_parallel_as_it_would_be_in_turn() {
+        let tables = || {
+            (0..3)
+                .map(|worker| {
+                    let mut table = SeriesTable::default();
+                    let mut samples = ShardedSamples::new(1);
+                    let mut scratch = KeyScratch::default();
+                    for i in 0..20_000 {
+                        scratch.begin(format!("w{worker}.m{i}").as_bytes(), MetricKind::Counter);
+                        scratch.finish();
+                        samples.push(&scratch, Scope::Default, i as f64, 1.0, b"");
+                    }
+                    for (_, batch) in samples.drain() {
+                        table.apply(&batch);
+                    }
+                    table
+                })
+                .collect::<Vec<_>>()
+        };
+        let config = FlushConfig::default();
+        let mut parallel = name_in_parallel(tables(), &config);
+        const {
+            assert!(
+                60_000 >= NAME_IN_PARALLEL_FROM,
+                "the parallel path is the one tested"
+            )
+        };
+        let mut in_turn = Flush::default();
+        for table in tables() {
+            for series in table.into_series() {
+                config.flush_series(series, &mut in_turn);
+            }
+        }
+        assert_eq!(parallel.metrics.len(), 60_000);
+        parallel.metrics.sort_by(|a, b| a.name.cmp(&b.name));
+        in_turn.metrics.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(parallel, in_turn);
+    }
 
     #[test]
     fn refuse_sends_nothing_when_a_queue_is_full() {

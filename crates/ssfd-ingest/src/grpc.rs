@@ -59,21 +59,24 @@ impl Ssfgrpc for GrpcIngest {
     async fn send_span(&self, request: Request<RawSpan>) -> Result<Response<ssf::Empty>, Status> {
         let span = request.into_inner().0;
         self.durability.refuse_while_failing(Listener::Grpc, 1)?;
-        let pending = {
-            let _gate = self.pipeline.gate().enter();
-            let mut handoff = self.handoff();
-            if let Err(error) = handoff.ssf_packet(&span) {
-                return Err(Status::invalid_argument(error.to_string()));
-            }
-            handoff
-                .flush(WhenFull::Refuse)
-                .map_err(|_| refuse(&mut handoff, 1))?;
-            self.durability.append(Kind::Spans, || {
+        let ((), pending) = self.durability.hand_off(
+            self.pipeline.gate(),
+            Kind::Spans,
+            || {
+                let mut handoff = self.handoff();
+                if let Err(error) = handoff.ssf_packet(&span) {
+                    return Err(Status::invalid_argument(error.to_string()));
+                }
+                handoff
+                    .flush(WhenFull::Refuse)
+                    .map_err(|_| refuse(&mut handoff, 1))
+            },
+            || {
                 let mut payload = Vec::with_capacity(span.len() + 4);
                 wal::push_span(&mut payload, &span);
                 payload
-            })
-        };
+            },
+        )?;
         pending.durable().await?;
         Ok(Response::new(ssf::Empty {}))
     }
@@ -89,16 +92,18 @@ impl DogstatsdGrpc for GrpcIngest {
         let lines = ssfd_wire::dogstatsd_text::lines(&packet).count() as u64;
         self.durability
             .refuse_while_failing(Listener::Grpc, lines)?;
-        let pending = {
-            let _gate = self.pipeline.gate().enter();
-            let mut handoff = self.handoff();
-            handoff.statsd_packet(&packet);
-            handoff
-                .flush(WhenFull::Refuse)
-                .map_err(|_| refuse(&mut handoff, lines))?;
-            self.durability
-                .append(Kind::StatsdPacket, || packet.clone())
-        };
+        let ((), pending) = self.durability.hand_off(
+            self.pipeline.gate(),
+            Kind::StatsdPacket,
+            || {
+                let mut handoff = self.handoff();
+                handoff.statsd_packet(&packet);
+                handoff
+                    .flush(WhenFull::Refuse)
+                    .map_err(|_| refuse(&mut handoff, lines))
+            },
+            || packet.to_vec(),
+        )?;
         pending.durable().await?;
         Ok(Response::new(dogstatsd::Empty {}))
     }
@@ -253,24 +258,23 @@ impl ssfd_wire::forwardrpc::forward_server::Forward for GrpcIngest {
         let items = list.metrics.len() as u64;
         self.durability
             .refuse_while_failing(Listener::Forward, items)?;
-        let pending = {
-            let _gate = self.pipeline.gate().enter();
-            let mut handoff = self.forward_handoff();
-            for metric in &list.metrics {
-                // a bad metric is refused alone and counted; the others go on
-                let _ = handoff.forwarded_metric(metric);
-            }
-            if handoff.flush(WhenFull::Refuse).is_err() {
-                handoff.discard();
-                ssfd_telemetry::refused(Listener::Forward, items);
-                return Err(Status::unavailable(
-                    "ssfd is overloaded: a pipeline queue is full, retry later",
-                ));
-            }
-            self.durability.append(Kind::ForwardMetrics, || {
-                prost::Message::encode_to_vec(&list)
-            })
-        };
+        let ((), pending) = self.durability.hand_off(
+            self.pipeline.gate(),
+            Kind::ForwardMetrics,
+            || {
+                let mut handoff = self.forward_handoff();
+                for metric in &list.metrics {
+                    // a bad metric is refused alone and counted; the others go on
+                    let _ = handoff.forwarded_metric(metric);
+                }
+                handoff.flush(WhenFull::Refuse).map_err(|_| {
+                    handoff.discard();
+                    ssfd_telemetry::refused(Listener::Forward, items);
+                    Status::unavailable("ssfd is overloaded: a pipeline queue is full, retry later")
+                })
+            },
+            || prost::Message::encode_to_vec(&list),
+        )?;
         pending.durable().await?;
         Ok(Response::new(()))
     }

@@ -503,14 +503,11 @@ impl OtlpIngest {
         {
             return Err(Overloaded);
         }
-        let (outcome, pending) = {
-            let _gate = self.pipeline.gate().enter();
-            let outcome = hand_off()?;
-            (
-                outcome,
-                self.durability.append(kind, || request.encode_to_vec()),
-            )
-        };
+        let (outcome, pending) =
+            self.durability
+                .hand_off(self.pipeline.gate(), kind, hand_off, || {
+                    request.encode_to_vec()
+                })?;
         pending.durable().await.map_err(|_| Overloaded)?;
         Ok(outcome)
     }

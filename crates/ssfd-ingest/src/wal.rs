@@ -5,20 +5,23 @@
 //! Layout: `data_dir/wal/<segment>.wal`, each file the magic `SSFDWAL1` then records
 //! `[length u32 LE][crc32 u32 LE][kind u8][payload]`, where `length` counts kind and
 //! payload and the CRC covers both. One writer thread owns the files: it takes every
-//! append that is waiting, writes them with one `write`, `fdatasync`s once (group
+//! append that is waiting, writes them with one `writev`, `fdatasync`s once (group
 //! commit), then wakes their callers.
 //!
 //! Segments follow intervals (`ssfd_engine::durable`): the flusher rotates the log with
-//! intake paused, and the closed segment is deleted when its interval's token drops,
-//! i.e. when every sink and the span store have what it held. At start the segments
-//! left by a crash are replayed ([`replay`]) into the pipeline (stores and the open
-//! interval) and deleted with the first interval's segment.
+//! intake paused and gets two tokens for the closed segment, one for its metrics (held
+//! by every sink's copy of the interval) and one for its spans and logs (held by the
+//! stores until committed). A dropped token writes a [`Kind::Delivered`] marker; a
+//! segment with both parts delivered is deleted (oldest first: markers live in later
+//! segments). At start the segments left by a crash are replayed ([`replay`]) into the
+//! pipeline (stores and the open interval), without the parts their markers say were
+//! delivered, and deleted with the first interval's segment.
 //!
 //! A full disk: a failed write is cut back to the last whole record and retried every
 //! 250 ms, so callers already waiting wait longer (backpressure); while it fails, new
-//! unary requests are refused (`UNAVAILABLE`, counted in `ssfd_refused_total` and
-//! `ssfd_wal_write_errors_total`) and streams wait. Nothing already acknowledged is
-//! touched.
+//! unary requests are refused (`UNAVAILABLE`, counted in `ssfd_refused_total`; the
+//! failed writes in `ssfd_wal_write_errors_total`) and streams wait. Nothing already
+//! acknowledged is touched.
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use std::fs::File;
@@ -117,13 +120,10 @@ fn frame(kind: Kind, record: &mut [u8]) {
 }
 
 fn encode_record(kind: Kind, payload: &[u8], out: &mut Vec<u8>) {
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&[kind as u8]);
-    crc.update(payload);
-    out.extend_from_slice(&(payload.len() as u32 + 1).to_le_bytes());
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.push(kind as u8);
+    let start = out.len();
+    out.resize(start + HEADER, 0);
     out.extend_from_slice(payload);
+    frame(kind, &mut out[start..]);
 }
 
 /// What reading a segment found.
@@ -508,6 +508,21 @@ impl Durability {
             Some(wal) => wal.append_record(kind, record),
             None => Pending::none(),
         }
+    }
+
+    /// A durable call's one step under the pipeline's gate: `hand_off` (which may
+    /// refuse: then nothing is logged), then the append of `payload` (only built when
+    /// there is a log). Await the [`Pending`] after the gate is released.
+    pub fn hand_off<T, E>(
+        &self,
+        gate: &ssfd_engine::Gate,
+        kind: Kind,
+        hand_off: impl FnOnce() -> Result<T, E>,
+        payload: impl FnOnce() -> Vec<u8>,
+    ) -> Result<(T, Pending), E> {
+        let _gate = gate.enter();
+        let handed = hand_off()?;
+        Ok((handed, self.append(kind, payload)))
     }
 
     /// Logs a request handed off under the pipeline's gate; `payload` is only built

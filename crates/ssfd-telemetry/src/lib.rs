@@ -340,6 +340,12 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A series without labels, with its header.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// Appends the Prometheus text exposition of every own-telemetry series.
 pub fn render(out: &mut String, version: &str) {
     header(out, "ssfd_build_info", "gauge", "ssfd's version");
@@ -421,13 +427,13 @@ pub fn render(out: &mut String, version: &str) {
             kind.label()
         );
     }
-    header(
+    single(
         out,
         "ssfd_series",
         "gauge",
         "live series in the last flushed interval",
+        SERIES.load(Relaxed),
     );
-    let _ = writeln!(out, "ssfd_series {}", SERIES.load(Relaxed));
     header(
         out,
         "ssfd_store_bytes",
@@ -442,16 +448,12 @@ pub fn render(out: &mut String, version: &str) {
         );
     }
     render_sinks(out);
-    header(
+    single(
         out,
         "ssfd_series_overflow_total",
         "counter",
         "samples folded into ssfd_overflow series because max_series was reached",
-    );
-    let _ = writeln!(
-        out,
-        "ssfd_series_overflow_total {}",
-        SERIES_OVERFLOW.load(Relaxed)
+        SERIES_OVERFLOW.load(Relaxed),
     );
     header(
         out,
@@ -483,52 +485,40 @@ pub fn render(out: &mut String, version: &str) {
             listener.label()
         );
     }
-    header(
-        out,
-        "ssfd_memory_anonymous_bytes",
-        "gauge",
-        "the process's anonymous memory (RssAnon), as memory_limit's governor last read it",
-    );
-    let _ = writeln!(
-        out,
-        "ssfd_memory_anonymous_bytes {}",
-        MEMORY_ANON.load(Relaxed)
-    );
-    header(out, "ssfd_memory_limit_bytes", "gauge", "memory_limit");
-    let _ = writeln!(
-        out,
-        "ssfd_memory_limit_bytes {}",
-        MEMORY_LIMIT.load(Relaxed)
-    );
-    header(
-        out,
-        "ssfd_memory_pressure_total",
-        "counter",
-        "times anonymous memory crossed 85 % of memory_limit (intake then sheds load)",
-    );
-    let _ = writeln!(
-        out,
-        "ssfd_memory_pressure_total {}",
-        MEMORY_PRESSURE.load(Relaxed)
-    );
-    header(
-        out,
-        "ssfd_disk_low",
-        "gauge",
-        "1 while data_dir's file system is below its free-space reserve (durable intake refused, stores write nothing)",
-    );
-    let _ = writeln!(out, "ssfd_disk_low {}", DISK_LOW.load(Relaxed));
-    header(
-        out,
-        "ssfd_wal_write_errors_total",
-        "counter",
-        "write-ahead-log writes that failed (a full disk) and were retried",
-    );
-    let _ = writeln!(
-        out,
-        "ssfd_wal_write_errors_total {}",
-        WAL_WRITE_ERRORS.load(Relaxed)
-    );
+    for (name, kind, help, value) in [
+        (
+            "ssfd_memory_anonymous_bytes",
+            "gauge",
+            "the process's anonymous memory (RssAnon), as memory_limit's governor last read it",
+            &MEMORY_ANON,
+        ),
+        (
+            "ssfd_memory_limit_bytes",
+            "gauge",
+            "memory_limit",
+            &MEMORY_LIMIT,
+        ),
+        (
+            "ssfd_memory_pressure_total",
+            "counter",
+            "times anonymous memory crossed 85 % of memory_limit (intake then sheds load)",
+            &MEMORY_PRESSURE,
+        ),
+        (
+            "ssfd_disk_low",
+            "gauge",
+            "1 while data_dir's file system is below its free-space reserve (durable intake refused, stores write nothing)",
+            &DISK_LOW,
+        ),
+        (
+            "ssfd_wal_write_errors_total",
+            "counter",
+            "write-ahead-log writes that failed (a full disk) and were retried",
+            &WAL_WRITE_ERRORS,
+        ),
+    ] {
+        single(out, name, kind, help, value.load(Relaxed));
+    }
     header(
         out,
         "ssfd_udp_kernel_drops_total",

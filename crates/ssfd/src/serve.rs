@@ -186,6 +186,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
                 tracing::info!(
                     segments = replayed.segments,
                     records = replayed.records,
+                    spans_only = replayed.spans_only,
                     torn = replayed.torn,
                     "replayed the write-ahead log"
                 );
