@@ -115,6 +115,19 @@ fn handoff(c: &mut Criterion) {
             let _ = statsd.flush(WhenFull::DropNewest);
         })
     });
+    let mut cached = Handoff::new(
+        pipeline.clone(),
+        config.clone(),
+        Listener::Statsd,
+        Protocol::Udp,
+    );
+    cached.cache_keys();
+    group.bench_function("statsd_packet_key_cache_shard", |b| {
+        b.iter(|| {
+            cached.statsd_packet(packet.as_bytes());
+            let _ = cached.flush(WhenFull::DropNewest);
+        })
+    });
     let mut ssf = Handoff::new(pipeline.clone(), config, Listener::Ssf, Protocol::Udp);
     group.bench_function("ssf_packet_decode_normalize_shard", |b| {
         b.iter(|| {

@@ -175,7 +175,9 @@ impl SeriesTable {
         let vacant_over_limit = self.table.len() >= self.limit
             && self
                 .table
-                .find(hash, |series| series.scope == scope && *series.key == *key)
+                .find(hash, |series| {
+                    series.scope == scope && crate::batch::bytes_eq(&series.key, &key)
+                })
                 .is_none();
         let (hash, key, name_len): (u64, std::borrow::Cow<'_, [u8]>, u32) = if vacant_over_limit {
             self.overflowed += 1;
@@ -194,7 +196,7 @@ impl SeriesTable {
         let names = &mut self.names;
         let entry = self.table.entry(
             hash,
-            |series| series.scope == scope && *series.key == *key,
+            |series| series.scope == scope && crate::batch::bytes_eq(&series.key, &key),
             |series| series.hash,
         );
         entry

@@ -160,14 +160,19 @@ impl SampleBatch {
 
     /// Appends a sample whose key `scratch` has built.
     pub fn push(&mut self, key: &KeyScratch, scope: Scope, value: f64, rate: f32, extra: &[u8]) {
+        self.push_key(key.as_key(), scope, value, rate, extra);
+    }
+
+    /// Appends a sample of a key built earlier (ingest's key cache).
+    pub fn push_key(&mut self, key: KeyRef<'_>, scope: Scope, value: f64, rate: f32, extra: &[u8]) {
         let key_start = self.arena.len() as u32;
-        self.arena.extend_from_slice(&key.buffer);
+        self.arena.extend_from_slice(key.key);
         let extra_start = self.arena.len() as u32;
         self.arena.extend_from_slice(extra);
         self.samples.push(Sample {
             hash: key.hash,
             key_start,
-            key_len: key.buffer.len() as u32,
+            key_len: key.key.len() as u32,
             name_len: key.name_len,
             extra_start,
             extra_len: extra.len() as u32,
@@ -183,6 +188,18 @@ impl SampleBatch {
         self.samples.clear();
         self.imports.clear();
     }
+}
+
+/// A canonical series key with its name length, type and hash, borrowed from a
+/// [`KeyScratch`] or from a cache of keys built earlier.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyRef<'a> {
+    /// Name, 0, type byte, 0, sorted tags joined by `,`.
+    pub key: &'a [u8],
+    pub name_len: u32,
+    pub kind: MetricKind,
+    /// [`key_hash`] of `key`.
+    pub hash: u64,
 }
 
 /// Builds a canonical series key and its hash, reusing its buffers across samples.
@@ -261,6 +278,146 @@ impl KeyScratch {
     pub fn hash(&self) -> u64 {
         self.hash
     }
+
+    /// The key built by the last [`KeyScratch::finish`], with its parts.
+    pub fn as_key(&self) -> KeyRef<'_> {
+        KeyRef {
+            key: &self.buffer,
+            name_len: self.name_len,
+            kind: self.kind,
+            hash: self.hash,
+        }
+    }
+}
+
+/// Canonical keys built earlier, found again by the raw parts they were built from
+/// (a statsd line's name, type, tag list as sent, container id). Most lines repeat a
+/// series a reader has seen moments ago; a hit skips splitting, sorting and hashing
+/// the tags. Direct-mapped: a slot holds the last key whose raw parts hashed to it, and
+/// a hit compares those parts whole, so a collision only costs a miss.
+#[derive(Debug)]
+pub struct KeyCache {
+    slots: Box<[CachedKey]>,
+}
+
+#[derive(Debug, Default)]
+struct CachedKey {
+    /// The hash of the raw parts; with `kind`, a quick check before comparing them.
+    raw_hash: u64,
+    /// `None` for an empty slot.
+    kind: Option<MetricKind>,
+    /// The raw parts laid end to end, and where the first two end.
+    raw: Vec<u8>,
+    ends: [u32; 2],
+    key: Vec<u8>,
+    name_len: u32,
+    hash: u64,
+    scope: Scope,
+}
+
+/// The raw parts a key was built from: the name, the tag list as sent, and anything
+/// else that enters the key (a container id), with the metric type.
+#[derive(Clone, Copy, Debug)]
+pub struct RawKey<'a> {
+    pub parts: [&'a [u8]; 3],
+    pub kind: MetricKind,
+}
+
+impl RawKey<'_> {
+    /// The hash a [`KeyCache`] files these parts under.
+    pub fn hash(&self) -> u64 {
+        let [name, tags, extra] = self.parts;
+        let seed = xxhash_rust::xxh3::xxh3_64_with_seed(name, u64::from(self.kind.key_byte()));
+        let hash = xxhash_rust::xxh3::xxh3_64_with_seed(tags, seed);
+        if extra.is_empty() {
+            hash
+        } else {
+            xxhash_rust::xxh3::xxh3_64_with_seed(extra, hash)
+        }
+    }
+}
+
+impl KeyCache {
+    /// A cache of `slots` keys (rounded up to a power of two).
+    pub fn new(slots: usize) -> KeyCache {
+        let slots = slots.max(1).next_power_of_two();
+        KeyCache {
+            slots: (0..slots).map(|_| CachedKey::default()).collect(),
+        }
+    }
+
+    fn slot(&self, raw_hash: u64) -> usize {
+        (raw_hash as usize) & (self.slots.len() - 1)
+    }
+
+    /// The key and scope cached for `raw`, whose [`RawKey::hash`] is `raw_hash`.
+    pub fn get(&self, raw: &RawKey<'_>, raw_hash: u64) -> Option<(KeyRef<'_>, Scope)> {
+        let slot = &self.slots[self.slot(raw_hash)];
+        if slot.raw_hash != raw_hash || slot.kind != Some(raw.kind) {
+            return None;
+        }
+        let [name, tags, extra] = raw.parts;
+        let (a, b) = (slot.ends[0] as usize, slot.ends[1] as usize);
+        let same = a == name.len()
+            && b - a == tags.len()
+            && slot.raw.len() - b == extra.len()
+            && bytes_eq(&slot.raw[..a], name)
+            && bytes_eq(&slot.raw[a..b], tags)
+            && bytes_eq(&slot.raw[b..], extra);
+        same.then(|| {
+            (
+                KeyRef {
+                    key: &slot.key,
+                    name_len: slot.name_len,
+                    kind: raw.kind,
+                    hash: slot.hash,
+                },
+                slot.scope,
+            )
+        })
+    }
+
+    /// Files `key` (built from `raw`) with its scope; the slot's buffers are reused.
+    pub fn insert(&mut self, raw: &RawKey<'_>, raw_hash: u64, key: KeyRef<'_>, scope: Scope) {
+        let index = self.slot(raw_hash);
+        let slot = &mut self.slots[index];
+        let [name, tags, extra] = raw.parts;
+        slot.raw.clear();
+        slot.raw.extend_from_slice(name);
+        slot.raw.extend_from_slice(tags);
+        slot.raw.extend_from_slice(extra);
+        slot.ends = [name.len() as u32, (name.len() + tags.len()) as u32];
+        slot.key.clear();
+        slot.key.extend_from_slice(key.key);
+        slot.raw_hash = raw_hash;
+        slot.kind = Some(raw.kind);
+        slot.name_len = key.name_len;
+        slot.hash = key.hash;
+        slot.scope = scope;
+    }
+}
+
+/// Byte-slice equality for the short slices of series keys, inlined: eight bytes at a
+/// time, where `==` on slices calls `memcmp` (a call that costs more than the compare
+/// for keys of a few dozen bytes).
+#[inline]
+pub fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut a_words = a.chunks_exact(8);
+    let mut b_words = b.chunks_exact(8);
+    let word = |bytes: &[u8]| u64::from_ne_bytes(bytes.try_into().unwrap_or_default());
+    for (x, y) in (&mut a_words).zip(&mut b_words) {
+        if word(x) != word(y) {
+            return false;
+        }
+    }
+    a_words
+        .remainder()
+        .iter()
+        .zip(b_words.remainder())
+        .all(|(x, y)| x == y)
 }
 
 /// The hash of a canonical series key (xxh3, 64 bits).
@@ -290,8 +447,13 @@ impl ShardedSamples {
 
     /// Appends a sample to the batch of the shard that owns its key.
     pub fn push(&mut self, key: &KeyScratch, scope: Scope, value: f64, rate: f32, extra: &[u8]) {
+        self.push_key(key.as_key(), scope, value, rate, extra);
+    }
+
+    /// Appends a sample of a key built earlier to the batch of the shard that owns it.
+    pub fn push_key(&mut self, key: KeyRef<'_>, scope: Scope, value: f64, rate: f32, extra: &[u8]) {
         let shard = shard_of(key.hash, self.batches.len());
-        self.batches[shard].push(key, scope, value, rate, extra);
+        self.batches[shard].push_key(key, scope, value, rate, extra);
         self.pending += 1;
     }
 
@@ -404,6 +566,72 @@ mod tests {
         assert_eq!(batch.extra(&sample), b"alice");
         assert_eq!(sample.scope, Scope::Global);
         assert_eq!(sharded.pending(), 0);
+    }
+
+    #[test]
+    fn the_key_cache_answers_only_for_the_same_raw_parts() {
+        let mut cache = KeyCache::new(4);
+        let raw = RawKey {
+            parts: [b"req", b"b:2,a:1", b""],
+            kind: MetricKind::Counter,
+        };
+        let hash = raw.hash();
+        assert!(cache.get(&raw, hash).is_none());
+        let mut scratch = KeyScratch::default();
+        scratch.begin(b"req", MetricKind::Counter);
+        scratch.tag(&[b"b:2"]);
+        scratch.tag(&[b"a:1"]);
+        scratch.finish();
+        cache.insert(&raw, hash, scratch.as_key(), Scope::Global);
+        let (key, scope) = cache.get(&raw, hash).expect("a hit");
+        assert_eq!(key.key, b"req\0c\0a:1,b:2");
+        assert_eq!(
+            (key.hash, key.name_len, scope),
+            (scratch.hash(), 3, Scope::Global)
+        );
+        // another type, other tags, a container id, or the same bytes split
+        // differently between the parts: each is a miss, even under the same hash
+        for other in [
+            RawKey {
+                kind: MetricKind::Gauge,
+                ..raw
+            },
+            RawKey {
+                parts: [b"req", b"b:2,a:2", b""],
+                ..raw
+            },
+            RawKey {
+                parts: [b"req", b"b:2,a:1", b"c1"],
+                ..raw
+            },
+            RawKey {
+                parts: [b"reqb", b":2,a:1", b""],
+                ..raw
+            },
+        ] {
+            assert!(cache.get(&other, hash).is_none());
+            assert!(cache.get(&other, other.hash()).is_none());
+        }
+    }
+
+    #[test]
+    fn bytes_eq_is_slice_equality() {
+        let data = b"checkout.requests.total\0c\0env:production,host:ip-10-0-1";
+        for i in 0..data.len() {
+            for j in i..data.len() {
+                let a = &data[i..j];
+                let mut b = a.to_vec();
+                assert!(bytes_eq(a, &b));
+                for k in 0..b.len() {
+                    b[k] ^= 1;
+                    assert!(!bytes_eq(a, &b), "{i} {j} {k}");
+                    b[k] ^= 1;
+                }
+                if j < data.len() {
+                    assert!(!bytes_eq(a, &data[i..j + 1]));
+                }
+            }
+        }
     }
 
     #[test]

@@ -21,7 +21,10 @@ pub mod slo;
 pub mod span;
 pub mod span_metrics;
 
-pub use batch::{Imported, KeyScratch, MetricKind, Sample, SampleBatch, Scope, ShardedSamples};
+pub use batch::{
+    Imported, KeyCache, KeyRef, KeyScratch, MetricKind, RawKey, Sample, SampleBatch, Scope,
+    ShardedSamples,
+};
 pub use durable::{Durable, Gate, Log, Token};
 pub use flush::{
     Aggregate, Flush, FlushConfig, FlushedMetric, FlushedType, HistogramSummary, Percentile,

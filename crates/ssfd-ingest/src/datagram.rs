@@ -124,12 +124,15 @@ pub fn spawn_readers(
         let kernel_drops = Arc::clone(&kernel_drops);
         let name = format!("{}-{}-reader-{index}", listener.label(), protocol.label());
         handles.push(std::thread::Builder::new().name(name).spawn(move || {
-            let handoff = Handoff::new(
+            let mut handoff = Handoff::new(
                 context.pipeline.clone(),
                 context.handoff.clone(),
                 listener,
                 protocol,
             );
+            if payload == Payload::Statsd {
+                handoff.cache_keys();
+            }
             read_loop(
                 socket,
                 payload,

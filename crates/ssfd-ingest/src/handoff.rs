@@ -4,8 +4,8 @@
 
 use prost::Message;
 use ssfd_engine::{
-    KeyScratch, LogKind, LogRecord, MetricKind, Pipeline, Scope, Severity, ShardedSamples,
-    SpanBatch, SpanWork, WhenFull,
+    KeyCache, KeyScratch, LogKind, LogRecord, MetricKind, Pipeline, Scope, Severity,
+    ShardedSamples, SpanBatch, SpanWork, WhenFull,
 };
 use ssfd_telemetry::{self as telemetry, Listener, Protocol, Reason};
 use ssfd_wire::dogstatsd_text::{self as text, Line, MagicScope, MetricType, ParseError, Value};
@@ -90,6 +90,8 @@ pub struct Handoff {
     protocol: Protocol,
     samples: ShardedSamples,
     scratch: KeyScratch,
+    /// Keys of statsd lines seen lately (long-lived readers only: `cache_keys`).
+    key_cache: Option<KeyCache>,
     spans: Vec<SpanBatch>,
     records: Vec<LogRecord>,
     received: u64,
@@ -125,6 +127,7 @@ impl Handoff {
             protocol,
             samples: ShardedSamples::new(shards),
             scratch: KeyScratch::default(),
+            key_cache: None,
             spans: (0..span_shards).map(|_| SpanBatch::default()).collect(),
             records: Vec::new(),
             received: 0,
@@ -132,6 +135,14 @@ impl Handoff {
             admitted: std::collections::HashSet::new(),
             events: Vec::new(),
         }
+    }
+
+    /// Keeps the canonical keys of the statsd series this hand-off has seen lately, so
+    /// a line of a known series skips building its key. For readers that live long and
+    /// see many lines (datagram readers, statsd streams): the cache takes a few
+    /// hundred KiB.
+    pub fn cache_keys(&mut self) {
+        self.key_cache = Some(KeyCache::new(KEY_CACHE_SLOTS));
     }
 
     /// Hands off one metric forwarded by a local in Veneur's format (a global's
@@ -351,23 +362,61 @@ impl Handoff {
             MetricType::Timer => MetricKind::Timer,
             MetricType::Set => MetricKind::Set,
         };
+        let raw = ssfd_engine::RawKey {
+            parts: [
+                metric.name,
+                metric.tags.0,
+                metric.container_id.unwrap_or_default(),
+            ],
+            kind,
+        };
+        let rate = metric.sample_rate as f32;
+        if let Some(mut cache) = self.key_cache.take() {
+            let raw_hash = raw.hash();
+            match cache.get(&raw, raw_hash) {
+                Some((key, scope)) => push_values(&mut self.samples, key, scope, metric, rate),
+                None => {
+                    let scope = self.build_key(metric, kind);
+                    cache.insert(&raw, raw_hash, self.scratch.as_key(), scope);
+                    push_values(
+                        &mut self.samples,
+                        self.scratch.as_key(),
+                        scope,
+                        metric,
+                        rate,
+                    );
+                }
+            }
+            self.key_cache = Some(cache);
+            return;
+        }
+        let scope = self.build_key(metric, kind);
+        push_values(
+            &mut self.samples,
+            self.scratch.as_key(),
+            scope,
+            metric,
+            rate,
+        );
+    }
+
+    /// Builds a statsd line's canonical key in `scratch`, returning the scope its magic
+    /// tags set (found on the same walk over the tags).
+    fn build_key(&mut self, metric: &text::MetricLine<'_>, kind: MetricKind) -> Scope {
         self.scratch.begin(metric.name, kind);
-        for tag in metric.tags.without_magic() {
-            self.scratch.tag(&[tag]);
+        let mut magic = MagicScope::Default;
+        for tag in metric.tags.iter() {
+            match text::magic_scope(tag) {
+                Some(found) => magic = found,
+                None => self.scratch.tag(&[tag]),
+            }
         }
         if let Some(container) = metric.container_id {
             self.scratch.tag(&[b"container_id:", container]);
         }
         self.extend_tags();
         self.scratch.finish();
-        let scope = scope(metric.scope);
-        let rate = metric.sample_rate as f32;
-        for value in metric.values() {
-            match value {
-                Value::Number(number) => self.samples.push(&self.scratch, scope, number, rate, b""),
-                Value::Member(member) => self.samples.push(&self.scratch, scope, 0.0, rate, member),
-            }
-        }
+        scope(magic)
     }
 
     /// Reads, normalises and hands off one SSF packet (SPEC 3.1). The packet is read
@@ -703,6 +752,26 @@ impl Handoff {
 impl Drop for Handoff {
     fn drop(&mut self) {
         self.publish_counters();
+    }
+}
+
+/// Slots of a reader's key cache: the series a reader sees again within a few
+/// thousand distinct others hit.
+const KEY_CACHE_SLOTS: usize = 4096;
+
+/// Appends one sample per value of a statsd line.
+fn push_values(
+    samples: &mut ShardedSamples,
+    key: ssfd_engine::KeyRef<'_>,
+    scope: Scope,
+    metric: &text::MetricLine<'_>,
+    rate: f32,
+) {
+    for value in metric.values() {
+        match value {
+            Value::Number(number) => samples.push_key(key, scope, number, rate, b""),
+            Value::Member(member) => samples.push_key(key, scope, 0.0, rate, member),
+        }
     }
 }
 

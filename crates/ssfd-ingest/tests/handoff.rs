@@ -620,3 +620,31 @@ fn events_also_go_to_the_sink_queue_at_flush() {
         ("a", "b")
     );
 }
+
+#[test]
+fn the_key_cache_gives_the_samples_built_without_it() {
+    // the same series in other tag orders, with magic tags, container ids, every type,
+    // and names and tag lists that differ only in where one ends and the next begins
+    let packet: &[u8] = b"req:2|c|@0.5|#z:1,a:2,z:1,veneurglobalonly\n\
+          req:1|c|#a:2,z:1\n\
+          req:1|g|#a:2,z:1\n\
+          req:3|c|#a:2,z:1,veneurlocalonly\n\
+          temp:21.5|g|c:abc\n\
+          temp:22|g|c:abd\n\
+          temp:23|g\n\
+          lat:1:2|h|#veneurlocalonly\n\
+          users:alice|s|#a\n\
+          users:bob|s|#a,b\n\
+          us:carol|s|#ersa\n\
+          _sc|db|2|#db:main|m:down\n";
+    let mut plain = rig(&["dc:east"]);
+    let mut cached = rig(&["dc:east"]);
+    cached.handoff.cache_keys();
+    for round in 0..3 {
+        plain.handoff.statsd_packet(packet);
+        cached.handoff.statsd_packet(packet);
+        let want = plain.samples();
+        assert_eq!(want.len(), 13);
+        assert_eq!(cached.samples(), want, "round {round}");
+    }
+}

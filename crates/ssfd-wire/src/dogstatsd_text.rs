@@ -103,7 +103,6 @@ pub struct MetricLine<'a> {
     pub tags: Tags<'a>,
     pub container_id: Option<&'a [u8]>,
     pub timestamp: Option<i64>,
-    pub scope: MagicScope,
     /// `|x:...` sections that were ignored (SPEC 3.2), to be counted.
     pub unknown_sections: u32,
 }
@@ -117,6 +116,13 @@ pub enum Value<'a> {
 }
 
 impl<'a> MetricLine<'a> {
+    /// The scope the line's magic tags set (the last one wins, as in Veneur). Not
+    /// computed while parsing: a caller that walks the tags anyway (ingest) finds the
+    /// magic tags on its way.
+    pub fn scope(&self) -> MagicScope {
+        scope_of(self.tags)
+    }
+
     /// The line's values in order (several for `name:1:2:3|h`).
     pub fn values(&self) -> impl Iterator<Item = Value<'a>> + 'a {
         let set = self.kind == MetricType::Set;
@@ -174,9 +180,6 @@ pub fn magic_scope(tag: &[u8]) -> Option<MagicScope> {
 
 fn scope_of(tags: Tags<'_>) -> MagicScope {
     let mut scope = MagicScope::Default;
-    if memchr::memmem::find(tags.0, b"veneur").is_none() {
-        return scope;
-    }
     for tag in tags.iter() {
         if let Some(s) = magic_scope(tag) {
             scope = s;
@@ -224,10 +227,23 @@ pub enum Line<'a> {
 
 /// The non-empty lines of a packet (`\n` separated; a trailing `\r` is dropped).
 pub fn lines(packet: &[u8]) -> impl Iterator<Item = &[u8]> {
-    packet
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .filter(|l| !l.is_empty())
+    let mut rest = packet;
+    std::iter::from_fn(move || {
+        loop {
+            if rest.is_empty() {
+                return None;
+            }
+            let (line, next) = match memchr(b'\n', rest) {
+                Some(end) => (&rest[..end], &rest[end + 1..]),
+                None => (rest, &[][..]),
+            };
+            rest = next;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if !line.is_empty() {
+                return Some(line);
+            }
+        }
+    })
 }
 
 /// Parses one line (without its newline).
@@ -265,14 +281,14 @@ pub fn parse_metric(line: &[u8]) -> Result<MetricLine<'_>, ParseError> {
         Some(p) => (&rest[..p], Some(&rest[p + 1..])),
         None => (rest, None),
     };
-    let kind = match type_text {
-        b"c" => MetricType::Counter,
-        b"g" => MetricType::Gauge,
-        b"h" => MetricType::Histogram,
-        b"d" => MetricType::Distribution,
-        b"ms" => MetricType::Timer,
-        b"s" => MetricType::Set,
-        b"" => return Err(ParseError::MissingType),
+    let kind = match *type_text {
+        [b'c'] => MetricType::Counter,
+        [b'g'] => MetricType::Gauge,
+        [b'h'] => MetricType::Histogram,
+        [b'd'] => MetricType::Distribution,
+        [b'm', b's'] => MetricType::Timer,
+        [b's'] => MetricType::Set,
+        [] => return Err(ParseError::MissingType),
         _ => return Err(ParseError::UnknownType),
     };
     let first_value = if kind == MetricType::Set {
@@ -298,7 +314,6 @@ pub fn parse_metric(line: &[u8]) -> Result<MetricLine<'_>, ParseError> {
         tags: Tags::default(),
         container_id: None,
         timestamp: None,
-        scope: MagicScope::Default,
         unknown_sections: 0,
     };
     let (mut seen_rate, mut seen_tags, mut seen_container, mut seen_time) =
@@ -339,7 +354,6 @@ pub fn parse_metric(line: &[u8]) -> Result<MetricLine<'_>, ParseError> {
             Some(_) => return Err(ParseError::UnknownSection),
         }
     }
-    parsed.scope = scope_of(parsed.tags);
     Ok(parsed)
 }
 

@@ -41,7 +41,7 @@ fn describe(line: &[u8]) -> String {
             if let Some(t) = m.timestamp {
                 out += &format!(" T={t}");
             }
-            match m.scope {
+            match m.scope() {
                 MagicScope::Default => {}
                 MagicScope::Local => out += " local",
                 MagicScope::Global => out += " global",
