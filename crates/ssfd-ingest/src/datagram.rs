@@ -168,7 +168,7 @@ const BATCH: usize = 64;
 /// socket buffer (`read_buffer_size_bytes`) holds what arrives meanwhile.
 /// Items a reader gathers before handing them off while traffic is steady; a quiet
 /// round always hands off what it has, so nothing waits longer than one round.
-const FLUSH_AT: usize = 512;
+const FLUSH_AT: usize = 2048;
 const COALESCE: Duration = Duration::from_millis(1);
 const CONTROL_WORDS: usize = 8;
 

@@ -262,13 +262,14 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, ParseError> {
 
 /// Parses a metric line (`name:value[:value...]|type[|sections]`).
 pub fn parse_metric(line: &[u8]) -> Result<MetricLine<'_>, ParseError> {
-    let colon = memchr(b':', line).ok_or(ParseError::MissingValue)?;
+    // the first ':' ends the name; a '|' before it (or no ':' at all) means no value
+    let colon = match memchr::memchr2(b':', b'|', line) {
+        Some(at) if line[at] == b':' => at,
+        _ => return Err(ParseError::MissingValue),
+    };
     let name = &line[..colon];
     if name.is_empty() {
         return Err(ParseError::EmptyName);
-    }
-    if memchr(b'|', name).is_some() {
-        return Err(ParseError::MissingValue);
     }
     let rest = &line[colon + 1..];
     let pipe = memchr(b'|', rest).ok_or(ParseError::MissingType)?;
@@ -375,6 +376,23 @@ fn once(seen: &mut bool) -> Result<(), ParseError> {
 
 /// A finite decimal float (exponents allowed; no `nan`, `inf`, hex or spaces).
 pub fn parse_finite(text: &[u8]) -> Option<f64> {
+    // most statsd values are small integers: read them without the float parser
+    if text.len() <= 15 && !text.is_empty() {
+        let mut whole: u64 = 0;
+        let mut digits = 0;
+        for &byte in text {
+            let digit = byte.wrapping_sub(b'0');
+            if digit > 9 {
+                break;
+            }
+            whole = whole * 10 + u64::from(digit);
+            digits += 1;
+        }
+        if digits == text.len() {
+            // at most 15 digits: exact as an f64
+            return Some(whole as f64);
+        }
+    }
     let first = *text.first()?;
     // fast-float accepts "nan"/"inf" spellings; a number starts with a digit, a sign or '.'
     if !(first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.') {

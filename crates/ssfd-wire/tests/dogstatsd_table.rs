@@ -418,3 +418,55 @@ fn packets_split_into_lines_and_ignore_empty_ones() {
     assert_eq!(lines(b"\n\n").count(), 0);
     assert_eq!(lines(b"").count(), 0);
 }
+
+#[test]
+fn numbers_read_as_the_standard_library_reads_them() {
+    let mut texts: Vec<String> = vec![
+        "0",
+        "7",
+        "007",
+        "42",
+        "-3",
+        "+3",
+        "1.5",
+        ".5",
+        "5.",
+        "1e3",
+        "1E-2",
+        "999999999999999",
+        "9999999999999999",
+        "18446744073709551616",
+        "123456789012345678901234",
+        "12a",
+        "1 ",
+        "",
+        "-",
+        "+",
+        ".",
+        "e5",
+        "nan",
+        "inf",
+        "-inf",
+        "0x10",
+        "1_000",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        texts.push((x >> (x % 64)).to_string());
+    }
+    for text in texts {
+        let std: Option<f64> = text.parse::<f64>().ok().filter(|v| v.is_finite());
+        let std = std.filter(|_| !text.eq_ignore_ascii_case("nan") && !text.contains("inf"));
+        assert_eq!(
+            ssfd_wire::dogstatsd_text::parse_finite(text.as_bytes()),
+            std,
+            "{text:?}"
+        );
+    }
+}
