@@ -29,13 +29,32 @@ impl FamilyType {
     }
 }
 
+/// One series' exposed state: 24 bytes, since an exposition can hold millions.
 #[derive(Clone, Debug)]
 struct Sample {
     value: f64,
+    /// A summary's quantiles, sum and count; `None` for counters and gauges.
+    summary: Option<Box<SummaryState>>,
+    /// When last flushed, in milliseconds since the exposition started.
+    seen: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct SummaryState {
     quantiles: Vec<(String, f64)>,
     sum: f64,
     count: f64,
-    seen: Instant,
+}
+
+impl Sample {
+    fn summary(&self) -> &SummaryState {
+        static NONE: SummaryState = SummaryState {
+            quantiles: Vec::new(),
+            sum: 0.0,
+            count: 0.0,
+        };
+        self.summary.as_deref().unwrap_or(&NONE)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -43,10 +62,10 @@ struct Family {
     kind: FamilyType,
     help: String,
     /// Rendered label set (`{a="b"}` or empty) → sample, sorted when rendered: the
-    /// entries in a dense `Vec`, found through a table of their indices. Each entry
-    /// keeps its hash (foldhash; SipHash was a quarter of a flush), so growing the
-    /// table never reads a label string again, and the table is 4 bytes a slot
-    /// (a table of whole entries was most of a 1 M-series flush, growing and faulting).
+    /// entries (40 bytes each) in a dense `Vec`, found through a table of (hash,
+    /// position) (foldhash; SipHash was a quarter of a flush), so growing the table
+    /// never reads a label string again (a table of whole entries was most of a
+    /// 1 M-series flush, growing and faulting).
     series: Series,
 }
 
@@ -81,7 +100,6 @@ impl Series {
             None => {
                 let at = self.entries.len();
                 self.entries.push(Entry {
-                    hash,
                     labels: labels.into(),
                     sample: new(),
                 });
@@ -100,8 +118,9 @@ impl Series {
         if self.entries.len() != before {
             self.index.clear();
             for (at, entry) in self.entries.iter().enumerate() {
+                let hash = label_hash(&entry.labels);
                 self.index
-                    .insert_unique(entry.hash, (entry.hash, at as u32), |&(h, _)| h);
+                    .insert_unique(hash, (hash, at as u32), |&(h, _)| h);
             }
         }
     }
@@ -117,7 +136,6 @@ impl<'a> IntoIterator for &'a Series {
 
 #[derive(Clone, Debug)]
 struct Entry {
-    hash: u64,
     labels: Box<str>,
     sample: Sample,
 }
@@ -136,6 +154,8 @@ pub type ExposedSample = (String, Vec<(String, String)>, f64);
 #[derive(Debug)]
 pub struct Exposition {
     families: BTreeMap<String, Family>,
+    /// What `Sample::seen` counts from.
+    started: Instant,
     expiry: Duration,
     conflicts: u64,
     name_buffer: String,
@@ -297,6 +317,7 @@ impl Exposition {
     pub fn new(expiry: Duration) -> Exposition {
         Exposition {
             families: BTreeMap::new(),
+            started: Instant::now(),
             expiry,
             conflicts: 0,
             name_buffer: String::new(),
@@ -316,7 +337,7 @@ impl Exposition {
         kind: FamilyType,
         help: impl FnOnce() -> String,
         labels: &str,
-        now: Instant,
+        now: u64,
         update: impl FnOnce(&mut Sample),
     ) {
         if !self.families.contains_key(name) {
@@ -336,9 +357,7 @@ impl Exposition {
         }
         let sample = family.series.get_or_insert(labels, || Sample {
             value: 0.0,
-            quantiles: Vec::new(),
-            sum: 0.0,
-            count: 0.0,
+            summary: (kind == FamilyType::Summary).then(Box::default),
             seen: now,
         });
         sample.seen = now;
@@ -347,7 +366,7 @@ impl Exposition {
 
     /// Folds one interval in.
     pub fn apply(&mut self, flush: &Flush) {
-        let now = Instant::now();
+        let now = self.millis();
         let mut name = std::mem::take(&mut self.name_buffer);
         let mut label_set = std::mem::take(&mut self.label_buffer);
         let summarised: std::collections::HashSet<(&str, &[String])> = flush
@@ -387,11 +406,12 @@ impl Exposition {
             labels_into(&summary.tags, &mut label_set);
             let help = || format!("ssfd histogram {}", summary.name);
             self.set(&base, FamilyType::Summary, help, &label_set, now, |s| {
+                let state = s.summary.get_or_insert_with(Box::default);
                 if !summary.quantiles.is_empty() {
-                    s.quantiles = summary.quantiles.clone();
+                    state.quantiles = summary.quantiles.clone();
                 }
-                s.sum += summary.sum;
-                s.count += summary.count;
+                state.sum += summary.sum;
+                state.count += summary.count;
             });
             for (suffix, value) in [("min", summary.min), ("max", summary.max)] {
                 // none without samples of this server's own (a global's mixed histogram)
@@ -418,13 +438,18 @@ impl Exposition {
         self.label_buffer = label_set;
     }
 
+    /// Milliseconds since the exposition started.
+    fn millis(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     fn expire(&mut self) {
-        let now = Instant::now();
-        let expiry = self.expiry;
+        let now = self.millis();
+        let expiry = self.expiry.as_millis() as u64;
         for family in self.families.values_mut() {
             family
                 .series
-                .retain(|e| now.duration_since(e.sample.seen) < expiry);
+                .retain(|e| now.saturating_sub(e.sample.seen) < expiry);
         }
         self.families.retain(|_, family| !family.series.is_empty());
     }
@@ -448,14 +473,15 @@ impl Exposition {
                         out.push((name.clone(), labels, sample.value));
                     }
                     FamilyType::Summary => {
-                        for (quantile, value) in &sample.quantiles {
+                        let summary = sample.summary();
+                        for (quantile, value) in &summary.quantiles {
                             let mut with = labels.clone();
                             with.push(("quantile".into(), quantile.clone()));
                             with.sort();
                             out.push((name.clone(), with, *value));
                         }
-                        out.push((format!("{name}_sum"), labels.clone(), sample.sum));
-                        out.push((format!("{name}_count"), labels, sample.count));
+                        out.push((format!("{name}_sum"), labels.clone(), summary.sum));
+                        out.push((format!("{name}_count"), labels, summary.count));
                     }
                 }
             }
@@ -493,7 +519,8 @@ impl Exposition {
                         let _ = writeln!(out, "{name}{label_set} {}", number(sample.value));
                     }
                     FamilyType::Summary => {
-                        for (quantile, value) in &sample.quantiles {
+                        let summary = sample.summary();
+                        for (quantile, value) in &summary.quantiles {
                             let mut with_quantile = String::new();
                             let inner = label_set.trim_start_matches('{').trim_end_matches('}');
                             with_quantile.push('{');
@@ -504,8 +531,8 @@ impl Exposition {
                             let _ = write!(with_quantile, "quantile=\"{quantile}\"}}");
                             let _ = writeln!(out, "{name}{with_quantile} {}", number(*value));
                         }
-                        let _ = writeln!(out, "{name}_sum{label_set} {}", number(sample.sum));
-                        let _ = writeln!(out, "{name}_count{label_set} {}", number(sample.count));
+                        let _ = writeln!(out, "{name}_sum{label_set} {}", number(summary.sum));
+                        let _ = writeln!(out, "{name}_count{label_set} {}", number(summary.count));
                     }
                 }
             }
