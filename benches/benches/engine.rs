@@ -127,6 +127,16 @@ fn flush(c: &mut Criterion) {
     for series in table.into_series() {
         config.flush_series(series, &mut flushed);
     }
+    group.bench_function("exposition_apply_new_series", |b| {
+        b.iter_batched(
+            || Exposition::new(std::time::Duration::from_secs(300)),
+            |mut exposition| {
+                exposition.apply(&flushed);
+                exposition
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
     let mut exposition = Exposition::new(std::time::Duration::from_secs(300));
     group.bench_function("exposition_apply", |b| {
         b.iter(|| exposition.apply(&flushed))

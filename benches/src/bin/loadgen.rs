@@ -414,6 +414,15 @@ fn main() -> anyhow::Result<()> {
                     rss_after_flush / 1048576.0,
                     (rss_after_flush - rss_before) / *count as f64,
                 );
+                // the flusher's phases, when the server logs at debug (SSFD_LOG=debug)
+                if let Ok(lines) = server.stderr.lock() {
+                    for line in lines
+                        .iter()
+                        .filter(|l| l.contains("flushed") && l.contains("name_ms"))
+                    {
+                        println!("    {line}");
+                    }
+                }
             }
             Mode::SendSpans { count, streams } => {
                 let address = format!("http://{}", server.addr("grpc tcp"));

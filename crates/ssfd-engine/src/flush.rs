@@ -24,14 +24,90 @@ impl FlushedType {
     }
 }
 
+/// The tags of a flushed metric (`key:value` or bare `key`), sorted and
+/// de-duplicated, joined by `,` in one shared allocation: a series' tags are laid out
+/// once, whatever number of metrics it flushes, and a million-series flush makes one
+/// allocation per series for them instead of one per tag and a `Vec`. A tag is split
+/// from its neighbours at `,` (statsd tags cannot hold one; series keys are joined so).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Tags(std::sync::Arc<str>);
+
+impl Default for Tags {
+    fn default() -> Self {
+        static EMPTY: std::sync::OnceLock<std::sync::Arc<str>> = std::sync::OnceLock::new();
+        Tags(EMPTY.get_or_init(|| "".into()).clone())
+    }
+}
+
+impl Tags {
+    /// Tags already joined by `,` (a series key's tag part).
+    pub fn from_joined(joined: &str) -> Tags {
+        if joined.is_empty() {
+            return Tags::default();
+        }
+        Tags(joined.into())
+    }
+
+    /// The tags in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + Clone + '_ {
+        self.0.split(',').filter(|tag| !tag.is_empty())
+    }
+
+    /// The tags joined by `,` (empty when there are none).
+    pub fn joined(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Tags {
+    fn from_iter<I: IntoIterator<Item = S>>(tags: I) -> Tags {
+        let mut joined = String::new();
+        for tag in tags {
+            let tag = tag.as_ref();
+            if tag.is_empty() {
+                continue;
+            }
+            if !joined.is_empty() {
+                joined.push(',');
+            }
+            joined.push_str(tag);
+        }
+        Tags::from_joined(&joined)
+    }
+}
+
+impl From<Vec<String>> for Tags {
+    fn from(tags: Vec<String>) -> Tags {
+        tags.iter().collect()
+    }
+}
+
+impl From<&[&str]> for Tags {
+    fn from(tags: &[&str]) -> Tags {
+        tags.iter().collect()
+    }
+}
+
 /// One flushed metric, as sinks receive it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlushedMetric {
     pub name: String,
     pub kind: FlushedType,
     pub value: f64,
-    /// Sorted, de-duplicated tags (`key:value` or bare `key`).
-    pub tags: Vec<String>,
+    /// Sorted, de-duplicated tags.
+    pub tags: Tags,
     /// A status's message.
     pub message: Option<String>,
 }
@@ -41,7 +117,7 @@ pub struct FlushedMetric {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistogramSummary {
     pub name: String,
-    pub tags: Vec<String>,
+    pub tags: Tags,
     /// (quantile as configured text, e.g. "0.99", value); empty when the digest is
     /// (a global's mixed histogram has a digest from upstream and may have no sample
     /// of its own, so `count` can be 0 while these are not).
@@ -184,11 +260,11 @@ impl Default for FlushConfig {
     }
 }
 
-fn split_tags(tags: &[u8]) -> Vec<String> {
-    if tags.is_empty() {
-        return Vec::new();
+fn split_tags(tags: &[u8]) -> Tags {
+    match std::str::from_utf8(tags) {
+        Ok(joined) => Tags::from_joined(joined),
+        Err(_) => Tags::from_joined(&String::from_utf8_lossy(tags)),
     }
-    tags.split(|&b| b == b',').map(text).collect()
 }
 
 /// Bytes as text: valid UTF-8 (the usual case) is copied as is; the lossy path
@@ -203,7 +279,7 @@ fn text(bytes: &[u8]) -> String {
 /// A series as Veneur's forward protocol carries it.
 fn forwarded(
     name: &str,
-    tags: &[String],
+    tags: &Tags,
     kind: MetricKind,
     scope: Scope,
     value: metricpb::metric::Value,
@@ -272,7 +348,7 @@ impl FlushConfig {
                 return;
             }
         }
-        let metric = |name: String, kind, value, tags: Vec<String>| FlushedMetric {
+        let metric = |name: String, kind, value, tags: Tags| FlushedMetric {
             name,
             kind,
             value,
@@ -314,7 +390,7 @@ impl FlushConfig {
     fn flush_local_aggregates(
         &self,
         name: String,
-        tags: Vec<String>,
+        tags: Tags,
         histogram: Histogram,
         out: &mut Flush,
     ) {
@@ -331,13 +407,7 @@ impl FlushConfig {
 
     /// Veneur's local flush of a histogram: aggregates from the exact statistics, with
     /// its guards; median and percentiles from the digest.
-    fn flush_histogram(
-        &self,
-        name: String,
-        tags: Vec<String>,
-        mut histogram: Histogram,
-        out: &mut Flush,
-    ) {
+    fn flush_histogram(&self, name: String, tags: Tags, mut histogram: Histogram, out: &mut Flush) {
         let gauge = |suffix: &str, value: f64| FlushedMetric {
             name: format!("{name}.{suffix}"),
             kind: FlushedType::Gauge,

@@ -27,7 +27,7 @@ pub use batch::{
 };
 pub use durable::{Durable, Gate, Log, Token};
 pub use flush::{
-    Aggregate, Flush, FlushConfig, FlushedMetric, FlushedType, HistogramSummary, Percentile,
+    Aggregate, Flush, FlushConfig, FlushedMetric, FlushedType, HistogramSummary, Percentile, Tags,
 };
 pub use pipeline::{
     Derived, Full, MetricSink, Pipeline, PipelineConfig, SpanSink, SpanWork, WhenFull, Workers,

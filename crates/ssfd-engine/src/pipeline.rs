@@ -565,7 +565,9 @@ fn flusher(
         }
         let series: usize = tables.iter().map(SeriesTable::len).sum();
         telemetry::series_overflow(tables.iter().map(SeriesTable::overflowed).sum());
+        let swapped = started.elapsed();
         let mut flush = name_in_parallel(tables, &config);
+        let named = started.elapsed();
         flush.timestamp = unix_seconds();
         slos.flush_into(&mut flush);
         flush.events = events.drain();
@@ -580,9 +582,18 @@ fn flusher(
         for sink in &mut sinks {
             sink.flush(&flush);
         }
+        let handed = started.elapsed();
         drop(flush);
         telemetry::set_series(series as u64);
         telemetry::observe_flush(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            series,
+            swap_ms = swapped.as_millis() as u64,
+            name_ms = (named - swapped).as_millis() as u64,
+            sinks_ms = (handed - named).as_millis() as u64,
+            drop_ms = (started.elapsed() - handed).as_millis() as u64,
+            "flushed"
+        );
         if last {
             return;
         }

@@ -185,7 +185,7 @@ impl SloRegistry {
                         name: "ssf.slo.events".into(),
                         kind: FlushedType::Counter,
                         value: count as f64,
-                        tags: vec![format!("good:{good}"), slo_tag.clone()],
+                        tags: vec![format!("good:{good}"), slo_tag.clone()].into(),
                         message: None,
                     });
                 }
@@ -195,7 +195,7 @@ impl SloRegistry {
                     name: "ssf.slo.burn_rate".into(),
                     kind: FlushedType::Gauge,
                     value: burn,
-                    tags: vec![slo_tag.clone(), format!("window:{window}")],
+                    tags: vec![slo_tag.clone(), format!("window:{window}")].into(),
                     message: None,
                 });
             }

@@ -48,17 +48,17 @@ impl DatadogSink {
     }
 
     /// (host, device, the other tags) of a tag list.
-    fn split_tags(&self, tags: &[String]) -> (String, Option<String>, Vec<String>) {
+    fn split_tags(&self, tags: &ssfd_engine::Tags) -> (String, Option<String>, Vec<String>) {
         let mut host = self.hostname.clone();
         let mut device = None;
-        let mut rest = Vec::with_capacity(tags.len());
-        for tag in tags {
+        let mut rest = Vec::new();
+        for tag in tags.iter() {
             if let Some(value) = tag.strip_prefix("host:") {
                 host = value.to_string();
             } else if let Some(value) = tag.strip_prefix("device:") {
                 device = Some(value.to_string());
             } else {
-                rest.push(tag.clone());
+                rest.push(tag.to_string());
             }
         }
         (host, device, rest)

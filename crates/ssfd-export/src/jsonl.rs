@@ -35,7 +35,7 @@ impl MetricSink for JsonlSink {
                 "name": metric.name,
                 "type": metric.kind.label(),
                 "value": metric.value,
-                "tags": metric.tags,
+                "tags": metric.tags.iter().collect::<Vec<&str>>(),
                 "timestamp": flush.timestamp,
                 "hostname": self.hostname,
             });

@@ -92,7 +92,11 @@ impl Series {
         let found = self
             .index
             .find(hash, |&(h, i)| {
-                h == hash && &*entries[i as usize].labels == labels
+                h == hash
+                    && ssfd_engine::batch::bytes_eq(
+                        entries[i as usize].labels.as_bytes(),
+                        labels.as_bytes(),
+                    )
             })
             .copied();
         let at = match found {
@@ -181,6 +185,19 @@ fn push_metric_name(name: &str, out: &mut String) {
         out.push_str(name);
         return;
     }
+    if name.is_ascii() {
+        // byte by byte: `extend` over chars was a tenth of a flush for dotted names
+        for byte in name.bytes() {
+            out.push(
+                if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b':' {
+                    byte as char
+                } else {
+                    '_'
+                },
+            );
+        }
+        return;
+    }
     out.extend(name.chars().map(|c| {
         if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
             c
@@ -226,58 +243,84 @@ fn escape(value: &str, out: &mut String) {
     }
 }
 
-/// [`labels`] into `out`, without allocating when the sanitised keys come sorted and
-/// distinct (tags are sorted, so they usually do).
-fn labels_into(tags: &[String], out: &mut String) {
+/// [`labels`] of a joined tag list (`Tags::joined`) into `out`, in one pass over its
+/// bytes and without allocating, when the keys need no sanitising and come in strictly
+/// increasing order (the usual case: tags are sorted); else through [`labels`].
+fn labels_into(joined: &str, out: &mut String) {
     out.clear();
-    let mut previous_key = 0..0;
-    for tag in tags {
-        let (key, value) = match tag.split_once(':') {
-            Some((key, value)) => (key, value),
-            None => (tag.as_str(), "true"),
-        };
-        out.push(if previous_key.end == 0 { '{' } else { ',' });
-        let start = out.len();
-        if key.chars().next().is_none_or(|c| c.is_ascii_digit()) {
-            out.push('_');
+    let bytes = joined.as_bytes();
+    let mut previous_key: &[u8] = &[];
+    let mut at = 0;
+    while at < bytes.len() {
+        // one tag: the key up to ':' or ',', then the value up to ','
+        let start = at;
+        while at < bytes.len() && bytes[at] != b':' && bytes[at] != b',' {
+            at += 1;
         }
-        if key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            out.push_str(key);
+        let key = &bytes[start..at];
+        let mut escaped = false;
+        let value = if at < bytes.len() && bytes[at] == b':' {
+            let value_start = at + 1;
+            at = value_start;
+            while at < bytes.len() && bytes[at] != b',' {
+                escaped |= matches!(bytes[at], b'\\' | b'"' | b'\n');
+                at += 1;
+            }
+            &joined[value_start..at]
         } else {
-            out.extend(key.chars().map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            }));
+            "true"
+        };
+        at += 1; // the ','
+        if key.is_empty() && value == "true" {
+            continue; // an empty tag
         }
-        let sanitised = &out[start..];
-        if matches!(sanitised, "quantile" | "le")
-            || sanitised.starts_with("__")
-            || (previous_key.end > 0 && out[previous_key.clone()] >= *sanitised)
-        {
-            *out = labels(tags);
+        let plain = key
+            .first()
+            .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+            && key.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            && !key.starts_with(b"__")
+            && key != b"quantile"
+            && key != b"le";
+        if !plain || !ascending(previous_key, key) {
+            *out = labels(joined.split(',').filter(|tag| !tag.is_empty()));
             return;
         }
-        previous_key = start..out.len();
+        out.push(if previous_key.is_empty() { '{' } else { ',' });
+        // ASCII checked above
+        out.push_str(&joined[start..start + key.len()]);
         out.push_str("=\"");
-        escape(value, out);
+        if escaped {
+            escape(value, out);
+        } else {
+            out.push_str(value);
+        }
         out.push('"');
+        previous_key = key;
     }
-    if previous_key.end > 0 {
+    if !previous_key.is_empty() {
         out.push('}');
     }
 }
 
+/// `a < b`, inline: keys usually differ in their first byte, where a slice compare
+/// would call `memcmp`.
+fn ascending(a: &[u8], b: &[u8]) -> bool {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x < y;
+        }
+    }
+    a.len() < b.len()
+}
+
 /// Tags to a rendered label set: `key:value` → `key="value"`, bare `key` →
 /// `key="true"`, the same key twice keeps the last.
-pub fn labels(tags: &[String]) -> String {
+pub fn labels<'a>(tags: impl IntoIterator<Item = &'a str>) -> String {
     let mut map: BTreeMap<String, &str> = BTreeMap::new();
     for tag in tags {
         let (key, value) = match tag.split_once(':') {
             Some((key, value)) => (key, value),
-            None => (tag.as_str(), "true"),
+            None => (tag, "true"),
         };
         map.insert(label_name(key), value);
     }
@@ -340,17 +383,21 @@ impl Exposition {
         now: u64,
         update: impl FnOnce(&mut Sample),
     ) {
-        if !self.families.contains_key(name) {
-            self.families.insert(
-                name.to_string(),
-                Family {
-                    kind,
-                    help: help(),
-                    series: Series::default(),
-                },
-            );
-        }
-        let family = self.families.get_mut(name).expect("inserted above");
+        // one lookup for a known family
+        let family = match self.families.get_mut(name) {
+            Some(family) => family,
+            None => {
+                self.families.insert(
+                    name.to_string(),
+                    Family {
+                        kind,
+                        help: help(),
+                        series: Series::default(),
+                    },
+                );
+                self.families.get_mut(name).expect("inserted above")
+            }
+        };
         if family.kind != kind {
             self.conflicts += 1;
             return;
@@ -369,25 +416,37 @@ impl Exposition {
         let now = self.millis();
         let mut name = std::mem::take(&mut self.name_buffer);
         let mut label_set = std::mem::take(&mut self.label_buffer);
-        let summarised: std::collections::HashSet<(&str, &[String])> = flush
+        let summarised: std::collections::HashSet<(&str, &str)> = flush
             .summaries
             .iter()
-            .map(|s| (s.name.as_str(), s.tags.as_slice()))
+            .map(|s| (s.name.as_str(), s.tags.joined()))
             .collect();
+        let mut last_name: Option<(&str, bool)> = None;
         for metric in &flush.metrics {
             // a histogram's aggregates are shown by its summary, not as separate series
             if !summarised.is_empty()
                 && let Some((base, _)) = metric.name.rsplit_once('.')
-                && summarised.contains(&(base, metric.tags.as_slice()))
+                && summarised.contains(&(base, metric.tags.joined()))
             {
                 continue;
             }
-            labels_into(&metric.tags, &mut label_set);
-            name.clear();
-            push_metric_name(&metric.name, &mut name);
+            labels_into(metric.tags.joined(), &mut label_set);
+            // metrics of one name usually come together: its family name is kept
+            let counter = metric.kind == FlushedType::Counter;
+            let same = last_name.is_some_and(|(last, was_counter)| {
+                was_counter == counter
+                    && ssfd_engine::batch::bytes_eq(last.as_bytes(), metric.name.as_bytes())
+            });
+            if !same {
+                name.clear();
+                push_metric_name(&metric.name, &mut name);
+                if counter {
+                    name.push_str("_total");
+                }
+                last_name = Some((metric.name.as_str(), counter));
+            }
             match metric.kind {
                 FlushedType::Counter => {
-                    name.push_str("_total");
                     let help = || format!("ssfd counter {}", metric.name);
                     self.set(&name, FamilyType::Counter, help, &label_set, now, |s| {
                         s.value += metric.value
@@ -403,7 +462,7 @@ impl Exposition {
         }
         for summary in &flush.summaries {
             let base = metric_name(&summary.name);
-            labels_into(&summary.tags, &mut label_set);
+            labels_into(summary.tags.joined(), &mut label_set);
             let help = || format!("ssfd histogram {}", summary.name);
             self.set(&base, FamilyType::Summary, help, &label_set, now, |s| {
                 let state = s.summary.get_or_insert_with(Box::default);
@@ -617,7 +676,7 @@ mod tests {
             name: name.into(),
             kind,
             value,
-            tags: tags.iter().map(|t| t.to_string()).collect(),
+            tags: tags.iter().collect(),
             message: None,
         }
     }
@@ -628,13 +687,13 @@ mod tests {
         assert_eq!(metric_name("9lives"), "_9lives");
         assert_eq!(metric_name("a:b"), "a:b");
         assert_eq!(
-            labels(&[
-                "env:prod".into(),
-                "bare".into(),
-                "quantile:x".into(),
-                "le:1".into(),
-                "env:dev".into(),
-                "a.b:q\"uote".into()
+            labels([
+                "env:prod",
+                "bare",
+                "quantile:x",
+                "le:1",
+                "env:dev",
+                "a.b:q\"uote"
             ]),
             r#"{a_b="q\"uote",bare="true",env="dev",exported_le="1",exported_quantile="x"}"#
         );
@@ -655,12 +714,43 @@ mod tests {
             &["1a:x", "b:\"q\\n"],
             &["env:prod", "host:ip-10", "region:us", "service:checkout"],
             &["k:v:w", "k2"],
+            // sorted as text, not by key: `a1` sorts between `a` and `a:1`
+            &["a", "a1:x", "a:1"],
+            &["a1:x", "a:1"],
+            &["b", "a"],
+            &["a:", ":v", ""],
         ];
-        for tags in cases {
-            let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        let check = |tags: &[&str]| {
             let mut fast = String::new();
-            labels_into(&tags, &mut fast);
-            assert_eq!(fast, labels(&tags), "{tags:?}");
+            labels_into(&tags.join(","), &mut fast);
+            let general = labels(tags.iter().copied().filter(|t| !t.is_empty()));
+            assert_eq!(fast, general, "{tags:?}");
+        };
+        for tags in cases {
+            check(tags);
+        }
+        // random sorted tag lists over an alphabet that makes keys collide, sort
+        // against their tags, and need sanitising
+        let alphabet = b"ab1_.:";
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..20_000 {
+            let mut tags: Vec<String> = (0..1 + next(4))
+                .map(|_| {
+                    (0..1 + next(4))
+                        .map(|_| alphabet[next(alphabet.len() as u64) as usize] as char)
+                        .collect()
+                })
+                .collect();
+            tags.sort();
+            tags.dedup();
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            check(&tags);
         }
     }
 
@@ -703,7 +793,7 @@ mod tests {
         let mut exposition = Exposition::new(Duration::from_secs(300));
         let summary = HistogramSummary {
             name: "lat".into(),
-            tags: vec!["route:/a".into()],
+            tags: ["route:/a"].iter().collect(),
             quantiles: vec![("0.5".into(), 2.0), ("0.99".into(), 9.0)],
             count: 4.0,
             sum: 20.0,
@@ -752,14 +842,7 @@ mod tests {
     #[test]
     fn rendered_label_sets_read_back() {
         let mut rendered = String::new();
-        labels_into(
-            &[
-                "b:x\"y".to_string(),
-                "a:line\nbreak".to_string(),
-                "c".to_string(),
-            ],
-            &mut rendered,
-        );
+        labels_into("b:x\"y,a:line\nbreak,c", &mut rendered);
         assert_eq!(
             parse_labels(&rendered),
             [

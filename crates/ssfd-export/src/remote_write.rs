@@ -177,7 +177,7 @@ mod tests {
                 name: "api.hits".into(),
                 kind: FlushedType::Counter,
                 value: 2.0,
-                tags: vec!["env:prod".into(), "host:other".into()],
+                tags: ["env:prod", "host:other"].iter().collect(),
                 message: None,
             }],
             ..Flush::default()

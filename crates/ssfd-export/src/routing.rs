@@ -9,7 +9,7 @@
 
 use regex::Regex;
 use serde::Deserialize;
-use ssfd_engine::Flush;
+use ssfd_engine::{Flush, Tags};
 use std::collections::BTreeSet;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -88,7 +88,7 @@ struct Match {
 }
 
 impl Match {
-    fn matches(&self, name: &str, tags: &[String]) -> bool {
+    fn matches(&self, name: &str, tags: &Tags) -> bool {
         self.name.matches(name)
             && self.tags.iter().all(|(pattern, unset)| {
                 let any = tags.iter().any(|tag| pattern.matches(tag));
@@ -146,7 +146,7 @@ impl Router {
     }
 
     /// The sinks a metric goes to.
-    pub fn sinks(&self, name: &str, tags: &[String]) -> BTreeSet<&str> {
+    pub fn sinks(&self, name: &str, tags: &Tags) -> BTreeSet<&str> {
         let mut out = BTreeSet::new();
         for rule in &self.rules {
             let matched = rule.matches.iter().any(|m| m.matches(name, tags));
@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn routing_table() {
         let router = Router::from_yaml(&serde_yaml::from_str(TABLE).unwrap()).unwrap();
-        let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let tags = |t: &[&str]| t.iter().collect::<Tags>();
         let cases: &[(&str, &[&str], &[&str])] = &[
             ("app.requests", &["env:prod"], &["datadog", "jsonl"]),
             (
@@ -262,7 +262,7 @@ mod tests {
     fn unanchored_regex_as_go() {
         let table = "- match: [{name: {kind: regex, value: \"load\"}}]\n  sinks: {matched: [a]}\n";
         let router = Router::from_yaml(&serde_yaml::from_str(table).unwrap()).unwrap();
-        assert!(router.sinks("sys.loadavg", &[]).contains("a"));
+        assert!(router.sinks("sys.loadavg", &Tags::default()).contains("a"));
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn line(metric: &ssfd_engine::FlushedMetric) -> String {
     let tags = if metric.tags.is_empty() {
         String::new()
     } else {
-        format!("|#{}", metric.tags.join(","))
+        format!("|#{}", metric.tags.joined())
     };
     match metric.kind {
         FlushedType::Counter => format!("{}:{}|c{tags}", metric.name, metric.value),
