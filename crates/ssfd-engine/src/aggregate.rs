@@ -176,7 +176,7 @@ impl SeriesTable {
             && self
                 .table
                 .find(hash, |series| {
-                    series.scope == scope && crate::batch::bytes_eq(&series.key, &key)
+                    series.scope == scope && crate::batch::bytes_eq(&series.key, key)
                 })
                 .is_none();
         let (hash, key, name_len): (u64, std::borrow::Cow<'_, [u8]>, u32) = if vacant_over_limit {

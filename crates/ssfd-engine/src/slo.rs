@@ -260,7 +260,7 @@ mod tests {
             .metrics
             .iter()
             .filter(|m| m.name == "ssf.slo.events")
-            .map(|m| (m.tags.clone(), m.value))
+            .map(|m| (m.tags.to_vec(), m.value))
             .collect();
         assert_eq!(
             events,
