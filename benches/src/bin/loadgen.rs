@@ -45,6 +45,16 @@ enum Mode {
         #[arg(long, default_value_t = 1)]
         lines: usize,
     },
+    /// One client core as a DogStatsD client library works: every line formatted
+    /// when it is emitted (the mix of `statsd-udp`, values changing), `lines` lines
+    /// buffered per datagram, one `send` per datagram, as fast as the core goes for
+    /// `seconds`; reports the rate offered and whether ssfd took every line.
+    Client {
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 20)]
+        lines: usize,
+    },
     /// SSF spans over UDP, one per datagram.
     SsfUdp {
         #[arg(long, default_value_t = 0)]
@@ -172,6 +182,46 @@ fn blast(target: &str, datagrams: &[Vec<u8>], rate: u64, total: u64) -> anyhow::
         sent += done as u64;
     }
     Ok(sent)
+}
+
+/// A DogStatsD client on one core: formats each line, sends `lines` per datagram.
+fn client(target: &str, seconds: f64, lines: usize) -> anyhow::Result<u64> {
+    use std::fmt::Write as _;
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.connect(target)?;
+    let _ = socket2::SockRef::from(&socket).set_send_buffer_size(8 << 20);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut buffer = String::with_capacity(4096);
+    let (mut sent, mut buffered, mut i) = (0u64, 0usize, 0u64);
+    loop {
+        if i % 1024 == 0 && Instant::now() >= deadline {
+            return Ok(sent);
+        }
+        let _ = match i % 6 {
+            0 => write!(buffer, "api.requests:1|c|#service:web,env:prod,route:/v{}", i % 50),
+            1 => write!(buffer, "api.latency:{}.{}|ms|@0.5|#service:web,env:prod", i % 997, i % 10),
+            2 => write!(buffer, "queue.depth:{}|g|#queue:q{}", i % 1000, i % 20),
+            3 => write!(buffer, "payload.bytes:{}|h|#service:ingest,env:prod,region:us-east-1", i % 65536),
+            4 => write!(buffer, "users.active:user-{}|s|#env:prod", i % 10_000),
+            _ => write!(buffer, "cache.hits:{}|c|@0.1", i % 7),
+        };
+        i += 1;
+        buffered += 1;
+        if buffered < lines {
+            buffer.push('\n');
+            continue;
+        }
+        loop {
+            match socket.send(buffer.as_bytes()) {
+                Ok(_) => break,
+                Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => continue,
+                Err(error) => bail!("send: {error}"),
+            }
+        }
+        sent += buffered as u64;
+        buffered = 0;
+        buffer.clear();
+    }
 }
 
 /// Waits until `series` stops moving (or reaches `want`) and returns its value.
@@ -327,6 +377,30 @@ fn main() -> anyhow::Result<()> {
                 println!(
                     "    per datagram: {:.3} µs of server CPU",
                     cpu * 1e6 / sent as f64
+                );
+            }
+            Mode::Client { seconds, lines } => {
+                let cpu_before = cpu_seconds(pid);
+                let start = Instant::now();
+                let items = client(server.addr("statsd udp"), *seconds, *lines)?;
+                let wall = start.elapsed().as_secs_f64();
+                let delivered = settle(
+                    &server,
+                    "ssfd_received_total{listener=\"statsd\",protocol=\"udp\"}",
+                    items as f64,
+                );
+                let cpu = cpu_seconds(pid) - cpu_before;
+                let outcome = Outcome {
+                    items,
+                    delivered,
+                    dropped: dropped(&server, "statsd"),
+                    cpu,
+                    wall,
+                };
+                report(&format!("run {run} client x {lines} line(s)"), "line", &outcome);
+                println!(
+                    "    offered {:.2} M lines/s from one client core",
+                    items as f64 / wall / 1e6
                 );
             }
             Mode::SsfUdp { rate, count } => {
