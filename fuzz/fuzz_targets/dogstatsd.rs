@@ -1,4 +1,5 @@
-//! Fuzzes the DogStatsD grammar: every line of a packet is parsed and every accessor
+//! Fuzzes the DogStatsD grammar: the line splitter is held to its plain definition,
+//! every line of a packet is parsed and every accessor
 //! of what it parses to is walked.
 #![no_main]
 
@@ -6,6 +7,13 @@ use libfuzzer_sys::fuzz_target;
 use ssfd_wire::dogstatsd_text::{Line, Value, lines, parse_line, unescape_event_text};
 
 fuzz_target!(|packet: &[u8]| {
+    // the memchr line splitter against the plain definition of a line
+    let plain: Vec<&[u8]> = packet
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines(packet).collect::<Vec<_>>(), plain);
     for line in lines(packet) {
         match parse_line(line) {
             Ok(Line::Metric(metric)) => {
@@ -21,6 +29,7 @@ fuzz_target!(|packet: &[u8]| {
                 for tag in metric.tags.without_magic() {
                     assert!(!tag.is_empty());
                 }
+                let _ = metric.scope();
             }
             Ok(Line::Event(event)) => {
                 let _ = unescape_event_text(event.text);

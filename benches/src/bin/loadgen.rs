@@ -198,10 +198,23 @@ fn client(target: &str, seconds: f64, lines: usize) -> anyhow::Result<u64> {
             return Ok(sent);
         }
         let _ = match i % 6 {
-            0 => write!(buffer, "api.requests:1|c|#service:web,env:prod,route:/v{}", i % 50),
-            1 => write!(buffer, "api.latency:{}.{}|ms|@0.5|#service:web,env:prod", i % 997, i % 10),
+            0 => write!(
+                buffer,
+                "api.requests:1|c|#service:web,env:prod,route:/v{}",
+                i % 50
+            ),
+            1 => write!(
+                buffer,
+                "api.latency:{}.{}|ms|@0.5|#service:web,env:prod",
+                i % 997,
+                i % 10
+            ),
             2 => write!(buffer, "queue.depth:{}|g|#queue:q{}", i % 1000, i % 20),
-            3 => write!(buffer, "payload.bytes:{}|h|#service:ingest,env:prod,region:us-east-1", i % 65536),
+            3 => write!(
+                buffer,
+                "payload.bytes:{}|h|#service:ingest,env:prod,region:us-east-1",
+                i % 65536
+            ),
             4 => write!(buffer, "users.active:user-{}|s|#env:prod", i % 10_000),
             _ => write!(buffer, "cache.hits:{}|c|@0.1", i % 7),
         };
@@ -397,7 +410,11 @@ fn main() -> anyhow::Result<()> {
                     cpu,
                     wall,
                 };
-                report(&format!("run {run} client x {lines} line(s)"), "line", &outcome);
+                report(
+                    &format!("run {run} client x {lines} line(s)"),
+                    "line",
+                    &outcome,
+                );
                 println!(
                     "    offered {:.2} M lines/s from one client core",
                     items as f64 / wall / 1e6

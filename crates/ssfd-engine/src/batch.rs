@@ -338,6 +338,9 @@ impl RawKey<'_> {
 }
 
 impl KeyCache {
+    /// The longest key (and raw form) a slot keeps.
+    pub const MAX_KEY: usize = 256;
+
     /// A cache of `slots` keys (rounded up to a power of two).
     pub fn new(slots: usize) -> KeyCache {
         let slots = slots.max(1).next_power_of_two();
@@ -378,10 +381,15 @@ impl KeyCache {
     }
 
     /// Files `key` (built from `raw`) with its scope; the slot's buffers are reused.
+    /// Keys longer than [`KeyCache::MAX_KEY`] are not kept, so a sender of long,
+    /// never-repeated lines cannot make the cache hold more than a few MiB.
     pub fn insert(&mut self, raw: &RawKey<'_>, raw_hash: u64, key: KeyRef<'_>, scope: Scope) {
+        let [name, tags, extra] = raw.parts;
+        if key.key.len() > Self::MAX_KEY || name.len() + tags.len() + extra.len() > Self::MAX_KEY {
+            return;
+        }
         let index = self.slot(raw_hash);
         let slot = &mut self.slots[index];
-        let [name, tags, extra] = raw.parts;
         slot.raw.clear();
         slot.raw.extend_from_slice(name);
         slot.raw.extend_from_slice(tags);
@@ -589,6 +597,14 @@ mod tests {
             (key.hash, key.name_len, scope),
             (scratch.hash(), 3, Scope::Global)
         );
+        // a key past MAX_KEY is built every time, never kept
+        let long_tags = vec![b'x'; KeyCache::MAX_KEY];
+        let long = RawKey {
+            parts: [b"req", &long_tags, b""],
+            kind: MetricKind::Counter,
+        };
+        cache.insert(&long, long.hash(), scratch.as_key(), Scope::Default);
+        assert!(cache.get(&long, long.hash()).is_none());
         // another type, other tags, a container id, or the same bytes split
         // differently between the parts: each is a miss, even under the same hash
         for other in [
