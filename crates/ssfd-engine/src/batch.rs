@@ -306,10 +306,10 @@ struct CachedKey {
     raw_hash: u64,
     /// `None` for an empty slot.
     kind: Option<MetricKind>,
-    /// The raw parts laid end to end, and where the first two end.
-    raw: Vec<u8>,
-    ends: [u32; 2],
-    key: Vec<u8>,
+    /// The raw parts then the key, laid end to end in one buffer (one heap line to
+    /// read on a hit), and where the name, the tags and the raw parts end.
+    bytes: Vec<u8>,
+    ends: [u32; 3],
     name_len: u32,
     hash: u64,
     scope: Scope,
@@ -360,17 +360,17 @@ impl KeyCache {
             return None;
         }
         let [name, tags, extra] = raw.parts;
-        let (a, b) = (slot.ends[0] as usize, slot.ends[1] as usize);
+        let [a, b, c] = slot.ends.map(|end| end as usize);
         let same = a == name.len()
             && b - a == tags.len()
-            && slot.raw.len() - b == extra.len()
-            && bytes_eq(&slot.raw[..a], name)
-            && bytes_eq(&slot.raw[a..b], tags)
-            && bytes_eq(&slot.raw[b..], extra);
+            && c - b == extra.len()
+            && bytes_eq(&slot.bytes[..a], name)
+            && bytes_eq(&slot.bytes[a..b], tags)
+            && bytes_eq(&slot.bytes[b..c], extra);
         same.then(|| {
             (
                 KeyRef {
-                    key: &slot.key,
+                    key: &slot.bytes[c..],
                     name_len: slot.name_len,
                     kind: raw.kind,
                     hash: slot.hash,
@@ -390,13 +390,13 @@ impl KeyCache {
         }
         let index = self.slot(raw_hash);
         let slot = &mut self.slots[index];
-        slot.raw.clear();
-        slot.raw.extend_from_slice(name);
-        slot.raw.extend_from_slice(tags);
-        slot.raw.extend_from_slice(extra);
-        slot.ends = [name.len() as u32, (name.len() + tags.len()) as u32];
-        slot.key.clear();
-        slot.key.extend_from_slice(key.key);
+        slot.bytes.clear();
+        slot.bytes.extend_from_slice(name);
+        slot.bytes.extend_from_slice(tags);
+        slot.bytes.extend_from_slice(extra);
+        let (a, b) = (name.len(), name.len() + tags.len());
+        slot.ends = [a as u32, b as u32, (b + extra.len()) as u32];
+        slot.bytes.extend_from_slice(key.key);
         slot.raw_hash = raw_hash;
         slot.kind = Some(raw.kind);
         slot.name_len = key.name_len;
