@@ -388,8 +388,10 @@ fn main() -> anyhow::Result<()> {
                 let label = format!("run {run} statsd-udp rate {rate}/s x {lines} line(s)");
                 report(&label, "line", &outcome);
                 println!(
-                    "    per datagram: {:.3} µs of server CPU",
-                    cpu * 1e6 / sent as f64
+                    "    per datagram: {:.3} µs of server CPU; dropped by a full queue {}, by the kernel {}",
+                    cpu * 1e6 / sent as f64,
+                    server.metric("ssfd_dropped_total{stage=\"ingest\",reason=\"queue_full\"}"),
+                    server.metric("ssfd_udp_kernel_drops_total{listener=\"statsd\"}"),
                 );
             }
             Mode::Client { seconds, lines } => {
