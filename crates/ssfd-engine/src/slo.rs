@@ -175,7 +175,8 @@ impl SloRegistry {
             return;
         };
         for ((slo, state), report) in self.slos.iter().zip(states.iter_mut()).zip(reports) {
-            let slo_tag = format!("slo:{}", slo.name);
+            // a flushed metric's tags are joined by ',': one in a name would split the tag
+            let slo_tag = format!("slo:{}", slo.name.replace(',', "_"));
             for (good, count) in [
                 ("true", std::mem::take(&mut state.unflushed_good)),
                 ("false", std::mem::take(&mut state.unflushed_bad)),
@@ -247,6 +248,25 @@ mod tests {
             (0, 0.0),
             "no traffic, no burn"
         );
+    }
+
+    #[test]
+    fn a_comma_in_an_slo_name_does_not_split_its_tag() {
+        let slos = SloRegistry::new(vec![Slo {
+            name: "pay,eu".into(),
+            service: "shop".into(),
+            span_name: None,
+            objective: 0.9,
+            latency_threshold: None,
+        }]);
+        slos.observe("shop", "checkout", false, 1);
+        let mut flush = Flush::default();
+        slos.flush_into(&mut flush);
+        assert!(!flush.metrics.is_empty());
+        for metric in &flush.metrics {
+            assert!(metric.tags.iter().any(|t| t == "slo:pay_eu"), "{metric:?}");
+            assert!(metric.tags.iter().all(|t| t.contains(':')), "{metric:?}");
+        }
     }
 
     #[test]

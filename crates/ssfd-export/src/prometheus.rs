@@ -271,8 +271,8 @@ fn labels_into(joined: &str, out: &mut String) {
             "true"
         };
         at += 1; // the ','
-        if key.is_empty() && value == "true" {
-            continue; // an empty tag
+        if at == start + 1 {
+            continue; // an empty tag (nothing before its ',' or the end)
         }
         let plain = key
             .first()
@@ -719,6 +719,8 @@ mod tests {
             &["a1:x", "a:1"],
             &["b", "a"],
             &["a:", ":v", ""],
+            &[":true", "env:prod"],
+            &[":true"],
         ];
         let check = |tags: &[&str]| {
             let mut fast = String::new();
