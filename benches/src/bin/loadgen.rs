@@ -237,6 +237,23 @@ fn client(target: &str, seconds: f64, lines: usize) -> anyhow::Result<u64> {
     }
 }
 
+/// What a statsd load over UDP came to: waits until ssfd has counted what it
+/// received, then reads its drops and the CPU it spent since `cpu_before`.
+fn statsd_outcome(server: &Server, pid: u32, cpu_before: f64, items: u64, wall: f64) -> Outcome {
+    let delivered = settle(
+        server,
+        "ssfd_received_total{listener=\"statsd\",protocol=\"udp\"}",
+        items as f64,
+    );
+    Outcome {
+        items,
+        delivered,
+        dropped: dropped(server, "statsd"),
+        cpu: cpu_seconds(pid) - cpu_before,
+        wall,
+    }
+}
+
 /// Waits until `series` stops moving (or reaches `want`) and returns its value.
 fn settle(server: &Server, series: &str, want: f64) -> f64 {
     let mut last = -1.0;
@@ -372,19 +389,8 @@ fn main() -> anyhow::Result<()> {
                 let sent = blast(server.addr("statsd udp"), &datagrams, *rate, total)?;
                 let wall = start.elapsed().as_secs_f64();
                 let items = sent * *lines as u64;
-                let delivered = settle(
-                    &server,
-                    "ssfd_received_total{listener=\"statsd\",protocol=\"udp\"}",
-                    items as f64,
-                );
-                let cpu = cpu_seconds(pid) - cpu_before;
-                let outcome = Outcome {
-                    items,
-                    delivered,
-                    dropped: dropped(&server, "statsd"),
-                    cpu,
-                    wall,
-                };
+                let outcome = statsd_outcome(&server, pid, cpu_before, items, wall);
+                let cpu = outcome.cpu;
                 let label = format!("run {run} statsd-udp rate {rate}/s x {lines} line(s)");
                 report(&label, "line", &outcome);
                 println!(
@@ -399,19 +405,7 @@ fn main() -> anyhow::Result<()> {
                 let start = Instant::now();
                 let items = client(server.addr("statsd udp"), *seconds, *lines)?;
                 let wall = start.elapsed().as_secs_f64();
-                let delivered = settle(
-                    &server,
-                    "ssfd_received_total{listener=\"statsd\",protocol=\"udp\"}",
-                    items as f64,
-                );
-                let cpu = cpu_seconds(pid) - cpu_before;
-                let outcome = Outcome {
-                    items,
-                    delivered,
-                    dropped: dropped(&server, "statsd"),
-                    cpu,
-                    wall,
-                };
+                let outcome = statsd_outcome(&server, pid, cpu_before, items, wall);
                 report(
                     &format!("run {run} client x {lines} line(s)"),
                     "line",

@@ -371,26 +371,18 @@ impl Handoff {
             kind,
         };
         let rate = metric.sample_rate as f32;
-        if let Some(mut cache) = self.key_cache.take() {
-            let raw_hash = raw.hash();
-            match cache.get(&raw, raw_hash) {
-                Some((key, scope)) => push_values(&mut self.samples, key, scope, metric, rate),
-                None => {
-                    let scope = self.build_key(metric, kind);
-                    cache.insert(&raw, raw_hash, self.scratch.as_key(), scope);
-                    push_values(
-                        &mut self.samples,
-                        self.scratch.as_key(),
-                        scope,
-                        metric,
-                        rate,
-                    );
-                }
-            }
-            self.key_cache = Some(cache);
+        // a series this reader saw lately takes its key from the cache
+        let raw_hash = self.key_cache.as_ref().map(|_| raw.hash());
+        if let (Some(cache), Some(raw_hash)) = (&self.key_cache, raw_hash)
+            && let Some((key, scope)) = cache.get(&raw, raw_hash)
+        {
+            push_values(&mut self.samples, key, scope, metric, rate);
             return;
         }
         let scope = self.build_key(metric, kind);
+        if let (Some(cache), Some(raw_hash)) = (&mut self.key_cache, raw_hash) {
+            cache.insert(&raw, raw_hash, self.scratch.as_key(), scope);
+        }
         push_values(
             &mut self.samples,
             self.scratch.as_key(),
