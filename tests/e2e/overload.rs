@@ -202,3 +202,26 @@ fn memory_limit_holds_under_series_a_stalled_sink_and_a_grpc_flood() {
         "ten times max_series overflows, counted"
     );
 }
+
+/// The server turns transparent huge pages off for itself (a first touch of mimalloc's
+/// arenas would otherwise zero 2 MiB at a time while datagrams wait), unless
+/// `MIMALLOC_ALLOW_THP` is set.
+#[test]
+fn the_server_runs_without_transparent_huge_pages_unless_told() {
+    let thp = |server: &Server| {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .map(|v| v.trim().to_string())
+    };
+    let server = Server::start("");
+    let Some(default) = thp(&server) else {
+        eprintln!("this kernel does not report THP_enabled; nothing to check");
+        return;
+    };
+    assert_eq!(default, "0");
+    let told = Server::start_with_env("", &[("MIMALLOC_ALLOW_THP", "1")]);
+    assert_eq!(thp(&told).as_deref(), Some("1"));
+}

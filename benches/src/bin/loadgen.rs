@@ -54,6 +54,11 @@ enum Mode {
         seconds: f64,
         #[arg(long, default_value_t = 20)]
         lines: usize,
+        /// A real client library's sender program instead of loadgen's own
+        /// (`benches/clients/`): run as `PROGRAM --addr A --seconds S --lines L`, it
+        /// sends for S seconds and prints the number of lines it sent.
+        #[arg(long)]
+        sender: Option<String>,
     },
     /// SSF spans over UDP, one per datagram.
     SsfUdp {
@@ -237,6 +242,35 @@ fn client(target: &str, seconds: f64, lines: usize) -> anyhow::Result<u64> {
     }
 }
 
+/// Runs a client library's sender program (`benches/clients/`) and reads the lines it
+/// says it sent.
+fn external_sender(program: &str, target: &str, seconds: f64, lines: usize) -> anyhow::Result<u64> {
+    let children_cpu = || {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    };
+    let before = children_cpu();
+    let output = std::process::Command::new(program)
+        .args(["--addr", target, "--seconds", &seconds.to_string()])
+        .args(["--lines", &lines.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !output.status.success() {
+        bail!("{program} failed: {}", output.status);
+    }
+    println!(
+        "    sender CPU {:.2} s over {seconds:.1} s",
+        children_cpu() - before
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{program} printed {text:?}, not a line count"))
+}
+
 /// What a statsd load over UDP came to: waits until ssfd has counted what it
 /// received, then reads its drops and the CPU it spent since `cpu_before`.
 fn statsd_outcome(server: &Server, pid: u32, cpu_before: f64, items: u64, wall: f64) -> Outcome {
@@ -400,10 +434,18 @@ fn main() -> anyhow::Result<()> {
                     server.metric("ssfd_udp_kernel_drops_total{listener=\"statsd\"}"),
                 );
             }
-            Mode::Client { seconds, lines } => {
+            Mode::Client {
+                seconds,
+                lines,
+                sender,
+            } => {
                 let cpu_before = cpu_seconds(pid);
                 let start = Instant::now();
-                let items = client(server.addr("statsd udp"), *seconds, *lines)?;
+                let target = server.addr("statsd udp");
+                let items = match sender {
+                    Some(program) => external_sender(program, target, *seconds, *lines)?,
+                    None => client(target, *seconds, *lines)?,
+                };
                 let wall = start.elapsed().as_secs_f64();
                 let outcome = statsd_outcome(&server, pid, cpu_before, items, wall);
                 report(
@@ -412,8 +454,10 @@ fn main() -> anyhow::Result<()> {
                     &outcome,
                 );
                 println!(
-                    "    offered {:.2} M lines/s from one client core",
-                    items as f64 / wall / 1e6
+                    "    offered {:.2} M lines/s from one client core; dropped by a full queue {}, by the kernel {} datagrams",
+                    items as f64 / wall / 1e6,
+                    server.metric("ssfd_dropped_total{stage=\"ingest\",reason=\"queue_full\"}"),
+                    server.metric("ssfd_udp_kernel_drops_total{listener=\"statsd\"}"),
                 );
             }
             Mode::SsfUdp { rate, count } => {

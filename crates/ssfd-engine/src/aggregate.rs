@@ -241,7 +241,7 @@ impl SeriesTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{KeyScratch, ShardedSamples};
+    use crate::batch::{BatchPool, KeyScratch, ShardedSamples};
 
     fn batch(lines: &[(&str, MetricKind, &[&str], f64)]) -> SampleBatch {
         let mut samples = ShardedSamples::new(1);
@@ -254,7 +254,7 @@ mod tests {
             scratch.finish();
             samples.push(&scratch, Scope::Default, *value, 1.0, b"");
         }
-        samples.drain().next().unwrap().1
+        samples.drain(&BatchPool::default()).next().unwrap().1
     }
 
     fn flushed(table: SeriesTable) -> Vec<(String, String, f64)> {

@@ -187,6 +187,76 @@ impl SampleBatch {
         self.arena.clear();
         self.samples.clear();
         self.imports.clear();
+        self.epoch = 0;
+    }
+
+    /// Gives back most of the room of a batch handed off mostly empty (a quiet
+    /// round's), so the batches a queue holds stay about as big as what they carry.
+    fn fit(&mut self) {
+        if self.samples.len() * 4 < self.samples.capacity() {
+            self.samples.shrink_to_fit();
+        }
+        if self.arena.len() * 4 < self.arena.capacity() {
+            self.arena.shrink_to_fit();
+        }
+    }
+}
+
+/// Emptied batches on their way back from the workers to ingest. A reader refills a
+/// batch it had before instead of allocating a new one for every hand-off: no
+/// allocation, no cross-thread free, and no fresh pages to fault in (a new process's
+/// first hand-offs otherwise spend their time zeroing huge pages while the socket
+/// buffer fills). Bounded: a full pool drops what it is given, and oversized batches
+/// are never kept.
+#[derive(Clone, Debug)]
+pub struct BatchPool {
+    sender: crossbeam_channel::Sender<SampleBatch>,
+    receiver: crossbeam_channel::Receiver<SampleBatch>,
+}
+
+impl Default for BatchPool {
+    fn default() -> Self {
+        BatchPool::new(64)
+    }
+}
+
+impl BatchPool {
+    /// The most samples, and arena bytes, of a batch the pool keeps.
+    const MAX_SAMPLES: usize = 8192;
+    const MAX_ARENA: usize = 1 << 20;
+
+    /// A pool of at most `batches` empty batches.
+    pub fn new(batches: usize) -> Self {
+        let (sender, receiver) = crossbeam_channel::bounded(batches.max(1));
+        BatchPool { sender, receiver }
+    }
+
+    /// An empty batch: one given back earlier, or a new one with room for `samples`
+    /// (at most 4,096).
+    pub fn take(&self, samples: usize) -> SampleBatch {
+        self.receiver
+            .try_recv()
+            .unwrap_or_else(|_| SampleBatch::with_capacity(samples.min(4096)))
+    }
+
+    /// Empties `batch` and keeps it for a later [`BatchPool::take`], unless the pool is
+    /// full or the batch is oversized.
+    pub fn give(&self, mut batch: SampleBatch) {
+        if batch.samples.capacity() > Self::MAX_SAMPLES || batch.arena.capacity() > Self::MAX_ARENA
+        {
+            return;
+        }
+        batch.clear();
+        let _ = self.sender.try_send(batch);
+    }
+
+    /// Empty batches waiting to be taken.
+    pub fn len(&self) -> usize {
+        self.receiver.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.receiver.is_empty()
     }
 }
 
@@ -477,26 +547,30 @@ impl ShardedSamples {
         self.pending
     }
 
-    /// Takes every non-empty batch, with its shard index, leaving empty ones behind.
-    pub fn drain(&mut self) -> impl Iterator<Item = (usize, SampleBatch)> + '_ {
+    /// Takes every non-empty batch, with its shard index, leaving an empty one from
+    /// `pool` behind.
+    pub fn drain<'a>(
+        &'a mut self,
+        pool: &'a BatchPool,
+    ) -> impl Iterator<Item = (usize, SampleBatch)> + 'a {
         self.pending = 0;
         self.batches
             .iter_mut()
             .enumerate()
             .filter(|(_, b)| !b.is_empty())
-            .map(|(shard, batch)| {
-                let capacity = batch.samples.capacity();
-                let mut taken =
-                    std::mem::replace(batch, SampleBatch::with_capacity(capacity.min(4096)));
-                taken.samples.shrink_to_fit();
+            .map(move |(shard, batch)| {
+                let mut taken = std::mem::replace(batch, pool.take(batch.samples.capacity()));
+                taken.fit();
                 (shard, taken)
             })
     }
 
-    /// Offers every non-empty batch to `send`; a batch it hands back stays pending.
-    /// Returns true when nothing is left pending.
+    /// Offers every non-empty batch to `send`, leaving an empty one from `pool`
+    /// behind; a batch it hands back stays pending. Returns true when nothing is left
+    /// pending.
     pub fn send_each(
         &mut self,
+        pool: &BatchPool,
         mut send: impl FnMut(usize, SampleBatch) -> Result<(), SampleBatch>,
     ) -> bool {
         let mut left = 0;
@@ -504,11 +578,11 @@ impl ShardedSamples {
             if slot.is_empty() {
                 continue;
             }
-            let capacity = slot.samples.capacity();
-            let taken = std::mem::replace(slot, SampleBatch::with_capacity(capacity.min(4096)));
+            let mut taken = std::mem::replace(slot, pool.take(slot.samples.capacity()));
+            taken.fit();
             if let Err(back) = send(shard, taken) {
                 left += back.len();
-                *slot = back;
+                pool.give(std::mem::replace(slot, back));
             }
         }
         self.pending = left;
@@ -564,7 +638,8 @@ mod tests {
         let mut sharded = ShardedSamples::new(3);
         sharded.push(&scratch, Scope::Global, 0.0, 1.0, b"alice");
         assert_eq!(sharded.pending(), 1);
-        let batches: Vec<_> = sharded.drain().collect();
+        let pool = BatchPool::new(4);
+        let batches: Vec<_> = sharded.drain(&pool).collect();
         assert_eq!(batches.len(), 1);
         let (shard, batch) = &batches[0];
         assert_eq!(*shard, shard_of(scratch.hash(), 3));
@@ -628,6 +703,47 @@ mod tests {
             assert!(cache.get(&other, hash).is_none());
             assert!(cache.get(&other, other.hash()).is_none());
         }
+    }
+
+    #[test]
+    fn the_pool_gives_back_emptied_batches_and_keeps_no_oversized_one() {
+        let pool = BatchPool::new(2);
+        let mut scratch = KeyScratch::default();
+        scratch.begin(b"req", MetricKind::Counter);
+        scratch.finish();
+        let mut sharded = ShardedSamples::new(1);
+        for _ in 0..100 {
+            sharded.push(&scratch, Scope::Local, 1.0, 1.0, b"member");
+        }
+        let (_, mut batch) = sharded.drain(&pool).next().expect("a batch");
+        batch.epoch = 7;
+        let (arena, samples) = (batch.arena.as_ptr(), batch.samples.as_ptr());
+        pool.give(batch);
+        assert_eq!(pool.len(), 1);
+        // the same memory comes back, empty, with its epoch reset
+        let again = pool.take(16);
+        assert_eq!((again.arena.as_ptr(), again.samples.as_ptr()), (arena, samples));
+        assert!(again.is_empty() && again.arena.is_empty() && again.epoch == 0);
+        assert!(again.samples.capacity() >= 100);
+        // an empty pool makes a new batch; a full pool drops what it is given
+        assert!(pool.is_empty());
+        let fresh = pool.take(16);
+        assert!(fresh.samples.capacity() >= 16);
+        for _ in 0..3 {
+            pool.give(SampleBatch::with_capacity(8));
+        }
+        assert_eq!(pool.len(), 2);
+        // an oversized batch is never kept
+        let pool = BatchPool::new(4);
+        pool.give(SampleBatch::with_capacity(BatchPool::MAX_SAMPLES + 1));
+        assert!(pool.is_empty());
+        // a batch sent back by a full queue stays pending; the spare goes to the pool
+        let mut sharded = ShardedSamples::new(1);
+        sharded.push(&scratch, Scope::Local, 1.0, 1.0, b"");
+        assert!(!sharded.send_each(&pool, |_, batch| Err(batch)));
+        assert_eq!((sharded.pending(), pool.len()), (1, 1));
+        assert!(sharded.send_each(&pool, |_, _| Ok(())));
+        assert_eq!(sharded.pending(), 0);
     }
 
     #[test]

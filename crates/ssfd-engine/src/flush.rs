@@ -470,7 +470,7 @@ impl FlushConfig {
 mod tests {
     use super::*;
     use crate::aggregate::SeriesTable;
-    use crate::batch::{KeyScratch, ShardedSamples};
+    use crate::batch::{BatchPool, KeyScratch, ShardedSamples};
 
     fn flush_of(local: bool, samples: &[(&str, MetricKind, Scope, f64, &[u8])]) -> Flush {
         let mut sharded = ShardedSamples::new(1);
@@ -481,7 +481,7 @@ mod tests {
             sharded.push(&scratch, *scope, *value, 1.0, extra);
         }
         let mut table = SeriesTable::default();
-        table.apply(&sharded.drain().next().unwrap().1);
+        table.apply(&sharded.drain(&BatchPool::default()).next().unwrap().1);
         let config = FlushConfig {
             local,
             ..FlushConfig::default()

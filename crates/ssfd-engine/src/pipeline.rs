@@ -5,7 +5,7 @@
 //! item it loses is counted in `ssfd_dropped_total{stage="ingest",reason="queue_full"}`.
 
 use crate::aggregate::SeriesTable;
-use crate::batch::{SampleBatch, ShardedSamples};
+use crate::batch::{BatchPool, SampleBatch, ShardedSamples};
 use crate::durable::{Durable, Gate};
 use crate::events::EventQueue;
 use crate::flush::{Flush, FlushConfig};
@@ -97,12 +97,19 @@ impl Default for PipelineConfig {
     }
 }
 
+/// Emptied sample batches kept for ingest to refill (`BatchPool`): enough for every
+/// reader to find one at each hand-off while the workers keep up, few enough that the
+/// pool holds a few MiB at most.
+const BATCH_POOL: usize = 64;
+
 /// The sending side: cheap to clone, one per ingest thread or task.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
     metric_senders: Vec<Sender<SampleBatch>>,
     span_senders: Vec<Sender<SpanWork>>,
     gate: Arc<Gate>,
+    /// Batches the metric workers emptied, for ingest to fill again.
+    pool: BatchPool,
 }
 
 /// Where each interval's flush goes (the Prometheus exposition, the `jsonl` sink...).
@@ -203,6 +210,7 @@ impl Pipeline {
                 metric_senders,
                 span_senders,
                 gate: Arc::default(),
+                pool: BatchPool::new(BATCH_POOL),
             },
             metric_receivers,
             span_receivers,
@@ -239,12 +247,14 @@ impl Pipeline {
         for (index, receiver) in metric_receivers.into_iter().enumerate() {
             let (control, control_receiver) = bounded(1);
             controls.push(control);
+            let pool = pipeline.pool.clone();
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("metric-worker-{index}"))
                     .spawn(move || {
                         metric_worker(
                             receiver,
+                            pool,
                             control_receiver,
                             config.stall_per_batch,
                             per_worker,
@@ -346,7 +356,7 @@ impl Pipeline {
             return Err(Full);
         }
         let epoch = self.gate.epoch();
-        for (shard, mut batch) in samples.drain() {
+        for (shard, mut batch) in samples.drain(&self.pool) {
             batch.epoch = epoch;
             send(&self.metric_senders[shard], batch, policy, SampleBatch::len);
         }
@@ -357,7 +367,7 @@ impl Pipeline {
     /// Returns true when everything was sent.
     pub fn try_send_samples(&self, samples: &mut ShardedSamples) -> bool {
         let epoch = self.gate.epoch();
-        samples.send_each(|shard, mut batch| {
+        samples.send_each(&self.pool, |shard, mut batch| {
             match self.metric_senders[shard].try_send({
                 batch.epoch = epoch;
                 batch
@@ -417,6 +427,7 @@ fn send<T>(sender: &Sender<T>, item: T, policy: WhenFull, len: fn(&T) -> usize) 
 /// flusher asks. Also counts what it receives, by kind.
 fn metric_worker(
     receiver: Receiver<SampleBatch>,
+    pool: BatchPool,
     control: Receiver<Control>,
     stall: std::time::Duration,
     max_series: usize,
@@ -426,6 +437,7 @@ fn metric_worker(
         counts: [0; Kind::COUNT],
         stall,
         epoch: 0,
+        pool,
     };
     let mut batches = receiver;
     let never = crossbeam_channel::never();
@@ -440,14 +452,14 @@ fn metric_worker(
                         match control.recv() {
                             Ok(Control::Flush(reply, next)) => worker.swap(&batches, reply, next),
                             Ok(Control::Final(reply)) => {
-                                worker.apply(&batch);
+                                worker.apply(batch);
                                 worker.finish(&batches, reply);
                                 return;
                             }
                             Err(_) => return,
                         }
                     }
-                    worker.apply(&batch);
+                    worker.apply(batch);
                 }
                 Err(_) => {
                     open = false;
@@ -473,14 +485,16 @@ struct MetricWorker {
     stall: std::time::Duration,
     /// Batches of an earlier epoch belong to the interval being filled.
     epoch: u64,
+    /// Where applied batches go back to ingest.
+    pool: BatchPool,
 }
 
 impl MetricWorker {
-    fn apply(&mut self, batch: &SampleBatch) {
+    fn apply(&mut self, batch: SampleBatch) {
         if !self.stall.is_zero() {
             std::thread::sleep(self.stall);
         }
-        self.table.apply(batch);
+        self.table.apply(&batch);
         for sample in batch
             .samples()
             .iter()
@@ -491,6 +505,7 @@ impl MetricWorker {
         for (index, count) in self.counts.iter_mut().enumerate() {
             telemetry::worker_received(Kind::ALL[index], std::mem::take(count));
         }
+        self.pool.give(batch);
     }
 
     /// Folds in what is queued from before epoch `next`, swaps the interval out, and
@@ -502,19 +517,19 @@ impl MetricWorker {
                 held = Some(batch);
                 break;
             }
-            self.apply(&batch);
+            self.apply(batch);
         }
         let _ = reply.send(self.table.take());
         self.epoch = next;
         if let Some(batch) = held {
-            self.apply(&batch);
+            self.apply(batch);
         }
     }
 
     /// Takes everything queued and sends the last series.
     fn finish(&mut self, batches: &Receiver<SampleBatch>, reply: Sender<SeriesTable>) {
         for batch in batches.try_iter() {
-            self.apply(&batch);
+            self.apply(batch);
         }
         let _ = reply.send(self.table.take());
     }
@@ -836,7 +851,7 @@ mod tests {
                         scratch.finish();
                         samples.push(&scratch, Scope::Default, i as f64, 1.0, b"");
                     }
-                    for (_, batch) in samples.drain() {
+                    for (_, batch) in samples.drain(&BatchPool::default()) {
                         table.apply(&batch);
                     }
                     table
@@ -867,6 +882,7 @@ mod tests {
     fn refuse_sends_nothing_when_a_queue_is_full() {
         let (sender, _receiver) = bounded(1);
         let pipeline = Pipeline {
+            pool: BatchPool::default(),
             metric_senders: vec![sender],
             span_senders: vec![],
             gate: Arc::default(),

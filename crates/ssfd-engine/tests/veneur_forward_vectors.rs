@@ -196,7 +196,7 @@ fn ssfd_forwards() -> std::collections::HashMap<String, metricpb::Metric> {
         );
     }
     let mut table = SeriesTable::default();
-    for (_, batch) in sharded.drain() {
+    for (_, batch) in sharded.drain(&ssfd_engine::BatchPool::default()) {
         table.apply(&batch);
     }
     let config = FlushConfig {
