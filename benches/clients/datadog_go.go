@@ -5,7 +5,7 @@
 // count. Driven by `loadgen client --sender`, which starts ssfd and checks that it took
 // every line.
 //
-//	GO111MODULE=off GOPATH=/usr/share/gocode go build -o target/datadog-go-sender benches/clients/datadog_go.go
+//	benches/clients/build.sh   (installs Debian's Go and datadog-go, builds target/datadog-go-sender)
 package main
 
 import (
