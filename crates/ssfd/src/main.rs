@@ -36,8 +36,8 @@ fn return_freed_memory_promptly() {
 /// otherwise. mimalloc asks for huge pages on its arenas (`MADV_HUGEPAGE`), so the
 /// first touch of any 2 MiB of them zeroes all 2 MiB: a new server's first hand-offs
 /// spent their time in `clear_page_erms` while the socket buffer overflowed (a client
-/// sending 2.4 M lines/s lost up to 5,000 datagrams in its first 100 ms, in 4 of 14
-/// runs; none of 16 without huge pages). Without them the 1 M-series load also reads
+/// sending 2.4 M lines/s lost up to 5,000 datagrams in its first 100 ms, in 7 of 24
+/// runs; none of 24 without huge pages). Without them the 1 M-series load also reads
 /// less RSS and flushes faster (BENCHMARKS.md).
 fn no_transparent_huge_pages() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
