@@ -99,7 +99,11 @@ fn flush(c: &mut Criterion) {
         scratch.finish();
         samples.push(&scratch, Scope::Default, 1.0, 1.0, b"");
     }
-    let batch = samples.drain(&ssfd_engine::BatchPool::default()).next().unwrap().1;
+    let batch = samples
+        .drain(&ssfd_engine::BatchPool::default())
+        .next()
+        .unwrap()
+        .1;
     let config = FlushConfig::default();
     let mut group = c.benchmark_group("flush");
     group.sample_size(10);

@@ -722,7 +722,10 @@ mod tests {
         assert_eq!(pool.len(), 1);
         // the same memory comes back, empty, with its epoch reset
         let again = pool.take(16);
-        assert_eq!((again.arena.as_ptr(), again.samples.as_ptr()), (arena, samples));
+        assert_eq!(
+            (again.arena.as_ptr(), again.samples.as_ptr()),
+            (arena, samples)
+        );
         assert!(again.is_empty() && again.arena.is_empty() && again.epoch == 0);
         assert!(again.samples.capacity() >= 100);
         // an empty pool makes a new batch; a full pool drops what it is given
