@@ -4,7 +4,9 @@
 mean line length), client-side aggregation and telemetry off so that every call is one
 line sent, called as fast as one interpreter goes for `--seconds`. Prints the lines
 sent. Driven by `loadgen client --sender`, which starts ssfd and checks that it took
-every line."""
+every line. The client's socket does not block and, with telemetry off, reports no
+failed send, so a datagram lost on the sender's side still counts as sent: it can
+only count against ssfd."""
 import argparse
 import time
 

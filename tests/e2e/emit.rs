@@ -200,3 +200,40 @@ fn nested_commands_form_one_trace() {
         "the timer rides along"
     );
 }
+
+/// The server turns transparent huge pages off for itself only: `emit --command` runs
+/// the user's program with the huge-page setting it was given.
+#[test]
+fn emit_command_keeps_the_callers_huge_page_setting() {
+    let mine = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if !mine.lines().any(|l| l.starts_with("THP_enabled:")) {
+        eprintln!("this kernel does not report THP_enabled: nothing to check");
+        return;
+    }
+    let expected = mine
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .unwrap()
+        .to_string();
+    let server = Server::start("");
+    let ssf = format!("udp://{}", server.addr("ssf udp"));
+    let script = format!("grep -qx '{expected}' /proc/self/status");
+    let output = Command::new(ssfd_binary())
+        .args(["emit", "--ssf", "--hostport", &ssf, "--span-service", "thp"])
+        .args([
+            "--span-name",
+            "check",
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the command saw another huge-page setting than {expected:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -454,7 +454,7 @@ fn main() -> anyhow::Result<()> {
                     &outcome,
                 );
                 println!(
-                    "    offered {:.2} M lines/s from one client core; dropped by a full queue {}, by the kernel {} datagrams",
+                    "    offered {:.2} M lines/s from one client core; dropped by a full queue {} lines, by the kernel {} datagrams",
                     items as f64 / wall / 1e6,
                     server.metric("ssfd_dropped_total{stage=\"ingest\",reason=\"queue_full\"}"),
                     server.metric("ssfd_udp_kernel_drops_total{listener=\"statsd\"}"),

@@ -98,9 +98,9 @@ impl Default for PipelineConfig {
 }
 
 /// Emptied sample batches kept for ingest to refill (`BatchPool`): enough for every
-/// reader to find one at each hand-off while the workers keep up, few enough that the
-/// pool holds a few MiB at most.
-const BATCH_POOL: usize = 64;
+/// reader (one batch per metric worker each) to find one at each hand-off while the
+/// workers keep up; at most 22 MiB, about 7 MiB with the readers' usual batches.
+const BATCH_POOL: usize = 32;
 
 /// The sending side: cheap to clone, one per ingest thread or task.
 #[derive(Clone, Debug)]

@@ -36,7 +36,7 @@ fn return_freed_memory_promptly() {
 /// otherwise. mimalloc asks for huge pages on its arenas (`MADV_HUGEPAGE`), so the
 /// first touch of any 2 MiB of them zeroes all 2 MiB: a new server's first hand-offs
 /// spent their time in `clear_page_erms` while the socket buffer overflowed (a client
-/// sending 2.4 M lines/s lost up to 5,000 datagrams in its first 100 ms, in 7 of 24
+/// sending 2.4 M lines/s lost up to about 4,000 datagrams in its first 100 ms, in 7 of 24
 /// runs; none of 24 without huge pages). Without them the 1 M-series load also reads
 /// less RSS and flushes faster (BENCHMARKS.md).
 fn no_transparent_huge_pages() {
@@ -76,10 +76,14 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     return_freed_memory_promptly();
-    no_transparent_huge_pages();
     let cli = Cli::parse_from(emit::normalise_flags(std::env::args()));
     let result = match cli.command {
-        Command::Serve { config } => serve::run(config.as_deref()),
+        Command::Serve { config } => {
+            // the server only: the setting is inherited, and `emit --command` runs
+            // the user's program
+            no_transparent_huge_pages();
+            serve::run(config.as_deref())
+        }
         Command::Emit(args) => emit::run(*args),
         Command::Query(args) => query::run(*args),
         Command::CheckConfig { file } => check_config(&file),
