@@ -410,13 +410,15 @@ pub struct RawKey<'a> {
 impl RawKey<'_> {
     /// The hash a [`KeyCache`] files these parts under.
     pub fn hash(&self) -> u64 {
+        // independent hashes of the parts, combined (the CPU overlaps them; a chain of
+        // seeds made each wait for the last): a slot compares the parts whole anyway
         let [name, tags, extra] = self.parts;
-        let seed = xxhash_rust::xxh3::xxh3_64_with_seed(name, u64::from(self.kind.key_byte()));
-        let hash = xxhash_rust::xxh3::xxh3_64_with_seed(tags, seed);
+        let name = xxhash_rust::xxh3::xxh3_64_with_seed(name, u64::from(self.kind.key_byte()));
+        let hash = name ^ xxhash_rust::xxh3::xxh3_64(tags).rotate_left(23);
         if extra.is_empty() {
             hash
         } else {
-            xxhash_rust::xxh3::xxh3_64_with_seed(extra, hash)
+            hash ^ xxhash_rust::xxh3::xxh3_64(extra).rotate_left(41)
         }
     }
 }
