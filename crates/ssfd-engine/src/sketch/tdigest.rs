@@ -117,9 +117,22 @@ impl TDigest {
         if self.buffer.is_empty() {
             return;
         }
-        let mut all = std::mem::take(&mut self.buffer);
-        all.extend_from_slice(&self.main);
-        all.sort_by(|a, b| a.mean.total_cmp(&b.mean));
+        // the main centroids are sorted already: sort the buffer alone, then merge
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.sort_unstable_by(|a, b| a.mean.total_cmp(&b.mean));
+        let mut all = Vec::with_capacity(buffer.len() + self.main.len());
+        let (mut i, mut j) = (0, 0);
+        while i < buffer.len() && j < self.main.len() {
+            if self.main[j].mean.total_cmp(&buffer[i].mean).is_le() {
+                all.push(self.main[j]);
+                j += 1;
+            } else {
+                all.push(buffer[i]);
+                i += 1;
+            }
+        }
+        all.extend_from_slice(&buffer[i..]);
+        all.extend_from_slice(&self.main[j..]);
         let total = self.main_weight + self.buffer_weight;
         let normalizer = self.normalizer(total);
         let k = |q: f64| (q / (1.0 - q)).ln() * normalizer;
@@ -152,8 +165,8 @@ impl TDigest {
         merged.push(current);
         self.main = merged;
         self.main_weight = total;
-        self.buffer = all;
-        self.buffer.clear();
+        buffer.clear();
+        self.buffer = buffer;
         self.buffer_weight = 0.0;
     }
 
