@@ -206,34 +206,26 @@ fn nested_commands_form_one_trace() {
 #[test]
 fn emit_command_keeps_the_callers_huge_page_setting() {
     let mine = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    if !mine.lines().any(|l| l.starts_with("THP_enabled:")) {
+    let Some(expected) = mine.lines().find(|l| l.starts_with("THP_enabled:")) else {
         eprintln!("this kernel does not report THP_enabled: nothing to check");
         return;
-    }
-    let expected = mine
-        .lines()
-        .find(|l| l.starts_with("THP_enabled:"))
-        .unwrap()
-        .to_string();
+    };
     let server = Server::start("");
     let ssf = format!("udp://{}", server.addr("ssf udp"));
+    // the command fails (and so does emit) unless it sees the caller's setting
     let script = format!("grep -qx '{expected}' /proc/self/status");
-    let output = Command::new(ssfd_binary())
-        .args(["emit", "--ssf", "--hostport", &ssf, "--span-service", "thp"])
-        .args([
-            "--span-name",
-            "check",
-            "--command",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the command saw another huge-page setting than {expected:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    emit(&[
+        "--ssf",
+        "--hostport",
+        &ssf,
+        "--span-service",
+        "thp",
+        "--span-name",
+        "check",
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
 }

@@ -220,6 +220,8 @@ pub struct BatchPool {
     receiver: crossbeam_channel::Receiver<SampleBatch>,
 }
 
+/// The pipeline's pool: 32 batches, enough for every reader (one batch per metric
+/// worker each) to find one at each hand-off while the workers keep up.
 impl Default for BatchPool {
     fn default() -> Self {
         BatchPool::new(32)

@@ -97,11 +97,6 @@ impl Default for PipelineConfig {
     }
 }
 
-/// Emptied sample batches kept for ingest to refill (`BatchPool`): enough for every
-/// reader (one batch per metric worker each) to find one at each hand-off while the
-/// workers keep up; at most 22 MiB, about 7 MiB with the readers' usual batches.
-const BATCH_POOL: usize = 32;
-
 /// The sending side: cheap to clone, one per ingest thread or task.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
@@ -210,7 +205,7 @@ impl Pipeline {
                 metric_senders,
                 span_senders,
                 gate: Arc::default(),
-                pool: BatchPool::new(BATCH_POOL),
+                pool: BatchPool::default(),
             },
             metric_receivers,
             span_receivers,
