@@ -30,6 +30,10 @@ struct Cli {
     /// Run the server without its write-ahead log (`wal: false`), for comparison.
     #[arg(long, global = true)]
     no_wal: bool,
+    /// Extra lines of the server's config (YAML, e.g. `--set 'read_buffer_size_bytes:
+    /// 8388608'`), after loadgen's own; each run states its config this way.
+    #[arg(long = "set", global = true)]
+    set: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -380,6 +384,10 @@ fn main() -> anyhow::Result<()> {
     );
     if cli.no_wal {
         extra.push_str("wal: false\n");
+    }
+    for line in &cli.set {
+        extra.push_str(line);
+        extra.push('\n');
     }
     if let Mode::Store {
         count,
