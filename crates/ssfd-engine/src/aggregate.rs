@@ -180,7 +180,7 @@ impl SeriesTable {
                 })
                 .is_none();
         let (hash, key, name_len): (u64, std::borrow::Cow<'_, [u8]>, u32) = if vacant_over_limit {
-            self.overflowed += 1;
+            self.overflowed += u64::from(sample.count());
             let name = batch.name(sample);
             let type_byte = key[name.len() + 1];
             let overflow: Vec<u8> = if self.names.contains(&crate::batch::key_hash(name)) {

@@ -66,6 +66,16 @@ pub struct Sample {
     pub value: f64,
     /// Sample rate in (0, 1].
     pub rate: f32,
+    /// The lines this sample stands for: more than 1 when a reader combined repeats of
+    /// a counter or gauge within one batch ([`ShardedSamples::push_combining`]).
+    count: u32,
+}
+
+impl Sample {
+    /// The lines this sample stands for (its value already folds them in).
+    pub fn count(&self) -> u32 {
+        self.count
+    }
 }
 
 /// Aggregated state forwarded by a local (Veneur's forward protocol), merged whole
@@ -87,6 +97,8 @@ pub struct SampleBatch {
     samples: Vec<Sample>,
     /// Forwarded state; each `Sample` carries only its key, kind and scope.
     imports: Vec<(Sample, Imported)>,
+    /// Lines carried: every sample's count plus the imports.
+    lines: usize,
     /// The interval it was sent in (`durable.rs`), stamped by the pipeline.
     pub(crate) epoch: u64,
 }
@@ -97,12 +109,14 @@ impl SampleBatch {
             arena: Vec::with_capacity(samples * 64),
             samples: Vec::with_capacity(samples),
             imports: Vec::new(),
+            lines: 0,
             epoch: 0,
         }
     }
 
+    /// The lines (and imports) it carries; a combined sample counts every line in it.
     pub fn len(&self) -> usize {
-        self.samples.len() + self.imports.len()
+        self.lines
     }
 
     pub fn is_empty(&self) -> bool {
@@ -133,9 +147,11 @@ impl SampleBatch {
                 scope,
                 value: 0.0,
                 rate: 1.0,
+                count: 1,
             },
             imported,
         ));
+        self.lines += 1;
     }
 
     /// The canonical series key: name, 0, type byte, 0, sorted tags joined by `,`.
@@ -180,13 +196,16 @@ impl SampleBatch {
             scope,
             value,
             rate,
+            count: 1,
         });
+        self.lines += 1;
     }
 
     fn clear(&mut self) {
         self.arena.clear();
         self.samples.clear();
         self.imports.clear();
+        self.lines = 0;
         self.epoch = 0;
     }
 
@@ -399,6 +418,25 @@ struct CachedKey {
     name_len: u32,
     hash: u64,
     scope: Scope,
+    combine: Combine,
+}
+
+/// Where a reader's open batch holds the last sample of a key, so a repeat of a counter
+/// or gauge folds into it ([`ShardedSamples::push_combining`]). Valid while the
+/// batches' serial is the one it was taken at.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Combine {
+    /// The [`ShardedSamples`] serial plus one (0: none).
+    serial: u64,
+    index: u32,
+}
+
+/// A key found in a [`KeyCache`], with the slot's [`Combine`].
+#[derive(Debug)]
+pub struct CachedRef<'a> {
+    pub key: KeyRef<'a>,
+    pub scope: Scope,
+    pub combine: &'a mut Combine,
 }
 
 /// The raw parts a key was built from: the name, the tag list as sent, and anything
@@ -442,8 +480,9 @@ impl KeyCache {
     }
 
     /// The key and scope cached for `raw`, whose [`RawKey::hash`] is `raw_hash`.
-    pub fn get(&self, raw: &RawKey<'_>, raw_hash: u64) -> Option<(KeyRef<'_>, Scope)> {
-        let slot = &self.slots[self.slot(raw_hash)];
+    pub fn get(&mut self, raw: &RawKey<'_>, raw_hash: u64) -> Option<CachedRef<'_>> {
+        let index = self.slot(raw_hash);
+        let slot = &mut self.slots[index];
         if slot.raw_hash != raw_hash || slot.kind != Some(raw.kind) {
             return None;
         }
@@ -455,16 +494,15 @@ impl KeyCache {
             && bytes_eq(&slot.bytes[..a], name)
             && bytes_eq(&slot.bytes[a..b], tags)
             && bytes_eq(&slot.bytes[b..c], extra);
-        same.then(|| {
-            (
-                KeyRef {
-                    key: &slot.bytes[c..],
-                    name_len: slot.name_len,
-                    kind: raw.kind,
-                    hash: slot.hash,
-                },
-                slot.scope,
-            )
+        same.then(|| CachedRef {
+            key: KeyRef {
+                key: &slot.bytes[c..],
+                name_len: slot.name_len,
+                kind: raw.kind,
+                hash: slot.hash,
+            },
+            scope: slot.scope,
+            combine: &mut slot.combine,
         })
     }
 
@@ -490,6 +528,7 @@ impl KeyCache {
         slot.name_len = key.name_len;
         slot.hash = key.hash;
         slot.scope = scope;
+        slot.combine = Combine::default();
     }
 }
 
@@ -531,6 +570,8 @@ pub fn shard_of(hash: u64, shards: usize) -> usize {
 pub struct ShardedSamples {
     batches: Vec<SampleBatch>,
     pending: usize,
+    /// Bumped whenever a batch is taken or emptied, which ends every [`Combine`].
+    serial: u64,
 }
 
 impl ShardedSamples {
@@ -538,6 +579,7 @@ impl ShardedSamples {
         ShardedSamples {
             batches: (0..shards.max(1)).map(|_| SampleBatch::default()).collect(),
             pending: 0,
+            serial: 0,
         }
     }
 
@@ -551,6 +593,47 @@ impl ShardedSamples {
         let shard = shard_of(key.hash, self.batches.len());
         self.batches[shard].push_key(key, scope, value, rate, extra);
         self.pending += 1;
+    }
+
+    /// Appends a counter or gauge sample of a cached key, or folds it into the sample of
+    /// the same key that this batch already holds (`combine` says where): a counter
+    /// adds `value / rate`, a gauge overwrites (its last write wins, as it would in the
+    /// worker). A repeated series then costs its worker one fold per hand-off, not one
+    /// per line. Other kinds are appended as by [`ShardedSamples::push_key`].
+    pub fn push_combining(
+        &mut self,
+        key: KeyRef<'_>,
+        scope: Scope,
+        value: f64,
+        rate: f32,
+        combine: &mut Combine,
+    ) {
+        let (value, rate) = match key.kind {
+            MetricKind::Counter => (value / f64::from(rate), 1.0),
+            MetricKind::Gauge => (value, rate),
+            _ => return self.push_key(key, scope, value, rate, b""),
+        };
+        let shard = shard_of(key.hash, self.batches.len());
+        let batch = &mut self.batches[shard];
+        self.pending += 1;
+        if combine.serial == self.serial + 1
+            && let Some(sample) = batch.samples.get_mut(combine.index as usize)
+            && sample.hash == key.hash
+            && sample.kind == key.kind
+        {
+            match key.kind {
+                MetricKind::Counter => sample.value += value,
+                _ => sample.value = value,
+            }
+            sample.count += 1;
+            batch.lines += 1;
+            return;
+        }
+        *combine = Combine {
+            serial: self.serial + 1,
+            index: batch.samples.len() as u32,
+        };
+        batch.push_key(key, scope, value, rate, b"");
     }
 
     /// Appends forwarded state to the batch of the shard that owns its key.
@@ -572,6 +655,7 @@ impl ShardedSamples {
         pool: &'a BatchPool,
     ) -> impl Iterator<Item = (usize, SampleBatch)> + 'a {
         self.pending = 0;
+        self.serial += 1;
         self.batches
             .iter_mut()
             .enumerate()
@@ -592,6 +676,7 @@ impl ShardedSamples {
         mut send: impl FnMut(usize, SampleBatch) -> Result<(), SampleBatch>,
     ) -> bool {
         let mut left = 0;
+        self.serial += 1;
         for (shard, slot) in self.batches.iter_mut().enumerate() {
             if slot.is_empty() {
                 continue;
@@ -610,6 +695,7 @@ impl ShardedSamples {
     /// Drops every pending sample, returning how many there were.
     pub fn discard(&mut self) -> usize {
         let count = self.pending;
+        self.serial += 1;
         self.batches.iter_mut().for_each(SampleBatch::clear);
         self.pending = 0;
         count
@@ -670,6 +756,80 @@ mod tests {
     }
 
     #[test]
+    fn repeats_of_a_counter_or_gauge_fold_into_the_open_batch() {
+        let key_of = |name: &[u8], kind| {
+            let mut scratch = KeyScratch::default();
+            scratch.begin(name, kind);
+            scratch.tag(&[b"env:prod"]);
+            scratch.finish();
+            scratch
+        };
+        let (counter, gauge, timer) = (
+            key_of(b"hits", MetricKind::Counter),
+            key_of(b"depth", MetricKind::Gauge),
+            key_of(b"lat", MetricKind::Timer),
+        );
+        let mut memos = [Combine::default(); 3];
+        let mut sharded = ShardedSamples::new(2);
+        let pool = BatchPool::new(4);
+        for (value, rate) in [(1.0, 1.0), (2.0, 0.5), (3.0, 0.25)] {
+            sharded.push_combining(counter.as_key(), Scope::Default, value, rate, &mut memos[0]);
+            sharded.push_combining(gauge.as_key(), Scope::Local, value, 1.0, &mut memos[1]);
+            sharded.push_combining(timer.as_key(), Scope::Default, value, rate, &mut memos[2]);
+        }
+        assert_eq!(sharded.pending(), 9, "every line is pending");
+        let batches: Vec<_> = sharded.drain(&pool).collect();
+        let lines: usize = batches.iter().map(|(_, b)| b.len()).sum();
+        assert_eq!(lines, 9, "a batch counts the lines a sample stands for");
+        let samples: Vec<(Vec<u8>, f64, f32, u32)> = batches
+            .iter()
+            .flat_map(|(_, b)| {
+                b.samples()
+                    .iter()
+                    .map(|s| (b.name(s).to_vec(), s.value, s.rate, s.count()))
+            })
+            .collect();
+        let find = |name: &[u8]| -> Vec<(f64, f32, u32)> {
+            samples
+                .iter()
+                .filter(|s| s.0 == name)
+                .map(|s| (s.1, s.2, s.3))
+                .collect()
+        };
+        // the counter holds Σ value / rate; the gauge its last write; the timer keeps
+        // every sample with its own rate
+        assert_eq!(find(b"hits"), vec![(1.0 + 4.0 + 12.0, 1.0, 3)]);
+        assert_eq!(find(b"depth"), vec![(3.0, 1.0, 3)]);
+        assert_eq!(
+            find(b"lat"),
+            vec![(1.0, 1.0, 1), (2.0, 0.5, 1), (3.0, 0.25, 1)]
+        );
+        // a drained batch ends the memo: the next repeat starts a new sample
+        sharded.push_combining(counter.as_key(), Scope::Default, 5.0, 1.0, &mut memos[0]);
+        sharded.push_combining(counter.as_key(), Scope::Default, 5.0, 1.0, &mut memos[0]);
+        let (_, batch) = sharded.drain(&pool).next().expect("a batch");
+        assert_eq!(batch.samples().len(), 1);
+        assert_eq!((batch.samples()[0].value, batch.samples()[0].count()), (10.0, 2));
+        // so does a discard, and a memo of another key's slot never matches a sample
+        // of another key
+        sharded.push_combining(counter.as_key(), Scope::Default, 1.0, 1.0, &mut memos[0]);
+        assert_eq!(sharded.discard(), 1);
+        sharded.push_combining(gauge.as_key(), Scope::Default, 7.0, 1.0, &mut memos[1]);
+        let mut stale = memos[1];
+        sharded.push_combining(counter.as_key(), Scope::Default, 1.0, 1.0, &mut stale);
+        let names: Vec<Vec<u8>> = sharded
+            .drain(&pool)
+            .flat_map(|(_, b)| {
+                b.samples()
+                    .iter()
+                    .map(|s| b.name(s).to_vec())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
     fn the_key_cache_answers_only_for_the_same_raw_parts() {
         let mut cache = KeyCache::new(4);
         let raw = RawKey {
@@ -684,10 +844,10 @@ mod tests {
         scratch.tag(&[b"a:1"]);
         scratch.finish();
         cache.insert(&raw, hash, scratch.as_key(), Scope::Global);
-        let (key, scope) = cache.get(&raw, hash).expect("a hit");
-        assert_eq!(key.key, b"req\0c\0a:1,b:2");
+        let hit = cache.get(&raw, hash).expect("a hit");
+        assert_eq!(hit.key.key, b"req\0c\0a:1,b:2");
         assert_eq!(
-            (key.hash, key.name_len, scope),
+            (hit.key.hash, hit.key.name_len, hit.scope),
             (scratch.hash(), 3, Scope::Global)
         );
         // a key past MAX_KEY is built every time, never kept

@@ -22,7 +22,7 @@ pub mod span;
 pub mod span_metrics;
 
 pub use batch::{
-    BatchPool, Imported, KeyCache, KeyRef, KeyScratch, MetricKind, RawKey, Sample, SampleBatch,
+    BatchPool, CachedRef, Combine, Imported, KeyCache, KeyRef, KeyScratch, MetricKind, RawKey, Sample, SampleBatch,
     Scope, ShardedSamples,
 };
 pub use durable::{Durable, Gate, Log, Token};

@@ -495,7 +495,7 @@ impl MetricWorker {
             .iter()
             .chain(batch.imports().iter().map(|(s, _)| s))
         {
-            self.counts[sample.kind.telemetry() as usize] += 1;
+            self.counts[sample.kind.telemetry() as usize] += u64::from(sample.count());
         }
         for (index, count) in self.counts.iter_mut().enumerate() {
             telemetry::worker_received(Kind::ALL[index], std::mem::take(count));

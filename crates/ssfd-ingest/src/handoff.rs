@@ -371,12 +371,19 @@ impl Handoff {
             kind,
         };
         let rate = metric.sample_rate as f32;
-        // a series this reader saw lately takes its key from the cache
+        // a series this reader saw lately takes its key from the cache, and a repeat of
+        // a counter or gauge folds into the sample its open batch already holds
         let raw_hash = self.key_cache.as_ref().map(|_| raw.hash());
-        if let (Some(cache), Some(raw_hash)) = (&self.key_cache, raw_hash)
-            && let Some((key, scope)) = cache.get(&raw, raw_hash)
+        if let (Some(cache), Some(raw_hash)) = (&mut self.key_cache, raw_hash)
+            && let Some(hit) = cache.get(&raw, raw_hash)
         {
-            push_values(&mut self.samples, key, scope, metric, rate);
+            match metric.single_number() {
+                Some(number) => {
+                    self.samples
+                        .push_combining(hit.key, hit.scope, number, rate, hit.combine)
+                }
+                None => push_values(&mut self.samples, hit.key, hit.scope, metric, rate),
+            }
             return;
         }
         let scope = self.build_key(metric, kind);

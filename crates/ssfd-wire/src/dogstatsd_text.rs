@@ -97,6 +97,8 @@ pub struct MetricLine<'a> {
     /// The raw value list (`v1:v2:...`), already validated.
     pub raw_values: &'a [u8],
     first_value: f64,
+    /// One numeric value (not a set, no `:v2`).
+    single_number: bool,
     /// Sample rate in (0, 1]; 1 when absent.
     pub sample_rate: f64,
     /// The raw tag list after `#` (comma separated; magic tags still in it).
@@ -139,6 +141,11 @@ impl<'a> MetricLine<'a> {
                     Value::Number(parse_finite(raw).unwrap_or(f64::NAN))
                 }
             })
+    }
+
+    /// The value of a line that carries exactly one number (not a set's member).
+    pub fn single_number(&self) -> Option<f64> {
+        self.single_number.then_some(self.first_value)
     }
 
     /// How many values the line carries.
@@ -292,18 +299,20 @@ pub fn parse_metric(line: &[u8]) -> Result<MetricLine<'_>, ParseError> {
         [] => return Err(ParseError::MissingType),
         _ => return Err(ParseError::UnknownType),
     };
-    let first_value = if kind == MetricType::Set {
+    let (first_value, single_number) = if kind == MetricType::Set {
         if raw_values.split(|&b| b == b':').any(<[u8]>::is_empty) {
             return Err(ParseError::EmptyValue);
         }
-        0.0
+        (0.0, false)
     } else {
         let mut values = raw_values.split(|&b| b == b':');
         let first = parse_finite(values.next().unwrap_or_default()).ok_or(ParseError::BadValue)?;
+        let mut single = true;
         for more in values {
             parse_finite(more).ok_or(ParseError::BadValue)?;
+            single = false;
         }
-        first
+        (first, single)
     };
 
     let mut parsed = MetricLine {
@@ -311,6 +320,7 @@ pub fn parse_metric(line: &[u8]) -> Result<MetricLine<'_>, ParseError> {
         kind,
         raw_values,
         first_value,
+        single_number,
         sample_rate: 1.0,
         tags: Tags::default(),
         container_id: None,
