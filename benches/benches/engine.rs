@@ -39,6 +39,17 @@ fn sketches(c: &mut Criterion) {
             black_box(set.is_sparse())
         })
     });
+    // the sparse path: a set of a few thousand members, as one interval of a busy
+    // `users.active` holds (Veneur's switch to dense comes at about 7,700)
+    group.bench_function("hll_insert_sparse_7000", |b| {
+        b.iter(|| {
+            let mut set = HyperLogLog::default();
+            for member in &members[..7000] {
+                set.insert(member.as_bytes());
+            }
+            black_box(set.is_sparse())
+        })
+    });
     group.finish();
 }
 

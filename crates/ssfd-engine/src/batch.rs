@@ -809,7 +809,10 @@ mod tests {
         sharded.push_combining(counter.as_key(), Scope::Default, 5.0, 1.0, &mut memos[0]);
         let (_, batch) = sharded.drain(&pool).next().expect("a batch");
         assert_eq!(batch.samples().len(), 1);
-        assert_eq!((batch.samples()[0].value, batch.samples()[0].count()), (10.0, 2));
+        assert_eq!(
+            (batch.samples()[0].value, batch.samples()[0].count()),
+            (10.0, 2)
+        );
         // so does a discard, and a memo of another key's slot never matches a sample
         // of another key
         sharded.push_combining(counter.as_key(), Scope::Default, 1.0, 1.0, &mut memos[0]);

@@ -22,8 +22,8 @@ pub mod span;
 pub mod span_metrics;
 
 pub use batch::{
-    BatchPool, CachedRef, Combine, Imported, KeyCache, KeyRef, KeyScratch, MetricKind, RawKey, Sample, SampleBatch,
-    Scope, ShardedSamples,
+    BatchPool, CachedRef, Combine, Imported, KeyCache, KeyRef, KeyScratch, MetricKind, RawKey,
+    Sample, SampleBatch, Scope, ShardedSamples,
 };
 pub use durable::{Durable, Gate, Log, Token};
 pub use flush::{

@@ -203,67 +203,73 @@ impl HyperLogLog {
 
     fn maybe_densify(&mut self) {
         if self.buffer.len() as u64 * 100 > u64::from(M) {
-            self.merge_buffer();
-            self.densify_if_large();
+            let encoded = self.merge_buffer();
+            self.densify_if_over(encoded);
         }
     }
 
     /// Veneur's rule: dense once the compressed list takes more than m bytes.
-    fn densify_if_large(&mut self) {
-        if self.encoded_list_len() > M as usize {
+    fn densify_if_over(&mut self, encoded: usize) {
+        if encoded > M as usize {
             self.make_dense();
         }
     }
 
-    /// Bytes of the delta-varint encoding of the sparse list.
-    fn encoded_list_len(&self) -> usize {
-        let mut last = 0u32;
-        self.list
-            .iter()
-            .map(|&k| {
-                let delta = k.wrapping_sub(last);
-                last = k;
-                (32 - delta.leading_zeros()).max(1).div_ceil(7) as usize
-            })
-            .sum()
-    }
-
-    fn merge_buffer(&mut self) {
-        if self.buffer.is_empty() {
-            return;
+    /// Merges the buffer into the sorted list in place, from the back, and returns the
+    /// bytes of the list's delta-varint encoding. Only the part of the list that moved
+    /// and the part before it are walked: a merge used to build a new list and then walk
+    /// it again to count its bytes, and with a few thousand members that was the
+    /// costliest part of a set's insert.
+    fn merge_buffer(&mut self) -> usize {
+        fn varint(delta: u32) -> usize {
+            (32 - delta.leading_zeros()).max(1).div_ceil(7) as usize
         }
         self.buffer.sort_unstable();
         self.buffer.dedup();
-        let mut merged = Vec::with_capacity(self.list.len() + self.buffer.len());
-        let (mut left, mut right) = (self.list.iter().peekable(), self.buffer.iter().peekable());
-        loop {
-            match (left.peek(), right.peek()) {
-                (Some(&&a), Some(&&b)) => {
-                    if a == b {
-                        merged.push(a);
-                        left.next();
-                        right.next();
-                    } else if a < b {
-                        merged.push(a);
-                        left.next();
-                    } else {
-                        merged.push(b);
-                        right.next();
-                    }
+        let (old, extra) = (self.list.len(), self.buffer.len());
+        self.list.resize(old + extra, 0);
+        let list = &mut self.list;
+        // `write` is the next slot to fill, counting down; it never drops below `left`
+        let (mut left, mut right, mut write) = (old, extra, old + extra);
+        let mut tail_bytes = 0;
+        let mut next: Option<u32> = None;
+        while right > 0 {
+            let b = self.buffer[right - 1];
+            write -= 1;
+            let value = if left > 0 && list[left - 1] >= b {
+                left -= 1;
+                if list[left] == b {
+                    right -= 1;
                 }
-                (Some(&&a), None) => {
-                    merged.push(a);
-                    left.next();
-                }
-                (None, Some(&&b)) => {
-                    merged.push(b);
-                    right.next();
-                }
-                (None, None) => break,
+                list[left]
+            } else {
+                right -= 1;
+                b
+            };
+            list[write] = value;
+            if let Some(next) = next {
+                tail_bytes += varint(next - value);
             }
+            next = Some(value);
         }
-        self.list = merged;
+        // the head [0, left) did not move; the moved part follows it after a gap the
+        // duplicates left
+        let mut last = 0u32;
+        let mut bytes = 0;
+        for &k in &list[..left] {
+            bytes += varint(k.wrapping_sub(last));
+            last = k;
+        }
+        if let Some(first_moved) = next {
+            bytes += varint(first_moved.wrapping_sub(last)) + tail_bytes;
+        }
+        let gap = write - left;
+        if gap > 0 {
+            list.copy_within(write.., left);
+            list.truncate(old + extra - gap);
+        }
         self.buffer.clear();
+        bytes
     }
 
     fn make_dense(&mut self) {
@@ -360,8 +366,8 @@ impl HyperLogLog {
         if self.sparse && other.sparse {
             self.buffer.extend_from_slice(&other.buffer);
             self.buffer.extend_from_slice(&other.list);
-            self.merge_buffer();
-            self.densify_if_large();
+            let encoded = self.merge_buffer();
+            self.densify_if_over(encoded);
             return;
         }
         if self.sparse {
@@ -554,6 +560,53 @@ mod tests {
         assert_eq!(bytes.len(), 8200);
         let mut back = HyperLogLog::from_bytes(&bytes).unwrap();
         assert_eq!(back.estimate(), sketch.estimate());
+    }
+
+    #[test]
+    fn a_merge_keeps_the_list_sorted_and_distinct_and_counts_its_bytes() {
+        let mut sketch = HyperLogLog::default();
+        let mut want = std::collections::BTreeSet::new();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for round in 0..60u64 {
+            // new entries, repeats of listed ones, repeats within the buffer
+            for n in 0..(round * 7 % 200) {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                let k = if n % 4 == 0 && !want.is_empty() {
+                    *want
+                        .iter()
+                        .nth((state % want.len() as u64) as usize)
+                        .unwrap()
+                } else {
+                    (state >> 33) as u32 | 1
+                };
+                sketch.buffer.push(k);
+                sketch.buffer.push(k);
+                want.insert(k);
+            }
+            let bytes = sketch.merge_buffer();
+            assert_eq!(
+                sketch.list,
+                want.iter().copied().collect::<Vec<_>>(),
+                "{round}"
+            );
+            let mut last = 0u32;
+            let counted: usize = want
+                .iter()
+                .map(|&k| {
+                    let mut delta = k - last;
+                    last = k;
+                    let mut n = 1;
+                    while delta >= 0x80 {
+                        delta >>= 7;
+                        n += 1;
+                    }
+                    n
+                })
+                .sum();
+            assert_eq!(bytes, counted, "{round}");
+        }
     }
 
     #[test]
