@@ -405,20 +405,66 @@ pub struct KeyCache {
     slots: Box<[CachedKey]>,
 }
 
-#[derive(Debug, Default)]
+/// One slot, laid out (`repr(C)`, cache-line aligned) so a hit reads the slot's
+/// header and the start of its bytes from the same line, and a key that fits the slot
+/// (as nearly all do) needs no second, dependent load from the heap: that load was the
+/// costliest instruction of a lookup.
+#[derive(Debug)]
+#[repr(C, align(64))]
 struct CachedKey {
     /// The hash of the raw parts; with `kind`, a quick check before comparing them.
     raw_hash: u64,
-    /// `None` for an empty slot.
-    kind: Option<MetricKind>,
-    /// The raw parts then the key, laid end to end in one buffer (one heap line to
-    /// read on a hit), and where the name, the tags and the raw parts end.
-    bytes: Vec<u8>,
+    hash: u64,
+    combine: Combine,
+    /// Where the name, the tags and the raw parts end in the slot's bytes.
     ends: [u32; 3],
     name_len: u32,
-    hash: u64,
+    /// Bytes in use: the raw parts then the key, laid end to end.
+    len: u32,
+    /// `None` for an empty slot.
+    kind: Option<MetricKind>,
     scope: Scope,
-    combine: Combine,
+    /// The bytes when they fit, else `heap`.
+    inline: [u8; CachedKey::INLINE],
+    heap: Vec<u8>,
+}
+
+impl Default for CachedKey {
+    fn default() -> Self {
+        CachedKey {
+            raw_hash: 0,
+            hash: 0,
+            combine: Combine::default(),
+            ends: [0; 3],
+            name_len: 0,
+            len: 0,
+            kind: None,
+            scope: Scope::Default,
+            inline: [0; CachedKey::INLINE],
+            heap: Vec::new(),
+        }
+    }
+}
+
+impl CachedKey {
+    /// Bytes kept in the slot itself (a slot is then 256 bytes).
+    const INLINE: usize = 168;
+
+    fn store(&mut self, parts: [&[u8]; 4]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.len = len as u32;
+        let target: &mut [u8] = if len <= Self::INLINE {
+            &mut self.inline[..len]
+        } else {
+            self.heap.resize(len, 0);
+            &mut self.heap[..len]
+        };
+        let mut at = 0;
+        for part in parts {
+            target[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+    }
 }
 
 /// Where a reader's open batch holds the last sample of a key, so a repeat of a counter
@@ -488,15 +534,20 @@ impl KeyCache {
         }
         let [name, tags, extra] = raw.parts;
         let [a, b, c] = slot.ends.map(|end| end as usize);
+        let bytes = if slot.len as usize <= CachedKey::INLINE {
+            &slot.inline[..slot.len as usize]
+        } else {
+            &slot.heap[..slot.len as usize]
+        };
         let same = a == name.len()
             && b - a == tags.len()
             && c - b == extra.len()
-            && bytes_eq(&slot.bytes[..a], name)
-            && bytes_eq(&slot.bytes[a..b], tags)
-            && bytes_eq(&slot.bytes[b..c], extra);
+            && bytes_eq(&bytes[..a], name)
+            && bytes_eq(&bytes[a..b], tags)
+            && bytes_eq(&bytes[b..c], extra);
         same.then(|| CachedRef {
             key: KeyRef {
-                key: &slot.bytes[c..],
+                key: &bytes[c..],
                 name_len: slot.name_len,
                 kind: raw.kind,
                 hash: slot.hash,
@@ -516,13 +567,9 @@ impl KeyCache {
         }
         let index = self.slot(raw_hash);
         let slot = &mut self.slots[index];
-        slot.bytes.clear();
-        slot.bytes.extend_from_slice(name);
-        slot.bytes.extend_from_slice(tags);
-        slot.bytes.extend_from_slice(extra);
+        slot.store([name, tags, extra, key.key]);
         let (a, b) = (name.len(), name.len() + tags.len());
         slot.ends = [a as u32, b as u32, (b + extra.len()) as u32];
-        slot.bytes.extend_from_slice(key.key);
         slot.raw_hash = raw_hash;
         slot.kind = Some(raw.kind);
         slot.name_len = key.name_len;
@@ -853,6 +900,22 @@ mod tests {
             (hit.key.hash, hit.key.name_len, hit.scope),
             (scratch.hash(), 3, Scope::Global)
         );
+        // a key too long for the slot itself is kept on the heap, and found again
+        let tags = [b"t:".as_slice(), &[b'y'; 100]].concat();
+        let longer = RawKey {
+            parts: [b"req", &tags, b""],
+            kind: MetricKind::Counter,
+        };
+        let mut long_scratch = KeyScratch::default();
+        long_scratch.begin(b"req", MetricKind::Counter);
+        long_scratch.tag(&[&tags]);
+        long_scratch.finish();
+        cache.insert(&longer, longer.hash(), long_scratch.as_key(), Scope::Local);
+        let hit = cache
+            .get(&longer, longer.hash())
+            .expect("a hit on the heap");
+        assert_eq!((hit.key.key, hit.scope), (long_scratch.key(), Scope::Local));
+        assert!(long_scratch.key().len() + 3 + tags.len() > CachedKey::INLINE);
         // a key past MAX_KEY is built every time, never kept
         let long_tags = vec![b'x'; KeyCache::MAX_KEY];
         let long = RawKey {
