@@ -50,6 +50,18 @@ fn sketches(c: &mut Criterion) {
             black_box(set.is_sparse())
         })
     });
+    // a set seeing the same members again: 5,000 members (it stays sparse), each 4 times
+    group.bench_function("hll_insert_sparse_5000_x4", |b| {
+        b.iter(|| {
+            let mut set = HyperLogLog::default();
+            for _ in 0..4 {
+                for member in &members[..5000] {
+                    set.insert(member.as_bytes());
+                }
+            }
+            black_box(set.is_sparse())
+        })
+    });
     group.finish();
 }
 

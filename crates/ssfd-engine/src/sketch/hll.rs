@@ -104,6 +104,11 @@ pub fn metro_hash64(bytes: &[u8], seed: u64) -> u64 {
 }
 
 /// `length` bits of `value` starting at bit `start`.
+/// Bytes of `delta` as a varint (7 bits per byte).
+fn varint(delta: u32) -> usize {
+    (32 - delta.leading_zeros()).max(1).div_ceil(7) as usize
+}
+
 fn bits(value: u64, start: u8, length: u8) -> u64 {
     (value >> start) & ((1u64 << length) - 1)
 }
@@ -168,6 +173,8 @@ pub struct HyperLogLog {
     sparse: bool,
     buffer: Vec<u32>,
     list: Vec<u32>,
+    /// Bytes of the list's delta-varint encoding, kept as the list changes.
+    encoded: usize,
     /// Dense mode: the base and 2^14 4-bit registers, two per byte, even index high.
     base: u8,
     registers: Vec<u8>,
@@ -179,6 +186,7 @@ impl Default for HyperLogLog {
             sparse: true,
             buffer: Vec::new(),
             list: Vec::new(),
+            encoded: 0,
             base: 0,
             registers: Vec::new(),
         }
@@ -215,17 +223,86 @@ impl HyperLogLog {
         }
     }
 
-    /// Merges the buffer into the sorted list in place, from the back, and returns the
-    /// bytes of the list's delta-varint encoding. Only the part of the list that moved
-    /// and the part before it are walked: a merge used to build a new list and then walk
-    /// it again to count its bytes, and with a few thousand members that was the
-    /// costliest part of a set's insert.
+    /// Merges the buffer into the sorted list and returns the bytes of the list's
+    /// delta-varint encoding (Veneur's dense switch asks for them at every merge).
+    /// Entries the list holds already are dropped first (a set sees the same members
+    /// again and again). A few new entries are put in place one run of the list at a
+    /// time, the count corrected from the gaps they fall in; many are merged in one
+    /// pass over the list from the back, counting as it goes. (A new list built and
+    /// then walked again to count it had made merging the costliest part of a set's
+    /// insert.)
     fn merge_buffer(&mut self) -> usize {
-        fn varint(delta: u32) -> usize {
-            (32 - delta.leading_zeros()).max(1).div_ceil(7) as usize
+        if self.buffer.is_empty() {
+            return self.encoded;
         }
         self.buffer.sort_unstable();
         self.buffer.dedup();
+        // past a short list, eight entries tell whether most are repeats, worth
+        // finding one by one
+        let list = &self.list;
+        let step = self.buffer.len().div_ceil(8);
+        let few_new = self.buffer.len() * 4 < list.len()
+            && self
+                .buffer
+                .iter()
+                .step_by(step)
+                .filter(|k| list.binary_search(k).is_err())
+                .count()
+                <= 1;
+        if few_new {
+            self.buffer.retain(|k| list.binary_search(k).is_err());
+        }
+        if few_new && self.buffer.len() * 32 < self.list.len() {
+            self.merge_few();
+        } else if !self.buffer.is_empty() {
+            self.merge_many();
+        }
+        self.buffer.clear();
+        self.encoded
+    }
+
+    /// Puts the (new, sorted) buffer entries in place, moving each run of the list
+    /// above them up once.
+    fn merge_few(&mut self) {
+        let (list, new) = (&self.list, &self.buffer);
+        // a run of new entries between a (0 before the first) and c replaces the delta
+        // c - a with a - k1, k1 - k2, ..., kj - c
+        let (mut added, mut removed) = (0, 0);
+        let mut i = 0;
+        while i < new.len() {
+            let at = list.partition_point(|&x| x < new[i]);
+            let a = if at == 0 { 0 } else { list[at - 1] };
+            let c = list.get(at).copied();
+            let mut previous = a;
+            while i < new.len() && c.is_none_or(|c| new[i] < c) {
+                added += varint(new[i].wrapping_sub(previous));
+                previous = new[i];
+                i += 1;
+            }
+            if let Some(c) = c {
+                added += varint(c - previous);
+                removed += varint(c.wrapping_sub(a));
+            }
+        }
+        self.encoded = self.encoded + added - removed;
+        let old = self.list.len();
+        self.list.resize(old + new.len(), 0);
+        let (mut end, mut source_end) = (self.list.len(), old);
+        for &k in self.buffer.iter().rev() {
+            let at = self.list[..source_end].partition_point(|&x| x < k);
+            let run = source_end - at;
+            self.list.copy_within(at..source_end, end - run);
+            end -= run + 1;
+            self.list[end] = k;
+            source_end = at;
+        }
+        debug_assert_eq!(end, source_end);
+    }
+
+    /// Merges the sorted buffer in one pass from the back (an entry the list holds
+    /// already is kept once) and counts the encoding of what moved and of the head
+    /// before it.
+    fn merge_many(&mut self) {
         let (old, extra) = (self.list.len(), self.buffer.len());
         self.list.resize(old + extra, 0);
         let list = &mut self.list;
@@ -253,7 +330,7 @@ impl HyperLogLog {
             next = Some(value);
         }
         // the head [0, left) did not move; the moved part follows it after a gap the
-        // duplicates left
+        // repeats left
         let mut last = 0u32;
         let mut bytes = 0;
         for &k in &list[..left] {
@@ -268,8 +345,7 @@ impl HyperLogLog {
             list.copy_within(write.., left);
             list.truncate(old + extra - gap);
         }
-        self.buffer.clear();
-        bytes
+        self.encoded = bytes;
     }
 
     fn make_dense(&mut self) {
@@ -277,6 +353,7 @@ impl HyperLogLog {
         self.registers = vec![0; (M / 2) as usize];
         self.base = 0;
         self.sparse = false;
+        self.encoded = 0;
         for k in std::mem::take(&mut self.list) {
             let (index, rank) = decode_hash(k);
             self.insert_rank(index, rank);
@@ -485,11 +562,18 @@ impl HyperLogLog {
                 sparse: true,
                 buffer,
                 list,
+                encoded: 0,
                 base,
                 registers: Vec::new(),
             };
             // a list from another writer may be unsorted or repeat; normalise it
-            if !sketch.list.windows(2).all(|w| w[0] < w[1]) {
+            if sketch.list.windows(2).all(|w| w[0] < w[1]) {
+                let mut last = 0u32;
+                for &k in &sketch.list {
+                    sketch.encoded += varint(k.wrapping_sub(last));
+                    last = k;
+                }
+            } else {
                 let list = std::mem::take(&mut sketch.list);
                 sketch.buffer.extend(list);
             }
@@ -512,6 +596,7 @@ impl HyperLogLog {
             sparse: false,
             buffer: Vec::new(),
             list: Vec::new(),
+            encoded: 0,
             base,
             registers,
         })
@@ -567,19 +652,46 @@ mod tests {
         let mut sketch = HyperLogLog::default();
         let mut want = std::collections::BTreeSet::new();
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        for round in 0..60u64 {
-            // new entries, repeats of listed ones, repeats within the buffer
-            for n in 0..(round * 7 % 200) {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1);
-                let k = if n % 4 == 0 && !want.is_empty() {
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            state
+        };
+        let count = |want: &std::collections::BTreeSet<u32>| -> usize {
+            let mut last = 0u32;
+            want.iter()
+                .map(|&k| {
+                    let mut delta = k - last;
+                    last = k;
+                    let mut n = 1;
+                    while delta >= 0x80 {
+                        delta >>= 7;
+                        n += 1;
+                    }
+                    n
+                })
+                .sum()
+        };
+        // rounds of mostly new entries (one pass over the list), then rounds of
+        // repeats with a few new ones (put in place one by one), with entries below,
+        // between and above the listed ones
+        for round in 0..120u64 {
+            let size = if round < 60 { round * 7 % 200 } else { 164 };
+            for n in 0..size {
+                let random = next();
+                let repeat = if round < 60 { n % 4 == 0 } else { n % 80 != 0 };
+                let k = if repeat && !want.is_empty() {
                     *want
                         .iter()
-                        .nth((state % want.len() as u64) as usize)
+                        .nth((random % want.len() as u64) as usize)
                         .unwrap()
                 } else {
-                    (state >> 33) as u32 | 1
+                    match random % 5 {
+                        0 => (random >> 60) as u32 + 1,
+                        1 => u32::MAX - (random >> 60) as u32,
+                        _ => (random >> 33) as u32 | 1,
+                    }
                 };
                 sketch.buffer.push(k);
                 sketch.buffer.push(k);
@@ -591,21 +703,7 @@ mod tests {
                 want.iter().copied().collect::<Vec<_>>(),
                 "{round}"
             );
-            let mut last = 0u32;
-            let counted: usize = want
-                .iter()
-                .map(|&k| {
-                    let mut delta = k - last;
-                    last = k;
-                    let mut n = 1;
-                    while delta >= 0x80 {
-                        delta >>= 7;
-                        n += 1;
-                    }
-                    n
-                })
-                .sum();
-            assert_eq!(bytes, counted, "{round}");
+            assert_eq!(bytes, count(&want), "{round}");
         }
     }
 
