@@ -25,6 +25,17 @@ fuzz_target!(|packet: &[u8]| {
                     }
                 }
                 assert_eq!(count, metric.value_count());
+                let numbers: Vec<f64> = metric
+                    .values()
+                    .filter_map(|v| match v {
+                        Value::Number(n) => Some(n),
+                        Value::Member(_) => None,
+                    })
+                    .collect();
+                match metric.single_number() {
+                    Some(n) => assert!(count == 1 && numbers == [n]),
+                    None => assert!(count > 1 || numbers.is_empty()),
+                }
                 assert!(metric.sample_rate > 0.0 && metric.sample_rate <= 1.0);
                 for tag in metric.tags.without_magic() {
                     assert!(!tag.is_empty());
