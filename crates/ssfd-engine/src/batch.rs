@@ -231,8 +231,8 @@ impl SampleBatch {
 /// allocation, no cross-thread free, and no fresh pages to fault in while traffic is
 /// steady. Bounded: a full pool drops what it is given, and a batch with room for more
 /// than 8,192 samples, 512 KiB of keys or any forwarded state is freed instead, so a
-/// pool of 32 holds at most 28 MiB (a datagram reader hands off every 8,192 lines,
-/// split over the metric workers, so its batches are usually smaller).
+/// pool of 32 holds at most 28 MiB (a datagram reader hands off about every 4,096
+/// lines, split over the metric workers, so its batches are usually far smaller).
 #[derive(Clone, Debug)]
 pub struct BatchPool {
     sender: crossbeam_channel::Sender<SampleBatch>,
@@ -644,9 +644,13 @@ impl ShardedSamples {
 
     /// Appends a counter or gauge sample of a cached key, or folds it into the sample of
     /// the same key that this batch already holds (`combine` says where): a counter
-    /// adds `value / rate`, a gauge overwrites (its last write wins, as it would in the
-    /// worker). A repeated series then costs its worker one fold per hand-off, not one
-    /// per line. Other kinds are appended as by [`ShardedSamples::push_key`].
+    /// adds `value / rate` (a sum, so where the sample sits does not matter); a gauge
+    /// overwrites, but only the batch's last sample: a gauge's last write must stay
+    /// last, and a sample of the same series may have come after the one `combine`
+    /// points at (a multi-value line, or the same series written with its tags in
+    /// another order, which has another cache slot). A repeated series then costs its
+    /// worker one fold per hand-off, not one per line. Other kinds are appended as by
+    /// [`ShardedSamples::push_key`].
     pub fn push_combining(
         &mut self,
         key: KeyRef<'_>,
@@ -663,7 +667,9 @@ impl ShardedSamples {
         let shard = shard_of(key.hash, self.batches.len());
         let batch = &mut self.batches[shard];
         self.pending += 1;
+        let last = batch.samples.len().wrapping_sub(1);
         if combine.serial == self.serial + 1
+            && (key.kind == MetricKind::Counter || combine.index as usize == last)
             && let Some(sample) = batch.samples.get_mut(combine.index as usize)
             && sample.hash == key.hash
             && sample.kind == key.kind
@@ -816,67 +822,83 @@ mod tests {
             key_of(b"depth", MetricKind::Gauge),
             key_of(b"lat", MetricKind::Timer),
         );
-        let mut memos = [Combine::default(); 3];
-        let mut sharded = ShardedSamples::new(2);
+        // one shard, so every sample shares one batch and its order
+        let mut sharded = ShardedSamples::new(1);
         let pool = BatchPool::new(4);
-        for (value, rate) in [(1.0, 1.0), (2.0, 0.5), (3.0, 0.25)] {
-            sharded.push_combining(counter.as_key(), Scope::Default, value, rate, &mut memos[0]);
-            sharded.push_combining(gauge.as_key(), Scope::Local, value, 1.0, &mut memos[1]);
-            sharded.push_combining(timer.as_key(), Scope::Default, value, rate, &mut memos[2]);
-        }
-        assert_eq!(sharded.pending(), 9, "every line is pending");
-        let batches: Vec<_> = sharded.drain(&pool).collect();
-        let lines: usize = batches.iter().map(|(_, b)| b.len()).sum();
-        assert_eq!(lines, 9, "a batch counts the lines a sample stands for");
-        let samples: Vec<(Vec<u8>, f64, f32, u32)> = batches
-            .iter()
-            .flat_map(|(_, b)| {
-                b.samples()
-                    .iter()
-                    .map(|s| (b.name(s).to_vec(), s.value, s.rate, s.count()))
-            })
-            .collect();
-        let find = |name: &[u8]| -> Vec<(f64, f32, u32)> {
+        let mut drained = |sharded: &mut ShardedSamples| -> (usize, Vec<(Vec<u8>, f64, f32, u32)>) {
+            let (_, batch) = sharded.drain(&pool).next().expect("a batch");
+            let samples = batch
+                .samples()
+                .iter()
+                .map(|s| (batch.name(s).to_vec(), s.value, s.rate, s.count()))
+                .collect();
+            (batch.len(), samples)
+        };
+        let of = |samples: &[(Vec<u8>, f64, f32, u32)], name: &[u8]| -> Vec<(f64, f32, u32)> {
             samples
                 .iter()
                 .filter(|s| s.0 == name)
                 .map(|s| (s.1, s.2, s.3))
                 .collect()
         };
-        // the counter holds Σ value / rate; the gauge its last write; the timer keeps
+        let mut memos = [Combine::default(); 3];
+        // interleaved: the counter folds (Σ value / rate); a gauge folds only into the
+        // batch's last sample, so here each write stays, in order; the timer keeps
         // every sample with its own rate
-        assert_eq!(find(b"hits"), vec![(1.0 + 4.0 + 12.0, 1.0, 3)]);
-        assert_eq!(find(b"depth"), vec![(3.0, 1.0, 3)]);
+        for (value, rate) in [(1.0, 1.0), (2.0, 0.5), (3.0, 0.25)] {
+            sharded.push_combining(counter.as_key(), Scope::Default, value, rate, &mut memos[0]);
+            sharded.push_combining(gauge.as_key(), Scope::Local, value, 1.0, &mut memos[1]);
+            sharded.push_combining(timer.as_key(), Scope::Default, value, rate, &mut memos[2]);
+        }
+        assert_eq!(sharded.pending(), 9, "every line is pending");
+        let (lines, samples) = drained(&mut sharded);
+        assert_eq!(lines, 9, "a batch counts the lines a sample stands for");
+        assert_eq!(of(&samples, b"hits"), vec![(1.0 + 4.0 + 12.0, 1.0, 3)]);
         assert_eq!(
-            find(b"lat"),
+            of(&samples, b"depth"),
+            vec![(1.0, 1.0, 1), (2.0, 1.0, 1), (3.0, 1.0, 1)]
+        );
+        assert_eq!(
+            of(&samples, b"lat"),
             vec![(1.0, 1.0, 1), (2.0, 0.5, 1), (3.0, 0.25, 1)]
         );
-        // a drained batch ends the memo: the next repeat starts a new sample
-        sharded.push_combining(counter.as_key(), Scope::Default, 5.0, 1.0, &mut memos[0]);
-        sharded.push_combining(counter.as_key(), Scope::Default, 5.0, 1.0, &mut memos[0]);
-        let (_, batch) = sharded.drain(&pool).next().expect("a batch");
-        assert_eq!(batch.samples().len(), 1);
+        // back to back, a gauge's writes fold into its last value
+        for value in [4.0, 5.0, 6.0] {
+            sharded.push_combining(gauge.as_key(), Scope::Local, value, 1.0, &mut memos[1]);
+        }
+        let (_, samples) = drained(&mut sharded);
+        assert_eq!(of(&samples, b"depth"), vec![(6.0, 1.0, 3)]);
+        // a write of the same series the memo does not know of (a multi-value line)
+        // comes between: the next write is appended, so the worker still ends on it
+        sharded.push_combining(gauge.as_key(), Scope::Local, 7.0, 1.0, &mut memos[1]);
+        sharded.push_key(gauge.as_key(), Scope::Local, 8.0, 1.0, b"");
+        sharded.push_combining(gauge.as_key(), Scope::Local, 9.0, 1.0, &mut memos[1]);
+        let (_, samples) = drained(&mut sharded);
         assert_eq!(
-            (batch.samples()[0].value, batch.samples()[0].count()),
-            (10.0, 2)
+            of(&samples, b"depth"),
+            vec![(7.0, 1.0, 1), (8.0, 1.0, 1), (9.0, 1.0, 1)]
         );
-        // so does a discard, and a memo of another key's slot never matches a sample
-        // of another key
+        // memos outlive drains and discards without folding into the wrong sample
+        sharded.push_combining(timer.as_key(), Scope::Default, 1.0, 1.0, &mut memos[2]);
+        sharded.push_combining(counter.as_key(), Scope::Default, 5.0, 1.0, &mut memos[0]);
+        sharded.push_combining(counter.as_key(), Scope::Default, 5.0, 1.0, &mut memos[0]);
+        let (_, samples) = drained(&mut sharded);
+        assert_eq!(of(&samples, b"hits"), vec![(10.0, 1.0, 2)]);
+        assert_eq!(of(&samples, b"lat"), vec![(1.0, 1.0, 1)]);
         sharded.push_combining(counter.as_key(), Scope::Default, 1.0, 1.0, &mut memos[0]);
         assert_eq!(sharded.discard(), 1);
         sharded.push_combining(gauge.as_key(), Scope::Default, 7.0, 1.0, &mut memos[1]);
-        let mut stale = memos[1];
-        sharded.push_combining(counter.as_key(), Scope::Default, 1.0, 1.0, &mut stale);
-        let names: Vec<Vec<u8>> = sharded
-            .drain(&pool)
-            .flat_map(|(_, b)| {
-                b.samples()
-                    .iter()
-                    .map(|s| b.name(s).to_vec())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        assert_eq!(names.len(), 2, "{names:?}");
+        sharded.push_combining(counter.as_key(), Scope::Default, 2.0, 1.0, &mut memos[0]);
+        let mut foreign = memos[1];
+        sharded.push_combining(counter.as_key(), Scope::Default, 3.0, 1.0, &mut foreign);
+        let (lines, samples) = drained(&mut sharded);
+        assert_eq!(lines, 3);
+        assert_eq!(of(&samples, b"depth"), vec![(7.0, 1.0, 1)]);
+        assert_eq!(
+            of(&samples, b"hits").iter().map(|s| s.0).sum::<f64>(),
+            5.0,
+            "another key's memo never folds into its sample"
+        );
     }
 
     #[test]

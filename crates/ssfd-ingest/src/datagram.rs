@@ -169,10 +169,11 @@ fn kernel_drops_of(fd: std::os::fd::RawFd) -> Option<u32> {
 
 const BATCH: usize = 64;
 /// Lines a reader gathers before handing them off while traffic is steady; a quiet
-/// round always hands off what it has, so nothing waits longer than one round. (2,048
-/// before the readers folded repeats; 8,192 gave 2-9 % more lines per CPU-second,
-/// BENCHMARKS.md.)
-const FLUSH_AT: usize = 8192;
+/// round always hands off what it has, so nothing waits longer than one round. It is
+/// checked after each round, so a shard's batch may pass it by a round's lines; the
+/// batch pool keeps batches of up to twice this (`BatchPool`), so with a single metric
+/// worker the batches still go round. (2,048 before the readers folded repeats.)
+const FLUSH_AT: usize = 4096;
 /// After a `recvmmsg` round that found fewer than `BATCH / 4` datagrams, the reader
 /// sleeps this long so the next round finds a batch: one wake-up (and one hand-off to
 /// each worker) per batch instead of per datagram. It bounds the added latency; the

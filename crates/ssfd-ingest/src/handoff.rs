@@ -139,8 +139,9 @@ impl Handoff {
 
     /// Keeps the canonical keys of the statsd series this hand-off has seen lately, so
     /// a line of a known series skips building its key. For readers that live long and
-    /// see many lines (the datagram readers): the cache holds at most 4,096 keys of up
-    /// to 256 bytes, about 2.5 MiB.
+    /// see many lines (the datagram readers): the cache holds at most 4,096 keys, in
+    /// 256-byte slots (1 MiB), with up to 512 more bytes each on the heap for the rare
+    /// key that does not fit its slot (about 3 MiB at most).
     pub fn cache_keys(&mut self) {
         self.key_cache = Some(KeyCache::new(KEY_CACHE_SLOTS));
     }

@@ -103,12 +103,12 @@ pub fn metro_hash64(bytes: &[u8], seed: u64) -> u64 {
     hash
 }
 
-/// `length` bits of `value` starting at bit `start`.
 /// Bytes of `delta` as a varint (7 bits per byte).
 fn varint(delta: u32) -> usize {
     (32 - delta.leading_zeros()).max(1).div_ceil(7) as usize
 }
 
+/// `length` bits of `value` starting at bit `start`.
 fn bits(value: u64, start: u8, length: u8) -> u64 {
     (value >> start) & ((1u64 << length) - 1)
 }
@@ -258,7 +258,21 @@ impl HyperLogLog {
             self.merge_many();
         }
         self.buffer.clear();
+        debug_assert_eq!(self.encoded, self.recount(), "the kept encoded size");
         self.encoded
+    }
+
+    /// The encoded size counted afresh (debug builds check the kept one against it).
+    fn recount(&self) -> usize {
+        let mut last = 0u32;
+        self.list
+            .iter()
+            .map(|&k| {
+                let delta = k.wrapping_sub(last);
+                last = k;
+                varint(delta)
+            })
+            .sum()
     }
 
     /// Puts the (new, sorted) buffer entries in place, moving each run of the list
