@@ -825,7 +825,8 @@ mod tests {
         // one shard, so every sample shares one batch and its order
         let mut sharded = ShardedSamples::new(1);
         let pool = BatchPool::new(4);
-        let mut drained = |sharded: &mut ShardedSamples| -> (usize, Vec<(Vec<u8>, f64, f32, u32)>) {
+        type Seen = (Vec<u8>, f64, f32, u32);
+        let drained = |sharded: &mut ShardedSamples| -> (usize, Vec<Seen>) {
             let (_, batch) = sharded.drain(&pool).next().expect("a batch");
             let samples = batch
                 .samples()
@@ -834,7 +835,7 @@ mod tests {
                 .collect();
             (batch.len(), samples)
         };
-        let of = |samples: &[(Vec<u8>, f64, f32, u32)], name: &[u8]| -> Vec<(f64, f32, u32)> {
+        let of = |samples: &[Seen], name: &[u8]| -> Vec<(f64, f32, u32)> {
             samples
                 .iter()
                 .filter(|s| s.0 == name)
