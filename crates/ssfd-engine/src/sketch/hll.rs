@@ -209,10 +209,18 @@ impl HyperLogLog {
         }
     }
 
+    /// Veneur's library keeps the pending entries in a set and merges them once more
+    /// than m/100 are distinct; the buffer may repeat, so it is de-duplicated first,
+    /// and a set that sees the same members again merges (and may turn dense) exactly
+    /// when Veneur's would.
     fn maybe_densify(&mut self) {
         if self.buffer.len() as u64 * 100 > u64::from(M) {
-            let encoded = self.merge_buffer();
-            self.densify_if_over(encoded);
+            self.buffer.sort_unstable();
+            self.buffer.dedup();
+            if self.buffer.len() as u64 * 100 > u64::from(M) {
+                let encoded = self.merge_buffer();
+                self.densify_if_over(encoded);
+            }
         }
     }
 
@@ -719,6 +727,29 @@ mod tests {
             );
             assert_eq!(bytes, count(&want), "{round}");
         }
+    }
+
+    #[test]
+    fn pending_entries_merge_once_164_are_distinct_as_in_veneur() {
+        let mut sketch = HyperLogLog::default();
+        let member = |n: u32| format!("member-{n}");
+        for round in 0..50 {
+            for n in 0..163 {
+                sketch.insert(member(n).as_bytes());
+            }
+            assert!(
+                sketch.list.is_empty(),
+                "163 distinct pending never merge ({round})"
+            );
+        }
+        sketch.insert(member(163).as_bytes());
+        assert_eq!(
+            sketch.list.len(),
+            164,
+            "the 164th distinct entry merges them"
+        );
+        assert!(sketch.buffer.is_empty());
+        assert_eq!(sketch.estimate(), 164);
     }
 
     #[test]
