@@ -218,7 +218,7 @@ impl HyperLogLog {
             self.buffer.sort_unstable();
             self.buffer.dedup();
             if self.buffer.len() as u64 * 100 > u64::from(M) {
-                let encoded = self.merge_buffer();
+                let encoded = self.merge_sorted_buffer();
                 self.densify_if_over(encoded);
             }
         }
@@ -240,11 +240,16 @@ impl HyperLogLog {
     /// then walked again to count it had made merging the costliest part of a set's
     /// insert.)
     fn merge_buffer(&mut self) -> usize {
+        self.buffer.sort_unstable();
+        self.buffer.dedup();
+        self.merge_sorted_buffer()
+    }
+
+    /// [`HyperLogLog::merge_buffer`] of a buffer already sorted and de-duplicated.
+    fn merge_sorted_buffer(&mut self) -> usize {
         if self.buffer.is_empty() {
             return self.encoded;
         }
-        self.buffer.sort_unstable();
-        self.buffer.dedup();
         // past a short list, eight entries tell whether most are repeats, worth
         // finding one by one
         let list = &self.list;
