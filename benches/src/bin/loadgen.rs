@@ -64,6 +64,23 @@ enum Mode {
         #[arg(long)]
         sender: Option<String>,
     },
+    /// What the kernel's receive path alone costs against `client`'s sender: the same
+    /// sender, in this process, sends to a thread that only takes datagrams as ssfd's
+    /// reader does (`recvmmsg`, 64 per call, the same socket set-up) and drops them, or
+    /// with `--parse` also parses every line; no ssfd is started. Reports the lines
+    /// offered and taken, the kernel's drops and each thread's CPU per line.
+    Floor {
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 10)]
+        lines: usize,
+        /// Parse every line with ssfd's DogStatsD parser too.
+        #[arg(long)]
+        parse: bool,
+        /// The receive buffer (ssfd's `read_buffer_size_bytes` default: 2 MiB).
+        #[arg(long, default_value_t = 2 << 20)]
+        buffer: usize,
+    },
     /// SSF spans over UDP, one per datagram.
     SsfUdp {
         #[arg(long, default_value_t = 0)]
@@ -246,6 +263,117 @@ fn client(target: &str, seconds: f64, lines: usize) -> anyhow::Result<u64> {
     }
 }
 
+/// CPU seconds (user + system) the calling thread has used.
+fn thread_cpu() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// `loadgen floor`: see [`Mode::Floor`].
+fn floor(run: usize, seconds: f64, lines: usize, parse: bool, buffer: usize) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const BATCH: usize = 64;
+    let socket = ssfd_ingest::datagram::bind_udp("127.0.0.1:0", 1, buffer)?
+        .pop()
+        .context("no socket")?;
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let target = socket
+        .local_addr()?
+        .as_socket()
+        .context("not an inet socket")?
+        .to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let reader = std::thread::spawn(move || {
+        let fd = socket.as_raw_fd();
+        let mut buffers = vec![vec![0u8; 8192]; BATCH];
+        // SAFETY: plain-old-data structs; all-zero is a valid value.
+        let mut iovecs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
+        let mut headers: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+        let (mut datagrams, mut parsed, mut idle) = (0u64, 0u64, 0u32);
+        let start_cpu = thread_cpu();
+        // after the sender stops, read until the socket has been quiet for 0.2 s
+        while !stopped.load(Ordering::Relaxed) || idle < 1 {
+            for index in 0..BATCH {
+                iovecs[index].iov_base = buffers[index].as_mut_ptr().cast();
+                iovecs[index].iov_len = buffers[index].len();
+                headers[index].msg_hdr.msg_iov = &mut iovecs[index];
+                headers[index].msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: every header points at live buffers owned by this frame.
+            let received = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    headers.as_mut_ptr(),
+                    BATCH as u32,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if received <= 0 {
+                idle += u32::from(stopped.load(Ordering::Relaxed));
+                continue;
+            }
+            datagrams += received as u64;
+            if parse {
+                for index in 0..received as usize {
+                    let datagram = &buffers[index][..headers[index].msg_len as usize];
+                    for line in ssfd_wire::dogstatsd_text::lines(datagram) {
+                        parsed += u64::from(ssfd_wire::dogstatsd_text::parse_line(line).is_ok());
+                    }
+                }
+            }
+        }
+        let mut info = [0u32; 9];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: a valid fd; the kernel writes at most `len` bytes into `info`.
+        unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        // the last 0.2 s wait costs no CPU
+        (datagrams, parsed, info[libc::SK_MEMINFO_DROPS as usize], thread_cpu() - start_cpu)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let sender_cpu = thread_cpu();
+    let start = Instant::now();
+    let sent = client(&target, seconds, lines)?;
+    let wall = start.elapsed().as_secs_f64();
+    let sender_cpu = thread_cpu() - sender_cpu;
+    stop.store(true, Ordering::Relaxed);
+    let (datagrams, parsed, drops, reader_cpu) =
+        reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    let taken = datagrams * lines as u64;
+    println!(
+        "run {run} floor x {lines} line(s){}: offered {:.2} M lines/s, took {:.1} % ({taken} of {sent} lines; the kernel dropped {drops} datagrams){}",
+        if parse { " with parsing" } else { "" },
+        sent as f64 / wall / 1e6,
+        taken as f64 * 100.0 / sent.max(1) as f64,
+        if parse {
+            format!(", {parsed} lines parsed")
+        } else {
+            String::new()
+        },
+    );
+    println!(
+        "    sender {:.2} cores, {:.1} ns per line; reader {:.2} cores, {:.1} ns per line taken",
+        sender_cpu / wall,
+        sender_cpu * 1e9 / sent.max(1) as f64,
+        reader_cpu / wall,
+        reader_cpu * 1e9 / taken.max(1) as f64,
+    );
+    Ok(())
+}
+
 /// Runs a client library's sender program (`benches/clients/`) and reads the lines it
 /// says it sent.
 fn external_sender(program: &str, target: &str, seconds: f64, lines: usize) -> anyhow::Result<u64> {
@@ -376,6 +504,18 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if let Mode::Floor {
+        seconds,
+        lines,
+        parse,
+        buffer,
+    } = cli.mode
+    {
+        for run in 1..=cli.runs {
+            floor(run, seconds, lines, parse, buffer)?;
+        }
+        return Ok(());
+    }
     // the front-door loads measure ingest without the span store (issue 4 has its own)
     let mut extra = format!(
         "num_readers: {}\nspan_channel_capacity: 4096\nstorage: {{max_bytes: {}}}\n",
@@ -493,7 +633,7 @@ fn main() -> anyhow::Result<()> {
                     &outcome,
                 );
             }
-            Mode::Blast { .. } | Mode::Store { .. } | Mode::Proxy { .. } => {
+            Mode::Blast { .. } | Mode::Store { .. } | Mode::Proxy { .. } | Mode::Floor { .. } => {
                 unreachable!("handled above")
             }
             Mode::Series { count, rate } => {
