@@ -425,7 +425,8 @@ impl Exposition {
         for metric in &flush.metrics {
             // a histogram's aggregates are shown by its summary, not as separate series
             if !summarised.is_empty()
-                && let Some((base, _)) = metric.name.rsplit_once('.')
+                && let Some((base, suffix)) = metric.name.rsplit_once('.')
+                && is_histogram_aggregate(suffix, metric.kind)
                 && summarised.contains(&(base, metric.tags.joined()))
             {
                 continue;
@@ -666,6 +667,23 @@ impl MetricSink for PrometheusSink {
     }
 }
 
+/// True when `suffix` (after a histogram's name and a `.`) names one of the aggregates
+/// a histogram or timer flushes (SPEC 4.1), of the type it flushes as: the summary and
+/// its `_min`/`_max` gauges show those, while any other metric that shares the
+/// histogram's name as a prefix (`db.query.errors` beside `db.query`) is its own series.
+fn is_histogram_aggregate(suffix: &str, kind: FlushedType) -> bool {
+    match suffix {
+        "count" => kind == FlushedType::Counter,
+        "min" | "max" | "sum" | "avg" | "median" | "hmean" => kind == FlushedType::Gauge,
+        _ => {
+            kind == FlushedType::Gauge
+                && suffix.strip_suffix("percentile").is_some_and(|p| {
+                    !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+                })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -823,6 +841,44 @@ mod tests {
              # HELP lat_max ssfd histogram lat max of the last interval\n# TYPE lat_max gauge\nlat_max{route=\"/a\"} 10\n\
              # HELP lat_min ssfd histogram lat min of the last interval\n# TYPE lat_min gauge\nlat_min{route=\"/a\"} 1\n"
         );
+    }
+
+    #[test]
+    fn metrics_named_under_a_histogram_are_kept() {
+        let mut exposition = Exposition::new(Duration::from_secs(300));
+        let summary = HistogramSummary {
+            name: "db.query".into(),
+            tags: (&[] as &[&str]).iter().collect(),
+            quantiles: vec![("0.99".into(), 5.0)],
+            count: 1.0,
+            sum: 5.0,
+            min: 5.0,
+            max: 5.0,
+        };
+        exposition.apply(&Flush {
+            timestamp: 1,
+            metrics: vec![
+                // the histogram's own aggregates: shown by the summary
+                metric("db.query.count", FlushedType::Counter, 1.0, &[]),
+                metric("db.query.99percentile", FlushedType::Gauge, 5.0, &[]),
+                metric("db.query.99_9percentile", FlushedType::Gauge, 5.0, &[]),
+                metric("db.query.hmean", FlushedType::Gauge, 5.0, &[]),
+                // other metrics that share its name as a prefix: their own series
+                metric("db.query.errors", FlushedType::Counter, 2.0, &[]),
+                metric("db.query.pool", FlushedType::Gauge, 7.0, &[]),
+                metric("db.query.count", FlushedType::Counter, 3.0, &["other:tag"]),
+            ],
+            summaries: vec![summary],
+            ..Flush::default()
+        });
+        let mut text = String::new();
+        exposition.render(&mut text);
+        assert!(text.contains("\ndb_query_errors_total 2\n"), "{text}");
+        assert!(text.contains("\ndb_query_pool 7\n"), "{text}");
+        assert!(text.contains("\ndb_query_count_total{other=\"tag\"} 3\n"), "{text}");
+        assert!(!text.contains("percentile"), "{text}");
+        assert!(!text.contains("hmean"), "{text}");
+        assert!(!text.contains("db_query_count_total 1"), "{text}");
     }
 
     #[test]
