@@ -18,7 +18,9 @@ lat:10|ms|@0.5|#route:/b\n\
 users:a|s\nusers:b|s\nusers:a|s\n\
 scoped.c:5|c|#veneurglobalonly\n\
 scoped.h:7|h|#veneurlocalonly\n\
-_sc|db.up|2|#db:main|m:refused\n";
+_sc|db.up|2|#db:main|m:refused\n\
+tenth:1|c|@0.1\ntenth:1|c|@0.1\n\
+lat.errors:1|c|#route:/a\n";
 
 fn flushed_part(metrics: &str) -> String {
     metrics
@@ -48,6 +50,9 @@ lat{route=\"/b\",quantile=\"0.75\"} 10
 lat{route=\"/b\",quantile=\"0.99\"} 10
 lat_sum{route=\"/b\"} 20
 lat_count{route=\"/b\"} 2
+# HELP lat_errors_total ssfd counter lat.errors
+# TYPE lat_errors_total counter
+lat_errors_total{route=\"/a\"} 1
 # HELP lat_max ssfd histogram lat max of the last interval
 # TYPE lat_max gauge
 lat_max{route=\"/a\"} 4
@@ -79,6 +84,9 @@ scoped_h_min 7
 # HELP temp ssfd gauge temp
 # TYPE temp gauge
 temp{room=\"x\"} 19
+# HELP tenth_total ssfd counter tenth
+# TYPE tenth_total counter
+tenth_total 20
 # HELP users ssfd gauge users
 # TYPE users gauge
 users 2
@@ -105,6 +113,7 @@ const JSONL: &[Expected] = &[
     ("lat.99percentile", "gauge", 10.0, &["route:/b"], None),
     ("lat.count", "counter", 2.0, &["route:/b"], None),
     ("lat.count", "counter", 4.0, &["route:/a"], None),
+    ("lat.errors", "counter", 1.0, &["route:/a"], None),
     ("lat.max", "gauge", 4.0, &["route:/a"], None),
     ("lat.max", "gauge", 10.0, &["route:/b"], None),
     ("lat.min", "gauge", 1.0, &["route:/a"], None),
@@ -119,6 +128,7 @@ const JSONL: &[Expected] = &[
     ("scoped.h.max", "gauge", 7.0, &[], None),
     ("scoped.h.min", "gauge", 7.0, &[], None),
     ("temp", "gauge", 19.0, &["room:x"], None),
+    ("tenth", "counter", 20.0, &[], None),
     ("users", "gauge", 2.0, &[], None),
 ];
 

@@ -130,16 +130,16 @@ impl SeriesTable {
     /// Folds every sample and import of `batch` into its series.
     pub fn apply(&mut self, batch: &SampleBatch) {
         for sample in batch.samples() {
-            let rate = f64::from(sample.rate);
+            let weight = crate::batch::weight(sample.rate);
             match &mut self.series(batch, sample).state {
-                State::Counter(sum) => *sum += sample.value / rate,
+                State::Counter(sum) => *sum += sample.value * weight,
                 State::Gauge(last) => *last = sample.value,
                 State::Status { value, message } => {
                     *value = sample.value;
                     *message = String::from_utf8_lossy(batch.extra(sample)).into();
                 }
                 State::Set(set) => set.insert(batch.extra(sample)),
-                State::Histogram(histogram) => histogram.add(sample.value, 1.0 / rate),
+                State::Histogram(histogram) => histogram.add(sample.value, weight),
             }
         }
         for (sample, imported) in batch.imports() {

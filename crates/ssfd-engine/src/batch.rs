@@ -78,6 +78,15 @@ impl Sample {
     }
 }
 
+/// What one sample at `rate` stands for: `1 / rate`, divided in f32 as Veneur divides
+/// its float32 sample rate, so the rates clients write (0.1, 0.01, 0.05, 0.25) weigh
+/// exactly 10, 100, 20, 4. (`1.0 / f64::from(0.1f32)` is 9.99999985.) A statsd counter
+/// is divided by its rate as written, in f64, before it becomes a sample.
+#[inline]
+pub fn weight(rate: f32) -> f64 {
+    f64::from(1.0 / rate)
+}
+
 /// Aggregated state forwarded by a local (Veneur's forward protocol), merged whole
 /// into the series of the same key.
 #[derive(Clone, Debug)]
@@ -644,7 +653,7 @@ impl ShardedSamples {
 
     /// Appends a counter or gauge sample of a cached key, or folds it into the sample of
     /// the same key that this batch already holds (`combine` says where): a counter
-    /// adds `value / rate` (a sum, so where the sample sits does not matter); a gauge
+    /// adds `value × weight(rate)` (a sum, so where the sample sits does not matter); a gauge
     /// overwrites, but only the batch's last sample: a gauge's last write must stay
     /// last, and a sample of the same series may have come after the one `combine`
     /// points at (a multi-value line, or the same series written with its tags in
@@ -660,7 +669,7 @@ impl ShardedSamples {
         combine: &mut Combine,
     ) {
         let (value, rate) = match key.kind {
-            MetricKind::Counter => (value / f64::from(rate), 1.0),
+            MetricKind::Counter => (value * weight(rate), 1.0),
             MetricKind::Gauge => (value, rate),
             _ => return self.push_key(key, scope, value, rate, b""),
         };

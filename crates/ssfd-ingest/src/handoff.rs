@@ -371,7 +371,12 @@ impl Handoff {
             ],
             kind,
         };
-        let rate = metric.sample_rate as f32;
+        // a counter's increment is divided by its rate here, in f64 from the rate as
+        // written: with the f32 rate a sample carries, `1|c|@0.3` would count 3.3333332
+        let (rate, divisor) = match kind {
+            MetricKind::Counter => (1.0, metric.sample_rate),
+            _ => (metric.sample_rate as f32, 1.0),
+        };
         // a series this reader saw lately takes its key from the cache, and a repeat of
         // a counter or gauge folds into the sample its open batch already holds
         let raw_hash = self.key_cache.as_ref().map(|_| raw.hash());
@@ -379,11 +384,14 @@ impl Handoff {
             && let Some(hit) = cache.get(&raw, raw_hash)
         {
             match metric.single_number() {
-                Some(number) => {
-                    self.samples
-                        .push_combining(hit.key, hit.scope, number, rate, hit.combine)
-                }
-                None => push_values(&mut self.samples, hit.key, hit.scope, metric, rate),
+                Some(number) => self.samples.push_combining(
+                    hit.key,
+                    hit.scope,
+                    number / divisor,
+                    rate,
+                    hit.combine,
+                ),
+                None => push_values(&mut self.samples, hit.key, hit.scope, metric, rate, divisor),
             }
             return;
         }
@@ -397,6 +405,7 @@ impl Handoff {
             scope,
             metric,
             rate,
+            divisor,
         );
     }
 
@@ -759,17 +768,18 @@ impl Drop for Handoff {
 /// thousand distinct others hit.
 const KEY_CACHE_SLOTS: usize = 4096;
 
-/// Appends one sample per value of a statsd line.
+/// Appends one sample per value of a statsd line (numbers divided by `divisor`).
 fn push_values(
     samples: &mut ShardedSamples,
     key: ssfd_engine::KeyRef<'_>,
     scope: Scope,
     metric: &text::MetricLine<'_>,
     rate: f32,
+    divisor: f64,
 ) {
     for value in metric.values() {
         match value {
-            Value::Number(number) => samples.push_key(key, scope, number, rate, b""),
+            Value::Number(number) => samples.push_key(key, scope, number / divisor, rate, b""),
             Value::Member(member) => samples.push_key(key, scope, 0.0, rate, member),
         }
     }

@@ -181,8 +181,8 @@ fn statsd_lines_become_canonical_samples() {
                 MetricKind::Counter,
                 "a:2,dc:east,z:1",
                 Scope::Global,
-                2.0,
-                0.5,
+                4.0,
+                1.0,
                 ""
             ),
             seen(
@@ -223,6 +223,74 @@ fn statsd_lines_become_canonical_samples() {
     assert_eq!(records[0].kind, LogKind::ServiceCheck);
     assert_eq!(records[0].message, "down");
     assert_eq!(records[0].severity.label(), "error");
+}
+
+/// Every metric series a rig's samples fold into, as (name, counter sum or histogram
+/// weight and sum).
+fn aggregated(rig: &mut Rig) -> Vec<(String, f64, f64)> {
+    use ssfd_engine::aggregate::{SeriesTable, State};
+    rig.handoff.flush(WhenFull::DropNewest).unwrap();
+    let mut table = SeriesTable::with_limit(1000);
+    for receiver in &rig.metrics {
+        for batch in receiver.try_iter() {
+            table.apply(&batch);
+        }
+    }
+    let mut out: Vec<_> = table
+        .into_series()
+        .map(|series| {
+            let name = String::from_utf8_lossy(series.name()).into_owned();
+            match &series.state {
+                State::Counter(sum) => (name, *sum, 0.0),
+                State::Histogram(h) => (name, h.weight, h.sum),
+                _ => (name, f64::NAN, f64::NAN),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn sample_rates_weigh_exactly() {
+    // statsd: a counter divides by its rate as written; a histogram weighs 1 / rate
+    // (in f32 as Veneur does, so 0.1 weighs exactly 10), with and without the key cache
+    for cached in [false, true] {
+        let mut rig = rig(&[]);
+        if cached {
+            rig.handoff.cache_keys();
+        }
+        rig.handoff.statsd_packet(
+            b"tenth:1|c|@0.1\ntenth:1|c|@0.1\nthird:1|c|@0.3\nhundredth:2:3|c|@0.01\n\
+              lat:5|ms|@0.1\nlat:5|ms|@0.1\nsize:1|h|@0.05\n",
+        );
+        assert_eq!(
+            aggregated(&mut rig),
+            vec![
+                ("hundredth".into(), 500.0, 0.0),
+                ("lat".into(), 20.0, 100.0),
+                ("size".into(), 20.0, 20.0),
+                ("tenth".into(), 20.0, 0.0),
+                ("third".into(), 1.0 / 0.3, 0.0),
+            ],
+            "cached: {cached}"
+        );
+    }
+    // SSF: the rate is a float32 on the wire; 0.1 still weighs exactly 10
+    let mut rig = rig(&[]);
+    let mut counter = sample(ssf_sample::Metric::Counter, "ssf.count", 3.0);
+    counter.sample_rate = 0.1;
+    let mut histogram = sample(ssf_sample::Metric::Histogram, "ssf.lat", 4.0);
+    histogram.sample_rate = 0.25;
+    let span = SsfSpan {
+        metrics: vec![counter, histogram],
+        ..SsfSpan::default()
+    };
+    rig.handoff.ssf_packet(&span.encode_to_vec()).unwrap();
+    assert_eq!(
+        aggregated(&mut rig),
+        vec![("ssf.count".into(), 30.0, 0.0), ("ssf.lat".into(), 4.0, 16.0)]
+    );
 }
 
 #[test]
