@@ -42,6 +42,19 @@ fn promtool_parses_the_exposition() {
         1.0,
         "the counter keeps its family"
     );
+    // names ssfd's own telemetry and the span metrics write: dropped and counted too,
+    // so no family is written twice
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(
+            b"ssfd.series:7|g\nssfd.received:1|c\ntraces.span.metrics.calls:1|c",
+            server.addr("statsd udp"),
+        )
+        .unwrap();
+    server.wait_metric(
+        "ssfd_dropped_total{stage=\"sink\",reason=\"overflow\"}",
+        4.0,
+    );
     let (_, metrics) = server.get("/metrics");
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

@@ -162,8 +162,54 @@ pub struct Exposition {
     started: Instant,
     expiry: Duration,
     conflicts: u64,
+    /// Sample names other parts of `/metrics` write (ssfd's own telemetry, the OTel
+    /// span metrics): a flushed family that would write one is dropped and counted.
+    reserved: Arc<std::collections::HashSet<String>>,
     name_buffer: String,
     label_buffer: String,
+}
+
+/// The sample names `/metrics` writes besides the exposition (ssfd's own telemetry and
+/// the OTel span metrics), in both the text format and OpenMetrics: a flushed metric
+/// sanitised to one of them (`ssfd.series`, `traces.span.metrics.calls`) would repeat
+/// a family, which `promtool` and Prometheus reject.
+pub fn reserved_names() -> std::collections::HashSet<String> {
+    let mut own = String::new();
+    ssfd_telemetry::render(&mut own, "");
+    let families = own
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .map(|(name, kind)| (name.to_string(), kind.to_string()))
+        .chain([
+            (
+                "traces_span_metrics_calls_total".to_string(),
+                "counter".to_string(),
+            ),
+            (
+                "traces_span_metrics_duration_milliseconds".to_string(),
+                "histogram".to_string(),
+            ),
+        ]);
+    let mut names = std::collections::HashSet::new();
+    for (name, kind) in families {
+        match kind.as_str() {
+            "summary" | "histogram" => {
+                for suffix in ["_sum", "_count", "_bucket", "_created"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+            }
+            "counter" => {
+                // OpenMetrics names the family without `_total`
+                if let Some(family) = name.strip_suffix("_total") {
+                    names.insert(family.to_string());
+                }
+            }
+            _ => {}
+        }
+        names.insert(name);
+    }
+    names
 }
 
 /// Sanitises a metric name: `[a-zA-Z0-9_:]` kept, others become `_`, a leading digit
@@ -363,12 +409,34 @@ impl Exposition {
             started: Instant::now(),
             expiry,
             conflicts: 0,
+            reserved: Arc::default(),
             name_buffer: String::new(),
             label_buffer: String::new(),
         }
     }
 
-    /// Series dropped because their family already had another type.
+    /// Drops (and counts as conflicts) every family that would write one of `names`.
+    pub fn reserving(mut self, names: std::collections::HashSet<String>) -> Exposition {
+        self.reserved = Arc::new(names);
+        self
+    }
+
+    /// True when a new family `name` of `kind` would write a reserved sample name.
+    fn is_reserved(&self, name: &str, kind: FamilyType) -> bool {
+        if self.reserved.is_empty() {
+            return false;
+        }
+        let reserved = |n: &str| self.reserved.contains(n);
+        reserved(name)
+            || (kind == FamilyType::Counter && name.strip_suffix("_total").is_some_and(reserved))
+            || (kind == FamilyType::Summary
+                && ["_sum", "_count"]
+                    .iter()
+                    .any(|suffix| reserved(&format!("{name}{suffix}"))))
+    }
+
+    /// Series dropped because their family already had another type, or would have
+    /// written a name that ssfd's own telemetry or the span metrics write.
     pub fn conflicts(&self) -> u64 {
         self.conflicts
     }
@@ -387,6 +455,10 @@ impl Exposition {
         let family = match self.families.get_mut(name) {
             Some(family) => family,
             None => {
+                if self.is_reserved(name, kind) {
+                    self.conflicts += 1;
+                    return;
+                }
                 self.families.insert(
                     name.to_string(),
                     Family {
@@ -643,7 +715,9 @@ pub struct PrometheusSink {
 impl PrometheusSink {
     pub fn new(expiry: Duration) -> PrometheusSink {
         PrometheusSink {
-            exposition: Arc::new(Mutex::new(Exposition::new(expiry))),
+            exposition: Arc::new(Mutex::new(
+                Exposition::new(expiry).reserving(reserved_names()),
+            )),
         }
     }
 }
@@ -879,6 +953,62 @@ mod tests {
         assert!(!text.contains("percentile"), "{text}");
         assert!(!text.contains("hmean"), "{text}");
         assert!(!text.contains("db_query_count_total 1"), "{text}");
+    }
+
+    #[test]
+    fn flushed_names_that_own_telemetry_or_span_metrics_write_are_dropped_and_counted() {
+        let mut exposition = Exposition::new(Duration::from_secs(300)).reserving(reserved_names());
+        let summary = |name: &str| HistogramSummary {
+            name: name.into(),
+            tags: (&[] as &[&str]).iter().collect(),
+            quantiles: vec![("0.5".into(), 1.0)],
+            count: 1.0,
+            sum: 1.0,
+            min: 1.0,
+            max: 1.0,
+        };
+        exposition.apply(&Flush {
+            timestamp: 1,
+            metrics: vec![
+                metric("ssfd.series", FlushedType::Gauge, 1.0, &[]),
+                metric("ssfd.received", FlushedType::Counter, 1.0, &[]),
+                metric("ssfd.flush.duration.seconds.count", FlushedType::Gauge, 1.0, &[]),
+                metric("traces.span.metrics.calls", FlushedType::Counter, 1.0, &[]),
+                metric("ssfd.build_info", FlushedType::Counter, 1.0, &[]),
+                // not written elsewhere: kept
+                metric("ssfd.overflow", FlushedType::Counter, 2.0, &[]),
+                metric("app.series", FlushedType::Gauge, 3.0, &[]),
+            ],
+            summaries: vec![summary("ssfd.flush.duration.seconds"), summary("app.lat")],
+            ..Flush::default()
+        });
+        assert_eq!(exposition.conflicts(), 6);
+        let mut text = String::new();
+        exposition.render(&mut text);
+        assert!(!text.contains("ssfd_series"), "{text}");
+        assert!(!text.contains("ssfd_received"), "{text}");
+        // the summary and the gauge named as its count are dropped (its `_min` and
+        // `_max` gauges write no reserved name and stay)
+        assert!(!text.contains("ssfd_flush_duration_seconds{"), "{text}");
+        assert!(!text.contains("ssfd_flush_duration_seconds_count"), "{text}");
+        assert!(!text.contains("ssfd_flush_duration_seconds_sum"), "{text}");
+        assert!(!text.contains("ssfd_build_info"), "{text}");
+        assert!(!text.contains("traces_"), "{text}");
+        assert!(text.contains("\nssfd_overflow_total 2\n"), "{text}");
+        assert!(text.contains("\napp_series 3\n"), "{text}");
+        assert!(text.contains("\napp_lat_count 1\n"), "{text}");
+        // the names the rest of /metrics writes, both formats
+        let reserved = reserved_names();
+        for name in [
+            "ssfd_series",
+            "ssfd_received_total",
+            "ssfd_flush_duration_seconds_sum",
+            "ssfd_build_info",
+            "traces_span_metrics_calls",
+            "traces_span_metrics_duration_milliseconds_bucket",
+        ] {
+            assert!(reserved.contains(name), "{name}");
+        }
     }
 
     #[test]
