@@ -341,7 +341,12 @@ fn floor(run: usize, seconds: f64, lines: usize, parse: bool, buffer: usize) -> 
             )
         };
         // the last 0.2 s wait costs no CPU
-        (datagrams, parsed, info[libc::SK_MEMINFO_DROPS as usize], thread_cpu() - start_cpu)
+        (
+            datagrams,
+            parsed,
+            info[libc::SK_MEMINFO_DROPS as usize],
+            thread_cpu() - start_cpu,
+        )
     });
     std::thread::sleep(Duration::from_millis(100));
     let sender_cpu = thread_cpu();
@@ -350,8 +355,9 @@ fn floor(run: usize, seconds: f64, lines: usize, parse: bool, buffer: usize) -> 
     let wall = start.elapsed().as_secs_f64();
     let sender_cpu = thread_cpu() - sender_cpu;
     stop.store(true, Ordering::Relaxed);
-    let (datagrams, parsed, drops, reader_cpu) =
-        reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    let (datagrams, parsed, drops, reader_cpu) = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))?;
     let taken = datagrams * lines as u64;
     println!(
         "run {run} floor x {lines} line(s){}: offered {:.2} M lines/s, took {:.1} % ({taken} of {sent} lines; the kernel dropped {drops} datagrams){}",

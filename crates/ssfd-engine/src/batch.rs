@@ -363,6 +363,29 @@ impl KeyScratch {
         }
     }
 
+    /// Adds `extend_tags` as Veneur's `ExtendTags.Extend` does: a tag already added
+    /// whose key (the text before any `:`) is the key of one of `extra` is dropped
+    /// first, so `extend_tags: [env:prod]` turns a client's `env:dev` into `env:prod`.
+    pub fn extend<T: AsRef<[u8]>>(&mut self, extra: &[T]) {
+        if extra.is_empty() {
+            return;
+        }
+        let key_of =
+            |tag: &[u8]| -> usize { tag.iter().position(|&b| b == b':').unwrap_or(tag.len()) };
+        let tags = &self.tags;
+        self.ranges.retain(|&(start, len)| {
+            let tag = &tags[start as usize..(start + len) as usize];
+            let key = &tag[..key_of(tag)];
+            !extra.iter().any(|e| {
+                let e = e.as_ref();
+                &e[..key_of(e)] == key
+            })
+        });
+        for tag in extra {
+            self.tag(&[tag.as_ref()]);
+        }
+    }
+
     /// Sorts and de-duplicates the tags, lays out the key and hashes it once.
     pub fn finish(&mut self) -> u64 {
         self.buffer.push(0);

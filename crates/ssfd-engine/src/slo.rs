@@ -1,6 +1,6 @@
 //! SLOs (SPEC 4.4): every valid span of an SLO's service (and span name, if given) is
 //! an event, good when it is not an error and, with a latency threshold, no slower
-//! than it. Span workers record events per minute; every flush emits
+//! than it. Span workers record events per 10 seconds; every flush emits
 //! `ssf.slo.events{slo,good}` (counter) and `ssf.slo.burn_rate{slo,window}` (gauge) for
 //! 5m, 1h and 6h, where burn rate = (1 − good/total) / (1 − objective), 0 without
 //! traffic; `/api/v1/slos` reports the 6h window.
@@ -20,13 +20,17 @@ pub struct Slo {
     pub latency_threshold: Option<Duration>,
 }
 
+/// Seconds per bucket of events: a window holds the buckets that end inside it, so it
+/// covers its length less at most this (a minute made a 5m window 4–5 minutes long).
+const BUCKET: u64 = 10;
+
 /// Burn-rate windows, longest last.
 pub const WINDOWS: [(&str, u64); 3] = [("5m", 5 * 60), ("1h", 3600), ("6h", 6 * 3600)];
 
 #[derive(Debug, Default)]
 struct State {
-    /// (unix minute, good, total), oldest first, at most 6 h.
-    minutes: VecDeque<(u64, u64, u64)>,
+    /// (unix time / BUCKET, good, total), oldest first, at most 6 h.
+    buckets: VecDeque<(u64, u64, u64)>,
     unflushed_good: u64,
     unflushed_bad: u64,
 }
@@ -48,6 +52,8 @@ pub struct SloReport {
 pub struct SloRegistry {
     slos: Vec<Slo>,
     states: Mutex<Vec<State>>,
+    /// `extend_tags`, added to the flushed SLO metrics as to every other metric.
+    extend_tags: Vec<String>,
 }
 
 fn now_seconds() -> u64 {
@@ -62,7 +68,27 @@ impl SloRegistry {
         SloRegistry {
             slos,
             states: Mutex::new(states),
+            extend_tags: Vec::new(),
         }
+    }
+
+    /// Adds `extend_tags` to the flushed metrics (a tag of the same key is replaced,
+    /// as everywhere else).
+    pub fn with_extend_tags(mut self, tags: &[String]) -> Self {
+        self.extend_tags = tags.iter().filter(|t| !t.is_empty()).cloned().collect();
+        self
+    }
+
+    /// `tags` with `extend_tags` added, Veneur's way, sorted.
+    fn extended(&self, mut tags: Vec<String>) -> crate::flush::Tags {
+        if !self.extend_tags.is_empty() {
+            let key = |t: &str| t.split(':').next().unwrap_or_default().to_string();
+            tags.retain(|t| !self.extend_tags.iter().any(|e| key(e) == key(t)));
+            tags.extend(self.extend_tags.iter().cloned());
+            tags.sort();
+            tags.dedup();
+        }
+        tags.into()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -77,7 +103,7 @@ impl SloRegistry {
         let Ok(mut states) = self.states.lock() else {
             return;
         };
-        let minute = now / 60;
+        let bucket = now / BUCKET;
         for (slo, state) in self.slos.iter().zip(states.iter_mut()) {
             if slo.service != service || slo.span_name.as_deref().is_some_and(|n| n != name) {
                 continue;
@@ -86,19 +112,20 @@ impl SloRegistry {
                 .latency_threshold
                 .is_none_or(|t| duration_ns.max(0) as u128 <= t.as_nanos());
             let good = !error && fast;
-            match state.minutes.back_mut() {
-                Some(last) if last.0 == minute => {
+            match state.buckets.back_mut() {
+                Some(last) if last.0 == bucket => {
                     last.1 += u64::from(good);
                     last.2 += 1;
                 }
-                _ => state.minutes.push_back((minute, u64::from(good), 1)),
+                _ => state.buckets.push_back((bucket, u64::from(good), 1)),
             }
+            let longest = WINDOWS[WINDOWS.len() - 1].1 / BUCKET;
             while state
-                .minutes
+                .buckets
                 .front()
-                .is_some_and(|m| m.0 + 6 * 60 <= minute)
+                .is_some_and(|b| b.0 + longest <= bucket)
             {
-                state.minutes.pop_front();
+                state.buckets.pop_front();
             }
             if good {
                 state.unflushed_good += 1;
@@ -113,11 +140,11 @@ impl SloRegistry {
     }
 
     fn window(state: &State, seconds: u64, now: u64) -> (u64, u64) {
-        let first_minute = (now / 60 + 1).saturating_sub(seconds / 60);
+        let first = (now / BUCKET + 1).saturating_sub(seconds / BUCKET);
         state
-            .minutes
+            .buckets
             .iter()
-            .filter(|m| m.0 >= first_minute)
+            .filter(|b| b.0 >= first)
             .fold((0, 0), |(good, total), m| (good + m.1, total + m.2))
     }
 
@@ -186,7 +213,7 @@ impl SloRegistry {
                         name: "ssf.slo.events".into(),
                         kind: FlushedType::Counter,
                         value: count as f64,
-                        tags: vec![format!("good:{good}"), slo_tag.clone()].into(),
+                        tags: self.extended(vec![format!("good:{good}"), slo_tag.clone()]),
                         message: None,
                     });
                 }
@@ -196,7 +223,7 @@ impl SloRegistry {
                     name: "ssf.slo.burn_rate".into(),
                     kind: FlushedType::Gauge,
                     value: burn,
-                    tags: vec![slo_tag.clone(), format!("window:{window}")].into(),
+                    tags: self.extended(vec![slo_tag.clone(), format!("window:{window}")]),
                     message: None,
                 });
             }
@@ -248,6 +275,34 @@ mod tests {
             (0, 0.0),
             "no traffic, no burn"
         );
+    }
+
+    #[test]
+    fn a_window_holds_what_happened_within_it() {
+        let slos = registry();
+        let start = 1_000_000 * 60;
+        // a bad event 59 s into a minute, read 4 min 2 s later: inside the 5m window
+        slos.observe_at("shop", "checkout", true, 1, start + 59);
+        let burn = |now| (slos.report_at(now)[0].burn_rate[0].1 * 1000.0).round() / 1000.0;
+        assert_eq!(burn(start + 59 + 242), 10.0);
+        assert_eq!(burn(start + 59 + 290), 10.0);
+        assert_eq!(burn(start + 59 + 311), 0.0, "5 min 11 s later it has left");
+    }
+
+    #[test]
+    fn slo_metrics_carry_extend_tags() {
+        let slos = registry().with_extend_tags(&["env:prod".into(), "slo:ignored".into()]);
+        slos.observe("shop", "checkout", false, 1);
+        let mut flush = Flush::default();
+        slos.flush_into(&mut flush);
+        assert!(!flush.metrics.is_empty());
+        for metric in &flush.metrics {
+            let tags = metric.tags.to_vec();
+            assert!(tags.contains(&"env:prod".to_string()), "{tags:?}");
+            // an extend tag replaces a tag of its key, as for every metric
+            assert!(tags.contains(&"slo:ignored".to_string()), "{tags:?}");
+            assert!(!tags.contains(&"slo:pay".to_string()), "{tags:?}");
+        }
     }
 
     #[test]

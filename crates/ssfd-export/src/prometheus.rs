@@ -949,7 +949,10 @@ mod tests {
         exposition.render(&mut text);
         assert!(text.contains("\ndb_query_errors_total 2\n"), "{text}");
         assert!(text.contains("\ndb_query_pool 7\n"), "{text}");
-        assert!(text.contains("\ndb_query_count_total{other=\"tag\"} 3\n"), "{text}");
+        assert!(
+            text.contains("\ndb_query_count_total{other=\"tag\"} 3\n"),
+            "{text}"
+        );
         assert!(!text.contains("percentile"), "{text}");
         assert!(!text.contains("hmean"), "{text}");
         assert!(!text.contains("db_query_count_total 1"), "{text}");
@@ -972,7 +975,12 @@ mod tests {
             metrics: vec![
                 metric("ssfd.series", FlushedType::Gauge, 1.0, &[]),
                 metric("ssfd.received", FlushedType::Counter, 1.0, &[]),
-                metric("ssfd.flush.duration.seconds.count", FlushedType::Gauge, 1.0, &[]),
+                metric(
+                    "ssfd.flush.duration.seconds.count",
+                    FlushedType::Gauge,
+                    1.0,
+                    &[],
+                ),
                 metric("traces.span.metrics.calls", FlushedType::Counter, 1.0, &[]),
                 metric("ssfd.build_info", FlushedType::Counter, 1.0, &[]),
                 // not written elsewhere: kept
@@ -990,7 +998,10 @@ mod tests {
         // the summary and the gauge named as its count are dropped (its `_min` and
         // `_max` gauges write no reserved name and stay)
         assert!(!text.contains("ssfd_flush_duration_seconds{"), "{text}");
-        assert!(!text.contains("ssfd_flush_duration_seconds_count"), "{text}");
+        assert!(
+            !text.contains("ssfd_flush_duration_seconds_count"),
+            "{text}"
+        );
         assert!(!text.contains("ssfd_flush_duration_seconds_sum"), "{text}");
         assert!(!text.contains("ssfd_build_info"), "{text}");
         assert!(!text.contains("traces_"), "{text}");

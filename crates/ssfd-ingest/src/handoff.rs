@@ -30,7 +30,7 @@ pub enum ForwardError {
 /// Settings shared by every hand-off.
 #[derive(Clone, Debug, Default)]
 pub struct HandoffConfig {
-    /// `extend_tags`, added to every metric.
+    /// `extend_tags`, added to every metric; each replaces a tag of the same key.
     pub extend_tags: Arc<[String]>,
     /// `metric_max_length`: longest statsd line or datagram.
     pub metric_max_length: usize,
@@ -349,10 +349,9 @@ impl Handoff {
         Ok(())
     }
 
+    /// Adds `extend_tags`, replacing a tag of the same key (as Veneur).
     fn extend_tags(&mut self) {
-        for tag in self.config.extend_tags.iter() {
-            self.scratch.tag(&[tag.as_bytes()]);
-        }
+        self.scratch.extend(&self.config.extend_tags);
     }
 
     fn metric_line(&mut self, metric: &text::MetricLine<'_>) {

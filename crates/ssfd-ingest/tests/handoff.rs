@@ -225,6 +225,45 @@ fn statsd_lines_become_canonical_samples() {
     assert_eq!(records[0].severity.label(), "error");
 }
 
+#[test]
+fn extend_tags_replace_tags_of_the_same_key_as_veneur() {
+    // Veneur's ExtendTags.Extend: a client tag whose key (before any `:`) is an
+    // extend tag's key is dropped; other tags, bare ones included, stay
+    for cached in [false, true] {
+        let mut rig = rig(&["env:prod", "team"]);
+        if cached {
+            rig.handoff.cache_keys();
+        }
+        rig.handoff.statsd_packet(
+            b"a:1|c|#env:dev,environment:x,team:web,envx\na:1|c|#env:dev,environment:x,team:web,envx\n\
+              _sc|up|0|#env:qa\n",
+        );
+        let got: Vec<(String, String)> = rig
+            .samples()
+            .into_iter()
+            .map(|s| (s.name, s.tags))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a".into(), "env:prod,environment:x,envx,team".into()),
+                ("a".into(), "env:prod,environment:x,envx,team".into()),
+                ("up".into(), "env:prod,team".into()),
+            ],
+            "cached: {cached}"
+        );
+    }
+    let mut rig = rig(&["env:prod"]);
+    let mut counter = sample(ssf_sample::Metric::Counter, "ssf.c", 1.0);
+    counter.tags = [("env".to_string(), "dev".to_string())].into();
+    let span = SsfSpan {
+        metrics: vec![counter],
+        ..SsfSpan::default()
+    };
+    rig.handoff.ssf_packet(&span.encode_to_vec()).unwrap();
+    assert_eq!(rig.samples()[0].tags, "env:prod");
+}
+
 /// Every metric series a rig's samples fold into, as (name, counter sum or histogram
 /// weight and sum).
 fn aggregated(rig: &mut Rig) -> Vec<(String, f64, f64)> {
@@ -289,7 +328,10 @@ fn sample_rates_weigh_exactly() {
     rig.handoff.ssf_packet(&span.encode_to_vec()).unwrap();
     assert_eq!(
         aggregated(&mut rig),
-        vec![("ssf.count".into(), 30.0, 0.0), ("ssf.lat".into(), 4.0, 16.0)]
+        vec![
+            ("ssf.count".into(), 30.0, 0.0),
+            ("ssf.lat".into(), 4.0, 16.0)
+        ]
     );
 }
 

@@ -106,22 +106,25 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             std::sync::Arc::new(ssfd_engine::span_metrics::SpanMetricsRegistry::new(
                 ssfd_ingest::SPAN_NAMES_PER_SERVICE,
             ));
-        let slos = std::sync::Arc::new(ssfd_engine::slo::SloRegistry::new(
-            config
-                .slos
-                .iter()
-                .map(|slo| ssfd_engine::slo::Slo {
-                    name: slo.name.clone(),
-                    service: slo.service.clone(),
-                    span_name: slo.span_name.clone(),
-                    objective: slo.objective,
-                    latency_threshold: slo
-                        .latency_threshold
-                        .as_deref()
-                        .and_then(|t| ssfd_config::parse_duration(t).ok()),
-                })
-                .collect(),
-        ));
+        let slos = std::sync::Arc::new(
+            ssfd_engine::slo::SloRegistry::new(
+                config
+                    .slos
+                    .iter()
+                    .map(|slo| ssfd_engine::slo::Slo {
+                        name: slo.name.clone(),
+                        service: slo.service.clone(),
+                        span_name: slo.span_name.clone(),
+                        objective: slo.objective,
+                        latency_threshold: slo
+                            .latency_threshold
+                            .as_deref()
+                            .and_then(|t| ssfd_config::parse_duration(t).ok()),
+                    })
+                    .collect(),
+            )
+            .with_extend_tags(&config.extend_tags),
+        );
         // storage.max_bytes: 0 keeps no spans (the front-door benchmarks use it)
         let store = match config.storage.max_bytes {
             0 => None,
