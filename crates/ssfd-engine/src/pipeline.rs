@@ -112,6 +112,12 @@ pub struct Pipeline {
 pub trait MetricSink: Send {
     fn name(&self) -> &str;
     fn flush(&mut self, flush: &Flush);
+    /// Why the last [`MetricSink::flush`] did not deliver everything, for a sink that
+    /// writes somewhere that can fail (a file): its delivery then counts the interval as
+    /// failed and dropped instead of sent.
+    fn take_error(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Where span workers put every batch of valid spans (the span store, issue 4).

@@ -378,7 +378,12 @@ impl Deliver for Local {
         if let Some(flush) = self.interval.take() {
             self.inner.flush(&flush);
         }
-        Ok(())
+        // the interval was handed over once; a write that failed is not retried (it
+        // may have written part of it), so its items count as dropped
+        match self.inner.take_error() {
+            Some(error) => Err(SendError::Permanent(error)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -11,6 +11,8 @@ pub struct JsonlSink {
     name: String,
     hostname: String,
     file: BufWriter<File>,
+    /// The first write error of the last flush.
+    error: Option<String>,
 }
 
 impl JsonlSink {
@@ -20,6 +22,7 @@ impl JsonlSink {
             name: name.to_string(),
             hostname: hostname.to_string(),
             file: BufWriter::new(file),
+            error: None,
         })
     }
 }
@@ -44,11 +47,57 @@ impl MetricSink for JsonlSink {
                     serde_json::Value::from(metric.message.clone().unwrap_or_default());
             }
             if let Err(error) = writeln!(self.file, "{object}") {
-                tracing::warn!(sink = %self.name, %error, "jsonl write failed");
+                self.error = Some(format!("jsonl write: {error}"));
+                break;
             }
         }
         if let Err(error) = self.file.flush() {
-            tracing::warn!(sink = %self.name, %error, "jsonl flush failed");
+            self.error.get_or_insert(format!("jsonl write: {error}"));
         }
+    }
+
+    fn take_error(&mut self) -> Option<String> {
+        self.error.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::{Deliver, Local, SendError};
+    use ssfd_engine::FlushedMetric;
+
+    fn flush() -> Flush {
+        Flush {
+            timestamp: 7,
+            metrics: vec![FlushedMetric {
+                name: "a".into(),
+                kind: FlushedType::Counter,
+                value: 1.0,
+                tags: ["x:y"].iter().collect(),
+                message: None,
+            }],
+            ..Flush::default()
+        }
+    }
+
+    #[test]
+    fn a_failed_write_fails_the_delivery() {
+        let full = JsonlSink::open("file", Path::new("/dev/full"), "h").unwrap();
+        let mut local = Local::new("jsonl", Box::new(full));
+        let payloads = local.encode(&flush());
+        assert!(matches!(
+            local.send(&payloads[0]),
+            Err(SendError::Permanent(error)) if error.contains("jsonl write")
+        ));
+        // a file that takes the lines delivers
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let sink = JsonlSink::open("file", file.path(), "h").unwrap();
+        let mut local = Local::new("jsonl", Box::new(sink));
+        let payloads = local.encode(&flush());
+        assert!(local.send(&payloads[0]).is_ok());
+        let text = std::fs::read_to_string(file.path()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("\"name\":\"a\""), "{text}");
     }
 }
