@@ -346,23 +346,35 @@ fn spans_flush_red_and_indicator_metrics() {
 
 #[test]
 fn max_series_folds_new_series_into_overflow_and_counts_them() {
-    let server = Server::start("interval: 1s\nnum_workers: 1\nmax_series: 3\n");
-    let lines: String = (0..10)
-        .map(|i| format!("req:1|c|#id:{i}\n"))
-        .collect::<String>()
-        + "other:5|c\n";
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .send_to(lines.as_bytes(), server.addr("statsd udp"))
-        .unwrap();
-    server.wait_metric("req_total{ssfd_overflow=\"true\"}", 7.0);
-    server.wait_metric("ssfd_overflow_total", 5.0);
-    server.wait_metric("ssfd_series_overflow_total", 8.0);
-    assert_eq!(
-        server.metric("ssfd_series"),
-        5.0,
-        "three series plus the two overflow series"
-    );
+    // series spread across workers by their whole key: the limit and "a name that has
+    // series" hold for all of them, and each overflow series reaches /metrics once
+    for workers in [1, 4] {
+        let server = Server::start(&format!(
+            "interval: 1s\nnum_workers: {workers}\nmax_series: 3\n"
+        ));
+        let lines: String = (0..10)
+            .map(|i| format!("req:1|c|#id:{i}\n"))
+            .collect::<String>()
+            + "other:5|c\n";
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .send_to(lines.as_bytes(), server.addr("statsd udp"))
+            .unwrap();
+        server.wait_metric("req_total{ssfd_overflow=\"true\"}", 7.0);
+        server.wait_metric("ssfd_overflow_total", 5.0);
+        server.wait_metric("ssfd_series_overflow_total", 8.0);
+        assert_eq!(
+            server.metric("ssfd_series"),
+            5.0,
+            "three series plus the two overflow series ({workers} workers)"
+        );
+        let (_, metrics) = server.get("/metrics");
+        let live = metrics
+            .lines()
+            .filter(|l| l.starts_with("req_total{id="))
+            .count();
+        assert_eq!(live, 3, "{metrics}");
+    }
 }
 
 #[test]

@@ -57,6 +57,53 @@ pub enum State {
     Histogram(Box<Histogram>),
 }
 
+impl State {
+    fn new(kind: MetricKind) -> State {
+        match kind {
+            MetricKind::Counter => State::Counter(0.0),
+            MetricKind::Gauge => State::Gauge(0.0),
+            MetricKind::Status => State::Status {
+                value: 0.0,
+                message: "".into(),
+            },
+            MetricKind::Set => State::Set(Box::default()),
+            MetricKind::Histogram | MetricKind::Timer => {
+                State::Histogram(Box::new(Histogram::new()))
+            }
+        }
+    }
+
+    /// Folds in the state of the same series from another worker of this server (its
+    /// samples were received here too, so every statistic adds up).
+    fn merge(&mut self, other: State) {
+        match (self, other) {
+            (State::Counter(sum), State::Counter(more)) => *sum += more,
+            (State::Gauge(last), State::Gauge(value)) => *last = value,
+            (
+                State::Status { value, message },
+                State::Status {
+                    value: v,
+                    message: m,
+                },
+            ) => {
+                *value = v;
+                *message = m;
+            }
+            (State::Set(set), State::Set(other)) => set.merge(&other),
+            (State::Histogram(histogram), State::Histogram(other)) => {
+                histogram.digest.merge(&other.digest);
+                histogram.weight += other.weight;
+                histogram.min = histogram.min.min(other.min);
+                histogram.max = histogram.max.max(other.max);
+                histogram.sum += other.sum;
+                histogram.reciprocal_sum += other.reciprocal_sum;
+            }
+            // one key, one type
+            _ => {}
+        }
+    }
+}
+
 /// One series and its state.
 #[derive(Clone, Debug)]
 pub struct Series {
@@ -70,6 +117,17 @@ pub struct Series {
 }
 
 impl Series {
+    fn new(hash: u64, key: &[u8], name_len: u32, scope: Scope, kind: MetricKind) -> Series {
+        Series {
+            hash,
+            key: key.into(),
+            name_len,
+            kind,
+            scope,
+            state: State::new(kind),
+        }
+    }
+
     pub fn name(&self) -> &[u8] {
         &self.key[..self.name_len as usize]
     }
@@ -80,9 +138,10 @@ impl Series {
     }
 }
 
-/// A worker's series for the current interval. Past `limit` live series, a sample
-/// for a new series folds into its name's `ssfd_overflow:true` series, or into
-/// `ssfd.overflow` when its name has none (SPEC 4.3).
+/// A worker's series for the current interval. Past `limit` live series (counted
+/// across every worker's table through [`SharedSeries`]), a sample for a new series
+/// folds into its name's `ssfd_overflow:true` series, or into `ssfd.overflow` when its
+/// name has no series on any worker (SPEC 4.3).
 #[derive(Debug)]
 pub struct SeriesTable {
     table: HashTable<Series>,
@@ -91,6 +150,75 @@ pub struct SeriesTable {
     names: hashbrown::HashSet<u64>,
     /// Samples folded into overflow series since the last `take`.
     overflowed: u64,
+    /// What the workers' tables share: their live series and their names.
+    shared: std::sync::Arc<SharedSeries>,
+    /// The interval this table fills (0, 1, 2, ... as it is taken).
+    epoch: u64,
+    /// Series this table added to the shared live count (overflow series are not).
+    created: usize,
+}
+
+/// Shared by the tables of every worker: series are spread across workers by the hash
+/// of their whole key, so `max_series` and "a name that already has series" are
+/// questions about all of them. Touched only when a table creates a series (the live
+/// count; a name once per worker and interval) or overflows, never per sample.
+#[derive(Debug, Default)]
+pub struct SharedSeries {
+    /// Live series in all tables (overflow series not counted).
+    live: std::sync::atomic::AtomicUsize,
+    /// Name hash → the intervals (epochs) in which it had a series, in shards.
+    names: [std::sync::Mutex<hashbrown::HashMap<u64, Epochs>>; NAME_SHARDS],
+}
+
+/// The recent intervals a name had a series in: the latest, and a bit per interval
+/// before it (bit i: `latest - i`). Workers swap one after the other, so one may note a
+/// name for the next interval while another still asks about the last.
+#[derive(Clone, Copy, Debug, Default)]
+struct Epochs {
+    latest: u64,
+    bits: u64,
+}
+
+impl Epochs {
+    fn note(&mut self, epoch: u64) {
+        if self.bits == 0 || epoch > self.latest {
+            let shift = epoch.saturating_sub(self.latest);
+            self.bits = if self.bits == 0 || shift >= 64 {
+                0
+            } else {
+                self.bits << shift
+            };
+            self.latest = epoch;
+        }
+        if let Some(back) = self.latest.checked_sub(epoch).filter(|&b| b < 64) {
+            self.bits |= 1 << back;
+        }
+    }
+
+    fn has(&self, epoch: u64) -> bool {
+        self.latest
+            .checked_sub(epoch)
+            .is_some_and(|back| back < 64 && self.bits & (1 << back) != 0)
+    }
+}
+
+const NAME_SHARDS: usize = 16;
+
+impl SharedSeries {
+    fn names_of(
+        &self,
+        name_hash: u64,
+    ) -> std::sync::MutexGuard<'_, hashbrown::HashMap<u64, Epochs>> {
+        let shard = (name_hash >> 56) as usize % NAME_SHARDS;
+        self.names[shard]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Live series in every table.
+    pub fn live(&self) -> usize {
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Default for SeriesTable {
@@ -105,12 +233,22 @@ pub const OVERFLOW_TAG: &[u8] = b"ssfd_overflow:true";
 pub const OVERFLOW_NAME: &[u8] = b"ssfd.overflow";
 
 impl SeriesTable {
+    /// A table alone (its own limit).
     pub fn with_limit(limit: usize) -> SeriesTable {
+        SeriesTable::sharing(limit, Default::default())
+    }
+
+    /// One of several workers' tables: `limit` bounds the live series of every table
+    /// made with the same `shared`.
+    pub fn sharing(limit: usize, shared: std::sync::Arc<SharedSeries>) -> SeriesTable {
         SeriesTable {
             table: HashTable::new(),
             limit: limit.max(1),
             names: Default::default(),
             overflowed: 0,
+            shared,
+            epoch: 0,
+            created: 0,
         }
     }
 
@@ -168,61 +306,87 @@ impl SeriesTable {
     }
 
     /// The series of `sample`, created if new; past the limit, its overflow series.
+    /// One lookup for a known series.
     fn series(&mut self, batch: &SampleBatch, sample: &Sample) -> &mut Series {
+        use hashbrown::hash_table::Entry;
+        use std::sync::atomic::Ordering::Relaxed;
         let key = batch.key(sample);
-        let scope = sample.scope;
-        let hash = sample.hash;
-        let vacant_over_limit = self.table.len() >= self.limit
-            && self
-                .table
-                .find(hash, |series| {
-                    series.scope == scope && crate::batch::bytes_eq(&series.key, key)
-                })
-                .is_none();
-        let (hash, key, name_len): (u64, std::borrow::Cow<'_, [u8]>, u32) = if vacant_over_limit {
-            self.overflowed += u64::from(sample.count());
-            let name = batch.name(sample);
-            let type_byte = key[name.len() + 1];
-            let overflow: Vec<u8> = if self.names.contains(&crate::batch::key_hash(name)) {
-                [name, &[0, type_byte, 0], OVERFLOW_TAG].concat()
-            } else {
-                [OVERFLOW_NAME, &[0, type_byte, 0]].concat()
-            };
-            let name_len = overflow.iter().position(|&b| b == 0).unwrap_or(0) as u32;
-            (crate::batch::key_hash(&overflow), overflow.into(), name_len)
-        } else {
-            (hash, key.into(), batch.name(sample).len() as u32)
-        };
-        let names = &mut self.names;
-        let entry = self.table.entry(
-            hash,
-            |series| series.scope == scope && crate::batch::bytes_eq(&series.key, &key),
+        let (scope, kind) = (sample.scope, sample.kind);
+        let name = batch.name(sample);
+        let SeriesTable {
+            table,
+            limit,
+            names,
+            overflowed,
+            shared,
+            epoch,
+            created,
+        } = self;
+        let vacant = match table.entry(
+            sample.hash,
+            |series| series.scope == scope && crate::batch::bytes_eq(&series.key, key),
             |series| series.hash,
-        );
-        entry
-            .or_insert_with(|| {
-                names.insert(crate::batch::key_hash(&key[..name_len as usize]));
-                Series {
-                    hash,
-                    key: key.as_ref().into(),
-                    name_len,
-                    kind: sample.kind,
-                    scope,
-                    state: match sample.kind {
-                        MetricKind::Counter => State::Counter(0.0),
-                        MetricKind::Gauge => State::Gauge(0.0),
-                        MetricKind::Status => State::Status {
-                            value: 0.0,
-                            message: "".into(),
-                        },
-                        MetricKind::Set => State::Set(Box::default()),
-                        MetricKind::Histogram | MetricKind::Timer => {
-                            State::Histogram(Box::new(Histogram::new()))
-                        }
-                    },
-                }
-            })
-            .into_mut()
+        ) {
+            Entry::Occupied(entry) => return entry.into_mut(),
+            Entry::Vacant(vacant) => vacant,
+        };
+        // a new series takes one of the `limit` live series of all workers, or overflows.
+        // A name this table has not seen is looked up and noted under its shard's lock,
+        // taken before the live count, so a worker that finds the limit reached sees
+        // every name whose series took a place before it.
+        let name_hash = crate::batch::key_hash(name);
+        let mut shard = (!names.contains(&name_hash)).then(|| shared.names_of(name_hash));
+        if shared.live.fetch_add(1, Relaxed) < *limit {
+            *created += 1;
+            if let Some(shard) = &mut shard {
+                names.insert(name_hash);
+                shard.entry(name_hash).or_default().note(*epoch);
+            }
+            drop(shard);
+            let series = Series::new(sample.hash, key, name.len() as u32, scope, kind);
+            return vacant.insert(series).into_mut();
+        }
+        shared.live.fetch_sub(1, Relaxed);
+        *overflowed += u64::from(sample.count());
+        let named = match &shard {
+            None => true,
+            Some(shard) => shard.get(&name_hash).is_some_and(|e| e.has(*epoch)),
+        };
+        drop(shard);
+        let type_byte = key[name.len() + 1];
+        let overflow: Vec<u8> = if named {
+            [name, &[0, type_byte, 0], OVERFLOW_TAG].concat()
+        } else {
+            [OVERFLOW_NAME, &[0, type_byte, 0]].concat()
+        };
+        let name_len = overflow.iter().position(|&b| b == 0).unwrap_or(0) as u32;
+        let table = vacant.into_table();
+        overflow_series(
+            table, names, shared, *epoch, &overflow, name_len, scope, kind,
+        )
+    }
+
+    /// Folds `other`'s overflow series into this table's (each worker folds its own
+    /// overflow, so several may hold the same overflow series; the flusher joins them so
+    /// every sink gets one).
+    pub fn absorb_overflow(&mut self, other: &mut SeriesTable) {
+        let is_overflow =
+            |series: &Series| series.name() == OVERFLOW_NAME || series.tags() == OVERFLOW_TAG;
+        let moved: Vec<Series> = other.table.extract_if(|s| is_overflow(s)).collect();
+        self.overflowed += std::mem::take(&mut other.overflowed);
+        for series in moved {
+            let target = overflow_series(
+                &mut self.table,
+                &mut self.names,
+                &self.shared,
+                self.epoch,
+                &series.key,
+                series.name_len,
+                series.scope,
+                series.kind,
+            );
+            target.state.merge(series.state);
+        }
     }
 
     /// Takes the interval's series, leaving an empty table. It grows again as series
@@ -230,12 +394,62 @@ impl SeriesTable {
     /// of a million series holds ~70 MB per worker while the flusher still holds the old
     /// one, and growing costs less than the samples that fill it.
     pub fn take(&mut self) -> SeriesTable {
-        std::mem::replace(self, SeriesTable::with_limit(self.limit))
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut next = SeriesTable::sharing(self.limit, std::sync::Arc::clone(&self.shared));
+        next.epoch = self.epoch + 1;
+        let taken = std::mem::replace(self, next);
+        // its series are no longer live; names of two intervals ago are forgotten
+        self.shared.live.fetch_sub(taken.created, Relaxed);
+        for shard in &self.shared.names {
+            if let Ok(mut names) = shard.lock() {
+                names.retain(|_, epochs| epochs.latest + 1 >= self.epoch);
+            }
+        }
+        taken
     }
 
     pub fn into_series(self) -> impl Iterator<Item = Series> {
         self.table.into_iter()
     }
+}
+
+/// Records that `name` has a series in this table's interval: here, and for the other
+/// workers the first time this table sees it.
+fn note_name(names: &mut hashbrown::HashSet<u64>, shared: &SharedSeries, epoch: u64, name: &[u8]) {
+    let name_hash = crate::batch::key_hash(name);
+    if names.insert(name_hash) {
+        shared
+            .names_of(name_hash)
+            .entry(name_hash)
+            .or_default()
+            .note(epoch);
+    }
+}
+
+/// The overflow series `key` of `table`, created if new (outside the live count).
+#[allow(clippy::too_many_arguments)]
+fn overflow_series<'t>(
+    table: &'t mut HashTable<Series>,
+    names: &mut hashbrown::HashSet<u64>,
+    shared: &SharedSeries,
+    epoch: u64,
+    key: &[u8],
+    name_len: u32,
+    scope: Scope,
+    kind: MetricKind,
+) -> &'t mut Series {
+    let hash = crate::batch::key_hash(key);
+    table
+        .entry(
+            hash,
+            |series| series.scope == scope && crate::batch::bytes_eq(&series.key, key),
+            |series| series.hash,
+        )
+        .or_insert_with(|| {
+            note_name(names, shared, epoch, &key[..name_len as usize]);
+            Series::new(hash, key, name_len, scope, kind)
+        })
+        .into_mut()
 }
 
 #[cfg(test)]
@@ -274,6 +488,75 @@ mod tests {
             .collect();
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         out
+    }
+
+    #[test]
+    fn the_limit_and_the_names_hold_across_workers() {
+        let shared = std::sync::Arc::new(SharedSeries::default());
+        let mut a = SeriesTable::sharing(3, std::sync::Arc::clone(&shared));
+        let mut b = SeriesTable::sharing(3, std::sync::Arc::clone(&shared));
+        a.apply(&batch(&[("x", MetricKind::Counter, &["id:0"], 1.0)]));
+        b.apply(&batch(&[
+            ("y", MetricKind::Counter, &["id:0"], 1.0),
+            ("y", MetricKind::Counter, &["id:1"], 1.0),
+        ]));
+        assert_eq!(shared.live(), 3, "three series on two workers");
+        // `a` has no `y` series, `b` does: still the name's overflow series
+        a.apply(&batch(&[
+            ("y", MetricKind::Counter, &["id:2"], 4.0),
+            ("new", MetricKind::Counter, &[], 2.0),
+            ("x", MetricKind::Counter, &["id:0"], 1.0),
+        ]));
+        b.apply(&batch(&[("y", MetricKind::Counter, &["id:3"], 5.0)]));
+        assert_eq!((a.overflowed(), b.overflowed()), (2, 1));
+        // the flusher joins the workers' overflow series
+        a.absorb_overflow(&mut b);
+        let mut joined = flushed(a.take());
+        joined.extend(flushed(b.take()));
+        joined.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+        assert_eq!(
+            joined,
+            vec![
+                ("ssfd.overflow".into(), "".into(), 2.0),
+                ("x".into(), "id:0".into(), 2.0),
+                ("y".into(), "id:0".into(), 1.0),
+                ("y".into(), "id:1".into(), 1.0),
+                ("y".into(), "ssfd_overflow:true".into(), 9.0),
+            ]
+        );
+        assert_eq!(shared.live(), 0, "taken series are no longer live");
+        // the next interval: `y` has no series in it, so past the limit it is a new name
+        a.apply(&batch(&[
+            ("p", MetricKind::Counter, &[], 1.0),
+            ("q", MetricKind::Counter, &[], 1.0),
+        ]));
+        b.apply(&batch(&[
+            ("r", MetricKind::Counter, &[], 1.0),
+            ("y", MetricKind::Counter, &["id:0"], 1.0),
+        ]));
+        assert_eq!(
+            flushed(b.take()),
+            vec![
+                ("r".into(), "".into(), 1.0),
+                ("ssfd.overflow".into(), "".into(), 1.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn epochs_remember_recent_intervals() {
+        let mut epochs = Epochs::default();
+        epochs.note(5);
+        assert!(epochs.has(5) && !epochs.has(4) && !epochs.has(6));
+        epochs.note(7);
+        epochs.note(6);
+        assert!(epochs.has(5) && epochs.has(6) && epochs.has(7) && !epochs.has(8));
+        epochs.note(200);
+        assert!(epochs.has(200) && !epochs.has(7));
+        let mut zero = Epochs::default();
+        assert!(!zero.has(0));
+        zero.note(0);
+        assert!(zero.has(0));
     }
 
     #[test]

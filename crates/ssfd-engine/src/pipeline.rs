@@ -244,11 +244,13 @@ impl Pipeline {
         let (pipeline, metric_receivers, span_receivers) = Self::channels(config);
         let mut handles = Vec::new();
         let mut controls = Vec::new();
-        let per_worker = (config.max_series / metric_receivers.len().max(1)).max(1);
+        // max_series bounds the live series of all workers together
+        let shared = Arc::new(crate::aggregate::SharedSeries::default());
         for (index, receiver) in metric_receivers.into_iter().enumerate() {
             let (control, control_receiver) = bounded(1);
             controls.push(control);
             let pool = pipeline.pool.clone();
+            let table = SeriesTable::sharing(config.max_series, Arc::clone(&shared));
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("metric-worker-{index}"))
@@ -258,7 +260,7 @@ impl Pipeline {
                             pool,
                             control_receiver,
                             config.stall_per_batch,
-                            per_worker,
+                            table,
                         )
                     })
                     .expect("spawn metric worker"),
@@ -431,10 +433,10 @@ fn metric_worker(
     pool: BatchPool,
     control: Receiver<Control>,
     stall: std::time::Duration,
-    max_series: usize,
+    table: SeriesTable,
 ) {
     let mut worker = MetricWorker {
-        table: SeriesTable::with_limit(max_series),
+        table,
         counts: [0; Kind::COUNT],
         stall,
         epoch: 0,
@@ -577,6 +579,14 @@ fn flusher(
                 && let Ok(table) = replied.recv()
             {
                 tables.push(table);
+            }
+        }
+        // each worker folds its own overflow: one series per overflow key for the sinks
+        if let Some((first, rest)) = tables.split_first_mut()
+            && rest.iter().any(|t| t.overflowed() > 0)
+        {
+            for table in rest {
+                first.absorb_overflow(table);
             }
         }
         let series: usize = tables.iter().map(SeriesTable::len).sum();
