@@ -61,7 +61,15 @@ fn locals_forward_global_and_mixed_state_to_a_global() {
     wait_near(&one, "fwd_lat_max", 500.0, 0.0);
     wait_near(&two, "fwd_lat_max", 1000.0, 0.0);
     wait_near(&one, "fwd_local_total", 1.0, 0.0);
+    // shown as a summary (SPEC 6) of the local's own samples: `_sum` and `_count`,
+    // no quantiles, and no separate `.count` counter
+    wait_near(&one, "fwd_lat_count", 500.0, 0.0);
+    wait_near(&one, "fwd_lat_sum", 125_250.0, 0.0);
+    wait_near(&two, "fwd_lat_count", 500.0, 0.0);
     let exposition = one.get("/metrics").1;
+    assert!(exposition.contains("# TYPE fwd_lat summary\n"), "{exposition}");
+    assert!(!exposition.contains("fwd_lat{quantile"), "{exposition}");
+    assert!(!exposition.contains("fwd_lat_count_total"), "{exposition}");
     assert!(
         !exposition.contains("fwd_users"),
         "a local does not flush mixed sets"

@@ -386,7 +386,8 @@ impl FlushConfig {
     }
 
     /// A local's flush of a mixed histogram: only the aggregates of its own samples
-    /// (Veneur: `percentiles = nil` on a local); the digest goes upstream.
+    /// (Veneur: `percentiles = nil` on a local) and a summary without quantiles; the
+    /// digest goes upstream.
     fn flush_local_aggregates(
         &self,
         name: String,
@@ -403,6 +404,9 @@ impl FlushConfig {
         let mut flushed = Flush::default();
         only_aggregates.flush_histogram(name, tags, histogram, &mut flushed);
         out.metrics.extend(flushed.metrics);
+        // the exposition's summary (SPEC 6): `_sum` and `_count` of this local's own
+        // samples, no quantiles (those are the global's)
+        out.summaries.extend(flushed.summaries);
     }
 
     /// Veneur's local flush of a histogram: aggregates from the exact statistics, with
