@@ -67,7 +67,10 @@ fn locals_forward_global_and_mixed_state_to_a_global() {
     wait_near(&one, "fwd_lat_sum", 125_250.0, 0.0);
     wait_near(&two, "fwd_lat_count", 500.0, 0.0);
     let exposition = one.get("/metrics").1;
-    assert!(exposition.contains("# TYPE fwd_lat summary\n"), "{exposition}");
+    assert!(
+        exposition.contains("# TYPE fwd_lat summary\n"),
+        "{exposition}"
+    );
     assert!(!exposition.contains("fwd_lat{quantile"), "{exposition}");
     assert!(!exposition.contains("fwd_lat_count_total"), "{exposition}");
     assert!(

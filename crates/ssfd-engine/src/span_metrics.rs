@@ -75,7 +75,11 @@ impl hashbrown::Equivalent<OwnedKey> for BorrowedKey<'_> {
 /// The cumulative span metrics, shared by span workers (writers) and `/metrics`.
 #[derive(Debug)]
 pub struct SpanMetricsRegistry {
-    series: Mutex<hashbrown::HashMap<OwnedKey, SpanSeries>>,
+    /// Each series with when it was last observed (unix seconds).
+    series: Mutex<hashbrown::HashMap<OwnedKey, (SpanSeries, f64)>>,
+    /// `prometheus_expiry`: a series idle this long leaves the exposition, and its span
+    /// name no longer counts toward its service's cap.
+    expiry: std::time::Duration,
     /// Distinct span names per service before names become `ssfd_overflow`.
     names_per_service: usize,
     names: Mutex<HashMap<String, std::collections::HashSet<String>>>,
@@ -87,10 +91,21 @@ impl Default for SpanMetricsRegistry {
     }
 }
 
-/// SPEC 4.4's `span_kind`: the tag `span.kind` when present (as OTel spells it), else
-/// server for indicator and parent-less spans, else internal.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// SPEC 4.4's `span_kind`: the tag `span.kind` when present (OpenTracing's `server`, or
+/// OTel's `SPAN_KIND_SERVER`, in any case), else server for indicator and parent-less
+/// spans, else internal.
 pub fn span_kind(tag: Option<&str>, indicator: bool, parent_id: i64) -> &'static str {
-    match tag.map(str::to_ascii_lowercase).as_deref() {
+    let tag = tag.map(str::to_ascii_lowercase);
+    match tag
+        .as_deref()
+        .map(|t| t.strip_prefix("span_kind_").unwrap_or(t))
+    {
         Some("server") => "SPAN_KIND_SERVER",
         Some("client") => "SPAN_KIND_CLIENT",
         Some("producer") => "SPAN_KIND_PRODUCER",
@@ -105,16 +120,29 @@ impl SpanMetricsRegistry {
     pub fn new(names_per_service: usize) -> Self {
         SpanMetricsRegistry {
             series: Mutex::default(),
+            expiry: std::time::Duration::from_secs(300),
             names_per_service,
             names: Mutex::default(),
         }
     }
 
+    /// Series idle for `expiry` disappear (SPEC 6's `prometheus_expiry`; 5m unless set).
+    pub fn with_expiry(mut self, expiry: std::time::Duration) -> Self {
+        self.expiry = expiry;
+        self
+    }
+
     /// Adds a batch of observations under one lock.
     pub fn observe<'a>(&self, observations: impl IntoIterator<Item = SpanObservation<'a>>) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        self.observe_at(unix_now(), observations);
+    }
+
+    /// [`SpanMetricsRegistry::observe`] at `now` (unix seconds).
+    pub fn observe_at<'a>(
+        &self,
+        now: f64,
+        observations: impl IntoIterator<Item = SpanObservation<'a>>,
+    ) {
         let (Ok(mut series), Ok(mut names)) = (self.series.lock(), self.names.lock()) else {
             return;
         };
@@ -142,7 +170,7 @@ impl SpanMetricsRegistry {
                 kind: observation.kind,
                 status,
             };
-            let entry = match series.get_mut(&borrowed) {
+            let (entry, seen) = match series.get_mut(&borrowed) {
                 Some(entry) => entry,
                 None => series
                     .entry(OwnedKey {
@@ -153,6 +181,7 @@ impl SpanMetricsRegistry {
                     })
                     .or_default(),
             };
+            *seen = now;
             entry.calls += 1;
             entry.sum_ms += observation.duration_ms;
             let bucket = BUCKETS_MS
@@ -170,12 +199,36 @@ impl SpanMetricsRegistry {
 
     /// A sorted copy of every series.
     pub fn snapshot(&self) -> Vec<(SpanMetricKey, SpanSeries)> {
-        let Ok(series) = self.series.lock() else {
+        self.snapshot_at(unix_now())
+    }
+
+    /// [`SpanMetricsRegistry::snapshot`] at `now` (unix seconds): series idle for the
+    /// expiry are dropped first, and a span name left without series frees its place
+    /// under its service's cap.
+    pub fn snapshot_at(&self, now: f64) -> Vec<(SpanMetricKey, SpanSeries)> {
+        let (Ok(mut series), Ok(mut names)) = (self.series.lock(), self.names.lock()) else {
             return Vec::new();
         };
+        let expiry = self.expiry.as_secs_f64();
+        let before = series.len();
+        series.retain(|_, (_, seen)| now - *seen < expiry);
+        if series.len() < before {
+            let mut live: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
+            for key in series.keys() {
+                live.entry(&key.service).or_default().insert(&key.name);
+            }
+            names.retain(|service, known| {
+                let Some(live) = live.get(service.as_str()) else {
+                    return false;
+                };
+                known.retain(|name| live.contains(name.as_str()));
+                true
+            });
+        }
+        drop(names);
         let mut out: Vec<_> = series
             .iter()
-            .map(|(k, v)| {
+            .map(|(k, (v, _))| {
                 (
                     (k.service.clone(), k.name.clone(), k.kind, k.status),
                     v.clone(),
@@ -220,5 +273,39 @@ mod tests {
         assert_eq!(span_kind(None, false, 0), "SPAN_KIND_SERVER");
         assert_eq!(span_kind(None, true, 5), "SPAN_KIND_SERVER");
         assert_eq!(span_kind(None, false, 5), "SPAN_KIND_INTERNAL");
+        assert_eq!(
+            span_kind(Some("SPAN_KIND_CLIENT"), false, 0),
+            "SPAN_KIND_CLIENT"
+        );
+        assert_eq!(span_kind(Some("Producer"), false, 0), "SPAN_KIND_PRODUCER");
+    }
+
+    #[test]
+    fn idle_series_expire_and_free_their_names() {
+        let registry = SpanMetricsRegistry::new(1).with_expiry(std::time::Duration::from_secs(60));
+        let observation = |name| SpanObservation {
+            service: "api",
+            name,
+            kind: "SPAN_KIND_SERVER",
+            error: false,
+            duration_ms: 1.0,
+            trace_id: 1,
+        };
+        registry.observe_at(1000.0, [observation("GET /a")]);
+        // the cap of one name: a second name is the overflow name
+        registry.observe_at(1030.0, [observation("GET /b")]);
+        let names = |at| -> Vec<String> {
+            registry
+                .snapshot_at(at)
+                .into_iter()
+                .map(|(key, _)| key.1)
+                .collect()
+        };
+        assert_eq!(names(1059.0), ["GET /a", "ssfd_overflow"]);
+        assert_eq!(names(1061.0), ["ssfd_overflow"], "GET /a idle for 61 s");
+        // its place under the cap is free again
+        registry.observe_at(1062.0, [observation("GET /c")]);
+        assert_eq!(names(1063.0), ["GET /c", "ssfd_overflow"]);
+        assert!(names(2000.0).is_empty());
     }
 }

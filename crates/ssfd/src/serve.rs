@@ -102,10 +102,12 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let span_metrics =
-            std::sync::Arc::new(ssfd_engine::span_metrics::SpanMetricsRegistry::new(
+        let span_metrics = std::sync::Arc::new(
+            ssfd_engine::span_metrics::SpanMetricsRegistry::new(
                 ssfd_ingest::SPAN_NAMES_PER_SERVICE,
-            ));
+            )
+            .with_expiry(expiry),
+        );
         let slos = std::sync::Arc::new(
             ssfd_engine::slo::SloRegistry::new(
                 config
