@@ -165,6 +165,9 @@ pub struct Exposition {
     /// Sample names other parts of `/metrics` write (ssfd's own telemetry, the OTel
     /// span metrics): a flushed family that would write one is dropped and counted.
     reserved: Arc<std::collections::HashSet<String>>,
+    /// The names families write or go by besides their own ([`other_names`]), so two
+    /// families never write one sample name, in the text format or in OpenMetrics.
+    claimed: std::collections::HashSet<String>,
     name_buffer: String,
     label_buffer: String,
 }
@@ -410,6 +413,7 @@ impl Exposition {
             expiry,
             conflicts: 0,
             reserved: Arc::default(),
+            claimed: Default::default(),
             name_buffer: String::new(),
             label_buffer: String::new(),
         }
@@ -421,18 +425,16 @@ impl Exposition {
         self
     }
 
-    /// True when a new family `name` of `kind` would write a reserved sample name.
-    fn is_reserved(&self, name: &str, kind: FamilyType) -> bool {
-        if self.reserved.is_empty() {
-            return false;
-        }
-        let reserved = |n: &str| self.reserved.contains(n);
-        reserved(name)
-            || (kind == FamilyType::Counter && name.strip_suffix("_total").is_some_and(reserved))
-            || (kind == FamilyType::Summary
-                && ["_sum", "_count"]
-                    .iter()
-                    .any(|suffix| reserved(&format!("{name}{suffix}"))))
+    /// True when a new family `name` of `kind` would write a sample name, or go by a
+    /// family name, that is reserved or that another family writes or goes by (a
+    /// counter `jobs_total` and a gauge `jobs` are both `jobs` in OpenMetrics; a summary
+    /// `lat` writes `lat_sum`).
+    fn is_taken(&self, name: &str, kind: FamilyType) -> bool {
+        let taken = |n: &str| self.reserved.contains(n) || self.claimed.contains(n);
+        taken(name)
+            || other_names(name, kind)
+                .iter()
+                .any(|n| taken(n) || self.families.contains_key(n))
     }
 
     /// Series dropped because their family already had another type, or would have
@@ -455,10 +457,11 @@ impl Exposition {
         let family = match self.families.get_mut(name) {
             Some(family) => family,
             None => {
-                if self.is_reserved(name, kind) {
+                if self.is_taken(name, kind) {
                     self.conflicts += 1;
                     return;
                 }
+                self.claimed.extend(other_names(name, kind));
                 self.families.insert(
                     name.to_string(),
                     Family {
@@ -493,6 +496,41 @@ impl Exposition {
             .iter()
             .map(|s| (s.name.as_str(), s.tags.joined()))
             .collect();
+        // summaries first: where a flushed metric and a histogram would write one name,
+        // the histogram keeps it
+        for summary in &flush.summaries {
+            let base = metric_name(&summary.name);
+            labels_into(summary.tags.joined(), &mut label_set);
+            let help = || format!("ssfd histogram {}", summary.name);
+            self.set(&base, FamilyType::Summary, help, &label_set, now, |s| {
+                let state = s.summary.get_or_insert_with(Box::default);
+                if !summary.quantiles.is_empty() {
+                    state.quantiles = summary.quantiles.clone();
+                }
+                state.sum += summary.sum;
+                state.count += summary.count;
+            });
+            for (suffix, value) in [("min", summary.min), ("max", summary.max)] {
+                // none without samples of this server's own (a global's mixed histogram)
+                if !value.is_finite() {
+                    continue;
+                }
+                let help = || {
+                    format!(
+                        "ssfd histogram {} {suffix} of the last interval",
+                        summary.name
+                    )
+                };
+                self.set(
+                    &format!("{base}_{suffix}"),
+                    FamilyType::Gauge,
+                    help,
+                    &label_set,
+                    now,
+                    |s| s.value = value,
+                );
+            }
+        }
         let mut last_name: Option<(&str, bool)> = None;
         for metric in &flush.metrics {
             // a histogram's aggregates are shown by its summary, not as separate series
@@ -533,39 +571,6 @@ impl Exposition {
                 }
             }
         }
-        for summary in &flush.summaries {
-            let base = metric_name(&summary.name);
-            labels_into(summary.tags.joined(), &mut label_set);
-            let help = || format!("ssfd histogram {}", summary.name);
-            self.set(&base, FamilyType::Summary, help, &label_set, now, |s| {
-                let state = s.summary.get_or_insert_with(Box::default);
-                if !summary.quantiles.is_empty() {
-                    state.quantiles = summary.quantiles.clone();
-                }
-                state.sum += summary.sum;
-                state.count += summary.count;
-            });
-            for (suffix, value) in [("min", summary.min), ("max", summary.max)] {
-                // none without samples of this server's own (a global's mixed histogram)
-                if !value.is_finite() {
-                    continue;
-                }
-                let help = || {
-                    format!(
-                        "ssfd histogram {} {suffix} of the last interval",
-                        summary.name
-                    )
-                };
-                self.set(
-                    &format!("{base}_{suffix}"),
-                    FamilyType::Gauge,
-                    help,
-                    &label_set,
-                    now,
-                    |s| s.value = value,
-                );
-            }
-        }
         self.name_buffer = name;
         self.label_buffer = label_set;
     }
@@ -583,7 +588,16 @@ impl Exposition {
                 .series
                 .retain(|e| now.saturating_sub(e.sample.seen) < expiry);
         }
-        self.families.retain(|_, family| !family.series.is_empty());
+        let claimed = &mut self.claimed;
+        self.families.retain(|name, family| {
+            let keep = !family.series.is_empty();
+            if !keep {
+                for other in other_names(name, family.kind) {
+                    claimed.remove(&other);
+                }
+            }
+            keep
+        });
     }
 
     /// Every sample the exposition shows, as (name, sorted labels, value): the same
@@ -741,6 +755,19 @@ impl MetricSink for PrometheusSink {
     }
 }
 
+/// The names a family `name` of `kind` writes besides its own, or goes by: a summary's
+/// `_sum` and `_count`, a counter's OpenMetrics family name (without `_total`).
+fn other_names(name: &str, kind: FamilyType) -> Vec<String> {
+    match kind {
+        FamilyType::Summary => vec![format!("{name}_sum"), format!("{name}_count")],
+        FamilyType::Counter => name
+            .strip_suffix("_total")
+            .map(|family| vec![family.to_string()])
+            .unwrap_or_default(),
+        FamilyType::Gauge => Vec::new(),
+    }
+}
+
 /// True when `suffix` (after a histogram's name and a `.`) names one of the aggregates
 /// a histogram or timer flushes (SPEC 4.1), of the type it flushes as: the summary and
 /// its `_min`/`_max` gauges show those, while any other metric that shares the
@@ -871,15 +898,52 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE temp gauge\ntemp 3\n"), "{text}");
+        // a counter `temp` would be the family `temp` in OpenMetrics too: the gauge came
+        // first and keeps the name; the gauge `temp_total` then has its name to itself
         assert!(
-            text.contains("temp_total 2\n"),
-            "the counter keeps its family: {text}"
+            text.contains("# TYPE temp_total gauge\ntemp_total 1\n"),
+            "{text}"
         );
         assert_eq!(
             exposition.conflicts(),
             2,
-            "the gauge named temp_total was dropped twice"
+            "the counter named temp was dropped twice"
         );
+        // the other way round: a counter first keeps `jobs`, and a summary's samples
+        // are its own
+        let mut exposition = Exposition::new(Duration::from_secs(300));
+        exposition.apply(&Flush {
+            timestamp: 1,
+            metrics: vec![
+                metric("jobs", FlushedType::Counter, 1.0, &[]),
+                metric("jobs", FlushedType::Gauge, 2.0, &[]),
+                metric("lat.sum", FlushedType::Gauge, 2.0, &["other:1"]),
+            ],
+            summaries: vec![HistogramSummary {
+                name: "lat".into(),
+                tags: (&[] as &[&str]).iter().collect(),
+                quantiles: vec![("0.5".into(), 1.0)],
+                count: 1.0,
+                sum: 1.0,
+                min: 1.0,
+                max: 1.0,
+            }],
+            ..Flush::default()
+        });
+        let mut text = String::new();
+        exposition.render(&mut text);
+        assert!(text.contains("jobs_total 1\n"), "{text}");
+        assert!(!text.contains("\njobs 2"), "{text}");
+        assert!(text.contains("lat_sum 1\n"), "{text}");
+        assert!(!text.contains("lat_sum{other"), "{text}");
+        assert_eq!(exposition.conflicts(), 2);
+        let mut open = String::new();
+        crate::openmetrics::to_openmetrics(&text, &mut open);
+        let families: Vec<&str> = open.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        let mut unique = families.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(families.len(), unique.len(), "{open}");
     }
 
     #[test]
@@ -949,10 +1013,10 @@ mod tests {
         exposition.render(&mut text);
         assert!(text.contains("\ndb_query_errors_total 2\n"), "{text}");
         assert!(text.contains("\ndb_query_pool 7\n"), "{text}");
-        assert!(
-            text.contains("\ndb_query_count_total{other=\"tag\"} 3\n"),
-            "{text}"
-        );
+        // a counter `db.query.count` of other tags would be the family `db_query_count`
+        // in OpenMetrics, the summary's own `_count` sample: dropped and counted
+        assert!(!text.contains("db_query_count_total"), "{text}");
+        assert_eq!(exposition.conflicts(), 1);
         assert!(!text.contains("percentile"), "{text}");
         assert!(!text.contains("hmean"), "{text}");
         assert!(!text.contains("db_query_count_total 1"), "{text}");
