@@ -90,7 +90,7 @@ fn grpcio_client_with_stubs_from_our_protos() {
     server.wait_metric(&worker("log"), 1.0);
     let rejected = |reason: &str| {
         server.metric(&format!(
-            "ssfd_rejected_total{{listener=\"grpc\",protocol=\"grpc\",reason=\"{reason}\"}}"
+            "ssfd_rejected_total{{listener=\"grpc\",reason=\"{reason}\"}}"
         ))
     };
     assert_eq!(rejected("invalid_span"), 6.0);

@@ -15,7 +15,7 @@ fn received(listener: &str, protocol: &str) -> String {
 
 fn rejected(listener: &str, protocol: &str, reason: &str) -> String {
     format!(
-        "ssfd_rejected_total{{listener=\"{listener}\",protocol=\"{protocol}\",reason=\"{reason}\"}}"
+        "ssfd_rejected_by_protocol_total{{listener=\"{listener}\",protocol=\"{protocol}\",reason=\"{reason}\"}}"
     )
 }
 

@@ -327,7 +327,20 @@ fn trace_search_and_the_jaeger_api() {
             socket.send_to(&packet.encode_to_vec(), ssf).unwrap();
         }
     }
-    let all = wait_for(&server, "/api/v1/traces", "traces", 3);
+    // three traces, each with both its spans searchable (a trace can show up with its
+    // first span before the second is indexed)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let all = loop {
+        let all = wait_for(&server, "/api/v1/traces", "traces", 3);
+        let whole = all["traces"]
+            .as_array()
+            .is_some_and(|traces| traces.iter().all(|t| t["span_count"] == 2));
+        if whole {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "{all}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let ids = |value: &Value| -> Vec<String> {
         value["traces"]
             .as_array()

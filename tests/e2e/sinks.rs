@@ -539,7 +539,12 @@ fn otlp_sink_sends_spans_and_metrics_to_a_grpcio_receiver() {
         .find(|m| m["name"] == "otlp.sink.temp")
         .unwrap();
     assert_eq!(temp["gauge"]["dataPoints"][0]["asDouble"], 7.5);
-    assert!(server.metric("ssfd_sink_sent_total{sink=\"collector\",kind=\"otlp\"}") >= 4.0);
+    // counted once the receiver's answer is back, which may be after it shows the data
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("ssfd_sink_sent_total{sink=\"collector\",kind=\"otlp\"}") < 4.0 {
+        assert!(Instant::now() < deadline, "sent never reached 4");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

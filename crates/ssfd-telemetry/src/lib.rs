@@ -370,23 +370,48 @@ pub fn render(out: &mut String, version: &str) {
             }
         }
     }
+    // SPEC 10's labels (listener, reason), then the same counts by protocol as well
     header(
         out,
         "ssfd_rejected_total",
         "counter",
         "items rejected alone, by reason",
     );
+    let rejected = |listener: Listener, protocol: Protocol, reason: Reason| {
+        let index = (listener as usize * Protocol::COUNT + protocol as usize) * Reason::COUNT
+            + reason as usize;
+        REJECTED_TOTAL.cells[index].load(Relaxed)
+    };
+    for &listener in Listener::ALL {
+        for &reason in Reason::ALL {
+            let value: u64 = Protocol::ALL
+                .iter()
+                .map(|&protocol| rejected(listener, protocol, reason))
+                .sum();
+            if value > 0 {
+                let _ = writeln!(
+                    out,
+                    "ssfd_rejected_total{{listener=\"{}\",reason=\"{}\"}} {value}",
+                    listener.label(),
+                    reason.label()
+                );
+            }
+        }
+    }
+    header(
+        out,
+        "ssfd_rejected_by_protocol_total",
+        "counter",
+        "items rejected alone, by protocol and reason",
+    );
     for &listener in Listener::ALL {
         for &protocol in Protocol::ALL {
             for &reason in Reason::ALL {
-                let index = (listener as usize * Protocol::COUNT + protocol as usize)
-                    * Reason::COUNT
-                    + reason as usize;
-                let value = REJECTED_TOTAL.cells[index].load(Relaxed);
+                let value = rejected(listener, protocol, reason);
                 if value > 0 {
                     let _ = writeln!(
                         out,
-                        "ssfd_rejected_total{{listener=\"{}\",protocol=\"{}\",reason=\"{}\"}} {value}",
+                        "ssfd_rejected_by_protocol_total{{listener=\"{}\",protocol=\"{}\",reason=\"{}\"}} {value}",
                         listener.label(),
                         protocol.label(),
                         reason.label()
@@ -550,11 +575,17 @@ mod tests {
     #[test]
     fn render_shows_counts_with_labels() {
         rejected(Listener::Statsd, Protocol::Tcp, Reason::BadRate, 3);
+        rejected(Listener::Statsd, Protocol::Udp, Reason::BadRate, 2);
         let mut text = String::new();
         render(&mut text, "t");
+        // SPEC 10's labels, summed over protocols; by protocol in its own family
+        assert!(
+            text.contains("ssfd_rejected_total{listener=\"statsd\",reason=\"bad_rate\"} 5\n"),
+            "{text}"
+        );
         assert!(
             text.contains(
-                "ssfd_rejected_total{listener=\"statsd\",protocol=\"tcp\",reason=\"bad_rate\"} 3"
+                "ssfd_rejected_by_protocol_total{listener=\"statsd\",protocol=\"tcp\",reason=\"bad_rate\"} 3\n"
             ),
             "{text}"
         );
