@@ -350,7 +350,7 @@ fn max_series_folds_new_series_into_overflow_and_counts_them() {
     // series" hold for all of them, and each overflow series reaches /metrics once
     for workers in [1, 4] {
         let server = Server::start(&format!(
-            "interval: 1s\nnum_workers: {workers}\nmax_series: 3\n"
+            "interval: 2s\nnum_workers: {workers}\nmax_series: 3\n"
         ));
         let lines: String = (0..10)
             .map(|i| format!("req:1|c|#id:{i}\n"))
@@ -360,20 +360,44 @@ fn max_series_folds_new_series_into_overflow_and_counts_them() {
             .unwrap()
             .send_to(lines.as_bytes(), server.addr("statsd udp"))
             .unwrap();
-        server.wait_metric("req_total{ssfd_overflow=\"true\"}", 7.0);
-        server.wait_metric("ssfd_overflow_total", 5.0);
-        server.wait_metric("ssfd_series_overflow_total", 8.0);
-        assert_eq!(
-            server.metric("ssfd_series"),
-            5.0,
-            "three series plus the two overflow series ({workers} workers)"
-        );
-        let (_, metrics) = server.get("/metrics");
-        let live = metrics
+        // one /metrics body from after the flush that holds them all (the overflow count
+        // is published before the sinks get the interval, the live series after)
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let metrics = loop {
+            let (_, body) = server.get("/metrics");
+            let metric = |series| ssfd_e2e::parse_metric(&body, series);
+            if metric("ssfd_series_overflow_total") == 8.0 && metric("ssfd_series") > 0.0 {
+                break body;
+            }
+            assert!(Instant::now() < deadline, "{body}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let metric = |series| ssfd_e2e::parse_metric(&metrics, series);
+        let live_req = metrics
             .lines()
             .filter(|l| l.starts_with("req_total{id="))
             .count();
-        assert_eq!(live, 3, "{metrics}");
+        let other_live = metrics.lines().any(|l| l == "other_total 5");
+        if workers == 1 {
+            // one worker takes the lines in order: `other` comes past the limit
+            assert_eq!((live_req, other_live), (3, false), "{metrics}");
+        }
+        // with several, their shares of the datagram are applied in parallel, so
+        // `other` may take one of the three places before the last `req` series does
+        assert_eq!(live_req + usize::from(other_live), 3, "{metrics}");
+        assert_eq!(
+            metric("req_total{ssfd_overflow=\"true\"}"),
+            (10 - live_req) as f64,
+            "{metrics}"
+        );
+        let expect_overflow = if other_live { 0.0 } else { 5.0 };
+        assert_eq!(metric("ssfd_overflow_total"), expect_overflow, "{metrics}");
+        let overflow_series = usize::from(!other_live) + 1;
+        assert_eq!(
+            metric("ssfd_series"),
+            (3 + overflow_series) as f64,
+            "three series plus one overflow series each ({workers} workers)"
+        );
     }
 }
 

@@ -154,18 +154,29 @@ pub struct SeriesTable {
     shared: std::sync::Arc<SharedSeries>,
     /// The interval this table fills (0, 1, 2, ... as it is taken).
     epoch: u64,
-    /// Series this table added to the shared live count (overflow series are not).
-    created: usize,
+    /// Names that went to `ssfd.overflow` this interval: past the limit no new series
+    /// start in it, so the answer holds, and the shared names are asked once per name.
+    unnamed: hashbrown::HashSet<u64>,
+    /// The overflow series this table created, (hash, key, scope), so the flusher
+    /// finds them without a walk over the table.
+    overflow_keys: Vec<(u64, Box<[u8]>, Scope)>,
+    /// A table alone (not one of a pipeline's workers): `take` ends its interval in the
+    /// shared state itself.
+    alone: bool,
 }
 
 /// Shared by the tables of every worker: series are spread across workers by the hash
 /// of their whole key, so `max_series` and "a name that already has series" are
 /// questions about all of them. Touched only when a table creates a series (the live
-/// count; a name once per worker and interval) or overflows, never per sample.
+/// count; a name once per worker and interval) or overflows (a name once per worker and
+/// interval), never per sample of a known series.
 #[derive(Debug, Default)]
 pub struct SharedSeries {
-    /// Live series in all tables (overflow series not counted).
-    live: std::sync::atomic::AtomicUsize,
+    /// Live series of an interval in all tables (overflow series not counted), by the
+    /// interval's parity: the flusher takes the workers' tables one after the other, so
+    /// one may fill interval E + 1 while another still fills E, and each interval keeps
+    /// its own count until every table of it is taken ([`SharedSeries::interval_done`]).
+    live: [std::sync::atomic::AtomicUsize; 2],
     /// Name hash → the intervals (epochs) in which it had a series, in shards.
     names: [std::sync::Mutex<hashbrown::HashMap<u64, Epochs>>; NAME_SHARDS],
 }
@@ -215,9 +226,22 @@ impl SharedSeries {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Live series in every table.
-    pub fn live(&self) -> usize {
-        self.live.load(std::sync::atomic::Ordering::Relaxed)
+    /// Live series of interval `epoch` in every table.
+    pub fn live(&self, epoch: u64) -> usize {
+        self.live[(epoch & 1) as usize].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every table of interval `epoch` has been taken: its count starts again for
+    /// interval `epoch + 2`, and names that had no series since are forgotten. Called by
+    /// the flusher once per interval.
+    pub fn interval_done(&self, epoch: u64) {
+        self.live[(epoch & 1) as usize].store(0, std::sync::atomic::Ordering::Relaxed);
+        for shard in &self.names {
+            shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|_, epochs| epochs.latest > epoch);
+        }
     }
 }
 
@@ -235,7 +259,10 @@ pub const OVERFLOW_NAME: &[u8] = b"ssfd.overflow";
 impl SeriesTable {
     /// A table alone (its own limit).
     pub fn with_limit(limit: usize) -> SeriesTable {
-        SeriesTable::sharing(limit, Default::default())
+        SeriesTable {
+            alone: true,
+            ..SeriesTable::sharing(limit, Default::default())
+        }
     }
 
     /// One of several workers' tables: `limit` bounds the live series of every table
@@ -248,8 +275,15 @@ impl SeriesTable {
             overflowed: 0,
             shared,
             epoch: 0,
-            created: 0,
+            unnamed: Default::default(),
+            overflow_keys: Vec::new(),
+            alone: false,
         }
+    }
+
+    /// The interval this table fills.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Samples folded into overflow series since the last `take`.
@@ -320,7 +354,9 @@ impl SeriesTable {
             overflowed,
             shared,
             epoch,
-            created,
+            unnamed,
+            overflow_keys,
+            ..
         } = self;
         let vacant = match table.entry(
             sample.hash,
@@ -330,29 +366,46 @@ impl SeriesTable {
             Entry::Occupied(entry) => return entry.into_mut(),
             Entry::Vacant(vacant) => vacant,
         };
-        // a new series takes one of the `limit` live series of all workers, or overflows.
-        // A name this table has not seen is looked up and noted under its shard's lock,
-        // taken before the live count, so a worker that finds the limit reached sees
-        // every name whose series took a place before it.
+        // a new series takes one of the `limit` live series of its interval on all
+        // workers, or overflows. A name this table has not seen is looked up and noted
+        // under its shard's lock, taken before the count, so a worker that finds the
+        // limit reached sees every name whose series took a place before it.
         let name_hash = crate::batch::key_hash(name);
-        let mut shard = (!names.contains(&name_hash)).then(|| shared.names_of(name_hash));
-        if shared.live.fetch_add(1, Relaxed) < *limit {
-            *created += 1;
-            if let Some(shard) = &mut shard {
-                names.insert(name_hash);
-                shard.entry(name_hash).or_default().note(*epoch);
+        let live = &shared.live[(*epoch & 1) as usize];
+        let named = if live.load(Relaxed) >= *limit {
+            // past the limit (a failed reservation only ever adds to a full count)
+            if names.contains(&name_hash) {
+                true
+            } else if unnamed.contains(&name_hash) {
+                false
+            } else {
+                let named = shared
+                    .names_of(name_hash)
+                    .get(&name_hash)
+                    .is_some_and(|e| e.has(*epoch));
+                if !named {
+                    unnamed.insert(name_hash);
+                }
+                named
             }
-            drop(shard);
-            let series = Series::new(sample.hash, key, name.len() as u32, scope, kind);
-            return vacant.insert(series).into_mut();
-        }
-        shared.live.fetch_sub(1, Relaxed);
-        *overflowed += u64::from(sample.count());
-        let named = match &shard {
-            None => true,
-            Some(shard) => shard.get(&name_hash).is_some_and(|e| e.has(*epoch)),
+        } else {
+            let mut shard = (!names.contains(&name_hash)).then(|| shared.names_of(name_hash));
+            if live.fetch_add(1, Relaxed) < *limit {
+                if let Some(shard) = &mut shard {
+                    names.insert(name_hash);
+                    shard.entry(name_hash).or_default().note(*epoch);
+                }
+                drop(shard);
+                let series = Series::new(sample.hash, key, name.len() as u32, scope, kind);
+                return vacant.insert(series).into_mut();
+            }
+            live.fetch_sub(1, Relaxed);
+            match &shard {
+                None => true,
+                Some(shard) => shard.get(&name_hash).is_some_and(|e| e.has(*epoch)),
+            }
         };
-        drop(shard);
+        *overflowed += u64::from(sample.count());
         let type_byte = key[name.len() + 1];
         let overflow: Vec<u8> = if named {
             [name, &[0, type_byte, 0], OVERFLOW_TAG].concat()
@@ -361,31 +414,43 @@ impl SeriesTable {
         };
         let name_len = overflow.iter().position(|&b| b == 0).unwrap_or(0) as u32;
         let table = vacant.into_table();
-        overflow_series(
-            table, names, shared, *epoch, &overflow, name_len, scope, kind,
-        )
+        let target = OverflowTarget {
+            names,
+            shared,
+            epoch: *epoch,
+            keys: overflow_keys,
+        };
+        target.series(table, &overflow, name_len, scope, kind)
     }
 
     /// Folds `other`'s overflow series into this table's (each worker folds its own
     /// overflow, so several may hold the same overflow series; the flusher joins them so
     /// every sink gets one).
     pub fn absorb_overflow(&mut self, other: &mut SeriesTable) {
-        let is_overflow =
-            |series: &Series| series.name() == OVERFLOW_NAME || series.tags() == OVERFLOW_TAG;
-        let moved: Vec<Series> = other.table.extract_if(|s| is_overflow(s)).collect();
         self.overflowed += std::mem::take(&mut other.overflowed);
-        for series in moved {
-            let target = overflow_series(
-                &mut self.table,
-                &mut self.names,
-                &self.shared,
-                self.epoch,
-                &series.key,
-                series.name_len,
-                series.scope,
-                series.kind,
-            );
-            target.state.merge(series.state);
+        for (hash, key, scope) in std::mem::take(&mut other.overflow_keys) {
+            let Ok(entry) = other.table.find_entry(hash, |s| {
+                s.scope == scope && crate::batch::bytes_eq(&s.key, &key)
+            }) else {
+                continue;
+            };
+            let (series, _) = entry.remove();
+            let target = OverflowTarget {
+                names: &mut self.names,
+                shared: &self.shared,
+                epoch: self.epoch,
+                keys: &mut self.overflow_keys,
+            };
+            target
+                .series(
+                    &mut self.table,
+                    &series.key,
+                    series.name_len,
+                    series.scope,
+                    series.kind,
+                )
+                .state
+                .merge(series.state);
         }
     }
 
@@ -394,16 +459,12 @@ impl SeriesTable {
     /// of a million series holds ~70 MB per worker while the flusher still holds the old
     /// one, and growing costs less than the samples that fill it.
     pub fn take(&mut self) -> SeriesTable {
-        use std::sync::atomic::Ordering::Relaxed;
         let mut next = SeriesTable::sharing(self.limit, std::sync::Arc::clone(&self.shared));
         next.epoch = self.epoch + 1;
+        next.alone = self.alone;
         let taken = std::mem::replace(self, next);
-        // its series are no longer live; names of two intervals ago are forgotten
-        self.shared.live.fetch_sub(taken.created, Relaxed);
-        for shard in &self.shared.names {
-            if let Ok(mut names) = shard.lock() {
-                names.retain(|_, epochs| epochs.latest + 1 >= self.epoch);
-            }
+        if taken.alone {
+            taken.shared.interval_done(taken.epoch);
         }
         taken
     }
@@ -426,30 +487,45 @@ fn note_name(names: &mut hashbrown::HashSet<u64>, shared: &SharedSeries, epoch: 
     }
 }
 
-/// The overflow series `key` of `table`, created if new (outside the live count).
-#[allow(clippy::too_many_arguments)]
-fn overflow_series<'t>(
-    table: &'t mut HashTable<Series>,
-    names: &mut hashbrown::HashSet<u64>,
-    shared: &SharedSeries,
+/// Where a table's overflow series go: created outside the live count, their name
+/// noted, their key kept for the flusher.
+struct OverflowTarget<'a> {
+    names: &'a mut hashbrown::HashSet<u64>,
+    shared: &'a SharedSeries,
     epoch: u64,
-    key: &[u8],
-    name_len: u32,
-    scope: Scope,
-    kind: MetricKind,
-) -> &'t mut Series {
-    let hash = crate::batch::key_hash(key);
-    table
-        .entry(
-            hash,
-            |series| series.scope == scope && crate::batch::bytes_eq(&series.key, key),
-            |series| series.hash,
-        )
-        .or_insert_with(|| {
-            note_name(names, shared, epoch, &key[..name_len as usize]);
-            Series::new(hash, key, name_len, scope, kind)
-        })
-        .into_mut()
+    keys: &'a mut Vec<(u64, Box<[u8]>, Scope)>,
+}
+
+impl OverflowTarget<'_> {
+    /// The overflow series `key` of `table`, created if new.
+    fn series<'t>(
+        self,
+        table: &'t mut HashTable<Series>,
+        key: &[u8],
+        name_len: u32,
+        scope: Scope,
+        kind: MetricKind,
+    ) -> &'t mut Series {
+        let hash = crate::batch::key_hash(key);
+        let OverflowTarget {
+            names,
+            shared,
+            epoch,
+            keys,
+        } = self;
+        table
+            .entry(
+                hash,
+                |series| series.scope == scope && crate::batch::bytes_eq(&series.key, key),
+                |series| series.hash,
+            )
+            .or_insert_with(|| {
+                note_name(names, shared, epoch, &key[..name_len as usize]);
+                keys.push((hash, key.into(), scope));
+                Series::new(hash, key, name_len, scope, kind)
+            })
+            .into_mut()
+    }
 }
 
 #[cfg(test)]
@@ -500,7 +576,7 @@ mod tests {
             ("y", MetricKind::Counter, &["id:0"], 1.0),
             ("y", MetricKind::Counter, &["id:1"], 1.0),
         ]));
-        assert_eq!(shared.live(), 3, "three series on two workers");
+        assert_eq!(shared.live(0), 3, "three series on two workers");
         // `a` has no `y` series, `b` does: still the name's overflow series
         a.apply(&batch(&[
             ("y", MetricKind::Counter, &["id:2"], 4.0),
@@ -509,27 +585,34 @@ mod tests {
         ]));
         b.apply(&batch(&[("y", MetricKind::Counter, &["id:3"], 5.0)]));
         assert_eq!((a.overflowed(), b.overflowed()), (2, 1));
+        // the flusher takes `a` first: `a` fills the next interval while `b` still fills
+        // this one, whose places stay taken; the next interval has its own count
+        let mut taken_a = a.take();
+        b.apply(&batch(&[("z", MetricKind::Counter, &[], 1.0)]));
+        assert_eq!(b.overflowed(), 2, "no fourth series in the interval");
+        a.apply(&batch(&[("w", MetricKind::Counter, &[], 1.0)]));
+        assert_eq!((shared.live(0), shared.live(1)), (3, 1));
+        let mut taken_b = b.take();
+        shared.interval_done(0);
+        assert_eq!((shared.live(0), shared.live(1)), (0, 1));
         // the flusher joins the workers' overflow series
-        a.absorb_overflow(&mut b);
-        let mut joined = flushed(a.take());
-        joined.extend(flushed(b.take()));
+        taken_a.absorb_overflow(&mut taken_b);
+        assert_eq!((taken_a.overflowed(), taken_b.overflowed()), (4, 0));
+        let mut joined = flushed(taken_a);
+        joined.extend(flushed(taken_b));
         joined.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
         assert_eq!(
             joined,
             vec![
-                ("ssfd.overflow".into(), "".into(), 2.0),
+                ("ssfd.overflow".into(), "".into(), 3.0),
                 ("x".into(), "id:0".into(), 2.0),
                 ("y".into(), "id:0".into(), 1.0),
                 ("y".into(), "id:1".into(), 1.0),
                 ("y".into(), "ssfd_overflow:true".into(), 9.0),
             ]
         );
-        assert_eq!(shared.live(), 0, "taken series are no longer live");
         // the next interval: `y` has no series in it, so past the limit it is a new name
-        a.apply(&batch(&[
-            ("p", MetricKind::Counter, &[], 1.0),
-            ("q", MetricKind::Counter, &[], 1.0),
-        ]));
+        a.apply(&batch(&[("p", MetricKind::Counter, &[], 1.0)]));
         b.apply(&batch(&[
             ("r", MetricKind::Counter, &[], 1.0),
             ("y", MetricKind::Counter, &["id:0"], 1.0),

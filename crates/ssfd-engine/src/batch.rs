@@ -82,9 +82,15 @@ impl Sample {
 /// its float32 sample rate, so the rates clients write (0.1, 0.01, 0.05, 0.25) weigh
 /// exactly 10, 100, 20, 4. (`1.0 / f64::from(0.1f32)` is 9.99999985.) A statsd counter
 /// is divided by its rate as written, in f64, before it becomes a sample.
+/// A rate so small that its f32 reciprocal is infinite (a subnormal) is divided in f64.
 #[inline]
 pub fn weight(rate: f32) -> f64 {
-    f64::from(1.0 / rate)
+    let weight = 1.0 / rate;
+    if weight.is_finite() {
+        f64::from(weight)
+    } else {
+        1.0 / f64::from(rate)
+    }
 }
 
 /// Aggregated state forwarded by a local (Veneur's forward protocol), merged whole
@@ -790,6 +796,18 @@ impl ShardedSamples {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weights_are_exact_for_written_rates_and_finite_for_any() {
+        assert_eq!(weight(1.0), 1.0);
+        assert_eq!(weight(0.1), 10.0);
+        assert_eq!(weight(0.01), 100.0);
+        assert_eq!(weight(0.05), 20.0);
+        // a subnormal rate (it passes the (0, 1] check): finite, as f64 divides it
+        let tiny = 1e-39_f32;
+        assert!(weight(tiny).is_finite() && weight(tiny) > 1e38);
+        assert!(weight(f32::from_bits(1)).is_finite());
+    }
 
     fn key(name: &str, kind: MetricKind, tags: &[&str]) -> (Vec<u8>, u64) {
         let mut scratch = KeyScratch::default();

@@ -298,6 +298,7 @@ impl Pipeline {
             .spawn(move || {
                 flusher(
                     &gate,
+                    &shared,
                     controls,
                     span_senders,
                     stopped,
@@ -549,6 +550,7 @@ fn unix_seconds() -> i64 {
 #[allow(clippy::too_many_arguments)]
 fn flusher(
     gate: &Gate,
+    shared: &crate::aggregate::SharedSeries,
     controls: Vec<Sender<Control>>,
     span_senders: Vec<Sender<SpanWork>>,
     stop: Receiver<()>,
@@ -588,6 +590,10 @@ fn flusher(
             for table in rest {
                 first.absorb_overflow(table);
             }
+        }
+        // every table of the interval is in: its live count starts over
+        if let Some(table) = tables.first() {
+            shared.interval_done(table.epoch());
         }
         let series: usize = tables.iter().map(SeriesTable::len).sum();
         telemetry::series_overflow(tables.iter().map(SeriesTable::overflowed).sum());

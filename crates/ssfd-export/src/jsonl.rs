@@ -4,15 +4,17 @@
 
 use ssfd_engine::{Flush, FlushedType, MetricSink};
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 pub struct JsonlSink {
     name: String,
     hostname: String,
-    file: BufWriter<File>,
-    /// The first write error of the last flush.
+    file: File,
+    /// The write error of the last flush.
     error: Option<String>,
+    /// The interval's lines, written with one `write_all`.
+    buffer: Vec<u8>,
 }
 
 impl JsonlSink {
@@ -21,8 +23,9 @@ impl JsonlSink {
         Ok(JsonlSink {
             name: name.to_string(),
             hostname: hostname.to_string(),
-            file: BufWriter::new(file),
+            file,
             error: None,
+            buffer: Vec::new(),
         })
     }
 }
@@ -32,7 +35,14 @@ impl MetricSink for JsonlSink {
         &self.name
     }
 
+    /// Writes the interval's lines in chunks of whole lines; when a write fails the file
+    /// is cut back to where the interval started, so an interval counted as failed
+    /// leaves no part of itself (and no half line) for the next one to append to.
     fn flush(&mut self, flush: &Flush) {
+        const CHUNK: usize = 1 << 20;
+        let before = self.file.metadata().map(|m| m.len());
+        self.buffer.clear();
+        let mut result = Ok(());
         for metric in &flush.metrics {
             let mut object = serde_json::json!({
                 "name": metric.name,
@@ -46,13 +56,25 @@ impl MetricSink for JsonlSink {
                 object["message"] =
                     serde_json::Value::from(metric.message.clone().unwrap_or_default());
             }
-            if let Err(error) = writeln!(self.file, "{object}") {
-                self.error = Some(format!("jsonl write: {error}"));
-                break;
+            let _ = writeln!(self.buffer, "{object}");
+            if self.buffer.len() >= CHUNK {
+                result = self.file.write_all(&self.buffer);
+                self.buffer.clear();
+                if result.is_err() {
+                    break;
+                }
             }
         }
-        if let Err(error) = self.file.flush() {
-            self.error.get_or_insert(format!("jsonl write: {error}"));
+        if result.is_ok() && !self.buffer.is_empty() {
+            result = self.file.write_all(&self.buffer);
+        }
+        self.buffer.clear();
+        self.buffer.shrink_to(CHUNK + 4096);
+        if let Err(error) = result {
+            if let Ok(length) = before {
+                let _ = self.file.set_len(length);
+            }
+            self.error = Some(format!("jsonl write: {error}"));
         }
     }
 

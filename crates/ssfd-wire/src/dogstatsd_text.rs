@@ -340,7 +340,9 @@ pub fn parse_metric(line: &[u8]) -> Result<MetricLine<'_>, ParseError> {
             Some(b'@') => {
                 once(&mut seen_rate)?;
                 let rate = parse_finite(&section[1..]).ok_or(ParseError::BadRate)?;
-                if !(rate > 0.0 && rate <= 1.0) {
+                // a rate below f32's smallest normal is refused: its weight 1 / rate
+                // overflows once the rate is a sample's f32 (an infinite counter, for good)
+                if !(rate >= f64::from(f32::MIN_POSITIVE) && rate <= 1.0) {
                     return Err(ParseError::BadRate);
                 }
                 parsed.sample_rate = rate;

@@ -340,6 +340,9 @@ const CASES: &[(&str, &str)] = &[
     // ---- malformed: rates
     ("x:1|c|@0", "err:BadRate/bad_rate"),
     ("x:1|c|@-0.5", "err:BadRate/bad_rate"),
+    // so small that 1 / rate overflows (it would make a counter infinite for good)
+    ("x:1|c|@1e-320", "err:BadRate/bad_rate"),
+    ("x:1|ms|@1e-39", "err:BadRate/bad_rate"),
     ("x:1|c|@1.5", "err:BadRate/bad_rate"),
     ("x:1|c|@2", "err:BadRate/bad_rate"),
     ("x:1|c|@", "err:BadRate/bad_rate"),
