@@ -191,6 +191,19 @@ impl Percentile {
             label: format!("{p}"),
         }
     }
+
+    /// The configured `percentiles`, each name once (`[0.99, 0.99]` would flush two
+    /// `.99percentile` metrics and two `quantile="0.99"` samples of one series).
+    pub fn all(values: &[f64]) -> Vec<Percentile> {
+        let mut out: Vec<Percentile> = Vec::with_capacity(values.len());
+        for &p in values {
+            let percentile = Percentile::new(p);
+            if !out.iter().any(|known| known.suffix == percentile.suffix) {
+                out.push(percentile);
+            }
+        }
+        out
+    }
 }
 
 /// SPEC 4.1: p × 100 written from the decimal text, `.` turned into `_`, then
@@ -473,6 +486,15 @@ impl FlushConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_percentile_is_named_once() {
+        let names: Vec<String> = Percentile::all(&[0.5, 0.99, 0.99, 0.5, 0.999])
+            .into_iter()
+            .map(|p| p.suffix)
+            .collect();
+        assert_eq!(names, ["50percentile", "99percentile", "99_9percentile"]);
+    }
     use crate::aggregate::SeriesTable;
     use crate::batch::{BatchPool, KeyScratch, ShardedSamples};
 

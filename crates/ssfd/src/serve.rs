@@ -65,17 +65,16 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         max_series: usize::try_from(config.max_series).unwrap_or(usize::MAX),
     };
     let flush_config = FlushConfig {
-        percentiles: config
-            .percentiles
-            .iter()
-            .copied()
-            .map(Percentile::new)
-            .collect(),
-        aggregates: config
-            .aggregates
-            .iter()
-            .filter_map(|a| Aggregate::parse(a))
-            .collect(),
+        percentiles: Percentile::all(&config.percentiles),
+        aggregates: {
+            let mut aggregates: Vec<Aggregate> = Vec::new();
+            for aggregate in config.aggregates.iter().filter_map(|a| Aggregate::parse(a)) {
+                if !aggregates.contains(&aggregate) {
+                    aggregates.push(aggregate);
+                }
+            }
+            aggregates
+        },
         local: !config.forward_address.is_empty(),
         remainders: Default::default(),
     };
