@@ -357,11 +357,19 @@ impl KeyScratch {
         self.kind = kind;
     }
 
-    /// Adds a tag made of the concatenation of `parts` (empty tags are skipped).
+    /// Adds a tag made of the concatenation of `parts` (empty tags are skipped). A
+    /// comma becomes `_`: a key joins its tags with `,`, so an SSF or forwarded tag such
+    /// as `path:/a,b` would otherwise come out as two tags (statsd tags never hold one).
     pub fn tag(&mut self, parts: &[&[u8]]) {
         let start = self.tags.len();
         for part in parts {
             self.tags.extend_from_slice(part);
+        }
+        let added = &mut self.tags[start..];
+        if added.contains(&b',') {
+            for byte in added.iter_mut().filter(|b| **b == b',') {
+                *byte = b'_';
+            }
         }
         if self.tags.len() > start {
             self.ranges

@@ -264,6 +264,23 @@ fn extend_tags_replace_tags_of_the_same_key_as_veneur() {
     assert_eq!(rig.samples()[0].tags, "env:prod");
 }
 
+#[test]
+fn a_comma_inside_an_ssf_tag_does_not_split_it() {
+    let mut rig = rig(&[]);
+    let mut counter = sample(ssf_sample::Metric::Counter, "ssf.c", 1.0);
+    counter.tags = [
+        ("path".to_string(), "/a,b".to_string()),
+        ("x,y".to_string(), String::new()),
+    ]
+    .into();
+    let span = SsfSpan {
+        metrics: vec![counter],
+        ..SsfSpan::default()
+    };
+    rig.handoff.ssf_packet(&span.encode_to_vec()).unwrap();
+    assert_eq!(rig.samples()[0].tags, "path:/a_b,x_y");
+}
+
 /// Every metric series a rig's samples fold into, as (name, counter sum or histogram
 /// weight and sum).
 fn aggregated(rig: &mut Rig) -> Vec<(String, f64, f64)> {
