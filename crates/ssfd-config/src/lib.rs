@@ -72,6 +72,17 @@ pub enum ConfigError {
     },
 }
 
+/// Options Veneur allows on a sink entry beside `kind`, `name` and `config` (its
+/// `SinkConfig`): accepted with a warning, not implemented.
+const VENEUR_SINK_OPTIONS: &[&str] = &[
+    "max_name_length",
+    "max_tag_length",
+    "max_tags",
+    "dropped_metrics_add_tags",
+    "strip_tags",
+    "add_tags",
+];
+
 /// One sink entry of `metric_sinks` / `span_sinks`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -351,6 +362,26 @@ impl Config {
                 line: line_of(text, &name),
                 key: name,
             });
+        }
+        // Veneur's per-sink options beside kind/name/config: accepted and ignored with a
+        // warning, so a Veneur config with them still runs
+        for list in ["metric_sinks", "span_sinks"] {
+            let Some(serde_yaml::Value::Sequence(sinks)) = mapping.get_mut(list) else {
+                continue;
+            };
+            for sink in sinks.iter_mut() {
+                let serde_yaml::Value::Mapping(sink) = sink else {
+                    continue;
+                };
+                for option in VENEUR_SINK_OPTIONS {
+                    if sink.remove(*option).is_some() {
+                        warnings.push(format!(
+                            "veneur sink option `{option}` in `{list}` (line {}) is not implemented by ssfd and is ignored",
+                            line_of(text, option)
+                        ));
+                    }
+                }
+            }
         }
         for (name, value) in env {
             let Some(key) = name.strip_prefix("SSFD_").map(str::to_ascii_lowercase) else {
@@ -636,7 +667,9 @@ impl ListenAddr {
         }
     }
 
-    /// Checks `host:port` and turns `localhost` into 127.0.0.1.
+    /// Checks `host:port`, turns `localhost` into 127.0.0.1 and an empty host into
+    /// every interface, as Go (and so Veneur) reads `:8126`. ssfd's own defaults name
+    /// 127.0.0.1; an address without a host is a choice written in a config.
     pub fn parse_host_port(text: &str) -> Result<String, String> {
         let text = text.trim_end_matches('/');
         let (host, port) = text
@@ -645,7 +678,8 @@ impl ListenAddr {
         port.parse::<u16>()
             .map_err(|_| format!("`{text}` has a bad port"))?;
         let host = match host {
-            "" | "localhost" => "127.0.0.1",
+            "" => "0.0.0.0",
+            "localhost" => "127.0.0.1",
             other => other,
         };
         Ok(format!("{host}:{port}"))
@@ -808,6 +842,23 @@ mod tests {
     }
 
     #[test]
+    fn veneur_sink_options_are_accepted_with_a_warning() {
+        let loaded = Config::parse(
+            "metric_sinks:\n  - kind: jsonl\n    name: f\n    max_tags: 20\n    strip_tags: [a]\n    config: {path: /tmp/x}\n",
+        )
+        .unwrap();
+        assert_eq!(loaded.config.metric_sinks[0].kind, "jsonl");
+        assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+        assert!(
+            loaded.warnings[0].contains("max_tags"),
+            "{:?}",
+            loaded.warnings
+        );
+        // anything else on a sink entry is still an error
+        assert!(Config::parse("metric_sinks:\n  - kind: jsonl\n    nonsense: 1\n").is_err());
+    }
+
+    #[test]
     fn addresses() {
         assert_eq!(
             ListenAddr::parse("udp://localhost:8126"),
@@ -826,6 +877,15 @@ mod tests {
             Ok(ListenAddr::Tcp("[::]:0".into()))
         );
         assert!(ListenAddr::parse("udp://x").is_err());
+        // Go's `:port`: every interface, as in a Veneur config
+        assert_eq!(
+            ListenAddr::parse("udp://:8126"),
+            Ok(ListenAddr::Udp("0.0.0.0:8126".into()))
+        );
+        assert_eq!(
+            ListenAddr::parse_host_port(":8128"),
+            Ok("0.0.0.0:8128".to_string())
+        );
     }
 
     #[test]

@@ -36,6 +36,18 @@ pub fn parse_id(text: &str) -> Result<i64, BadId> {
     }
 }
 
+/// A trace id on Jaeger's API: always hex, 1 to 32 digits (Jaeger's own rule; a longer
+/// id keeps its low 64 bits, as OTel ids do here).
+pub fn parse_jaeger_id(text: &str) -> Result<i64, BadId> {
+    if text.is_empty() || text.len() > 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(BadId);
+    }
+    let low = &text[text.len().saturating_sub(16)..];
+    u64::from_str_radix(low, 16)
+        .map(|v| v as i64)
+        .map_err(|_| BadId)
+}
+
 fn severity(status: i32) -> &'static str {
     match status {
         0 => "info",
@@ -255,6 +267,21 @@ pub fn trace_json(trace_id: i64, encoded: &[Vec<u8>]) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jaeger_ids_are_hex() {
+        assert_eq!(parse_jaeger_id("1092"), Ok(0x1092));
+        assert_eq!(parse_jaeger_id("4d2"), Ok(0x4d2));
+        assert_eq!(parse_jaeger_id("00000000000004d2"), Ok(0x4d2));
+        assert_eq!(
+            parse_jaeger_id("0123456789abcdef00000000000004d2"),
+            Ok(0x4d2)
+        );
+        assert_eq!(parse_jaeger_id("ffffffffffffffff"), Ok(-1));
+        assert!(parse_jaeger_id("").is_err());
+        assert!(parse_jaeger_id("xyz").is_err());
+        assert!(parse_jaeger_id(&"1".repeat(33)).is_err());
+    }
 
     fn span(id: i64, parent: i64, start: i64, service: &str) -> SsfSpan {
         SsfSpan {

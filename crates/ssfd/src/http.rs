@@ -281,7 +281,7 @@ fn jaeger_answer(status: StatusCode, body: Value) -> Response {
 
 /// `GET /api/traces/{id}` (Jaeger).
 async fn jaeger_trace(State(exported): State<Exported>, Path(trace_id): Path<String>) -> Response {
-    let Ok(id) = ssfd_query::parse_id(&trace_id) else {
+    let Ok(id) = ssfd_query::parse_jaeger_id(&trace_id) else {
         return jaeger_answer(
             StatusCode::BAD_REQUEST,
             jaeger::error(400, &format!("trace id `{trace_id}` is not hex")),

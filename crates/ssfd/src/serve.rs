@@ -9,7 +9,14 @@ use std::path::Path;
 
 fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     let Some(path) = path else {
-        return Ok(Config::embedded());
+        // the embedded default, with the environment's SSFD_* overrides: a bad one is
+        // an error naming it, not a panic
+        let loaded = Config::parse(ssfd_config::EMBEDDED_DEFAULT)
+            .map_err(|e| anyhow::anyhow!("embedded default with the environment: {e}"))?;
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        return Ok(loaded.config);
     };
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
