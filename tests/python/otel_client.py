@@ -1,5 +1,6 @@
 """Sends a two-service trace with span events, logs and a cumulative counter to ssfd
-through the OpenTelemetry Python SDK and its real OTLP/gRPC exporters.
+through the OpenTelemetry Python SDK and its real OTLP/gRPC exporters (the backend's
+spans gzip-compressed).
 
 Usage: otel_client.py GRPC_ADDRESS HTTP_ADDRESS. Prints JSON: the trace id (32 hex
 digits) and the span ids (16 hex digits) of the frontend and backend spans, and the
@@ -8,6 +9,8 @@ trace id of one more span sent with the OTLP/HTTP protobuf exporter.
 import json
 import logging
 import sys
+
+import grpc
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
@@ -26,14 +29,16 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 endpoint = "http://" + sys.argv[1]
 
 
-def tracer_provider(service):
+def tracer_provider(service, compression=None):
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
+    exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True, compression=compression)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider
 
 
 frontend = tracer_provider("frontend")
-backend = tracer_provider("backend")
+# gzip, as the OpenTelemetry Collector's otlp exporter sends by default
+backend = tracer_provider("backend", compression=grpc.Compression.Gzip)
 
 logs = LoggerProvider(resource=Resource.create({"service.name": "backend"}))
 logs.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(endpoint=endpoint, insecure=True)))

@@ -12,6 +12,10 @@ pub mod otlp;
 pub mod stream;
 pub mod wal;
 
+/// Every gRPC service takes gzip-compressed requests (clients choose; answers stay
+/// uncompressed).
+const GZIP: tonic::codec::CompressionEncoding = tonic::codec::CompressionEncoding::Gzip;
+
 use datagram::{Payload, ReaderContext};
 use handoff::HandoffConfig;
 use ssfd_config::{Config, ListenAddr};
@@ -427,9 +431,12 @@ impl Bound {
                     };
                     let router = grpc_server(&tls)?
                         .add_service(health_service.clone())
-                        .add_service(TraceServiceServer::new(otlp.clone()))
-                        .add_service(LogsServiceServer::new(otlp.clone()))
-                        .add_service(MetricsServiceServer::new(otlp.clone()));
+                        // gzip: the OpenTelemetry Collector's otlp exporter compresses by default
+                        .add_service(TraceServiceServer::new(otlp.clone()).accept_compressed(GZIP))
+                        .add_service(LogsServiceServer::new(otlp.clone()).accept_compressed(GZIP))
+                        .add_service(
+                            MetricsServiceServer::new(otlp.clone()).accept_compressed(GZIP),
+                        );
                     serve_grpc(&mut tasks, router, listener, shutdown.clone(), "otlp grpc");
                 }
                 Socket::OtlpHttp { listener } => {
@@ -481,20 +488,24 @@ impl Bound {
                 Socket::Grpc { listener } => {
                     let router = grpc_server(&tls)?
                         .add_service(health_service.clone())
-                        .add_service(ssfd_wire::raw::ssf::ssfgrpc_server::SsfgrpcServer::new(
-                            grpc.clone(),
-                        ))
+                        .add_service(
+                            ssfd_wire::raw::ssf::ssfgrpc_server::SsfgrpcServer::new(grpc.clone())
+                                .accept_compressed(GZIP),
+                        )
                         .add_service(
                             ssfd_wire::dogstatsd::dogstatsd_grpc_server::DogstatsdGrpcServer::new(
                                 grpc.clone(),
-                            ),
+                            )
+                            .accept_compressed(GZIP),
                         )
-                        .add_service(ssfd_wire::raw::ssfd_v1::ingest_server::IngestServer::new(
-                            grpc.clone(),
-                        ))
+                        .add_service(
+                            ssfd_wire::raw::ssfd_v1::ingest_server::IngestServer::new(grpc.clone())
+                                .accept_compressed(GZIP),
+                        )
                         .add_service(
                             ssfd_wire::forwardrpc::forward_server::ForwardServer::new(grpc.clone())
-                                .max_decoding_message_size(64 << 20),
+                                .max_decoding_message_size(64 << 20)
+                                .accept_compressed(GZIP),
                         )
                         .add_optional_service(self.traces.clone().map(|traces| {
                             ssfd_wire::ssfd::v1::query_server::QueryServer::new(grpc::QueryService(
