@@ -479,6 +479,7 @@ impl Handoff {
             // the reader accepts exactly what prost accepts, so this decode succeeds
             let mut span = SsfSpan::decode(bytes).map_err(|_| SsfError::Decode)?;
             normalize::normalize(&mut span);
+            normalize::stamp_log_samples(&mut span, now_ns());
             self.spans[shard].push(&view, &span.encode_to_vec());
         } else {
             self.spans[shard].push(&view, bytes);

@@ -487,6 +487,50 @@ fn a_span_that_needs_no_normalisation_travels_as_its_own_bytes() {
 }
 
 #[test]
+fn log_samples_without_a_timestamp_are_stamped_at_receipt() {
+    let mut rig = rig(&[]);
+    let log = |timestamp| SsfSample {
+        metric: ssf_sample::Metric::Counter as i32,
+        name: "log".into(),
+        message: "hello".into(),
+        timestamp,
+        ..Default::default()
+    };
+    let mut metric = sample(ssf_sample::Metric::Gauge, "g", 1.0);
+    metric.timestamp = 0;
+    let span = SsfSpan {
+        trace_id: 1,
+        id: 2,
+        // a start far from now
+        start_timestamp: 1_800_000_000_000_000_000,
+        end_timestamp: 1_800_000_000_000_000_001,
+        name: "op".into(),
+        metrics: vec![log(0), log(7), metric],
+        ..Default::default()
+    };
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    rig.handoff.ssf_packet(&span.encode_to_vec()).unwrap();
+    let work = rig.span_work();
+    let SpanWork::Spans(spans) = &work[0].1 else {
+        panic!("spans")
+    };
+    let stored = SsfSpan::decode(spans.iter().next().unwrap().1).unwrap();
+    let stamps: Vec<i64> = stored.metrics.iter().map(|m| m.timestamp).collect();
+    assert!(
+        stamps[0] >= before && stamps[0] < before + 60_000_000_000,
+        "{stamps:?}"
+    );
+    assert_eq!(
+        stamps[1..],
+        [7, 0],
+        "a given time stays; a metric sample is not a log"
+    );
+}
+
+#[test]
 fn duplicate_sample_tag_keys_keep_the_last_value() {
     let mut rig = rig(&[]);
     let mut bytes = SsfSpan {

@@ -120,6 +120,22 @@ pub fn classify_sample(sample: &SsfSample) -> Result<SampleClass, SsfError> {
     )
 }
 
+/// A log sample (SPEC 5): a counter of value 0 with a message.
+pub fn is_log_sample(metric: i32, value: f32, message: &str) -> bool {
+    metric == ssf_sample::Metric::Counter as i32 && value == 0.0 && !message.is_empty()
+}
+
+/// Gives every log sample without a timestamp the time it was received (SPEC 3.1: a
+/// sample timestamp of 0 means "at receipt"), so a span's logs are found and ordered
+/// by when they happened, not by when their span started.
+pub fn stamp_log_samples(span: &mut SsfSpan, now_ns: i64) {
+    for sample in &mut span.metrics {
+        if sample.timestamp == 0 && is_log_sample(sample.metric, sample.value, &sample.message) {
+            sample.timestamp = now_ns;
+        }
+    }
+}
+
 /// [`classify_sample`] on a sample's fields (a rate of 0 counts as 1, as normalised).
 pub fn classify_sample_fields(
     metric: i32,
@@ -128,7 +144,7 @@ pub fn classify_sample_fields(
     message: &str,
     sample_rate: f32,
 ) -> Result<SampleClass, SsfError> {
-    if metric == ssf_sample::Metric::Counter as i32 && value == 0.0 && !message.is_empty() {
+    if is_log_sample(metric, value, message) {
         return Ok(SampleClass::Log);
     }
     if name.is_empty() {

@@ -184,6 +184,11 @@ pub struct SampleView<'a> {
 }
 
 impl<'a> SampleView<'a> {
+    /// A log sample (SPEC 5): a counter of value 0 with a message.
+    pub fn is_log(&self) -> bool {
+        crate::normalize::is_log_sample(self.metric, self.value, self.message)
+    }
+
     /// Parses and validates one `SSFSample`.
     pub fn parse(bytes: &'a [u8]) -> Result<SampleView<'a>, SsfError> {
         Self::parse_at(bytes, RECURSION_LIMIT)
@@ -341,6 +346,8 @@ pub struct SpanView<'a> {
     span_kind_tag: Option<&'a str>,
     /// Some sample has a rate of 0.
     zero_rate: bool,
+    /// A log sample without a timestamp ("at receipt", SPEC 3.1): ingest stamps it.
+    unstamped_log: bool,
 }
 
 impl<'a> SpanView<'a> {
@@ -365,6 +372,7 @@ impl<'a> SpanView<'a> {
             name_tag: None,
             span_kind_tag: None,
             zero_rate: false,
+            unstamped_log: false,
         };
         let mut reader = Reader::new(bytes);
         while !reader.done() {
@@ -399,6 +407,7 @@ impl<'a> SpanView<'a> {
                     let sample =
                         SampleView::parse_at(reader.length_delimited()?, RECURSION_LIMIT - 1)?;
                     view.zero_rate |= sample.sample_rate == 0.0;
+                    view.unstamped_log |= sample.timestamp == 0 && sample.is_log();
                     view.sample_count += 1;
                 }
                 11 => {
@@ -487,9 +496,10 @@ impl<'a> SpanView<'a> {
     }
 
     /// True when SPEC 3.1 normalisation would change this span (a name taken from its
-    /// tag, or a sample rate of 0), so its bytes cannot be kept as they came.
+    /// tag, a sample rate of 0, a log sample to stamp with its time of receipt), so its
+    /// bytes cannot be kept as they came.
     pub fn needs_normalization(&self) -> bool {
-        (self.name.is_empty() && self.name_tag.is_some()) || self.zero_rate
+        (self.name.is_empty() && self.name_tag.is_some()) || self.zero_rate || self.unstamped_log
     }
 
     /// A valid trace span after normalisation (SPEC 3.1).
