@@ -404,10 +404,26 @@ impl Config {
                             .map(scalar)
                             .collect(),
                     )
+                } else if value.contains('\n') {
+                    // a PEM key or certificate: its lines as they are
+                    serde_yaml::Value::String(value.clone())
                 } else {
                     scalar(&value)
                 };
-            mapping.insert(serde_yaml::Value::String(key), parsed);
+            // a number or `true` given to a text key (`SSFD_HOSTNAME=12345`) is text
+            let key = serde_yaml::Value::String(key);
+            let parsed = match parsed {
+                serde_yaml::Value::Number(_) | serde_yaml::Value::Bool(_) => {
+                    let mut single = serde_yaml::Mapping::new();
+                    single.insert(key.clone(), parsed.clone());
+                    match serde_yaml::from_value::<Config>(serde_yaml::Value::Mapping(single)) {
+                        Ok(_) => parsed,
+                        Err(_) => serde_yaml::Value::String(value.clone()),
+                    }
+                }
+                other => other,
+            };
+            mapping.insert(key, parsed);
         }
         let config: Config =
             match serde_yaml::from_value(serde_yaml::Value::Mapping(mapping.clone())) {
@@ -856,6 +872,30 @@ mod tests {
         );
         // anything else on a sink entry is still an error
         assert!(Config::parse("metric_sinks:\n  - kind: jsonl\n    nonsense: 1\n").is_err());
+    }
+
+    #[test]
+    fn environment_values_keep_their_text() {
+        let env = [
+            ("SSFD_HOSTNAME".to_string(), "12345".to_string()),
+            (
+                "SSFD_TLS_KEY".to_string(),
+                "-----BEGIN X-----\nAAAA\n-----END X-----\n".to_string(),
+            ),
+            (
+                "SSFD_TLS_CERTIFICATE".to_string(),
+                "-----BEGIN Y-----\nBBBB\n-----END Y-----\n".to_string(),
+            ),
+            ("SSFD_MAX_SERIES".to_string(), "42".to_string()),
+        ];
+        let config = Config::parse_with_env("", env).unwrap().config;
+        assert_eq!(config.hostname, "12345");
+        assert_eq!(config.tls_key, "-----BEGIN X-----\nAAAA\n-----END X-----\n");
+        assert_eq!(
+            config.tls_certificate,
+            "-----BEGIN Y-----\nBBBB\n-----END Y-----\n"
+        );
+        assert_eq!(config.max_series, 42);
     }
 
     #[test]

@@ -134,6 +134,23 @@ pub fn trace(trace_id: i64, encoded: &[Vec<u8>]) -> Option<Value> {
     }))
 }
 
+/// A `lookback` of the Jaeger UI: a Go duration, or days (`2d`) or weeks (`2w`).
+fn lookback_ns(text: &str) -> Option<i64> {
+    let day = 86_400_000_000_000i64;
+    let count = |unit: char| {
+        text.strip_suffix(unit)
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n > 0)
+    };
+    if let Some(days) = count('d') {
+        return Some(days.saturating_mul(day));
+    }
+    if let Some(weeks) = count('w') {
+        return Some(weeks.saturating_mul(7 * day));
+    }
+    crate::api::parse_duration_ns("lookback", text).ok()
+}
+
 /// `GET /api/traces` parameters in Jaeger's units: `start`/`end` in unix
 /// microseconds (both inclusive, as Jaeger), `lookback` a Go duration (or `custom`), `tags` a JSON object (as the
 /// Jaeger UI sends it) or `key:value`/`key=value` pairs, durations Go-style, `limit`
@@ -175,8 +192,9 @@ pub fn search_query(raw: Option<&str>) -> Result<TraceQuery, String> {
             "start" => query.start_ns = Some(micros(&key, &value)?),
             // Jaeger's `end` is inclusive: its whole microsecond counts
             "end" => query.end_ns = Some(micros(&key, &value)?.saturating_add(1000)),
-            "lookback" if value == "custom" => {}
-            "lookback" => lookback = Some(crate::api::parse_duration_ns(&key, &value)?),
+            // the Jaeger UI's `2d`, `7d`, `2w` too; one that does not read is ignored, as
+            // Jaeger's own API ignores `lookback` (its UI sends `start` and `end`)
+            "lookback" => lookback = lookback_ns(&value),
             "minDuration" => {
                 query.min_duration_ns = Some(crate::api::parse_duration_ns(&key, &value)?)
             }
@@ -210,6 +228,18 @@ pub fn search_query(raw: Option<&str>) -> Result<TraceQuery, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookbacks_of_the_jaeger_ui() {
+        let day = 86_400_000_000_000i64;
+        assert_eq!(lookback_ns("2d"), Some(2 * day));
+        assert_eq!(lookback_ns("2w"), Some(14 * day));
+        assert_eq!(lookback_ns("1h"), Some(3_600_000_000_000));
+        assert_eq!(lookback_ns("custom"), None);
+        let query = search_query(Some("service=a&lookback=7d&end=1000000")).unwrap();
+        assert_eq!(query.start_ns, Some(1_000_001_000 - 7 * day));
+        assert!(search_query(Some("service=a&lookback=whenever")).is_ok());
+    }
     use prost::Message;
     use ssfd_wire::ssf::SsfSample;
 
