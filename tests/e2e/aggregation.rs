@@ -450,6 +450,25 @@ fn slos_flush_events_and_burn_rates_and_report_them() {
         (slo["burn_rate"]["6h"].as_f64().unwrap() - 2.0).abs() < 1e-9,
         "{body}"
     );
+    // the same status from a terminal (SPEC 1: `ssfd query` prints SLO status)
+    let output = Command::new(ssfd_binary())
+        .args([
+            "query",
+            "--addr",
+            &format!("http://{}", server.http),
+            "slos",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("pay "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[..5], ["pay", "0.9000", "8", "10", "0.8000"], "{text}");
 }
 
 #[test]

@@ -230,10 +230,56 @@ pub fn logs_table(answer: &Value) -> String {
     out
 }
 
+/// `/api/v1/slos` as a table: each SLO's objective, its good and total events and ratio
+/// over 6 h, and its burn rates (1 spends the error budget exactly over the window).
+pub fn slos_table(answer: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>9} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8}",
+        "SLO", "OBJECTIVE", "GOOD", "TOTAL", "RATIO", "BURN 5M", "BURN 1H", "BURN 6H"
+    );
+    let number = |v: &Value| v.as_f64().map_or("-".to_string(), |f| format!("{f:.4}"));
+    for slo in answer["slos"].as_array().into_iter().flatten() {
+        let burn = &slo["burn_rate"];
+        let _ = writeln!(
+            out,
+            "{:<24} {:>9} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8}",
+            slo["name"].as_str().unwrap_or(""),
+            number(&slo["objective"]),
+            slo["good"].as_u64().unwrap_or(0),
+            slo["total"].as_u64().unwrap_or(0),
+            number(&slo["ratio"]),
+            number(&burn["5m"]),
+            number(&burn["1h"]),
+            number(&burn["6h"]),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn slos_print_as_a_table() {
+        let text = slos_table(&json!({"slos": [{
+            "name": "pay", "objective": 0.9, "good": 8, "total": 10, "ratio": 0.8,
+            "burn_rate": {"5m": 2.0, "1h": 2.0, "6h": 1.0}
+        }]}));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("SLO"), "{text}");
+        let fields: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            fields,
+            [
+                "pay", "0.9000", "8", "10", "0.8000", "2.0000", "2.0000", "1.0000"
+            ]
+        );
+    }
 
     #[test]
     fn waterfall_is_aligned_and_marks_errors_and_logs() {

@@ -1,5 +1,6 @@
 //! `ssfd query`: the HTTP API from a terminal. `trace ID` prints the joined tree as a
-//! waterfall, `traces` and `logs` take the API's filters and print tables; `--json`
+//! waterfall, `traces` and `logs` take the API's filters and print tables, `slos` the
+//! SLO status; `--json`
 //! prints the API's answer as it came.
 
 use anyhow::{Context, bail};
@@ -77,6 +78,8 @@ enum What {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// SLO status: good and total events, burn rates over 5m, 1h and 6h.
+    Slos,
 }
 
 /// GETs `path?params` and returns the JSON body; an API error becomes its message.
@@ -197,6 +200,10 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
                 let (body, value) =
                     get(&args.addr, args.token.as_deref(), "/api/v1/logs", &params)?;
                 (body, value, ssfd_query::text::logs_table)
+            }
+            What::Slos => {
+                let (body, value) = get(&args.addr, args.token.as_deref(), "/api/v1/slos", &[])?;
+                (body, value, ssfd_query::text::slos_table)
             }
         };
     if args.json {
