@@ -36,12 +36,35 @@ use std::sync::{Arc, Mutex};
 const DELTA: i32 = 1;
 const CUMULATIVE: i32 = 2;
 
-/// Cumulative streams remembered for their increase (per series key).
+/// Cumulative streams remembered for their increase, by stream: the resource's
+/// attributes, the scope, the metric's name and the point's attributes (OTel's
+/// identity of a stream; two pods of one service are two streams).
 #[derive(Default)]
 pub struct Streams {
     sums: HashMap<String, f64>,
     /// A histogram stream's last bucket counts and sum.
     buckets: HashMap<String, (Vec<u64>, f64)>,
+    /// When this process started taking OTLP (unix ns): a stream first seen here
+    /// counts its first point whole only when the stream started after this (its
+    /// `start_time_unix_nano`), as the Collector's cumulativetodelta does; an older
+    /// stream's running total was counted before (by an earlier ssfd), so its first
+    /// point only sets where its increase starts. 0: every first point counts whole.
+    pub started_ns: u64,
+}
+
+impl Streams {
+    /// Streams of a process starting now.
+    pub fn starting_now() -> Streams {
+        Streams {
+            started_ns: ssfd_engine::record::now_ns().max(0) as u64,
+            ..Streams::default()
+        }
+    }
+
+    /// Whether the first point seen of a stream that started at `start_ns` counts whole.
+    fn first_counts_whole(&self, start_ns: u64) -> bool {
+        start_ns == 0 || start_ns >= self.started_ns
+    }
 }
 
 /// Shared by every OTLP listener.
@@ -392,10 +415,14 @@ pub fn histogram_samples(
     Some(entries)
 }
 
-fn stream_key(name: &str, tags: &std::collections::BTreeMap<String, String>) -> String {
+fn stream_key(
+    origin: &str,
+    name: &str,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> String {
     let mut pairs: Vec<(&String, &String)> = tags.iter().collect();
     pairs.sort();
-    let mut key = name.to_string();
+    let mut key = format!("{origin}\u{1e}{name}");
     for (k, v) in pairs {
         key.push('\u{1f}');
         key.push_str(k);
@@ -410,7 +437,7 @@ impl OtlpIngest {
         OtlpIngest {
             pipeline,
             handoff,
-            streams: Arc::default(),
+            streams: Arc::new(Mutex::new(Streams::starting_now())),
             durability: Durability::default(),
         }
     }
@@ -625,7 +652,22 @@ pub fn metric_samples(
     let mut items = 0;
     for resource in &request.resource_metrics {
         let service = service_of(&resource.resource);
+        let mut resource_key: Vec<(String, String)> = resource
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .map(|kv| (kv.key.clone(), text(&kv.value)))
+            .collect();
+        resource_key.sort();
+        let resource_key: String = resource_key
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\u{1f}"))
+            .collect();
         for scope in &resource.scope_metrics {
+            let origin = match &scope.scope {
+                Some(scope) => format!("{resource_key}\u{1d}{}\u{1d}{}", scope.name, scope.version),
+                None => resource_key.clone(),
+            };
             for metric in &scope.metrics {
                 let tags_of = |attributes: &[KeyValue]| {
                     let mut tags: std::collections::BTreeMap<String, String> = attributes
@@ -673,12 +715,18 @@ pub fn metric_samples(
                                     &tags,
                                 ));
                             } else if sum.aggregation_temporality == CUMULATIVE {
-                                let key = stream_key(&metric.name, &tags);
+                                let key = stream_key(&origin, &metric.name, &tags);
                                 let last = streams.sums.insert(key, value);
-                                // the first point counts whole: the stream began at 0
+                                // a drop is a restart (the stream began again at 0)
                                 let increase = match last {
                                     Some(last) if value >= last => value - last,
-                                    _ => value,
+                                    Some(_) => value,
+                                    None if streams
+                                        .first_counts_whole(point.start_time_unix_nano) =>
+                                    {
+                                        value
+                                    }
+                                    None => 0.0,
                                 };
                                 if increase > 0.0 {
                                     samples.push(sample(
@@ -706,11 +754,17 @@ pub fn metric_samples(
                             let tags = tags_of(&point.attributes);
                             let cumulative = histogram.aggregation_temporality != DELTA;
                             let (counts, min, max, sum) = if cumulative {
-                                let key = stream_key(&metric.name, &tags);
+                                let key = stream_key(&origin, &metric.name, &tags);
                                 let now_sum = point.sum.unwrap_or(f64::NAN);
                                 let last = streams
                                     .buckets
                                     .insert(key, (point.bucket_counts.clone(), now_sum));
+                                if last.is_none()
+                                    && !streams.first_counts_whole(point.start_time_unix_nano)
+                                {
+                                    // where an older stream's increase starts
+                                    continue;
+                                }
                                 match last {
                                     Some((last, last_sum))
                                         if last.len() == point.bucket_counts.len()
@@ -1040,6 +1094,73 @@ mod tests {
             "bad shape"
         );
         assert!(histogram_samples(&[f64::NAN], &[1, 2], None, None, None).is_none());
+    }
+
+    /// One cumulative sum point of `value` from a resource with `instance`.
+    fn cumulative(instance: &str, value: f64, start_ns: u64) -> ExportMetricsServiceRequest {
+        use opentelemetry_proto::tonic::metrics::v1::{
+            Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        };
+        let attribute = |key: &str, value: &str| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.into())),
+            }),
+        };
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![
+                        attribute("service.name", "shop"),
+                        attribute("service.instance.id", instance),
+                    ],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "items".into(),
+                        data: Some(metric::Data::Sum(Sum {
+                            data_points: vec![NumberDataPoint {
+                                start_time_unix_nano: start_ns,
+                                value: Some(number_data_point::Value::AsDouble(value)),
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: CUMULATIVE,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn cumulative_streams_are_per_resource_and_start_where_ssfd_does() {
+        let mut streams = Streams {
+            started_ns: 1_000,
+            ..Streams::default()
+        };
+        let mut counted = |request: ExportMetricsServiceRequest| -> f64 {
+            metric_samples(&request, &mut streams)
+                .samples
+                .iter()
+                .map(|s| f64::from(s.value))
+                .sum()
+        };
+        // two pods of one service: two streams, each counting its own increase
+        assert_eq!(counted(cumulative("a", 100.0, 2_000)), 100.0);
+        assert_eq!(counted(cumulative("b", 50.0, 2_000)), 50.0);
+        assert_eq!(counted(cumulative("a", 101.0, 2_000)), 1.0);
+        assert_eq!(counted(cumulative("b", 51.0, 2_000)), 1.0);
+        // a restart (the value drops) counts the new total whole
+        assert_eq!(counted(cumulative("a", 3.0, 5_000)), 3.0);
+        // a stream that began before this process: its running total was counted
+        // before; only what it adds from here counts
+        assert_eq!(counted(cumulative("c", 1e6, 500)), 0.0);
+        assert_eq!(counted(cumulative("c", 1e6 + 4.0, 500)), 4.0);
     }
 
     #[test]
