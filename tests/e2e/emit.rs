@@ -36,7 +36,8 @@ fn emit_over_udp() {
         "--tag",
         "a:b",
     ]);
-    emit(&["-hostport", &statsd, "-name", "e.gauge", "-gauge", "2.5"]);
+    // a negative value, as Go's flag package reads it
+    emit(&["-hostport", &statsd, "-name", "e.gauge", "-gauge", "-2.5"]);
     emit(&[
         "--hostport",
         &statsd,
@@ -167,9 +168,10 @@ fn nested_commands_form_one_trace() {
         ])
         .output()
         .unwrap();
-    assert!(
-        !output.status.success(),
-        "the failing command fails emit too"
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "emit exits with its command's status, as veneur-emit"
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let trace: serde_json::Value = loop {

@@ -27,10 +27,10 @@ pub struct EmitArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Sends a counter of N.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub count: Option<f64>,
     /// Sends a gauge.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub gauge: Option<f64>,
     /// Sends a timer (a duration like 250ms).
     #[arg(long)]
@@ -347,7 +347,11 @@ pub fn run(mut args: EmitArgs) -> anyhow::Result<()> {
     };
     send(&args)?;
     match status {
-        Some(status) if !status.success() => bail!("the command failed: {status}"),
+        // veneur-emit's exit status is its command's
+        Some(status) if !status.success() => {
+            eprintln!("ssfd emit: the command failed: {status}");
+            std::process::exit(status.code().unwrap_or(1));
+        }
         _ => Ok(()),
     }
 }
