@@ -930,6 +930,44 @@ enum Format {
     Json,
 }
 
+/// OTLP/JSON writes 64-bit integers as strings, and senders write them either way;
+/// the decoder takes `*UnixNano` times only as strings and `asInt`, `count`,
+/// `bucketCounts`, `zeroCount` only as numbers. Both spellings are made the one it takes.
+fn json_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    let as_number = |value: &mut Value| {
+        if let Value::String(text) = value {
+            if let Ok(n) = text.parse::<u64>() {
+                *value = Value::from(n);
+            } else if let Ok(n) = text.parse::<i64>() {
+                *value = Value::from(n);
+            }
+        }
+    };
+    match value {
+        Value::Object(object) => {
+            for (key, field) in object.iter_mut() {
+                match key.as_str() {
+                    "asInt" | "count" | "zeroCount" => as_number(field),
+                    "bucketCounts" => {
+                        if let Value::Array(items) = field {
+                            items.iter_mut().for_each(as_number);
+                        }
+                    }
+                    _ if key.ends_with("UnixNano") => {
+                        if let Value::Number(n) = field {
+                            *field = Value::String(n.to_string());
+                        }
+                    }
+                    _ => json_integers(field),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(json_integers),
+        _ => {}
+    }
+}
+
 /// Decodes an OTLP/HTTP body by its content type and encoding.
 fn decode<T: prost::Message + Default + serde::de::DeserializeOwned>(
     headers: &axum::http::HeaderMap,
@@ -960,7 +998,10 @@ fn decode<T: prost::Message + Default + serde::de::DeserializeOwned>(
         body
     };
     if header(axum::http::header::CONTENT_TYPE).starts_with("application/json") {
-        serde_json::from_slice(body)
+        let mut value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("OTLP/JSON body: {e}"))?;
+        json_integers(&mut value);
+        serde_json::from_value(value)
             .map(|value| (value, Format::Json))
             .map_err(|e| format!("OTLP/JSON body: {e}"))
     } else {
@@ -1161,6 +1202,45 @@ mod tests {
         // before; only what it adds from here counts
         assert_eq!(counted(cumulative("c", 1e6, 500)), 0.0);
         assert_eq!(counted(cumulative("c", 1e6 + 4.0, 500)), 4.0);
+    }
+
+    #[test]
+    fn otlp_json_integers_in_either_spelling() {
+        let body = br#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+            {"name":"a","sum":{"aggregationTemporality":1,"isMonotonic":true,
+              "dataPoints":[{"asInt":"5","timeUnixNano":1700000000000000000}]}},
+            {"name":"b","histogram":{"aggregationTemporality":1,
+              "dataPoints":[{"count":"6","sum":3.5,"bucketCounts":["1","5"],"explicitBounds":[1.0],
+                             "timeUnixNano":"1700000000000000000"}]}},
+            {"name":"c","gauge":{"dataPoints":[{"asInt":7,"timeUnixNano":"1"}]}}
+        ]}]}]}"#;
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            "application/json".parse().unwrap(),
+        );
+        let (request, _) = decode::<ExportMetricsServiceRequest>(&headers, body).unwrap();
+        let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
+        let Some(metric::Data::Sum(sum)) = &metrics[0].data else {
+            panic!("sum")
+        };
+        assert_eq!(
+            sum.data_points[0].value,
+            Some(number_data_point::Value::AsInt(5))
+        );
+        assert_eq!(sum.data_points[0].time_unix_nano, 1_700_000_000_000_000_000);
+        let Some(metric::Data::Histogram(histogram)) = &metrics[1].data else {
+            panic!("histogram")
+        };
+        assert_eq!(histogram.data_points[0].count, 6);
+        assert_eq!(histogram.data_points[0].bucket_counts, [1, 5]);
+        let Some(metric::Data::Gauge(gauge)) = &metrics[2].data else {
+            panic!("gauge")
+        };
+        assert_eq!(
+            gauge.data_points[0].value,
+            Some(number_data_point::Value::AsInt(7))
+        );
     }
 
     #[test]
