@@ -339,14 +339,24 @@ fn jsonl_span_sink_writes_each_span_with_its_trace_id() {
         assert!(Instant::now() < deadline, "no span written");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let value: Value = serde_json::from_str(&line).unwrap();
+    let mut value: Value = serde_json::from_str(&line).unwrap();
+    // the log sample had no timestamp: it carries its time of receipt (SPEC 3.1)
+    let received = value["logs"][0]["timestamp_ns"].take().as_i64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    assert!(
+        received > now - 60_000_000_000 && received <= now,
+        "{received}"
+    );
     assert_eq!(
         value,
         json!({
             "trace_id": "-5", "id": "6", "parent_id": "0", "name": "GET /", "service": "web",
             "start_ns": 1000, "end_ns": 3500, "duration_ns": 2500, "error": true,
             "indicator": false, "tags": {"route": "/"},
-            "logs": [{"timestamp_ns": 1000, "service": "web", "trace_id": "-5", "span_id": "6",
+            "logs": [{"timestamp_ns": null, "service": "web", "trace_id": "-5", "span_id": "6",
                       "name": "log", "message": "hi", "severity": "info", "tags": []}],
             "metrics": [],
         })

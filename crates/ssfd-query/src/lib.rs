@@ -233,7 +233,13 @@ pub fn trace_json(trace_id: i64, encoded: &[Vec<u8>]) -> Option<Value> {
         rendered: 0,
         visited: HashSet::new(),
     };
-    let root_json = root.map(|index| tree.render(index));
+    // a root found by `id == trace_id` may name a parent ssfd never saw: as a root its
+    // `parent_id` is "0" (SPEC 6)
+    let root_json = root.map(|index| {
+        let mut json = tree.render(index);
+        json["parent_id"] = "0".into();
+        json
+    });
     let mut orphan_json = Vec::new();
     for index in orphans.iter().copied() {
         if tree.rendered >= MAX_SPANS_PER_RESPONSE {
@@ -326,6 +332,11 @@ mod tests {
             ["1", "2", "4", "3"],
             "children ordered by start"
         );
+        assert_eq!(trace["root"]["parent_id"], "0");
+        // a root by `id == trace_id` whose parent is elsewhere: still "0"
+        let encoded = vec![span(1, 77, 10, "web").encode_to_vec()];
+        let trace = trace_json(1, &encoded).unwrap();
+        assert_eq!(trace["root"]["id"], "1");
         assert_eq!(trace["root"]["parent_id"], "0");
     }
 
