@@ -586,6 +586,16 @@ impl Config {
         parse_duration(&self.interval).unwrap_or(Duration::from_secs(10))
     }
 
+    /// `shutdown_timeout`: how long sinks and forwarding may deliver at shutdown
+    /// (default: one interval; `validate` has checked it).
+    pub fn shutdown_timeout(&self) -> Duration {
+        if self.shutdown_timeout.is_empty() {
+            self.interval()
+        } else {
+            parse_duration(&self.shutdown_timeout).unwrap_or_else(|_| self.interval())
+        }
+    }
+
     /// Listener keys that a file without them leaves closed.
     pub fn listener_keys() -> &'static [&'static str] {
         LISTENER_KEYS

@@ -51,6 +51,9 @@ pub struct RetryPolicy {
     pub max_retries: u32,
     pub first_backoff: Duration,
     pub max_backoff: Duration,
+    /// How long a queue of spans or forwarded items ([`BatchQueue`]) may keep
+    /// delivering once it is dropped at shutdown (`shutdown_timeout`).
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -60,6 +63,7 @@ impl Default for RetryPolicy {
             max_retries: 4,
             first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -414,9 +418,15 @@ impl Deliver for Blackhole {
 /// `stage`. The OTLP span sink, span forwarding and the proxy's per-global queues are
 /// all one of these.
 pub struct BatchQueue<T> {
-    queue: Sender<Vec<T>>,
+    queue: Option<Sender<Vec<T>>>,
     counters: Arc<SinkCounters>,
     stage: ssfd_telemetry::Stage,
+    /// Items offered and not yet sent or dropped by the thread.
+    queued: Arc<std::sync::atomic::AtomicU64>,
+    /// Closed (disconnected) when the thread has delivered everything and ended.
+    done: Receiver<()>,
+    shutdown_timeout: Duration,
+    name: String,
 }
 
 impl<T: Send + 'static> BatchQueue<T> {
@@ -429,11 +439,16 @@ impl<T: Send + 'static> BatchQueue<T> {
         mut send: impl FnMut(&[T]) -> Result<(), SendError> + Send + 'static,
     ) -> BatchQueue<T> {
         let (queue, work) = bounded::<Vec<T>>(policy.queue.max(1) * 64);
+        let (finished, done) = bounded::<()>(0);
+        let queued = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let thread_queued = Arc::clone(&queued);
         let thread_counters = Arc::clone(&counters);
         let label = name.to_string();
         std::thread::Builder::new()
             .name(format!("ssfd-{name}"))
             .spawn(move || {
+                // dropped when the queue is closed and empty: the owner's `Drop` waits
+                let _finished = finished;
                 let mut jitter = Jitter::default();
                 while let Ok(mut items) = work.recv() {
                     let started = Instant::now();
@@ -453,14 +468,19 @@ impl<T: Send + 'static> BatchQueue<T> {
                         count,
                         || send(&items),
                     );
+                    thread_queued.fetch_sub(count, std::sync::atomic::Ordering::Relaxed);
                     thread_counters.observe_flush(started.elapsed().as_secs_f64());
                 }
             })
             .expect("spawn a queue thread");
         BatchQueue {
-            queue,
+            queue: Some(queue),
             counters,
             stage,
+            queued,
+            done,
+            shutdown_timeout: policy.shutdown_timeout,
+            name: name.to_string(),
         }
     }
 
@@ -470,13 +490,38 @@ impl<T: Send + 'static> BatchQueue<T> {
             return;
         }
         let count = items.len() as u64;
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.queue.try_send(items)
-        {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        // counted before it is sent, so the thread never subtracts what is not there
+        self.queued
+            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = queue.try_send(items) {
+            self.queued
+                .fetch_sub(count, std::sync::atomic::Ordering::Relaxed);
             self.counters
                 .dropped
                 .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
             ssfd_telemetry::dropped(self.stage, ssfd_telemetry::DropReason::QueueFull, count);
+        }
+    }
+}
+
+impl<T> Drop for BatchQueue<T> {
+    /// Delivers what is queued within `shutdown_timeout` (SPEC 7); what is still
+    /// undelivered then is counted as dropped (`reason="shutdown"`) and left behind.
+    fn drop(&mut self) {
+        let deadline = Instant::now() + self.shutdown_timeout;
+        // closing the queue ends the thread once it has sent what it holds
+        drop(self.queue.take());
+        if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = self.done.recv_deadline(deadline)
+        {
+            let left = self.queued.load(std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(queue = %self.name, left, "still delivering at shutdown; its items are dropped");
+            self.counters
+                .dropped
+                .fetch_add(left, std::sync::atomic::Ordering::Relaxed);
+            ssfd_telemetry::dropped(self.stage, ssfd_telemetry::DropReason::Shutdown, left);
         }
     }
 }
@@ -614,6 +659,64 @@ impl GrpcClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_queue_delivers_what_it_holds_when_dropped() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&sent);
+        let counters = ssfd_telemetry::sink("batch-queue-test-a", "test");
+        let queue = BatchQueue::start(
+            "batch-queue-test-a",
+            Arc::clone(&counters),
+            ssfd_telemetry::Stage::Sink,
+            RetryPolicy {
+                shutdown_timeout: Duration::from_secs(10),
+                ..RetryPolicy::default()
+            },
+            2,
+            move |items: &[u32]| {
+                std::thread::sleep(Duration::from_millis(30));
+                seen.lock().unwrap().extend_from_slice(items);
+                Ok(())
+            },
+        );
+        for i in 0..5 {
+            queue.offer(vec![i * 2, i * 2 + 1]);
+        }
+        drop(queue);
+        // the drop waited until all ten were sent
+        assert_eq!(sent.lock().unwrap().len(), 10);
+        assert_eq!(counters.sent.load(Relaxed), 10);
+        assert_eq!(counters.dropped.load(Relaxed), 0);
+
+        // a receiver that never answers: after shutdown_timeout what is left is dropped
+        let counters = ssfd_telemetry::sink("batch-queue-test-b", "test");
+        let queue = BatchQueue::start(
+            "batch-queue-test-b",
+            Arc::clone(&counters),
+            ssfd_telemetry::Stage::Sink,
+            RetryPolicy {
+                shutdown_timeout: Duration::from_millis(200),
+                ..RetryPolicy::default()
+            },
+            1,
+            |_: &[u32]| {
+                std::thread::sleep(Duration::from_secs(5));
+                Ok(())
+            },
+        );
+        queue.offer(vec![1]);
+        queue.offer(vec![2, 3]);
+        let started = Instant::now();
+        drop(queue);
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(
+            counters.dropped.load(Relaxed),
+            3,
+            "counted as dropped at shutdown"
+        );
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_a_cap() {

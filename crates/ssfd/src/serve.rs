@@ -98,7 +98,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             )),
             ssfd_export::delivery::RetryPolicy::default(),
             None,
-            config.interval(),
+            config.shutdown_timeout(),
         )));
     }
     sinks.extend(crate::sinks::metric_sinks(&config, &hostname, expiry)?);
@@ -153,7 +153,10 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             span_sinks.push(std::sync::Arc::new(
                 ssfd_export::forward::ForwardSpans::start(
                     &config.forward_address,
-                    ssfd_export::delivery::RetryPolicy::default(),
+                    ssfd_export::delivery::RetryPolicy {
+                        shutdown_timeout: config.shutdown_timeout(),
+                        ..ssfd_export::delivery::RetryPolicy::default()
+                    },
                 ),
             ));
         }

@@ -96,11 +96,7 @@ pub fn metric_sinks(
     expiry: std::time::Duration,
 ) -> anyhow::Result<Vec<Box<dyn MetricSink>>> {
     let router = router(config)?;
-    let shutdown_timeout = if config.shutdown_timeout.is_empty() {
-        config.interval()
-    } else {
-        ssfd_config::parse_duration(&config.shutdown_timeout).map_err(anyhow::Error::msg)?
-    };
+    let shutdown_timeout = config.shutdown_timeout();
     let mut sinks: Vec<Box<dyn MetricSink>> = Vec::new();
     for sink in &config.metric_sinks {
         let name = if sink.name.is_empty() {
@@ -352,7 +348,10 @@ pub fn span_sinks(config: &Config) -> anyhow::Result<Vec<Arc<dyn ssfd_engine::Sp
                 out.push(Arc::new(ssfd_export::otlp::OtlpSpans::start(
                     name,
                     endpoint,
-                    RetryPolicy::default(),
+                    RetryPolicy {
+                        shutdown_timeout: config.shutdown_timeout(),
+                        ..RetryPolicy::default()
+                    },
                 )));
             }
             "blackhole" => {}
