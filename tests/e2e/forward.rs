@@ -305,6 +305,36 @@ fn a_proxy_spreads_keys_and_traces_over_globals_and_routes_around_a_dead_one() {
     for i in 0..30 {
         wait_near(&a, &format!("px_d{i}_total"), 1.0, 0.0);
     }
+
+    // no global answers: the spans the proxy cannot route are dropped and counted
+    assert!(a.terminate().success());
+    std::thread::sleep(Duration::from_millis(3000));
+    let dropped = "ssfd_dropped_total{stage=\"forward\",reason=\"retry_exhausted\"}";
+    let before = proxy.metric(dropped);
+    for id in [95, 96] {
+        let span = ssfd_wire::ssf::SsfSpan {
+            trace_id: 94,
+            id,
+            parent_id: if id == 95 { 0 } else { 95 },
+            start_timestamp: 1_800_000_000_000_000_000 + id,
+            end_timestamp: 1_800_000_000_001_000_000,
+            service: "px".into(),
+            name: format!("op{id}"),
+            ..Default::default()
+        };
+        socket
+            .send_to(&span.encode_to_vec(), local.addr("ssf udp"))
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.metric(dropped) < before + 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "unrouted spans were not counted: {}",
+            proxy.metric(dropped)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

@@ -206,7 +206,8 @@ impl Proxy {
             .map_err(|status| format!("global {owner}: {}", status.message()))
     }
 
-    /// Routes forwarded metrics by series key; a full queue drops and counts.
+    /// Routes forwarded metrics by series key; a full queue drops and counts, and so
+    /// does a key no global owns.
     pub fn route_metrics(&self, metrics: Vec<Metric>) {
         let mut by_owner: HashMap<String, Vec<Metric>> = HashMap::new();
         {
@@ -228,6 +229,7 @@ impl Proxy {
         };
         for (owner, metrics) in by_owner {
             let Some(upstream) = upstreams.get(&owner) else {
+                unrouted(metrics.len());
                 continue;
             };
             upstream.metrics.offer(metrics);
@@ -240,21 +242,34 @@ impl Proxy {
         {
             let Ok(ring) = self.ring.read() else { return };
             for span in spans {
-                if let Some(owner) = ring.owner(span_key(span.trace_id)) {
-                    by_owner.entry(owner.to_string()).or_default().push(span);
+                match ring.owner(span_key(span.trace_id)) {
+                    Some(owner) => by_owner.entry(owner.to_string()).or_default().push(span),
+                    // no global answers: dropped, and counted as the metrics are
+                    None => unrouted(1),
                 }
             }
         }
         let Ok(upstreams) = self.upstreams.read() else {
+            unrouted(by_owner.values().map(Vec::len).sum());
             return;
         };
         for (owner, spans) in by_owner {
             let Some(upstream) = upstreams.get(&owner) else {
+                unrouted(spans.len());
                 continue;
             };
             upstream.spans.offer(spans);
         }
     }
+}
+
+/// Items a proxy could not route (no global in its ring answers): dropped and counted.
+fn unrouted(items: usize) {
+    ssfd_telemetry::dropped(
+        ssfd_telemetry::Stage::Forward,
+        ssfd_telemetry::DropReason::RetryExhausted,
+        items as u64,
+    );
 }
 
 /// Every second: a known destination answering SERVING is in the ring, any other is
