@@ -66,6 +66,20 @@ fn every_listener_is_announced_with_its_real_port() {
     }
     assert_eq!(announced.len(), 9, "{announced:?}");
     assert_eq!(server.get("/healthcheck"), (200, "ok".to_string()));
+    // the version and build (SPEC 6)
+    let (status, version) = server.get("/version");
+    assert_eq!(status, 200);
+    let version = version.trim();
+    assert!(
+        version.starts_with(&format!("ssfd {} (", env!("CARGO_PKG_VERSION")))
+            && version.contains(" build, ")
+            && version.ends_with(&format!(
+                "{}-{})",
+                std::env::consts::ARCH,
+                std::env::consts::OS
+            )),
+        "{version}"
+    );
     let (status, metrics) = server.get("/metrics");
     assert_eq!(status, 200);
     assert!(metrics.contains("ssfd_build_info{version="), "{metrics}");

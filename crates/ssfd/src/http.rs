@@ -30,6 +30,20 @@ struct Exported {
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// `/version` (SPEC 6: the version and build): `ssfd 0.1.0 (release build, x86_64-linux)`.
+pub fn version_line() -> String {
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    format!(
+        "ssfd {VERSION} ({profile} build, {}-{})",
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    )
+}
+
 /// The web UI: one file, no build step.
 const UI: &str = include_str!("ui/index.html");
 
@@ -101,7 +115,10 @@ fn routes(
             get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], UI) }),
         )
         .route("/healthcheck", get(|| async { "ok" }))
-        .route("/version", get(|| async { format!("ssfd {VERSION}\n") }))
+        .route(
+            "/version",
+            get(|| async { format!("{}\n", version_line()) }),
+        )
         .route("/metrics", get(metrics))
         .route("/api/v1/slos", get(slos_report))
         .route("/api/v1/traces", get(search_traces))
