@@ -1,6 +1,7 @@
 //! The gRPC codec of every ssfd service: prost, except that a request that does not
 //! decode answers `INVALID_ARGUMENT` (SPEC 3.3; tonic's default says `INTERNAL`) and
-//! is counted as `ssfd_rejected_total{listener="grpc",reason="decode"}`.
+//! is counted as `ssfd_rejected_total{listener="grpc",reason="decode"}` (`forward` for
+//! Veneur's forward import).
 
 use prost::Message;
 use prost::bytes::BufMut;
@@ -75,8 +76,9 @@ impl<U: Message + Default> Decoder for SsfdDecoder<U> {
         match result {
             Ok(message) => Ok(Some(message)),
             Err(error) => {
-                ssfd_telemetry::received(Listener::Grpc, Protocol::Grpc, 1);
-                ssfd_telemetry::rejected(Listener::Grpc, Protocol::Grpc, Reason::Decode, 1);
+                let listener = listener_of::<U>();
+                ssfd_telemetry::received(listener, Protocol::Grpc, 1);
+                ssfd_telemetry::rejected(listener, Protocol::Grpc, Reason::Decode, 1);
                 Err(Status::invalid_argument(format!(
                     "message does not decode: {error}"
                 )))
@@ -142,5 +144,35 @@ impl<U: FromWire> Decoder for RawDecoder<U> {
         use prost::bytes::Buf;
         let len = buf.remaining();
         Ok(Some(U::from_wire(buf.copy_to_bytes(len))))
+    }
+}
+
+/// The listener a request of type `U` came to: Veneur's forward import (`metricpb`,
+/// `forwardrpc`) is the forward listener, every other service the gRPC one.
+fn listener_of<U>() -> Listener {
+    let name = std::any::type_name::<U>();
+    if name.contains("metricpb") || name.contains("forwardrpc") {
+        Listener::Forward
+    } else {
+        Listener::Grpc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forward_import_that_does_not_decode_counts_as_forward() {
+        assert_eq!(listener_of::<crate::metricpb::Metric>(), Listener::Forward);
+        assert_eq!(
+            listener_of::<crate::forwardrpc::MetricList>(),
+            Listener::Forward
+        );
+        assert_eq!(listener_of::<crate::ssf::SsfSpan>(), Listener::Grpc);
+        assert_eq!(
+            listener_of::<crate::dogstatsd::DogstatsdPacket>(),
+            Listener::Grpc
+        );
     }
 }
