@@ -637,3 +637,33 @@ fn sigterm_honours_shutdown_timeout_with_a_hung_sink() {
         "{said}"
     );
 }
+
+#[test]
+fn several_hung_sinks_share_one_shutdown_timeout() {
+    // three sinks stuck in requests: they wait out one shutdown_timeout together, not
+    // one each in turn (9 s here)
+    let hanging = receiver(Mode::Hang);
+    let sinks: String = (1..=3)
+        .map(|i| datadog_sink(&format!("stuck{i}"), &hanging.address, ""))
+        .collect();
+    let server = Server::start(&format!(
+        "interval: 1s\nshutdown_timeout: 3s\nmetric_sinks:\n{sinks}"
+    ));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .send_to(b"hung.c:1|c", server.addr("statsd udp"))
+        .unwrap();
+    hanging.wait_for("/api/v1/series", |_| true);
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let stderr = std::sync::Arc::clone(&server.stderr);
+    assert!(server.terminate().success(), "exit 0");
+    let took = started.elapsed();
+    let said = stderr.lock().unwrap().join("\n");
+    assert_eq!(
+        said.matches("sink still delivering at shutdown").count(),
+        3,
+        "{said}"
+    );
+    assert!(took < Duration::from_secs(8), "exit took {took:?}: {said}");
+}

@@ -201,11 +201,28 @@ impl MetricSink for QueuedSink {
     }
 }
 
+/// When shutdown began, the moment every sink and queue must be done by
+/// (`shutdown_timeout` after the signal), so several sinks do not each wait a whole
+/// `shutdown_timeout` one after the other.
+static SHUTDOWN_DEADLINE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Starts the shutdown clock: every sink's and queue's delivery at shutdown ends by
+/// `timeout` from now (the first call counts).
+pub fn begin_shutdown(timeout: Duration) {
+    let _ = SHUTDOWN_DEADLINE.set(Instant::now() + timeout);
+}
+
+/// The deadline of a delivery at shutdown that may take `timeout` from now.
+fn shutdown_deadline(timeout: Duration) -> Instant {
+    let own = Instant::now() + timeout;
+    SHUTDOWN_DEADLINE.get().map_or(own, |&all| own.min(all))
+}
+
 impl Drop for QueuedSink {
     /// Delivers what is queued within `shutdown_timeout`; what is still undelivered
     /// then is counted as dropped (`reason="shutdown"`) and left behind.
     fn drop(&mut self) {
-        let deadline = Instant::now() + self.shutdown_timeout;
+        let deadline = shutdown_deadline(self.shutdown_timeout);
         if let Some(queue) = self.queue.take() {
             let _ = queue.send_deadline(Work::Stop, deadline);
         }
@@ -511,7 +528,7 @@ impl<T> Drop for BatchQueue<T> {
     /// Delivers what is queued within `shutdown_timeout` (SPEC 7); what is still
     /// undelivered then is counted as dropped (`reason="shutdown"`) and left behind.
     fn drop(&mut self) {
-        let deadline = Instant::now() + self.shutdown_timeout;
+        let deadline = shutdown_deadline(self.shutdown_timeout);
         // closing the queue ends the thread once it has sent what it holds
         drop(self.queue.take());
         if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = self.done.recv_deadline(deadline)

@@ -107,6 +107,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         .thread_name("ssfd-io")
         .enable_all()
         .build()?;
+    let shutdown_timeout = config.shutdown_timeout();
     runtime.block_on(async move {
         let span_metrics = std::sync::Arc::new(
             ssfd_engine::span_metrics::SpanMetricsRegistry::new(
@@ -267,6 +268,8 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         });
         wait_for_signal().await;
         tracing::info!("shutting down: intake stops, workers drain");
+        // every sink and queue delivers within shutdown_timeout of the signal, together
+        ssfd_export::delivery::begin_shutdown(shutdown_timeout);
         let _ = stop.send(true);
         running.stop().await;
         drop(pipeline);
