@@ -8,6 +8,18 @@ use ssfd_e2e::{root, ssfd_binary};
 use std::process::Command;
 
 fn check_config(path: &std::path::Path) {
+    let printed = checked(path);
+    // the effective configuration is printed as YAML a config file can hold: checking
+    // it again gives it back unchanged
+    let again = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(again.path(), &printed).unwrap();
+    assert_eq!(checked(again.path()), printed, "{}", path.display());
+    let value: serde_yaml::Value = serde_yaml::from_str(&printed).unwrap();
+    assert!(value["interval"].is_string(), "{printed}");
+}
+
+/// `ssfd check-config PATH`'s output; panics when it fails.
+fn checked(path: &std::path::Path) -> String {
     let output = Command::new(ssfd_binary())
         .arg("check-config")
         .arg(path)
@@ -19,6 +31,7 @@ fn check_config(path: &std::path::Path) {
         path.display(),
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8(output.stdout).unwrap()
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! A Veneur key that ssfd does not implement is accepted with a warning; any other
 //! unknown key is an error that names the key and its line.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The embedded default configuration, used when `ssfd serve` has no `-f`.
@@ -84,7 +84,7 @@ const VENEUR_SINK_OPTIONS: &[&str] = &[
 ];
 
 /// One sink entry of `metric_sinks` / `span_sinks`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     pub kind: String,
@@ -95,7 +95,7 @@ pub struct SinkConfig {
 }
 
 /// One entry of `slos` (SPEC 4.4).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SloConfig {
     pub name: String,
@@ -112,7 +112,7 @@ pub struct SloConfig {
 /// `tls`: PEM files for gRPC ingest, forwarding and the proxy (SPEC 9). With
 /// `ca_file` the server asks clients for a certificate signed by it (mutual TLS) and
 /// clients check the server's against it.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     #[serde(default)]
@@ -133,7 +133,7 @@ pub struct TlsPem {
 }
 
 /// `storage`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     #[serde(default = "default_max_bytes")]
@@ -153,7 +153,7 @@ impl Default for StorageConfig {
 }
 
 /// The whole configuration, after defaults.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_role")]

@@ -105,6 +105,11 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
-    println!("{:#?}", loaded.config);
+    // the effective configuration, as YAML a config file could hold
+    print!(
+        "{}",
+        serde_yaml::to_string(&loaded.config)
+            .map_err(|e| anyhow::anyhow!("cannot print the configuration: {e}"))?
+    );
     Ok(())
 }
