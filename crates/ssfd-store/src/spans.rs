@@ -710,8 +710,24 @@ impl SpanStore {
                 continue;
             }
             let entry = &index.traces[&trace_id];
+            // a span id sent twice keeps its last arrival (SPEC 5): an earlier version
+            // must not match
+            let last: Option<HashMap<i64, usize>> = (entry.refs.len() > 1).then(|| {
+                entry
+                    .refs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (r.id, i))
+                    .collect()
+            });
             let mut hit = false;
-            for span in &entry.refs {
+            for (position, span) in entry.refs.iter().enumerate() {
+                if last
+                    .as_ref()
+                    .is_some_and(|last| last.get(&span.id) != Some(&position))
+                {
+                    continue;
+                }
                 let duration = span.end - span.start;
                 if service.is_some_and(|s| s != span.service)
                     || name.is_some_and(|n| n != span.name)
@@ -980,6 +996,25 @@ mod tests {
             .iter()
             .map(|s| s.trace_id)
             .collect()
+    }
+
+    #[test]
+    fn search_matches_the_last_arrival_of_a_span() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpanStore::open(dir.path(), Budget::new(1 << 30), DAY).unwrap();
+        // span 3 (an error) arrives again without the error
+        let mut first = span(7, 3, 0, 1);
+        first.error = true;
+        let mut again = first.clone();
+        again.error = false;
+        let mut batch = SpanBatch::default();
+        for version in [&first, &again] {
+            let bytes = version.encode_to_vec();
+            batch.push(&SpanView::parse(&bytes).unwrap(), &bytes);
+        }
+        store.append(&batch).unwrap();
+        assert_eq!(found(&store, |q| q.error = Some(true)), Vec::<i64>::new());
+        assert_eq!(found(&store, |q| q.error = Some(false)), [7]);
     }
 
     #[test]
