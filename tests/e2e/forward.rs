@@ -33,6 +33,27 @@ fn send_lines(server: &Server, lines: &[String]) {
     }
 }
 
+/// Sends trace `trace_id` to `server` over SSF UDP: the first id is the root, the
+/// others its children.
+fn send_trace(server: &Server, trace_id: i64, ids: &[i64]) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for &id in ids {
+        let span = ssfd_wire::ssf::SsfSpan {
+            trace_id,
+            id,
+            parent_id: if id == ids[0] { 0 } else { ids[0] },
+            start_timestamp: 1_800_000_000_000_000_000 + id,
+            end_timestamp: 1_800_000_000_001_000_000,
+            service: "px".into(),
+            name: format!("op{id}"),
+            ..Default::default()
+        };
+        socket
+            .send_to(&span.encode_to_vec(), server.addr("ssf udp"))
+            .unwrap();
+    }
+}
+
 #[test]
 fn locals_forward_global_and_mixed_state_to_a_global() {
     let global = Server::start("interval: 1s\npercentiles: [0.5, 0.99]\n");
@@ -243,22 +264,7 @@ fn a_proxy_spreads_keys_and_traces_over_globals_and_routes_around_a_dead_one() {
         .map(|i| format!("px.c{i}:1|c|#veneurglobalonly,host:h{}", i % 3))
         .collect();
     send_lines(&local, &lines);
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for id in [91, 92, 93] {
-        let span = ssfd_wire::ssf::SsfSpan {
-            trace_id: 90,
-            id,
-            parent_id: if id == 91 { 0 } else { 91 },
-            start_timestamp: 1_800_000_000_000_000_000 + id,
-            end_timestamp: 1_800_000_000_001_000_000,
-            service: "px".into(),
-            name: format!("op{id}"),
-            ..Default::default()
-        };
-        socket
-            .send_to(&span.encode_to_vec(), local.addr("ssf udp"))
-            .unwrap();
-    }
+    send_trace(&local, 90, &[91, 92, 93]);
     // every counter lands on exactly one global, and both globals get some
     let deadline = Instant::now() + Duration::from_secs(30);
     let (on_a, on_b) = loop {
@@ -311,21 +317,7 @@ fn a_proxy_spreads_keys_and_traces_over_globals_and_routes_around_a_dead_one() {
     std::thread::sleep(Duration::from_millis(3000));
     let dropped = "ssfd_dropped_total{stage=\"forward\",reason=\"retry_exhausted\"}";
     let before = proxy.metric(dropped);
-    for id in [95, 96] {
-        let span = ssfd_wire::ssf::SsfSpan {
-            trace_id: 94,
-            id,
-            parent_id: if id == 95 { 0 } else { 95 },
-            start_timestamp: 1_800_000_000_000_000_000 + id,
-            end_timestamp: 1_800_000_000_001_000_000,
-            service: "px".into(),
-            name: format!("op{id}"),
-            ..Default::default()
-        };
-        socket
-            .send_to(&span.encode_to_vec(), local.addr("ssf udp"))
-            .unwrap();
-    }
+    send_trace(&local, 94, &[95, 96]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while proxy.metric(dropped) < before + 2.0 {
         assert!(

@@ -276,7 +276,6 @@ fn thread_cpu() -> f64 {
 fn floor(run: usize, seconds: f64, lines: usize, parse: bool, buffer: usize) -> anyhow::Result<()> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    const BATCH: usize = 64;
     let socket = ssfd_ingest::datagram::bind_udp("127.0.0.1:0", 1, buffer)?
         .pop()
         .context("no socket")?;
@@ -290,38 +289,22 @@ fn floor(run: usize, seconds: f64, lines: usize, parse: bool, buffer: usize) -> 
     let stopped = Arc::clone(&stop);
     let reader = std::thread::spawn(move || {
         let fd = socket.as_raw_fd();
-        let mut buffers = vec![vec![0u8; 8192]; BATCH];
-        // SAFETY: plain-old-data structs; all-zero is a valid value.
-        let mut iovecs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
-        let mut headers: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+        // the readers' own receive round
+        let mut batch = ssfd_ingest::datagram::RecvBatch::new(8192);
         let (mut datagrams, mut parsed, mut idle) = (0u64, 0u64, 0u32);
         let start_cpu = thread_cpu();
         // after the sender stops, read until the socket has been quiet for 0.2 s
         while !stopped.load(Ordering::Relaxed) || idle < 1 {
-            for index in 0..BATCH {
-                iovecs[index].iov_base = buffers[index].as_mut_ptr().cast();
-                iovecs[index].iov_len = buffers[index].len();
-                headers[index].msg_hdr.msg_iov = &mut iovecs[index];
-                headers[index].msg_hdr.msg_iovlen = 1;
-            }
-            // SAFETY: every header points at live buffers owned by this frame.
-            let received = unsafe {
-                libc::recvmmsg(
-                    fd,
-                    headers.as_mut_ptr(),
-                    BATCH as u32,
-                    libc::MSG_WAITFORONE,
-                    std::ptr::null_mut(),
-                )
+            let received = match batch.receive(fd) {
+                Ok(received) if received > 0 => received,
+                _ => {
+                    idle += u32::from(stopped.load(Ordering::Relaxed));
+                    continue;
+                }
             };
-            if received <= 0 {
-                idle += u32::from(stopped.load(Ordering::Relaxed));
-                continue;
-            }
             datagrams += received as u64;
             if parse {
-                for index in 0..received as usize {
-                    let datagram = &buffers[index][..headers[index].msg_len as usize];
+                for datagram in (0..received).filter_map(|index| batch.datagram(index)) {
                     for line in ssfd_wire::dogstatsd_text::lines(datagram) {
                         parsed += u64::from(ssfd_wire::dogstatsd_text::parse_line(line).is_ok());
                     }

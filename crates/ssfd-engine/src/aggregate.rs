@@ -39,6 +39,15 @@ impl Histogram {
         self.sum += value * weight;
         self.reciprocal_sum += weight / value;
     }
+
+    /// Adds `other`'s exact statistics (not its digest).
+    fn add_statistics(&mut self, other: &Histogram) {
+        self.weight += other.weight;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+        self.reciprocal_sum += other.reciprocal_sum;
+    }
 }
 
 /// The aggregate of one series in one interval.
@@ -92,11 +101,7 @@ impl State {
             (State::Set(set), State::Set(other)) => set.merge(&other),
             (State::Histogram(histogram), State::Histogram(other)) => {
                 histogram.digest.merge(&other.digest);
-                histogram.weight += other.weight;
-                histogram.min = histogram.min.min(other.min);
-                histogram.max = histogram.max.max(other.max);
-                histogram.sum += other.sum;
-                histogram.reciprocal_sum += other.reciprocal_sum;
+                histogram.add_statistics(&other);
             }
             // one key, one type
             _ => {}
@@ -326,11 +331,7 @@ impl SeriesTable {
                     // (Veneur), so `.count` is never counted twice; a global one takes
                     // every statistic from upstream
                     if scope == Scope::Global {
-                        histogram.weight += other.weight;
-                        histogram.min = histogram.min.min(other.min);
-                        histogram.max = histogram.max.max(other.max);
-                        histogram.sum += other.sum;
-                        histogram.reciprocal_sum += other.reciprocal_sum;
+                        histogram.add_statistics(other);
                     }
                 }
                 // a key names its type, so a mismatch cannot happen; ignore it if it does

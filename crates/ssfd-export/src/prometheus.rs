@@ -790,6 +790,19 @@ mod tests {
     use super::*;
     use ssfd_engine::{FlushedMetric, HistogramSummary};
 
+    /// A summary of one untagged sample `value` at quantile `quantile`.
+    fn one_sample(name: &str, quantile: &str, value: f64) -> HistogramSummary {
+        HistogramSummary {
+            name: name.into(),
+            tags: (&[] as &[&str]).iter().collect(),
+            quantiles: vec![(quantile.into(), value)],
+            count: 1.0,
+            sum: value,
+            min: value,
+            max: value,
+        }
+    }
+
     fn metric(name: &str, kind: FlushedType, value: f64, tags: &[&str]) -> FlushedMetric {
         FlushedMetric {
             name: name.into(),
@@ -919,15 +932,7 @@ mod tests {
                 metric("jobs", FlushedType::Gauge, 2.0, &[]),
                 metric("lat.sum", FlushedType::Gauge, 2.0, &["other:1"]),
             ],
-            summaries: vec![HistogramSummary {
-                name: "lat".into(),
-                tags: (&[] as &[&str]).iter().collect(),
-                quantiles: vec![("0.5".into(), 1.0)],
-                count: 1.0,
-                sum: 1.0,
-                min: 1.0,
-                max: 1.0,
-            }],
+            summaries: vec![one_sample("lat", "0.5", 1.0)],
             ..Flush::default()
         });
         let mut text = String::new();
@@ -984,15 +989,7 @@ mod tests {
     #[test]
     fn metrics_named_under_a_histogram_are_kept() {
         let mut exposition = Exposition::new(Duration::from_secs(300));
-        let summary = HistogramSummary {
-            name: "db.query".into(),
-            tags: (&[] as &[&str]).iter().collect(),
-            quantiles: vec![("0.99".into(), 5.0)],
-            count: 1.0,
-            sum: 5.0,
-            min: 5.0,
-            max: 5.0,
-        };
+        let summary = one_sample("db.query", "0.99", 5.0);
         exposition.apply(&Flush {
             timestamp: 1,
             metrics: vec![
@@ -1025,15 +1022,7 @@ mod tests {
     #[test]
     fn flushed_names_that_own_telemetry_or_span_metrics_write_are_dropped_and_counted() {
         let mut exposition = Exposition::new(Duration::from_secs(300)).reserving(reserved_names());
-        let summary = |name: &str| HistogramSummary {
-            name: name.into(),
-            tags: (&[] as &[&str]).iter().collect(),
-            quantiles: vec![("0.5".into(), 1.0)],
-            count: 1.0,
-            sum: 1.0,
-            min: 1.0,
-            max: 1.0,
-        };
+
         exposition.apply(&Flush {
             timestamp: 1,
             metrics: vec![
@@ -1051,7 +1040,10 @@ mod tests {
                 metric("ssfd.overflow", FlushedType::Counter, 2.0, &[]),
                 metric("app.series", FlushedType::Gauge, 3.0, &[]),
             ],
-            summaries: vec![summary("ssfd.flush.duration.seconds"), summary("app.lat")],
+            summaries: vec![
+                one_sample("ssfd.flush.duration.seconds", "0.5", 1.0),
+                one_sample("app.lat", "0.5", 1.0),
+            ],
             ..Flush::default()
         });
         assert_eq!(exposition.conflicts(), 6);

@@ -167,7 +167,66 @@ fn kernel_drops_of(fd: std::os::fd::RawFd) -> Option<u32> {
     (result == 0 && len as usize > index * 4).then(|| info[index])
 }
 
-const BATCH: usize = 64;
+/// Datagrams a reader takes per `recvmmsg` call.
+pub const BATCH: usize = 64;
+
+/// Buffers for one `recvmmsg` round of up to [`BATCH`] datagrams (the datagram readers',
+/// and `loadgen floor`'s, which measures them).
+pub struct RecvBatch {
+    buffers: Vec<Vec<u8>>,
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+}
+
+impl RecvBatch {
+    /// Room for [`BATCH`] datagrams of up to `max_datagram` bytes each.
+    pub fn new(max_datagram: usize) -> RecvBatch {
+        RecvBatch {
+            buffers: (0..BATCH).map(|_| vec![0u8; max_datagram.max(1)]).collect(),
+            // SAFETY: plain-old-data structs; all-zero is a valid value.
+            iovecs: vec![unsafe { std::mem::zeroed() }; BATCH],
+            headers: vec![unsafe { std::mem::zeroed() }; BATCH],
+        }
+    }
+
+    /// One `recvmmsg` round on `fd`: waits for a datagram, then takes what else is
+    /// queued, up to [`BATCH`]. Returns how many came (a read timeout is an error).
+    pub fn receive(&mut self, fd: std::os::fd::RawFd) -> io::Result<usize> {
+        for index in 0..BATCH {
+            self.iovecs[index].iov_base = self.buffers[index].as_mut_ptr().cast();
+            self.iovecs[index].iov_len = self.buffers[index].len();
+            let header = &mut self.headers[index].msg_hdr;
+            header.msg_iov = &mut self.iovecs[index];
+            header.msg_iovlen = 1;
+            header.msg_flags = 0;
+        }
+        // SAFETY: every header points at live buffers owned by `self`.
+        let received = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if received < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(received as usize)
+        }
+    }
+
+    /// Datagram `index` of the last round; `None` when it was cut short (longer than
+    /// `max_datagram`).
+    pub fn datagram(&self, index: usize) -> Option<&[u8]> {
+        let header = &self.headers[index];
+        if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            return None;
+        }
+        Some(&self.buffers[index][..header.msg_len as usize])
+    }
+}
 /// Lines a reader gathers before handing them off while traffic is steady; a quiet
 /// round always hands off what it has, so nothing waits longer than one round. It is
 /// checked after each round, so a shard's batch may pass it by a round's lines; the
@@ -190,30 +249,10 @@ fn read_loop(
     listener: Listener,
 ) {
     let fd = socket.as_raw_fd();
-    let mut buffers: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; max_datagram.max(1)]).collect();
-    // SAFETY: plain-old-data structs; all-zero is a valid value.
-    let mut iovecs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
-    let mut headers: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    let mut batch = RecvBatch::new(max_datagram);
     let mut last_drops: u32 = 0;
     while !shutdown.load(Ordering::Relaxed) {
-        for index in 0..BATCH {
-            iovecs[index].iov_base = buffers[index].as_mut_ptr().cast();
-            iovecs[index].iov_len = buffers[index].len();
-            let header = &mut headers[index].msg_hdr;
-            header.msg_iov = &mut iovecs[index];
-            header.msg_iovlen = 1;
-            header.msg_flags = 0;
-        }
-        // SAFETY: every header points at live buffers owned by this frame.
-        let received = unsafe {
-            libc::recvmmsg(
-                fd,
-                headers.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
-        };
+        let received = batch.receive(fd);
         if let Some(drops) = kernel_drops_of(fd)
             && drops != last_drops
         {
@@ -221,30 +260,29 @@ fn read_loop(
             last_drops = drops;
             ssfd_telemetry::set_udp_kernel_drops(listener, kernel_drops.load(Ordering::Relaxed));
         }
-        if received < 0 {
-            let error = io::Error::last_os_error();
-            // an idle socket: hand off whatever is still pending
-            let _ = handoff.flush(WhenFull::DropNewest);
-            match error.kind() {
-                io::ErrorKind::WouldBlock
-                | io::ErrorKind::TimedOut
-                | io::ErrorKind::Interrupted => continue,
-                _ => {
-                    tracing::warn!(%error, "datagram receive failed");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
+        let received = match received {
+            Ok(received) => received,
+            Err(error) => {
+                // an idle socket: hand off whatever is still pending
+                let _ = handoff.flush(WhenFull::DropNewest);
+                match error.kind() {
+                    io::ErrorKind::WouldBlock
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::Interrupted => continue,
+                    _ => {
+                        tracing::warn!(%error, "datagram receive failed");
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
                 }
             }
-        }
-        for index in 0..received as usize {
-            let header = &headers[index];
-            let len = header.msg_len as usize;
-            if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+        };
+        for index in 0..received {
+            let Some(datagram) = batch.datagram(index) else {
                 handoff.count_received(1);
                 handoff.reject_reason(Reason::TooLong);
                 continue;
-            }
-            let datagram = &buffers[index][..len];
+            };
             match payload {
                 Payload::Statsd => handoff.statsd_packet(datagram),
                 Payload::Ssf => {
@@ -252,7 +290,7 @@ fn read_loop(
                 }
             }
         }
-        let quiet = (received as usize) < BATCH / 4;
+        let quiet = received < BATCH / 4;
         if quiet || handoff.pending() >= FLUSH_AT {
             let _ = handoff.flush(WhenFull::DropNewest);
         }
