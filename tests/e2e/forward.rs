@@ -312,20 +312,96 @@ fn a_proxy_spreads_keys_and_traces_over_globals_and_routes_around_a_dead_one() {
         wait_near(&a, &format!("px_d{i}_total"), 1.0, 0.0);
     }
 
-    // no global answers: the spans the proxy cannot route are dropped and counted
+    // no global answers: the proxy refuses what it cannot route (it keeps nothing it
+    // acknowledged), and the local, whose forward fails, retries, then drops and
+    // counts the spans
     assert!(a.terminate().success());
     std::thread::sleep(Duration::from_millis(3000));
+    let refused = "ssfd_refused_total{listener=\"forward\"}";
     let dropped = "ssfd_dropped_total{stage=\"forward\",reason=\"retry_exhausted\"}";
-    let before = proxy.metric(dropped);
+    let (refused_before, dropped_before) = (proxy.metric(refused), local.metric(dropped));
     send_trace(&local, 94, &[95, 96]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while proxy.metric(dropped) < before + 2.0 {
+    while local.metric(dropped) < dropped_before + 2.0
+        || proxy.metric(refused) < refused_before + 2.0
+    {
         assert!(
             Instant::now() < deadline,
-            "unrouted spans were not counted: {}",
-            proxy.metric(dropped)
+            "unrouted spans: refused {} at the proxy, dropped {} at the local",
+            proxy.metric(refused),
+            local.metric(dropped)
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        proxy.metric(dropped),
+        0.0,
+        "the proxy holds nothing, so it drops nothing"
+    );
+}
+
+/// SPEC 7 at a proxy: OK only once a global has the items. With its only global down
+/// the proxy answers UNAVAILABLE; with the global back, OK means the global has them,
+/// so killing the proxy at once loses nothing.
+#[test]
+fn a_proxy_acknowledges_only_what_a_global_took() {
+    use ssfd_wire::metricpb::{CounterValue, Metric, Scope, Type, metric::Value};
+    let port = ssfd_e2e::free_port();
+    let proxy = Server::start(&format!(
+        "interval: 1s\nrole: proxy\nproxy:\n  destinations: [127.0.0.1:{port}]\n"
+    ));
+    let counter = |name: &str, value: i64| Metric {
+        name: name.into(),
+        tags: vec!["env:test".into()],
+        r#type: Type::Counter as i32,
+        scope: Scope::Global as i32,
+        value: Some(Value::Counter(CounterValue { value })),
+    };
+    let batch: Vec<Metric> = (0..50)
+        .map(|i| counter(&format!("pxack.c{i}"), i + 1))
+        .collect();
+    let address = format!("http://{}", proxy.addr("grpc tcp"));
+    let send = move |metrics: Vec<Metric>| {
+        let address = address.clone();
+        ssfd_e2e::block_on(async move {
+            let channel = ssfd_e2e::grpc_channel(&address).await;
+            ssfd_wire::forwardrpc::forward_client::ForwardClient::new(channel)
+                .send_metrics_v2(tokio_stream::iter(metrics))
+                .await
+                .map(drop)
+        })
+    };
+    let status = send(batch.clone()).expect_err("no global is up: the proxy must not say OK");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+    assert!(proxy.metric("ssfd_refused_total{listener=\"forward\"}") >= 50.0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let global = Server::start_config(
+        &format!(
+            "{}interval: 1s\n",
+            ssfd_e2e::fixed_grpc_config(dir.path(), port)
+        ),
+        dir,
+        &[],
+    );
+    // the health check puts the global back in the ring within a second or two
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(status) = send(batch.clone()) {
+        assert!(
+            Instant::now() < deadline,
+            "the global never rejoined: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // acknowledged: the proxy can die now and the global still has every value
+    drop(proxy);
+    for i in 0..50 {
+        wait_near(
+            &global,
+            &format!("pxack_c{i}_total{{env=\"test\"}}"),
+            (i + 1) as f64,
+            0.0,
+        );
     }
 }
 

@@ -3,8 +3,8 @@
 //! `ssfd-ingest`; here is the consistent-hash ring the proxy role will route by:
 //! each destination owns many points (virtual nodes) on a 64-bit circle, and a key
 //! belongs to the first point at or after its hash. Removing a destination moves only
-//! its keys; adding it back returns them. The proxy role itself (routing, DNS
-//! re-resolution, health checks) is not built yet.
+//! its keys; adding it back returns them. The proxy role that routes by it (health
+//! checks, DNS re-resolution, fail-over) is `ssfd_export::proxy`.
 
 /// Points per destination: enough for an even spread (SPEC: at most 1.1× the mean).
 pub const POINTS_PER_DESTINATION: usize = 1024;
@@ -77,6 +77,29 @@ impl Ring {
         let (_, index) = self.points[at % self.points.len()];
         Some(&self.destinations[index])
     }
+
+    /// The destination owning `hash` when the destinations in `excluded` are taken
+    /// out: the first point at or after `hash` whose destination is not excluded,
+    /// which is where [`Ring::remove`] would move the key. `None` when every
+    /// destination is excluded.
+    pub fn owner_excluding<S: AsRef<str>>(&self, hash: u64, excluded: &[S]) -> Option<&str> {
+        if excluded.is_empty() {
+            return self.owner(hash);
+        }
+        let out = |index: usize| {
+            excluded
+                .iter()
+                .any(|e| e.as_ref() == self.destinations[index])
+        };
+        if self.destinations.iter().enumerate().all(|(i, _)| out(i)) {
+            return None;
+        }
+        let at = self.points.partition_point(|(point, _)| *point < hash);
+        (0..self.points.len())
+            .map(|step| self.points[(at + step) % self.points.len()].1)
+            .find(|&index| !out(index))
+            .map(|index| self.destinations[index].as_str())
+    }
 }
 
 #[cfg(test)]
@@ -125,10 +148,20 @@ mod tests {
                 assert_ne!(after, "b");
             }
         }
+        // excluding a destination for one call routes exactly as removing it
+        for i in 0..20_000 {
+            assert_eq!(full.owner_excluding(key(i), &["b"]), ring.owner(key(i)));
+        }
+        assert_eq!(full.owner_excluding(key(1), &["a", "b", "c"]), None);
+        assert_eq!(
+            full.owner_excluding(key(1), &[] as &[&str]),
+            full.owner(key(1))
+        );
         ring.add("b");
         for i in 0..20_000 {
             assert_eq!(full.owner(key(i)), ring.owner(key(i)), "back where it was");
         }
         assert_eq!(Ring::default().owner(1), None);
+        assert_eq!(Ring::default().owner_excluding(1, &["a"]), None);
     }
 }

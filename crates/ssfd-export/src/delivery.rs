@@ -549,17 +549,26 @@ pub fn send_forwarded_spans(
     spans: &[ssfd_wire::ssf::SsfSpan],
 ) -> Result<(), SendError> {
     let channel = client.channel()?;
-    let mut request = tonic::Request::new(tokio_stream::iter(spans.to_vec()));
+    let result = client.block_on(forward_spans(channel, spans.to_vec().into()));
+    result.map_err(|status| client.status(status))
+}
+
+/// `ssfd.v1.Ingest/SendSpans` of `spans`, marked as forwarded (their metrics were
+/// extracted where they entered).
+pub async fn forward_spans(
+    channel: tonic::transport::Channel,
+    spans: Arc<[ssfd_wire::ssf::SsfSpan]>,
+) -> Result<(), tonic::Status> {
+    let stream = tokio_stream::iter((0..spans.len()).map(move |i| spans[i].clone()));
+    let mut request = tonic::Request::new(stream);
     request.metadata_mut().insert(
         "ssfd-forwarded",
         tonic::metadata::MetadataValue::from_static("1"),
     );
-    let result = client.block_on(async move {
-        ssfd_wire::ssfd::v1::ingest_client::IngestClient::new(channel)
-            .send_spans(request)
-            .await
-    });
-    result.map(drop).map_err(|status| client.status(status))
+    ssfd_wire::ssfd::v1::ingest_client::IngestClient::new(channel)
+        .send_spans(request)
+        .await
+        .map(drop)
 }
 
 /// `forwardrpc.Forward/SendMetricsV2` (a local's forwarding and the proxy).
@@ -568,13 +577,20 @@ pub fn send_forwarded_metrics(
     metrics: &[ssfd_wire::metricpb::Metric],
 ) -> Result<(), SendError> {
     let channel = client.channel()?;
-    let stream = tokio_stream::iter(metrics.to_vec());
-    let result = client.block_on(async move {
-        ssfd_wire::forwardrpc::forward_client::ForwardClient::new(channel)
-            .send_metrics_v2(stream)
-            .await
-    });
-    result.map(drop).map_err(|status| client.status(status))
+    let result = client.block_on(forward_metrics(channel, metrics.to_vec().into()));
+    result.map_err(|status| client.status(status))
+}
+
+/// `forwardrpc.Forward/SendMetricsV2` of `metrics`.
+pub async fn forward_metrics(
+    channel: tonic::transport::Channel,
+    metrics: Arc<[ssfd_wire::metricpb::Metric]>,
+) -> Result<(), tonic::Status> {
+    let stream = tokio_stream::iter((0..metrics.len()).map(move |i| metrics[i].clone()));
+    ssfd_wire::forwardrpc::forward_client::ForwardClient::new(channel)
+        .send_metrics_v2(stream)
+        .await
+        .map(drop)
 }
 
 /// TLS for ssfd's own peers (a local's global, a proxy's globals), set once at start.
@@ -590,6 +606,40 @@ pub fn set_peer_tls(ca: &[u8], identity: Option<(&[u8], &[u8])>) {
         config = config.identity(tonic::transport::Identity::from_pem(cert, key));
     }
     let _ = PEER_TLS.set(config);
+}
+
+/// The endpoint `url` (`http://` or `https://`) with these timeouts and TLS.
+fn endpoint(
+    url: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+    connect_timeout: std::time::Duration,
+    timeout: std::time::Duration,
+) -> Result<tonic::transport::Endpoint, String> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("grpc endpoint {url}: {e}"))?
+        .connect_timeout(connect_timeout)
+        .timeout(timeout);
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| format!("grpc endpoint {url}: tls: {e}"))?;
+    }
+    Ok(endpoint)
+}
+
+/// A channel to the ssfd peer `destination` (`host:port`), over TLS when
+/// [`set_peer_tls`] was called, that connects on its first call and again after a
+/// failure. Must be made inside a tokio runtime.
+pub fn peer_channel(
+    destination: &str,
+    connect_timeout: std::time::Duration,
+    timeout: std::time::Duration,
+) -> Result<tonic::transport::Channel, String> {
+    let (url, tls) = match PEER_TLS.get() {
+        Some(tls) => (format!("https://{destination}"), Some(tls)),
+        None => (format!("http://{destination}"), None),
+    };
+    Ok(endpoint(&url, tls, connect_timeout, timeout)?.connect_lazy())
 }
 
 /// A current-thread runtime and a lazily connected gRPC channel, for a sink's own
@@ -633,15 +683,13 @@ impl GrpcClient {
         if let Some(channel) = &self.channel {
             return Ok(channel.clone());
         }
-        let mut endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|e| SendError::Permanent(format!("grpc endpoint {}: {e}", self.endpoint)))?
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(10));
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| {
-                SendError::Permanent(format!("grpc endpoint {}: tls: {e}", self.endpoint))
-            })?;
-        }
+        let endpoint = endpoint(
+            &self.endpoint,
+            self.tls.as_ref(),
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(10),
+        )
+        .map_err(SendError::Permanent)?;
         let channel = self
             .runtime
             .block_on(endpoint.connect())

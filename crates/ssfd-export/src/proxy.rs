@@ -1,41 +1,94 @@
-//! The proxy role (SPEC 1, issue 6, first part): what locals forward to a proxy is
-//! routed over a consistent-hash ring of globals ([`ssfd_cluster::Ring`]): forwarded
-//! metrics by series key (name, type and sorted tags, minus `ignore_tags`), spans by
-//! trace id, so a series and a trace always land whole on one global. Each destination
-//! has its own bounded queues and sender threads with retries; a health check every
-//! second takes a destination that does not answer SERVING out of the ring (its keys
-//! move to the others) and puts it back when it answers again. `/api/v1/traces/{id}`
-//! at the proxy asks the owning global (`ssfd.v1.Query/GetTrace`) and joins the
-//! answer there. Destinations are a static list plus what `dns_names` resolve to,
-//! resolved again every `resolve_interval` (a headless Kubernetes service).
+//! The proxy role (SPEC 1, issue 6): what locals forward to a proxy is routed over a
+//! consistent-hash ring of globals ([`ssfd_cluster::Ring`]): forwarded metrics by
+//! series key (name, type and sorted tags, minus `ignore_tags`), spans by trace id, so
+//! a series and a trace always land whole on one global. A proxy holds nothing it has
+//! acknowledged (SPEC 7): a call is answered OK only once every global its items went
+//! to answered OK, and a global answers OK once the items are in its write-ahead log.
+//! A global that fails a call (down, refusing, too slow) is left out of that call and
+//! its items go where the ring would send them without it; when no global is left the
+//! call fails with `UNAVAILABLE`, so the local keeps the items and retries (items that
+//! went through before then arrive again: at least once). A health check every second
+//! takes a destination that does not answer SERVING out of the ring (its keys move to
+//! the others) and puts it back when it answers again. `/api/v1/traces/{id}` at the
+//! proxy asks the owning global (`ssfd.v1.Query/GetTrace`) and joins the answer there.
+//! Destinations are a static list plus what `dns_names` resolve to, resolved again
+//! every `resolve_interval` (a headless Kubernetes service).
 
-use crate::delivery::{
-    BatchQueue, GrpcClient, RetryPolicy, send_forwarded_metrics, send_forwarded_spans,
-};
+use crate::delivery::{GrpcClient, forward_metrics, forward_spans, peer_channel};
 use ssfd_cluster::Ring;
+use ssfd_telemetry::SinkCounters;
 use ssfd_wire::metricpb::Metric;
 use ssfd_wire::ssf::SsfSpan;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-struct Upstream {
-    metrics: BatchQueue<Metric>,
-    spans: BatchQueue<SsfSpan>,
-}
+/// How long a proxy waits for a global to connect, and to answer one call, before it
+/// routes that call's items around it (below a local's own 10 s call timeout, so the
+/// local is answered before it gives up).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const CALL_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// Forwarded items per call to a global.
-const PER_CALL: usize = 10_000;
+/// A destination's channel and its `ssfd_forward_*{destination}` counters.
+#[derive(Clone)]
+struct Upstream {
+    channel: tonic::transport::Channel,
+    counters: Arc<SinkCounters>,
+}
 
 /// Routes forwarded metrics and spans to the globals.
 pub struct Proxy {
     ring: Arc<RwLock<Ring>>,
-    upstreams: RwLock<HashMap<String, Upstream>>,
+    upstreams: Mutex<HashMap<String, Upstream>>,
     /// Every destination the health check watches: the static ones and what the DNS
     /// names resolve to now.
     known: Arc<RwLock<Vec<String>>>,
     ignore_tags: Vec<String>,
 }
+
+/// What a proxy routes: forwarded metrics and spans.
+trait Routed: Clone + Send + Sync + 'static {
+    /// Where on the ring the item belongs.
+    fn key(&self, ignore_tags: &[String]) -> u64;
+    /// One call to a global with `items`.
+    fn send(
+        channel: tonic::transport::Channel,
+        items: Arc<[Self]>,
+    ) -> impl std::future::Future<Output = Result<(), tonic::Status>> + Send;
+}
+
+impl Routed for Metric {
+    fn key(&self, ignore_tags: &[String]) -> u64 {
+        metric_key(self, ignore_tags)
+    }
+    fn send(
+        channel: tonic::transport::Channel,
+        items: Arc<[Self]>,
+    ) -> impl std::future::Future<Output = Result<(), tonic::Status>> + Send {
+        forward_metrics(channel, items)
+    }
+}
+
+impl Routed for SsfSpan {
+    fn key(&self, _: &[String]) -> u64 {
+        span_key(self.trace_id)
+    }
+    fn send(
+        channel: tonic::transport::Channel,
+        items: Arc<[Self]>,
+    ) -> impl std::future::Future<Output = Result<(), tonic::Status>> + Send {
+        forward_spans(channel, items)
+    }
+}
+
+/// One call to a global: the owner, its counters, the items, and how it went.
+type Call<T> = (
+    String,
+    Arc<SinkCounters>,
+    Arc<[T]>,
+    Result<(), tonic::Status>,
+);
 
 /// `host:port` names resolved to `ip:port` destinations (IPv6 in brackets).
 pub fn resolve(names: &[String]) -> Vec<String> {
@@ -96,13 +149,10 @@ impl Proxy {
         all.dedup();
         let proxy = Arc::new(Proxy {
             ring: Arc::new(RwLock::new(Ring::new(&all))),
-            upstreams: RwLock::new(HashMap::new()),
+            upstreams: Mutex::new(HashMap::new()),
             known: Arc::new(RwLock::new(all.clone())),
             ignore_tags,
         });
-        for destination in &all {
-            proxy.upstream(destination);
-        }
         let (known, ring) = (Arc::clone(&proxy.known), Arc::clone(&proxy.ring));
         std::thread::Builder::new()
             .name("ssfd-proxy-health".into())
@@ -129,8 +179,8 @@ impl Proxy {
         proxy
     }
 
-    /// The destinations now: new ones get their queues and join the ring (the
-    /// health check then keeps it honest), vanished ones leave.
+    /// The destinations now: new ones join the ring (the health check then keeps it
+    /// honest), vanished ones leave it and lose their channels.
     pub fn set_destinations(&self, destinations: Vec<String>) {
         let Ok(mut known) = self.known.write() else {
             return;
@@ -144,41 +194,29 @@ impl Proxy {
                 ring.remove(gone);
             }
             for new in destinations.iter().filter(|d| !known.contains(d)) {
-                self.upstream(new);
                 ring.add(new);
             }
         }
+        self.upstreams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|destination, _| destinations.contains(destination));
         *known = destinations;
     }
 
-    /// The queues and sender threads of `destination`, made on first use.
-    fn upstream(&self, destination: &str) {
-        let Ok(mut upstreams) = self.upstreams.write() else {
-            return;
-        };
-        if upstreams.contains_key(destination) {
-            return;
+    /// The channel and counters of `destination`, made on first use (inside the
+    /// caller's runtime); `Err` when its address does not make an endpoint.
+    fn upstream(&self, destination: &str) -> Result<Upstream, String> {
+        let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(upstream) = upstreams.get(destination) {
+            return Ok(upstream.clone());
         }
-        let policy = RetryPolicy::default();
-        let mut metric_client = GrpcClient::peer(destination);
-        let mut span_client = GrpcClient::peer(destination);
-        let metrics = BatchQueue::start(
-            "proxy-metrics",
-            ssfd_telemetry::sink(destination, "forward"),
-            ssfd_telemetry::Stage::Forward,
-            policy,
-            PER_CALL,
-            move |metrics: &[Metric]| send_forwarded_metrics(&mut metric_client, metrics),
-        );
-        let spans = BatchQueue::start(
-            "proxy-spans",
-            ssfd_telemetry::sink(&format!("{destination} spans"), "forward"),
-            ssfd_telemetry::Stage::Forward,
-            policy,
-            PER_CALL,
-            move |spans: &[SsfSpan]| send_forwarded_spans(&mut span_client, spans),
-        );
-        upstreams.insert(destination.to_string(), Upstream { metrics, spans });
+        let upstream = Upstream {
+            channel: peer_channel(destination, CONNECT_TIMEOUT, CALL_TIMEOUT)?,
+            counters: ssfd_telemetry::sink(destination, "forward"),
+        };
+        upstreams.insert(destination.to_string(), upstream.clone());
+        Ok(upstream)
     }
 
     /// The stored spans of `trace_id`, asked of the global that owns it
@@ -206,70 +244,76 @@ impl Proxy {
             .map_err(|status| format!("global {owner}: {}", status.message()))
     }
 
-    /// Routes forwarded metrics by series key; a full queue drops and counts, and so
-    /// does a key no global owns.
-    pub fn route_metrics(&self, metrics: Vec<Metric>) {
-        let mut by_owner: HashMap<String, Vec<Metric>> = HashMap::new();
-        {
-            let Ok(ring) = self.ring.read() else { return };
-            for metric in metrics {
-                let Some(owner) = ring.owner(metric_key(&metric, &self.ignore_tags)) else {
-                    ssfd_telemetry::dropped(
-                        ssfd_telemetry::Stage::Forward,
-                        ssfd_telemetry::DropReason::RetryExhausted,
-                        1,
-                    );
-                    continue;
-                };
-                by_owner.entry(owner.to_string()).or_default().push(metric);
-            }
-        }
-        let Ok(upstreams) = self.upstreams.read() else {
-            return;
-        };
-        for (owner, metrics) in by_owner {
-            let Some(upstream) = upstreams.get(&owner) else {
-                unrouted(metrics.len());
-                continue;
-            };
-            upstream.metrics.offer(metrics);
-        }
+    /// Routes forwarded metrics by series key; `Ok` once every global they went to
+    /// answered OK, `Err` when some could go to no global (nothing is kept here).
+    pub async fn route_metrics(&self, metrics: Vec<Metric>) -> Result<(), String> {
+        self.route(metrics).await
     }
 
-    /// Routes forwarded spans by trace id; a full queue drops and counts.
-    pub fn route_spans(&self, spans: Vec<SsfSpan>) {
-        let mut by_owner: HashMap<String, Vec<SsfSpan>> = HashMap::new();
-        {
-            let Ok(ring) = self.ring.read() else { return };
-            for span in spans {
-                match ring.owner(span_key(span.trace_id)) {
-                    Some(owner) => by_owner.entry(owner.to_string()).or_default().push(span),
-                    // no global answers: dropped, and counted as the metrics are
-                    None => unrouted(1),
+    /// Routes forwarded spans by trace id, as [`Proxy::route_metrics`].
+    pub async fn route_spans(&self, spans: Vec<SsfSpan>) -> Result<(), String> {
+        self.route(spans).await
+    }
+
+    /// Sends `items` to their owners, to all owners at once; the items of an owner
+    /// that fails go again to their owners without it, until every item is delivered
+    /// or no global is left.
+    async fn route<T: Routed>(&self, mut items: Vec<T>) -> Result<(), String> {
+        let mut excluded: Vec<String> = Vec::new();
+        let mut last_error = String::from("no global is in the proxy's ring");
+        while !items.is_empty() {
+            let mut by_owner: HashMap<String, Vec<T>> = HashMap::new();
+            {
+                let ring = self.ring.read().map_err(|e| e.to_string())?;
+                for item in items {
+                    let Some(owner) = ring.owner_excluding(item.key(&self.ignore_tags), &excluded)
+                    else {
+                        return Err(format!("no global took the items: {last_error}"));
+                    };
+                    by_owner.entry(owner.to_string()).or_default().push(item);
+                }
+            }
+            let mut calls = tokio::task::JoinSet::<Call<T>>::new();
+            items = Vec::new();
+            for (owner, owned) in by_owner {
+                match self.upstream(&owner) {
+                    Ok(Upstream { channel, counters }) => {
+                        calls.spawn(async move {
+                            let owned: Arc<[T]> = owned.into();
+                            let result = T::send(channel, Arc::clone(&owned)).await;
+                            (owner, counters, owned, result)
+                        });
+                    }
+                    Err(error) => {
+                        last_error = error;
+                        excluded.push(owner);
+                        items.extend(owned);
+                    }
+                }
+            }
+            while let Some(joined) = calls.join_next().await {
+                let (owner, counters, owned, result) = joined.map_err(|e| e.to_string())?;
+                match result {
+                    Ok(()) => {
+                        counters.sent.fetch_add(owned.len() as u64, Relaxed);
+                    }
+                    Err(status) => {
+                        tracing::warn!(
+                            global = %owner,
+                            error = %status,
+                            items = owned.len(),
+                            "proxy: a global failed a call; its items go to the next global"
+                        );
+                        counters.retries.fetch_add(1, Relaxed);
+                        last_error = format!("global {owner}: {}", status.message());
+                        excluded.push(owner);
+                        items.extend(owned.iter().cloned());
+                    }
                 }
             }
         }
-        let Ok(upstreams) = self.upstreams.read() else {
-            unrouted(by_owner.values().map(Vec::len).sum());
-            return;
-        };
-        for (owner, spans) in by_owner {
-            let Some(upstream) = upstreams.get(&owner) else {
-                unrouted(spans.len());
-                continue;
-            };
-            upstream.spans.offer(spans);
-        }
+        Ok(())
     }
-}
-
-/// Items a proxy could not route (no global in its ring answers): dropped and counted.
-fn unrouted(items: usize) {
-    ssfd_telemetry::dropped(
-        ssfd_telemetry::Stage::Forward,
-        ssfd_telemetry::DropReason::RetryExhausted,
-        items as u64,
-    );
 }
 
 /// Every second: a known destination answering SERVING is in the ring, any other is

@@ -29,10 +29,19 @@ pub struct GrpcIngest {
 }
 
 /// A proxy's router (SPEC 1): forwarded metrics by series key and spans by trace id,
-/// to the globals.
+/// to the globals. `Ok` once the globals answered OK for every item (SPEC 7: a proxy
+/// acknowledges only what a global has); `Err` says why some went nowhere.
+#[tonic::async_trait]
 pub trait ForwardRoute: Send + Sync {
-    fn metrics(&self, metrics: Vec<ssfd_wire::metricpb::Metric>);
-    fn spans(&self, spans: Vec<ssf::SsfSpan>);
+    async fn metrics(&self, metrics: Vec<ssfd_wire::metricpb::Metric>) -> Result<(), String>;
+    async fn spans(&self, spans: Vec<ssf::SsfSpan>) -> Result<(), String>;
+}
+
+/// A proxy's answer when its globals did not take a call's items: the caller keeps
+/// them and retries.
+fn unrouted(items: u64, error: String) -> Status {
+    ssfd_telemetry::refused(Listener::Forward, items);
+    Status::unavailable(format!("ssfd proxy: {error}"))
 }
 
 impl GrpcIngest {
@@ -115,6 +124,9 @@ pub const FORWARDED_HEADER: &str = "ssfd-forwarded";
 /// Spans handed off per batch on the stream.
 const STREAM_BATCH: usize = 256;
 
+/// Items a proxy routes per round of calls to its globals, from one stream.
+const PROXY_BATCH: usize = 4096;
+
 #[tonic::async_trait]
 impl Ingest for GrpcIngest {
     async fn send_spans(
@@ -132,27 +144,31 @@ impl Ingest for GrpcIngest {
             };
             let mut batch = Vec::new();
             loop {
-                match stream.message().await {
-                    Ok(Some(span)) => match ssf::SsfSpan::decode(&span.0[..]) {
-                        Ok(span) => {
-                            summary.accepted += 1;
-                            batch.push(span);
+                let end = match stream.message().await {
+                    Ok(Some(span)) => {
+                        match ssf::SsfSpan::decode(&span.0[..]) {
+                            Ok(span) => batch.push(span),
+                            Err(_) => summary.rejected += 1,
                         }
-                        Err(_) => summary.rejected += 1,
-                    },
-                    Ok(None) => break,
-                    Err(status) => {
-                        proxy.spans(std::mem::take(&mut batch));
-                        return Err(status);
+                        false
                     }
+                    Ok(None) => true,
+                    // the caller did not see an answer: it keeps and resends them all
+                    Err(status) => return Err(status),
+                };
+                if batch.len() >= PROXY_BATCH || (end && !batch.is_empty()) {
+                    let items = batch.len() as u64;
+                    ssfd_telemetry::received(Listener::Forward, Protocol::Grpc, items);
+                    proxy
+                        .spans(std::mem::take(&mut batch))
+                        .await
+                        .map_err(|error| unrouted(items, error))?;
+                    summary.accepted += items;
                 }
-                if batch.len() >= STREAM_BATCH {
-                    proxy.spans(std::mem::take(&mut batch));
+                if end {
+                    return Ok(Response::new(summary));
                 }
             }
-            ssfd_telemetry::received(Listener::Forward, Protocol::Grpc, summary.accepted);
-            proxy.spans(batch);
-            return Ok(Response::new(summary));
         }
         let mut handoff = if forwarded {
             let mut config = self.handoff.clone();
@@ -251,8 +267,12 @@ impl ssfd_wire::forwardrpc::forward_server::Forward for GrpcIngest {
     ) -> Result<Response<()>, Status> {
         let list = request.into_inner();
         if let Some(proxy) = &self.proxy {
-            ssfd_telemetry::received(Listener::Forward, Protocol::Grpc, list.metrics.len() as u64);
-            proxy.metrics(list.metrics);
+            let items = list.metrics.len() as u64;
+            ssfd_telemetry::received(Listener::Forward, Protocol::Grpc, items);
+            proxy
+                .metrics(list.metrics)
+                .await
+                .map_err(|error| unrouted(items, error))?;
             return Ok(Response::new(()));
         }
         let items = list.metrics.len() as u64;
@@ -287,22 +307,27 @@ impl ssfd_wire::forwardrpc::forward_server::Forward for GrpcIngest {
         if let Some(proxy) = &self.proxy {
             let mut batch = Vec::new();
             loop {
-                match stream.message().await {
-                    Ok(Some(metric)) => batch.push(metric),
-                    Ok(None) => break,
-                    Err(status) => {
-                        proxy.metrics(std::mem::take(&mut batch));
-                        return Err(status);
+                let end = match stream.message().await {
+                    Ok(Some(metric)) => {
+                        batch.push(metric);
+                        false
                     }
+                    Ok(None) => true,
+                    // the caller did not see an answer: it keeps and resends them all
+                    Err(status) => return Err(status),
+                };
+                if batch.len() >= PROXY_BATCH || (end && !batch.is_empty()) {
+                    let items = batch.len() as u64;
+                    ssfd_telemetry::received(Listener::Forward, Protocol::Grpc, items);
+                    proxy
+                        .metrics(std::mem::take(&mut batch))
+                        .await
+                        .map_err(|error| unrouted(items, error))?;
                 }
-                if batch.len() >= FORWARD_BATCH {
-                    ssfd_telemetry::received(Listener::Forward, Protocol::Grpc, batch.len() as u64);
-                    proxy.metrics(std::mem::take(&mut batch));
+                if end {
+                    return Ok(Response::new(()));
                 }
             }
-            ssfd_telemetry::received(Listener::Forward, Protocol::Grpc, batch.len() as u64);
-            proxy.metrics(batch);
-            return Ok(Response::new(()));
         }
         let mut handoff = self.forward_handoff();
         let mut batch = ssfd_wire::forwardrpc::MetricList::default();

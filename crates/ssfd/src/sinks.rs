@@ -375,13 +375,14 @@ impl ssfd_ingest::grpc::TraceLookup for StoreLookup {
 /// The proxy role's router, as ingest sees it.
 pub struct ProxyRoute(pub Arc<ssfd_export::proxy::Proxy>);
 
+#[tonic::async_trait]
 impl ssfd_ingest::grpc::ForwardRoute for ProxyRoute {
-    fn metrics(&self, metrics: Vec<ssfd_wire::metricpb::Metric>) {
-        self.0.route_metrics(metrics);
+    async fn metrics(&self, metrics: Vec<ssfd_wire::metricpb::Metric>) -> Result<(), String> {
+        self.0.route_metrics(metrics).await
     }
 
-    fn spans(&self, spans: Vec<ssfd_wire::ssf::SsfSpan>) {
-        self.0.route_spans(spans);
+    async fn spans(&self, spans: Vec<ssfd_wire::ssf::SsfSpan>) -> Result<(), String> {
+        self.0.route_spans(spans).await
     }
 }
 
