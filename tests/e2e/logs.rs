@@ -442,6 +442,25 @@ fn trace_search_and_the_jaeger_api() {
     );
     assert_eq!(found["data"].as_array().unwrap().len(), 2);
     assert_eq!(json_get(&server, "/api/traces/00000000000000ff").0, 404);
+    // the Jaeger UI's lookup by id: those traces, whatever the other parameters say,
+    // and one not found named in `errors`
+    let (status, by_id) = json_get(
+        &server,
+        "/api/traces?traceID=0000000000000003&traceID=ff&traceID=2&service=nosuch",
+    );
+    assert_eq!(status, 200, "{by_id}");
+    let ids: Vec<&str> = by_id["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["traceID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["0000000000000003", "0000000000000002"]);
+    assert_eq!(
+        by_id["errors"],
+        json!([{"code": 404, "msg": "trace not found", "traceID": "00000000000000ff"}])
+    );
+    assert_eq!(json_get(&server, "/api/traces?traceID=zz").0, 400);
     let (status, bad) = json_get(&server, "/api/traces?tags=notjson");
     assert_eq!(
         (status, bad["errors"][0]["code"].clone()),

@@ -18,6 +18,38 @@ pub fn envelope(data: Value) -> Value {
     json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": null })
 }
 
+/// Jaeger's envelope around `data` with per-trace errors (`null` when there are none).
+pub fn envelope_with_errors(data: Value, errors: Vec<Value>) -> Value {
+    let mut answer = envelope(data);
+    if !errors.is_empty() {
+        answer["errors"] = Value::Array(errors);
+    }
+    answer
+}
+
+/// Jaeger's error entry for a trace id that was asked for and not found.
+pub fn trace_not_found(trace_id: i64) -> Value {
+    json!({ "code": 404, "msg": "trace not found", "traceID": hex_id(trace_id) })
+}
+
+/// The `traceID` parameters of `GET /api/traces` (repeated, as the Jaeger UI sends
+/// them to look traces up by id), in order, each once. With any, Jaeger answers those
+/// traces and ignores every other parameter.
+pub fn trace_ids(raw: Option<&str>) -> Result<Vec<i64>, String> {
+    let mut ids = Vec::new();
+    for (key, value) in crate::api::pairs(raw) {
+        if key != "traceID" || value.is_empty() {
+            continue;
+        }
+        let id = crate::parse_jaeger_id(&value)
+            .map_err(|_| format!("`traceID` must be 1 to 32 hex digits, not `{value}`"))?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
 /// Jaeger's error answer.
 pub fn error(code: u16, message: &str) -> Value {
     json!({
@@ -321,5 +353,30 @@ mod tests {
         assert_eq!(query.start_ns, Some(10_000_001_000 - 1_000_000));
         assert!(search_query(Some("tags=notjson")).is_err());
         assert!(search_query(Some("start=soon")).is_err());
+    }
+
+    #[test]
+    fn trace_ids_of_a_lookup_by_id() {
+        assert_eq!(
+            trace_ids(Some(
+                "traceID=2&traceID=fffffffffffffffe&service=x&traceID=0002"
+            ))
+            .unwrap(),
+            [2, -2]
+        );
+        assert_eq!(trace_ids(Some("service=x")).unwrap(), Vec::<i64>::new());
+        assert_eq!(
+            trace_ids(Some("traceID=00000000000000010000000000000003")).unwrap(),
+            [3]
+        );
+        assert!(trace_ids(Some("traceID=xyz")).is_err());
+        assert_eq!(
+            envelope_with_errors(json!([]), vec![trace_not_found(-2)])["errors"],
+            json!([{"code": 404, "msg": "trace not found", "traceID": "fffffffffffffffe"}])
+        );
+        assert_eq!(
+            envelope_with_errors(json!([]), vec![])["errors"],
+            Value::Null
+        );
     }
 }

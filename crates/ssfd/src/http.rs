@@ -314,8 +314,37 @@ async fn jaeger_trace(State(exported): State<Exported>, Path(trace_id): Path<Str
     }
 }
 
-/// `GET /api/traces?...` (Jaeger): the matching traces, whole.
+/// `GET /api/traces?...` (Jaeger): the matching traces, whole; with `traceID`
+/// parameters, those traces (one not found is an entry in `errors`), as Jaeger does.
 async fn jaeger_search(State(exported): State<Exported>, RawQuery(raw): RawQuery) -> Response {
+    let ids = match jaeger::trace_ids(raw.as_deref()) {
+        Ok(ids) => ids,
+        Err(message) => {
+            return jaeger_answer(StatusCode::BAD_REQUEST, jaeger::error(400, &message));
+        }
+    };
+    if !ids.is_empty() {
+        let store = exported.store.clone();
+        let found = blocking(move || {
+            let (mut traces, mut errors) = (Vec::new(), Vec::new());
+            for id in ids {
+                let trace = match &store {
+                    Some(store) => jaeger::trace(id, &store.spans.trace(id)?),
+                    None => None,
+                };
+                match trace {
+                    Some(trace) => traces.push(trace),
+                    None => errors.push(jaeger::trace_not_found(id)),
+                }
+            }
+            Ok(jaeger::envelope_with_errors(Value::Array(traces), errors))
+        })
+        .await;
+        return match found {
+            Ok(answer) => axum::Json(answer).into_response(),
+            Err(response) => response,
+        };
+    }
     let query = match jaeger::search_query(raw.as_deref()) {
         Ok(query) => query,
         Err(message) => {
