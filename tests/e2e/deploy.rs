@@ -153,3 +153,106 @@ fn veneurs_example_config_runs_unchanged_with_one_warning_per_unimplemented_key(
         .unwrap();
     server.wait_metric("veneur_example_total", 2.0);
 }
+
+/// SPEC 1: `check-config` rejects what `serve` would refuse to start with, naming the
+/// key and its line, and `serve -f` refuses the same file.
+#[test]
+fn check_config_rejects_what_serve_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "interval: 1s\nmetric_sinks:\n  - {kind: jsonl, name: out}\n",
+            "`metric_sinks` at line 2",
+            "needs config.path",
+        ),
+        (
+            "metric_sinks:\n  - {kind: statsd, config: {address: \"localhost:8125\"}}\n",
+            "`metric_sinks` at line 1",
+            "is not udp:// or tcp://",
+        ),
+        (
+            "metric_sinks:\n  - {kind: blackhole, name: a}\n  - {kind: blackhole, name: a}\n",
+            "`metric_sinks`",
+            "two metric sinks are named `a`",
+        ),
+        (
+            "metric_sinks:\n  - kind: prometheus_remote_write\n    config: {url: \"http://x/\", headers: {X-A: [1]}}\n",
+            "`metric_sinks`",
+            "config.headers must map text to text",
+        ),
+        (
+            "span_sinks:\n  - {kind: otlp, name: traces}\n",
+            "`span_sinks` at line 1",
+            "sink `traces` (otlp) needs config.endpoint",
+        ),
+        (
+            "interval: 1s\notlp_listen_addresses: [\"tcp://127.0.0.1:4317\"]\n",
+            "`otlp_listen_addresses` at line 2",
+            "is not grpc://host:port or http://host:port",
+        ),
+        (
+            "http_address: \"no port here\"\n",
+            "`http_address` at line 1",
+            "",
+        ),
+        (
+            "role: proxy\n",
+            "`proxy`",
+            "role proxy needs proxy.destinations",
+        ),
+        (
+            "role: proxy\nproxy:\n  destinations: [\"g:8128\"]\n  destination: [\"h:8128\"]\n",
+            "`proxy` at line 2",
+            "unknown key proxy.destination",
+        ),
+        (
+            "role: proxy\nproxy:\n  destinations: [\"g\"]\n",
+            "`proxy` at line 2",
+            "`g` is not host:port",
+        ),
+        (
+            "tls:\n  cert_file: /nonexistent/cert.pem\n  key_file: /nonexistent/key.pem\n",
+            "",
+            "/nonexistent/cert.pem",
+        ),
+    ];
+    for (i, (config, key, message)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.yaml"));
+        std::fs::write(&path, config).unwrap();
+        let output = Command::new(ssfd_binary())
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "check-config passed:\n{config}");
+        assert!(
+            stderr.contains(key) && stderr.contains(message),
+            "{config}\nwanted `{key}` and `{message}` in: {stderr}"
+        );
+        // serve refuses the same file, and says the same
+        let mut serve = Command::new(ssfd_binary())
+            .args(["serve", "-f"])
+            .arg(&path)
+            .env("SSFD_DATA_DIR", dir.path().join(format!("data{i}")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = serve.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = serve.kill();
+                panic!("serve started with a config check-config rejects:\n{config}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut served = String::new();
+        std::io::Read::read_to_string(serve.stderr.as_mut().unwrap(), &mut served).unwrap();
+        assert!(!status.success(), "{config}");
+        assert!(served.contains(message), "{config}\nserve said: {served}");
+    }
+}

@@ -94,6 +94,138 @@ pub struct SinkConfig {
     pub config: serde_yaml::Value,
 }
 
+impl SinkConfig {
+    /// The name the sink goes by: its `name`, else its kind.
+    pub fn label(&self) -> &str {
+        if self.name.is_empty() {
+            &self.kind
+        } else {
+            &self.name
+        }
+    }
+
+    /// A text setting of its `config`.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.config.get(key).and_then(serde_yaml::Value::as_str)
+    }
+
+    /// The text setting `key`, which a sink of this kind cannot do without.
+    pub fn required(&self, key: &str) -> Result<&str, String> {
+        let hint = match key {
+            "address" => " (udp://host:port or tcp://host:port)",
+            "endpoint" => " (host:port)",
+            _ => "",
+        };
+        self.text(key)
+            .filter(|value| !value.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "sink `{}` ({}) needs config.{key}{hint}",
+                    self.label(),
+                    self.kind
+                )
+            })
+    }
+
+    /// What `validate` checks of a sink: the settings its kind needs, in the form the
+    /// sink reads them. A kind ssfd does not implement passes (serve warns).
+    fn check(&self, span_sink: bool) -> Result<(), String> {
+        let required: &[&str] = match (span_sink, self.kind.as_str()) {
+            (_, "jsonl") => &["path"],
+            (_, "otlp") => &["endpoint"],
+            (false, "statsd") => &["address"],
+            (false, "prometheus") => &["repeater_address"],
+            (false, "datadog") => &["api_key"],
+            (false, "prometheus_remote_write" | "cortex") => &["url"],
+            _ => &[],
+        };
+        for key in required {
+            self.required(key)?;
+        }
+        if !span_sink && self.kind == "statsd" {
+            let address = self.required("address")?;
+            if !matches!(address.split_once("://"), Some(("udp" | "tcp", _))) {
+                return Err(format!(
+                    "sink `{}` (statsd): config.address `{address}` is not udp:// or tcp://",
+                    self.label()
+                ));
+            }
+        }
+        self.pairs("headers")?;
+        self.pairs("external_labels")?;
+        if self
+            .config
+            .get("basic_auth")
+            .is_some_and(|v| !v.is_mapping())
+        {
+            return Err(format!(
+                "sink `{}`: config.basic_auth must be a map",
+                self.label()
+            ));
+        }
+        Ok(())
+    }
+
+    /// A map setting of text keys and values (numbers and booleans written as text),
+    /// such as `headers`; empty when absent.
+    pub fn pairs(&self, key: &str) -> Result<Vec<(String, String)>, String> {
+        let Some(map) = self.config.get(key) else {
+            return Ok(Vec::new());
+        };
+        let map = map
+            .as_mapping()
+            .ok_or_else(|| format!("sink `{}`: config.{key} must be a map", self.label()))?;
+        let text = |v: &serde_yaml::Value| match v {
+            serde_yaml::Value::String(s) => Some(s.clone()),
+            serde_yaml::Value::Number(n) => Some(n.to_string()),
+            serde_yaml::Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        };
+        map.iter()
+            .map(|(k, v)| match (text(k), text(v)) {
+                (Some(k), Some(v)) => Ok((k, v)),
+                _ => Err(format!(
+                    "sink `{}`: config.{key} must map text to text",
+                    self.label()
+                )),
+            })
+            .collect()
+    }
+}
+
+/// An entry of `otlp_listen_addresses`: OTLP over gRPC or over HTTP, on `host:port`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OtlpListen {
+    Grpc(String),
+    Http(String),
+}
+
+impl OtlpListen {
+    /// Parses `grpc://host:port` or `http://host:port`.
+    pub fn parse(url: &str) -> Result<OtlpListen, String> {
+        let invalid = || format!("`{url}` is not grpc://host:port or http://host:port");
+        let (scheme, host_port) = url.split_once("://").ok_or_else(invalid)?;
+        let address = ListenAddr::parse_host_port(host_port)?;
+        match scheme {
+            "grpc" => Ok(OtlpListen::Grpc(address)),
+            "http" => Ok(OtlpListen::Http(address)),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+/// The `proxy` section, read (SPEC 9).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxySettings {
+    /// Static `host:port` destinations.
+    pub destinations: Vec<String>,
+    /// `host:port` names resolved again every `resolve_interval`.
+    pub dns_names: Vec<String>,
+    pub resolve_interval: Duration,
+    /// Tag names left out of a metric's routing key.
+    pub ignore_tags: Vec<String>,
+}
+
 /// One entry of `slos` (SPEC 4.4).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -569,6 +701,32 @@ impl Config {
                 return Err(bad("slos", "every slo needs a name and a service".into()));
             }
         }
+        for url in &self.otlp_listen_addresses {
+            OtlpListen::parse(url).map_err(|m| bad("otlp_listen_addresses", m))?;
+        }
+        if !self.http_address.is_empty() {
+            ListenAddr::parse_host_port(&self.http_address).map_err(|m| bad("http_address", m))?;
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for sink in &self.metric_sinks {
+            sink.check(false).map_err(|m| bad("metric_sinks", m))?;
+            if names.contains(&sink.label()) {
+                return Err(bad(
+                    "metric_sinks",
+                    format!(
+                        "two metric sinks are named `{}`; give each its own name",
+                        sink.label()
+                    ),
+                ));
+            }
+            names.push(sink.label());
+        }
+        for sink in &self.span_sinks {
+            sink.check(true).map_err(|m| bad("span_sinks", m))?;
+        }
+        if self.role == "proxy" || !self.proxy.is_null() {
+            self.proxy_settings().map_err(|m| bad("proxy", m))?;
+        }
         if self.metric_max_length == 0 || self.metric_max_length > 1 << 20 {
             return Err(bad("metric_max_length", "must be in 1..=1048576".into()));
         }
@@ -594,6 +752,75 @@ impl Config {
         } else {
             parse_duration(&self.shutdown_timeout).unwrap_or_else(|_| self.interval())
         }
+    }
+
+    /// The `proxy` section: `destinations` and `dns_names` (lists of `host:port`; a
+    /// proxy needs one of them), `resolve_interval` (default 30s, at least 100ms),
+    /// `ignore_tags`. Any other key is an error.
+    pub fn proxy_settings(&self) -> Result<ProxySettings, String> {
+        let mut settings = ProxySettings {
+            destinations: Vec::new(),
+            dns_names: Vec::new(),
+            resolve_interval: Duration::from_secs(30),
+            ignore_tags: Vec::new(),
+        };
+        let map = match &self.proxy {
+            serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+            serde_yaml::Value::Mapping(map) => map.clone(),
+            _ => {
+                return Err(
+                    "must be a map (destinations, dns_names, resolve_interval, ignore_tags)".into(),
+                );
+            }
+        };
+        for (key, value) in &map {
+            let key = key.as_str().unwrap_or_default();
+            let list = || -> Result<Vec<String>, String> {
+                value
+                    .as_sequence()
+                    .and_then(|items| {
+                        items
+                            .iter()
+                            .map(|v| v.as_str().map(String::from))
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .ok_or_else(|| format!("proxy.{key} must be a list of strings"))
+            };
+            match key {
+                "destinations" => settings.destinations = list()?,
+                "dns_names" => settings.dns_names = list()?,
+                "ignore_tags" => settings.ignore_tags = list()?,
+                "resolve_interval" => {
+                    let text = value
+                        .as_str()
+                        .ok_or("proxy.resolve_interval must be a duration such as 30s")?;
+                    settings.resolve_interval = parse_duration(text)
+                        .map_err(|m| format!("proxy.resolve_interval: {m}"))?
+                        .max(Duration::from_millis(100));
+                }
+                other => {
+                    return Err(format!(
+                        "unknown key proxy.{other} (destinations, dns_names, resolve_interval, ignore_tags)"
+                    ));
+                }
+            }
+        }
+        for destination in settings.destinations.iter().chain(&settings.dns_names) {
+            if destination
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(format!("proxy: `{destination}` is not host:port"));
+            }
+        }
+        if self.role == "proxy" && settings.destinations.is_empty() && settings.dns_names.is_empty()
+        {
+            return Err(
+                "role proxy needs proxy.destinations or proxy.dns_names (host:port of the globals' gRPC)"
+                    .into(),
+            );
+        }
+        Ok(settings)
     }
 
     /// Listener keys that a file without them leaves closed.
@@ -849,6 +1076,35 @@ mod tests {
         let loaded = Config::parse(&text).unwrap();
         assert!(loaded.warnings.iter().any(|w| w.contains("sentry_dsn")));
         assert_eq!(loaded.config.num_readers, 1);
+    }
+
+    #[test]
+    fn proxy_section_and_otlp_listeners() {
+        let settings = Config::parse("role: proxy\nproxy:\n  dns_names: [\"g:8128\"]\n  resolve_interval: 1ms\n  ignore_tags: [host]\n")
+            .unwrap()
+            .config
+            .proxy_settings()
+            .unwrap();
+        assert_eq!(settings.dns_names, ["g:8128"]);
+        assert_eq!(settings.resolve_interval, Duration::from_millis(100));
+        assert_eq!(settings.ignore_tags, ["host"]);
+        let settings = Config::parse("role: proxy\nproxy: {destinations: [\"a:1\"]}\n")
+            .unwrap()
+            .config
+            .proxy_settings()
+            .unwrap();
+        assert_eq!(settings.resolve_interval, Duration::from_secs(30));
+        assert!(Config::parse("role: proxy\nproxy: {destinations: [1]}\n").is_err());
+        assert!(Config::parse("proxy: [a]\n").is_err());
+        assert_eq!(
+            OtlpListen::parse("grpc://:4317"),
+            Ok(OtlpListen::Grpc("0.0.0.0:4317".into()))
+        );
+        assert_eq!(
+            OtlpListen::parse("http://localhost:4318"),
+            Ok(OtlpListen::Http("127.0.0.1:4318".into()))
+        );
+        assert!(OtlpListen::parse("udp://127.0.0.1:4317").is_err());
     }
 
     #[test]

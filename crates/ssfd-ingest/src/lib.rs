@@ -278,25 +278,24 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         sockets.push(Socket::Grpc { listener });
     }
     for url in &config.otlp_listen_addresses {
-        let invalid = || {
+        let listen = ssfd_config::OtlpListen::parse(url).map_err(|m| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "otlp_listen_addresses: `{url}` is not grpc://host:port or http://host:port"
-                ),
+                format!("otlp_listen_addresses: {m}"),
             )
-        };
-        let (scheme, host_port) = url.split_once("://").ok_or_else(invalid)?;
-        let address = ListenAddr::parse_host_port(host_port)
-            .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
-        let listener = TcpListener::bind(&address)
+        })?;
+        let (ssfd_config::OtlpListen::Grpc(address) | ssfd_config::OtlpListen::Http(address)) =
+            &listen;
+        let listener = TcpListener::bind(address)
             .await
             .map_err(|e| with_context(e, url))?;
-        let announced = format!("{scheme}://{}", listener.local_addr()?);
-        sockets.push(match scheme {
-            "grpc" => Socket::OtlpGrpc { listener },
-            "http" => Socket::OtlpHttp { listener },
-            _ => return Err(invalid()),
+        let announced = match listen {
+            ssfd_config::OtlpListen::Grpc(_) => format!("grpc://{}", listener.local_addr()?),
+            ssfd_config::OtlpListen::Http(_) => format!("http://{}", listener.local_addr()?),
+        };
+        sockets.push(match listen {
+            ssfd_config::OtlpListen::Grpc(_) => Socket::OtlpGrpc { listener },
+            ssfd_config::OtlpListen::Http(_) => Socket::OtlpHttp { listener },
         });
         announcements.push(Announcement {
             kind: "otlp",

@@ -105,6 +105,13 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
+    // what serve reads beyond the file: the TLS files, the routing table
+    loaded
+        .config
+        .tls_pem()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    sinks::router(&loaded.config)
+        .map_err(|e| anyhow::anyhow!("{}: metric_sink_routing: {e}", file.display()))?;
     // the effective configuration, as YAML a config file could hold
     print!(
         "{}",

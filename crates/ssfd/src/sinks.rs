@@ -6,40 +6,13 @@
 //! `features.enable_metric_sink_routing: true` (as Veneur), `metric_sink_routing`
 //! decides which sinks get each metric.
 
-use anyhow::{Context, bail};
-use ssfd_config::{Config, SinkConfig};
+use anyhow::Context;
+use ssfd_config::Config;
 use ssfd_engine::MetricSink;
 use ssfd_export::delivery::{Blackhole, Deliver, QueuedSink, RetryPolicy};
 use ssfd_export::routing::Router;
 use std::path::Path;
 use std::sync::Arc;
-
-fn text<'a>(sink: &'a SinkConfig, key: &str) -> Option<&'a str> {
-    sink.config.get(key).and_then(|v| v.as_str())
-}
-
-fn pairs(sink: &SinkConfig, key: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let Some(map) = sink.config.get(key) else {
-        return Ok(Vec::new());
-    };
-    let map = map
-        .as_mapping()
-        .with_context(|| format!("sink `{}`: config.{key} must be a map", sink.name))?;
-    map.iter()
-        .map(|(k, v)| {
-            let text = |v: &serde_yaml::Value| match v {
-                serde_yaml::Value::String(s) => Some(s.clone()),
-                serde_yaml::Value::Number(n) => Some(n.to_string()),
-                serde_yaml::Value::Bool(b) => Some(b.to_string()),
-                _ => None,
-            };
-            Ok((
-                text(k).with_context(|| format!("sink `{}`: config.{key} key", sink.name))?,
-                text(v).with_context(|| format!("sink `{}`: config.{key} value", sink.name))?,
-            ))
-        })
-        .collect()
-}
 
 /// RFC 4648 base64, for `basic_auth`.
 fn base64(bytes: &[u8]) -> String {
@@ -99,15 +72,10 @@ pub fn metric_sinks(
     let shutdown_timeout = config.shutdown_timeout();
     let mut sinks: Vec<Box<dyn MetricSink>> = Vec::new();
     for sink in &config.metric_sinks {
-        let name = if sink.name.is_empty() {
-            sink.kind.clone()
-        } else {
-            sink.name.clone()
-        };
+        let name = sink.label().to_string();
         let delivered: Box<dyn Deliver> = match sink.kind.as_str() {
             "jsonl" => {
-                let path = text(sink, "path")
-                    .with_context(|| format!("metric sink `{name}` (jsonl) needs config.path"))?;
+                let path = sink.required("path").map_err(anyhow::Error::msg)?;
                 let jsonl = ssfd_export::jsonl::JsonlSink::open(&name, Path::new(path), hostname)
                     .with_context(|| format!("cannot open jsonl sink file {path}"))?;
                 // written on its own thread like the network sinks; routed there
@@ -116,29 +84,23 @@ pub fn metric_sinks(
             "statsd" | "prometheus" => {
                 // Veneur's `prometheus` sink is a statsd repeater: repeater_address + network_type
                 let address = match sink.kind.as_str() {
-                    "statsd" => text(sink, "address").map(String::from),
-                    _ => text(sink, "repeater_address").map(|a| {
-                        let network = text(sink, "network_type").unwrap_or("udp");
+                    "statsd" => sink.required("address").map(String::from),
+                    _ => sink.required("repeater_address").map(|a| {
+                        let network = sink.text("network_type").unwrap_or("udp");
                         format!("{network}://{a}")
                     }),
-                };
-                let address = address.with_context(|| {
-                    format!(
-                        "metric sink `{name}` ({}) needs config.address (udp:// or tcp://)",
-                        sink.kind
-                    )
-                })?;
+                }
+                .map_err(anyhow::Error::msg)?;
                 Box::new(
                     ssfd_export::statsd::StatsdSink::new(&name, &address)
                         .with_context(|| format!("metric sink `{name}`"))?,
                 )
             }
             "datadog" => {
-                let api_key = text(sink, "api_key").with_context(|| {
-                    format!("metric sink `{name}` (datadog) needs config.api_key")
-                })?;
-                let api_hostname =
-                    text(sink, "api_hostname").unwrap_or("https://app.datadoghq.com");
+                let api_key = sink.required("api_key").map_err(anyhow::Error::msg)?;
+                let api_hostname = sink
+                    .text("api_hostname")
+                    .unwrap_or("https://app.datadoghq.com");
                 let max = sink
                     .config
                     .get("flush_max_per_body")
@@ -153,10 +115,8 @@ pub fn metric_sinks(
                 ))
             }
             "prometheus_remote_write" | "cortex" => {
-                let url = text(sink, "url").with_context(|| {
-                    format!("metric sink `{name}` ({}) needs config.url", sink.kind)
-                })?;
-                let mut headers = pairs(sink, "headers")?;
+                let url = sink.required("url").map_err(anyhow::Error::msg)?;
+                let mut headers = sink.pairs("headers").map_err(anyhow::Error::msg)?;
                 if let Some(auth) = sink.config.get("basic_auth") {
                     let field = |key: &str| {
                         auth.get(key)
@@ -170,7 +130,7 @@ pub fn metric_sinks(
                         format!("Basic {}", base64(credentials.as_bytes())),
                     ));
                 }
-                if let Some(file) = text(sink, "bearer_token_file") {
+                if let Some(file) = sink.text("bearer_token_file") {
                     let token = std::fs::read_to_string(file).with_context(|| {
                         format!("metric sink `{name}`: bearer_token_file {file}")
                     })?;
@@ -185,15 +145,13 @@ pub fn metric_sinks(
                     url,
                     headers,
                     add_host.then_some(hostname),
-                    pairs(sink, "external_labels")?,
+                    sink.pairs("external_labels").map_err(anyhow::Error::msg)?,
                     expiry,
                 ))
             }
             "blackhole" => Box::new(Blackhole),
             "otlp" => {
-                let endpoint = text(sink, "endpoint").with_context(|| {
-                    format!("metric sink `{name}` (otlp) needs config.endpoint (host:port)")
-                })?;
+                let endpoint = sink.required("endpoint").map_err(anyhow::Error::msg)?;
                 Box::new(ssfd_export::otlp::OtlpMetrics::new(endpoint, hostname))
             }
             other => {
@@ -211,9 +169,6 @@ pub fn metric_sinks(
         }
         if let Some(queue) = sink.config.get("queue").and_then(serde_yaml::Value::as_u64) {
             policy.queue = (queue as usize).max(1);
-        }
-        if sinks.iter().any(|s| s.name() == name) {
-            bail!("two metric sinks are named `{name}`; give each its own name");
         }
         sinks.push(Box::new(QueuedSink::start(
             &name,
@@ -326,25 +281,14 @@ pub fn span_sinks(config: &Config) -> anyhow::Result<Vec<Arc<dyn ssfd_engine::Sp
     for sink in &config.span_sinks {
         match sink.kind.as_str() {
             "jsonl" => {
-                let path = text(sink, "path").with_context(|| {
-                    format!("span sink `{}` (jsonl) needs config.path", sink.name)
-                })?;
+                let path = sink.required("path").map_err(anyhow::Error::msg)?;
                 out.push(Arc::new(JsonlSpans::open(Path::new(path)).with_context(
                     || format!("cannot open jsonl span sink file {path}"),
                 )?));
             }
             "otlp" => {
-                let endpoint = text(sink, "endpoint").with_context(|| {
-                    format!(
-                        "span sink `{}` (otlp) needs config.endpoint (host:port)",
-                        sink.name
-                    )
-                })?;
-                let name = if sink.name.is_empty() {
-                    "otlp"
-                } else {
-                    &sink.name
-                };
+                let endpoint = sink.required("endpoint").map_err(anyhow::Error::msg)?;
+                let name = sink.label();
                 out.push(Arc::new(ssfd_export::otlp::OtlpSpans::start(
                     name,
                     endpoint,
@@ -356,7 +300,7 @@ pub fn span_sinks(config: &Config) -> anyhow::Result<Vec<Arc<dyn ssfd_engine::Sp
             }
             "blackhole" => {}
             other => {
-                tracing::warn!(kind = other, name = %sink.name, "span sink kind is not implemented; ignored")
+                tracing::warn!(kind = other, name = %sink.label(), "span sink kind is not implemented; ignored")
             }
         }
     }
@@ -386,42 +330,16 @@ impl ssfd_ingest::grpc::ForwardRoute for ProxyRoute {
     }
 }
 
-/// Starts the proxy's router from `proxy.destinations` and `proxy.ignore_tags`.
+/// Starts the proxy's router from the `proxy` section.
 pub fn proxy(config: &Config) -> anyhow::Result<Arc<ssfd_export::proxy::Proxy>> {
-    let list = |key: &str| -> Vec<String> {
-        config
-            .proxy
-            .get(key)
-            .and_then(serde_yaml::Value::as_sequence)
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let destinations = list("destinations");
-    let dns_names = list("dns_names");
-    if destinations.is_empty() && dns_names.is_empty() {
-        bail!(
-            "role proxy needs proxy.destinations or proxy.dns_names (host:port of the globals' gRPC)"
-        );
-    }
-    let resolve_interval = match config
-        .proxy
-        .get("resolve_interval")
-        .and_then(|v| v.as_str())
-    {
-        Some(text) => ssfd_config::parse_duration(text)
-            .map_err(|e| anyhow::anyhow!("proxy.resolve_interval: {e}"))?,
-        None => std::time::Duration::from_secs(30),
-    };
+    let settings = config
+        .proxy_settings()
+        .map_err(|m| anyhow::anyhow!("proxy: {m}"))?;
     Ok(ssfd_export::proxy::Proxy::start(
-        &destinations,
-        &dns_names,
-        resolve_interval.max(std::time::Duration::from_millis(100)),
-        list("ignore_tags"),
+        &settings.destinations,
+        &settings.dns_names,
+        settings.resolve_interval,
+        settings.ignore_tags,
     ))
 }
 
