@@ -231,3 +231,177 @@ fn emit_command_keeps_the_callers_huge_page_setting() {
         &script,
     ]);
 }
+
+/// What one `ssfd emit` sends to a UDP socket of the test's own.
+fn captured(args: &[&str]) -> (Vec<u8>, String) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let hostport = format!("udp://{}", socket.local_addr().unwrap());
+    let output = Command::new(ssfd_binary())
+        .args(["emit", "-hostport", &hostport])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(output.status.success(), "emit {args:?}: {stderr}");
+    let mut buffer = vec![0; 65536];
+    let n = socket.recv(&mut buffer).unwrap();
+    buffer.truncate(n);
+    (buffer, stderr)
+}
+
+/// veneur-emit's event and service-check flags, span times and `-debug`, in its
+/// single-dash spelling, byte for byte on the wire; then a real server takes them.
+#[test]
+fn emit_has_veneur_emits_event_check_and_span_time_flags() {
+    let (event, debug) = captured(&[
+        "-mode",
+        "event",
+        "-e_title",
+        "T",
+        "-e_text",
+        "a\nb",
+        "-e_time",
+        "1700000000",
+        "-e_hostname",
+        "h1",
+        "-e_aggr_key",
+        "k1",
+        "-e_priority",
+        "low",
+        "-e_alert_type",
+        "warning",
+        "-e_source_type",
+        "src",
+        "-e_event_tags",
+        "x:1,y:2",
+        "-debug",
+    ]);
+    let line = "_e{1,4}:T|a\\nb|d:1700000000|h:h1|p:low|t:warning|k:k1|s:src|#x:1,y:2";
+    assert_eq!(String::from_utf8(event).unwrap(), line);
+    assert!(debug.contains(line), "-debug prints what it sends: {debug}");
+    let (check, _) = captured(&[
+        "-mode",
+        "sc",
+        "-sc_name",
+        "chk",
+        "-sc_status",
+        "2",
+        "-sc_time",
+        "2023-11-14T22:13:20Z",
+        "-sc_hostname",
+        "h2",
+        "-sc_tags",
+        "t:1",
+        "-sc_msg",
+        "down",
+    ]);
+    assert_eq!(
+        String::from_utf8(check).unwrap(),
+        "_sc|chk|2|d:1700000000|h:h2|#t:1|m:down"
+    );
+    // -tag stands in for the event's own tags
+    let (event, _) = captured(&["-mode", "event", "-e_title", "u", "-tag", "env:prod"]);
+    assert_eq!(String::from_utf8(event).unwrap(), "_e{1,0}:u||#env:prod");
+    // span times: milliseconds by their digits, and a date and time in UTC
+    let (span, _) = captured(&[
+        "-ssf",
+        "-span_service",
+        "s",
+        "-span_name",
+        "n",
+        "-trace_id",
+        "77",
+        "-span_starttime",
+        "1700000000000",
+        "-span_endtime",
+        "2023-11-14 22:13:21.5",
+    ]);
+    let span = <ssfd_wire::ssf::SsfSpan as prost::Message>::decode(&span[..]).unwrap();
+    assert_eq!(
+        (span.trace_id, span.start_timestamp, span.end_timestamp),
+        (77, 1_700_000_000_000_000_000, 1_700_000_001_500_000_000)
+    );
+    for bad in [
+        &["-mode", "event", "-e_title", "t", "-e_priority", "high"][..],
+        &["-ssf", "-span_service", "s", "-span_starttime", "tomorrow"],
+        &[
+            "-ssf",
+            "-span_service",
+            "s",
+            "-span_starttime",
+            "20",
+            "-span_endtime",
+            "10",
+        ],
+    ] {
+        let output = Command::new(ssfd_binary())
+            .args(["emit", "-hostport", "udp://127.0.0.1:9"])
+            .args(bad)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{bad:?} was accepted");
+    }
+
+    // -f: the config's statsd listener is where it sends
+    let server = Server::start("interval: 1s\n");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("emit.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "statsd_listen_addresses: [\"udp://{}\"]\n",
+            server.addr("statsd udp")
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    emit(&["-f", config, "-name", "fromconfig", "-count", "2"]);
+    server.wait_metric("fromconfig_total", 2.0);
+    // the event and the check reach the server's log index with their fields
+    emit(&[
+        "-f",
+        config,
+        "-mode",
+        "event",
+        "-e_title",
+        "deploy",
+        "-e_text",
+        "rolled out",
+        "-e_alert_type",
+        "warning",
+        "-e_hostname",
+        "h1",
+        "-e_event_tags",
+        "svc:web",
+    ]);
+    emit(&[
+        "-f",
+        config,
+        "-mode",
+        "sc",
+        "-sc_name",
+        "db.up",
+        "-sc_status",
+        "CRITICAL",
+        "-sc_msg",
+        "no answer",
+        "-sc_tags",
+        "svc:db",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, body) = server.get("/api/v1/logs?q=rolled");
+        let (_, check) = server.get("/api/v1/logs?q=answer");
+        if body.contains("\"severity\":\"warn\"") && check.contains("\"severity\":\"error\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "event {body} / check {check}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -24,9 +24,25 @@ pub fn parse_time(key: &str, text: &str) -> Result<i64, String> {
     if let Ok(ns) = text.parse::<i64>() {
         return Ok(ns);
     }
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp_nanos() as i64)
-        .map_err(|_| format!("`{key}` must be unix nanoseconds or an RFC 3339 time, not `{text}`"))
+    parse_datetime_ns(text).ok_or_else(|| {
+        format!("`{key}` must be unix nanoseconds or an RFC 3339 time, not `{text}`")
+    })
+}
+
+/// A date and time in unix nanoseconds: RFC 3339 (`2026-12-04T10:00:00Z`,
+/// `...+01:00`), or the same with a space for the `T` and, without an offset, UTC.
+pub fn parse_datetime_ns(text: &str) -> Option<i64> {
+    use time::format_description::well_known::Rfc3339;
+    let parse = |text: &str| {
+        time::OffsetDateTime::parse(text, &Rfc3339)
+            .ok()
+            .and_then(|t| i64::try_from(t.unix_timestamp_nanos()).ok())
+    };
+    if let Some(ns) = parse(text) {
+        return Some(ns);
+    }
+    let text = text.trim().replacen(' ', "T", 1);
+    parse(&text).or_else(|| parse(&format!("{text}Z")))
 }
 
 /// A Go-style duration parameter, in nanoseconds.
@@ -152,6 +168,24 @@ pub fn log_json(record: &LogRecord) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_and_times() {
+        assert_eq!(
+            parse_datetime_ns("1970-01-01T00:00:01Z"),
+            Some(1_000_000_000)
+        );
+        assert_eq!(
+            parse_datetime_ns("1970-01-01 00:00:01.5"),
+            Some(1_500_000_000)
+        );
+        assert_eq!(
+            parse_datetime_ns("1970-01-01 01:00:01+01:00"),
+            Some(1_000_000_000)
+        );
+        assert_eq!(parse_datetime_ns("yesterday"), None);
+        assert_eq!(parse_time("start", "42"), Ok(42));
+    }
 
     #[test]
     fn trace_parameters() {

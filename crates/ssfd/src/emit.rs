@@ -45,14 +45,38 @@ pub struct EmitArgs {
     pub e_title: Option<String>,
     #[arg(long = "e-text", alias = "e_text")]
     pub e_text: Option<String>,
+    /// error, warning, info or success.
     #[arg(long = "e-alert-type", alias = "e_alert_type")]
     pub e_alert_type: Option<String>,
+    /// The event's time (unix seconds or a date and time; default: when it arrives).
+    #[arg(long = "e-time", alias = "e_time")]
+    pub e_time: Option<String>,
+    #[arg(long = "e-hostname", alias = "e_hostname")]
+    pub e_hostname: Option<String>,
+    #[arg(long = "e-aggr-key", alias = "e_aggr_key")]
+    pub e_aggr_key: Option<String>,
+    /// low or normal.
+    #[arg(long = "e-priority", alias = "e_priority")]
+    pub e_priority: Option<String>,
+    #[arg(long = "e-source-type", alias = "e_source_type")]
+    pub e_source_type: Option<String>,
+    /// The event's tags, comma separated (default: --tag).
+    #[arg(long = "e-event-tags", alias = "e_event_tags")]
+    pub e_event_tags: Option<String>,
     #[arg(long = "sc-name", alias = "sc_name")]
     pub sc_name: Option<String>,
     #[arg(long = "sc-status", alias = "sc_status")]
     pub sc_status: Option<String>,
     #[arg(long = "sc-msg", alias = "sc_msg")]
     pub sc_msg: Option<String>,
+    /// The check's time (unix seconds or a date and time).
+    #[arg(long = "sc-time", alias = "sc_time")]
+    pub sc_time: Option<String>,
+    #[arg(long = "sc-hostname", alias = "sc_hostname")]
+    pub sc_hostname: Option<String>,
+    /// The check's tags, comma separated (default: --tag).
+    #[arg(long = "sc-tags", alias = "sc_tags")]
+    pub sc_tags: Option<String>,
     #[arg(long = "span-service", alias = "span_service")]
     pub span_service: Option<String>,
     #[arg(long = "span-name", alias = "span_name")]
@@ -67,6 +91,21 @@ pub struct EmitArgs {
     pub error: bool,
     #[arg(long = "span-tags", alias = "span_tags")]
     pub span_tags: Option<String>,
+    /// The span's start: unix seconds, milliseconds, microseconds or nanoseconds (told
+    /// apart by their digits), fractional seconds, or a date and time (RFC 3339, or
+    /// `2026-12-04 10:00:00` in UTC). Default: its end minus --timing.
+    #[arg(long = "span-starttime", alias = "span_starttime")]
+    pub span_starttime: Option<String>,
+    /// The span's end, in the same forms. Default: now.
+    #[arg(long = "span-endtime", alias = "span_endtime")]
+    pub span_endtime: Option<String>,
+    /// Prints what is sent, and where, on stderr.
+    #[arg(long)]
+    pub debug: bool,
+    /// An ssfd (or Veneur-style) config file: without --hostport, send to its first
+    /// statsd listener (its first SSF listener with --ssf, gRPC listener with --grpc).
+    #[arg(short = 'f', long = "config")]
+    pub config: Option<std::path::PathBuf>,
     /// Times the command after `--` and reports it as a span (and, with --name, a
     /// timer); the command sees SSFD_TRACE_ID and SSFD_PARENT_SPAN_ID (and Veneur's
     /// VENEUR_EMIT_*), so nested `ssfd emit --command` calls form one trace.
@@ -103,6 +142,39 @@ fn tags_of(text: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A time as veneur-emit takes it, in unix nanoseconds: unix seconds, milliseconds,
+/// microseconds or nanoseconds told apart by their digits (10, 13, 16, 19, as Go's
+/// dateparse), fractional seconds, or a date and time.
+fn parse_when(flag: &str, text: &str) -> anyhow::Result<i64> {
+    let text = text.trim();
+    let bad = || anyhow::anyhow!("--{flag} `{text}` is not a unix time or a date and time");
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let value: i64 = text.parse().map_err(|_| bad())?;
+        let scale = match text.len() {
+            0..=10 => 1_000_000_000,
+            11..=13 => 1_000_000,
+            14..=16 => 1_000,
+            _ => 1,
+        };
+        return value.checked_mul(scale).ok_or_else(bad);
+    }
+    if let Ok(seconds) = text.parse::<f64>()
+        && seconds.is_finite()
+        && seconds.abs() < 9.2e9
+    {
+        return Ok((seconds * 1e9) as i64);
+    }
+    ssfd_query::api::parse_datetime_ns(text).ok_or_else(bad)
+}
+
+/// `|d:<unix seconds>` for DogStatsD, from a time flag.
+fn timestamp_field(flag: &str, text: Option<&str>) -> anyhow::Result<String> {
+    Ok(match text {
+        Some(text) => format!("|d:{}", parse_when(flag, text)?.div_euclid(1_000_000_000)),
+        None => String::new(),
+    })
+}
+
 fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -122,6 +194,8 @@ impl EmitArgs {
         self.span_service.is_some()
             || self.span_name.is_some()
             || self.trace_id.is_some()
+            || self.span_starttime.is_some()
+            || self.span_endtime.is_some()
             || self.timed.is_some()
     }
 
@@ -176,12 +250,18 @@ impl EmitArgs {
 
     /// The DogStatsD lines this invocation sends.
     fn statsd_lines(&self) -> anyhow::Result<Vec<String>> {
-        let tags = self
-            .tag
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(|t| format!("|#{t}"))
-            .unwrap_or_default();
+        let tags_field = |tags: Option<&str>| {
+            tags.filter(|t| !t.is_empty())
+                .map(|t| format!("|#{t}"))
+                .unwrap_or_default()
+        };
+        let tags = tags_field(self.tag.as_deref());
+        let field = |prefix: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|v| format!("|{prefix}:{v}"))
+                .unwrap_or_default()
+        };
         match self.mode.as_str() {
             "event" => {
                 let title = self
@@ -193,13 +273,29 @@ impl EmitArgs {
                     .as_deref()
                     .unwrap_or_default()
                     .replace('\n', "\\n");
-                let alert = self
-                    .e_alert_type
-                    .as_deref()
-                    .map(|a| format!("|t:{a}"))
-                    .unwrap_or_default();
+                if let Some(alert) = self.e_alert_type.as_deref()
+                    && !["error", "warning", "info", "success"].contains(&alert)
+                {
+                    bail!("--e-alert-type `{alert}` is not error, warning, info or success");
+                }
+                if let Some(priority) = self.e_priority.as_deref()
+                    && !["low", "normal"].contains(&priority)
+                {
+                    bail!("--e-priority `{priority}` is not low or normal");
+                }
+                // DogStatsD's order: d, h, p, t, k, s, then the tags
+                let fields = [
+                    timestamp_field("e-time", self.e_time.as_deref())?,
+                    field("h", &self.e_hostname),
+                    field("p", &self.e_priority),
+                    field("t", &self.e_alert_type),
+                    field("k", &self.e_aggr_key),
+                    field("s", &self.e_source_type),
+                    tags_field(self.e_event_tags.as_deref().or(self.tag.as_deref())),
+                ]
+                .concat();
                 Ok(vec![format!(
-                    "_e{{{},{}}}:{title}|{text}{alert}{tags}",
+                    "_e{{{},{}}}:{title}|{text}{fields}",
                     title.len(),
                     text.len()
                 )])
@@ -218,12 +314,15 @@ impl EmitArgs {
                         bail!("--sc-status `{other}` is not 0-3 or ok/warning/critical/unknown")
                     }
                 };
-                let message = self
-                    .sc_msg
-                    .as_deref()
-                    .map(|m| format!("|m:{m}"))
-                    .unwrap_or_default();
-                Ok(vec![format!("_sc|{name}|{status}{tags}{message}")])
+                // DogStatsD's order: d, h, the tags, and the message last
+                let fields = [
+                    timestamp_field("sc-time", self.sc_time.as_deref())?,
+                    field("h", &self.sc_hostname),
+                    tags_field(self.sc_tags.as_deref().or(self.tag.as_deref())),
+                    field("m", &self.sc_msg),
+                ]
+                .concat();
+                Ok(vec![format!("_sc|{name}|{status}{fields}")])
             }
             "metric" => {
                 let mut lines = Vec::new();
@@ -296,10 +395,23 @@ impl EmitArgs {
                     span.end_timestamp = end;
                 }
                 None => {
-                    let end = now_ns();
-                    let duration = self.timing()?.map_or(1_000, |d| d.as_nanos() as i64).max(1);
+                    let end = match &self.span_endtime {
+                        Some(text) => parse_when("span-endtime", text)?,
+                        None => now_ns(),
+                    };
+                    let start = match &self.span_starttime {
+                        Some(text) => parse_when("span-starttime", text)?,
+                        None => {
+                            let duration =
+                                self.timing()?.map_or(1_000, |d| d.as_nanos() as i64).max(1);
+                            end - duration
+                        }
+                    };
+                    if end < start {
+                        bail!("the span ends before it starts (--span-endtime < --span-starttime)");
+                    }
                     span.id = random_id();
-                    span.start_timestamp = end - duration;
+                    span.start_timestamp = start;
                     span.end_timestamp = end;
                 }
             }
@@ -316,6 +428,29 @@ impl EmitArgs {
         }
         Ok(span)
     }
+}
+
+/// Where `-f FILE` says to send: its first statsd listener, its first SSF listener
+/// with --ssf, its first gRPC listener with --grpc (a listener on every interface is
+/// reached on loopback).
+fn configured_address(file: &std::path::Path, grpc: bool, ssf: bool) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let config = ssfd_config::Config::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+        .config;
+    let (key, list) = match (grpc, ssf) {
+        (true, _) => ("grpc_listen_addresses", &config.grpc_listen_addresses),
+        (false, true) => ("ssf_listen_addresses", &config.ssf_listen_addresses),
+        (false, false) => ("statsd_listen_addresses", &config.statsd_listen_addresses),
+    };
+    let address = list
+        .iter()
+        .find(|a| a.starts_with("udp://") || a.starts_with("tcp://"))
+        .with_context(|| format!("{} has no udp:// or tcp:// entry in {key}", file.display()))?;
+    Ok(address
+        .replace("://0.0.0.0:", "://127.0.0.1:")
+        .replace("://:", "://127.0.0.1:"))
 }
 
 /// Go's flag package takes `-hostport` as well as `--hostport`; so does emit.
@@ -364,10 +499,11 @@ fn send(args: &EmitArgs) -> anyhow::Result<()> {
         (false, true) => "udp://127.0.0.1:8128",
         (false, false) => "udp://127.0.0.1:8126",
     };
-    let hostport = args
-        .hostport
-        .clone()
-        .unwrap_or_else(|| default_host.to_string());
+    let hostport = match (&args.hostport, &args.config) {
+        (Some(hostport), _) => hostport.clone(),
+        (None, Some(file)) => configured_address(file, grpc, ssf)?,
+        (None, None) => default_host.to_string(),
+    };
     let (scheme, address) = match hostport.split_once("://") {
         Some((scheme, address)) => (scheme.to_string(), address.to_string()),
         None => ("udp".to_string(), hostport.clone()),
@@ -383,6 +519,12 @@ fn send(args: &EmitArgs) -> anyhow::Result<()> {
         } else {
             String::new()
         };
+        if args.debug {
+            match &span {
+                Some(span) => eprintln!("ssfd emit: SendSpan to {hostport}: {span:?}"),
+                None => eprintln!("ssfd emit: SendPacket to {hostport}:\n{packet}"),
+            }
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -410,9 +552,17 @@ fn send(args: &EmitArgs) -> anyhow::Result<()> {
         });
     }
     let payload = if ssf {
-        args.span()?.encode_to_vec()
+        let span = args.span()?;
+        if args.debug {
+            eprintln!("ssfd emit: SSF span to {hostport}: {span:?}");
+        }
+        span.encode_to_vec()
     } else {
-        args.statsd_lines()?.join("\n").into_bytes()
+        let lines = args.statsd_lines()?.join("\n");
+        if args.debug {
+            eprintln!("ssfd emit: DogStatsD to {hostport}:\n{lines}");
+        }
+        lines.into_bytes()
     };
     if payload.is_empty() {
         bail!("nothing to send: give --count, --gauge, --timing, --set or span flags");
