@@ -667,3 +667,23 @@ fn several_hung_sinks_share_one_shutdown_timeout() {
     );
     assert!(took < Duration::from_secs(8), "exit took {took:?}: {said}");
 }
+
+/// SPEC 7: the exit comes within `shutdown_timeout` of the signal even when it is
+/// shorter than the listeners' grace for connections a peer keeps open (2 s).
+#[test]
+fn a_short_shutdown_timeout_bounds_the_listeners_grace() {
+    let server = Server::start("interval: 1s\nshutdown_timeout: 500ms\n");
+    // peers that keep their connections open: a gRPC client that did not finish its
+    // handshake, and a framed SSF stream
+    let grpc = std::net::TcpStream::connect(server.addr("grpc tcp")).unwrap();
+    let ssf = std::net::TcpStream::connect(server.addr("ssf tcp")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    assert!(server.terminate().success(), "exit 0");
+    let took = started.elapsed();
+    drop((grpc, ssf));
+    assert!(
+        took < Duration::from_millis(1500),
+        "exit took {took:?} with shutdown_timeout 500ms"
+    );
+}

@@ -85,19 +85,22 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops intake and waits for every listener to return (after `shutdown` was sent).
-    pub async fn stop(mut self) {
+    /// Stops intake and waits for every listener to return (after `shutdown` was sent),
+    /// taking at most half of `shutdown_timeout` (and at most 2 s) for calls in flight,
+    /// so the flush after it still has time within the same deadline.
+    pub async fn stop(mut self, shutdown_timeout: std::time::Duration) {
         self.stop_threads
             .store(true, std::sync::atomic::Ordering::Relaxed);
         // servers finish what is in flight; a client that keeps its connection open
         // (another ssfd's channel) must not hold shutdown, so after a grace period the
         // rest is cut
-        let drained = tokio::time::timeout(STOP_GRACE, async {
+        let grace = STOP_GRACE.min(shutdown_timeout / 2);
+        let drained = tokio::time::timeout(grace, async {
             while self.tasks.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            tracing::warn!("listeners still had connections after {STOP_GRACE:?}; closing them");
+            tracing::warn!("listeners still had connections after {grace:?}; closing them");
             self.tasks.abort_all();
             while self.tasks.join_next().await.is_some() {}
         }

@@ -271,7 +271,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         // every sink and queue delivers within shutdown_timeout of the signal, together
         ssfd_export::delivery::begin_shutdown(shutdown_timeout);
         let _ = stop.send(true);
-        running.stop().await;
+        running.stop(shutdown_timeout).await;
         drop(pipeline);
         tokio::task::spawn_blocking(move || workers.join()).await?;
         if let Some(store) = &store
