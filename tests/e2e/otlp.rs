@@ -145,6 +145,17 @@ fn otlp_http_takes_json_and_refuses_garbage() {
     assert_eq!(trace["root"]["error"], true);
     assert_eq!(trace["root"]["duration_ns"], 5_000_000);
     assert_eq!(trace["root"]["tags"]["n"], "3");
+    // its exemplar names the whole 128-bit trace id, as the OTel backends know it
+    let (_, open) = ssfd_e2e::http_get_with(
+        &server.http,
+        "/metrics",
+        "Accept: application/openmetrics-text; version=1.0.0\r\n",
+    );
+    assert!(
+        open.contains("service_name=\"jsonsvc\"")
+            && open.contains("# {trace_id=\"5b8efff798038103d269b633813fc60c\"} 5 "),
+        "{open}"
+    );
     let (status, _) = post(
         &http,
         "/v1/traces",
