@@ -29,6 +29,10 @@ use std::time::Duration;
 /// local is answered before it gives up).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const CALL_TIMEOUT: Duration = Duration::from_secs(4);
+/// No new round of calls starts this long after the first: the call fails instead
+/// and the local retries it. A round takes at most the connect and call timeouts, so
+/// a call ends within about 9 s, before the local's own 10 s timeout.
+const ROUTE_BUDGET: Duration = Duration::from_secs(3);
 
 /// A destination's channel and its `ssfd_forward_*{destination}` counters.
 #[derive(Clone)]
@@ -261,7 +265,13 @@ impl Proxy {
     async fn route<T: Routed>(&self, mut items: Vec<T>) -> Result<(), String> {
         let mut excluded: Vec<String> = Vec::new();
         let mut last_error = String::from("no global is in the proxy's ring");
+        let started = std::time::Instant::now();
         while !items.is_empty() {
+            if started.elapsed() > ROUTE_BUDGET {
+                return Err(format!(
+                    "the globals did not take the items within {ROUTE_BUDGET:?}: {last_error}"
+                ));
+            }
             let mut by_owner: HashMap<String, Vec<T>> = HashMap::new();
             {
                 let ring = self.ring.read().map_err(|e| e.to_string())?;
