@@ -68,6 +68,19 @@ impl Default for RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// A local's forwarding upstream: 8 retries, about 16 s of backoff in all, so a
+    /// global (or proxy) that restarts loses the local nothing; later intervals wait
+    /// in the queue meanwhile.
+    pub fn forward(shutdown_timeout: Duration) -> Self {
+        RetryPolicy {
+            max_retries: 8,
+            shutdown_timeout,
+            ..RetryPolicy::default()
+        }
+    }
+}
+
 /// The backoff before retry `attempt` (1-based), with ±50 % jitter from `random`
 /// (uniform in [0, 1)).
 pub fn backoff(policy: &RetryPolicy, attempt: u32, random: f64) -> Duration {

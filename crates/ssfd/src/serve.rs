@@ -96,7 +96,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             Box::new(ssfd_export::forward::ForwardSink::new(
                 &config.forward_address,
             )),
-            ssfd_export::delivery::RetryPolicy::default(),
+            ssfd_export::delivery::RetryPolicy::forward(config.shutdown_timeout()),
             None,
             config.shutdown_timeout(),
         )));
@@ -154,10 +154,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             span_sinks.push(std::sync::Arc::new(
                 ssfd_export::forward::ForwardSpans::start(
                     &config.forward_address,
-                    ssfd_export::delivery::RetryPolicy {
-                        shutdown_timeout: config.shutdown_timeout(),
-                        ..ssfd_export::delivery::RetryPolicy::default()
-                    },
+                    ssfd_export::delivery::RetryPolicy::forward(config.shutdown_timeout()),
                 ),
             ));
         }
