@@ -341,3 +341,57 @@ fn remote_write_reaches_a_real_prometheus_with_labels() {
         0.0
     );
 }
+
+/// SPEC 4.4's span-name cap is one cap for the RED metrics and the OTel span metrics:
+/// both overflow the same names, and a name idle for `prometheus_expiry` frees its
+/// place in both (the RED metrics' cap used to keep every name for good).
+#[test]
+fn one_span_name_cap_for_red_and_otel_span_metrics() {
+    use prost::Message;
+    let server = Server::start("interval: 1s\nprometheus_expiry: 2s\n");
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |id: i64, name: &str| {
+        let span = ssfd_wire::ssf::SsfSpan {
+            trace_id: id,
+            id,
+            start_timestamp: 1_800_000_000_000_000_000,
+            end_timestamp: 1_800_000_000_001_000_000,
+            service: "capsvc".into(),
+            name: name.into(),
+            ..Default::default()
+        };
+        socket
+            .send_to(&span.encode_to_vec(), server.addr("ssf udp"))
+            .unwrap();
+    };
+    // more names than the cap of 1,000: both views overflow
+    for i in 0..1100 {
+        send(i + 1, &format!("op{i}"));
+        if i % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let red_overflow =
+        "ssf_span_calls_total{error=\"false\",name=\"ssfd_overflow\",service=\"capsvc\"}";
+    let otel_overflow = "traces_span_metrics_calls_total{service_name=\"capsvc\",span_name=\"ssfd_overflow\",span_kind=\"SPAN_KIND_SERVER\",status_code=\"STATUS_CODE_UNSET\"}";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.metric(red_overflow) < 1.0 || server.metric(otel_overflow) < 1.0 {
+        assert!(Instant::now() < deadline, "no overflow series");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // every name idles past the expiry; a new one then takes a place in both views
+    std::thread::sleep(Duration::from_secs(4));
+    send(5000, "fresh");
+    let red = "ssf_span_calls_total{error=\"false\",name=\"fresh\",service=\"capsvc\"}";
+    let otel = "traces_span_metrics_calls_total{service_name=\"capsvc\",span_name=\"fresh\",span_kind=\"SPAN_KIND_SERVER\",status_code=\"STATUS_CODE_UNSET\"}";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.metric(red) < 1.0 || server.metric(otel) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "fresh: RED {}, OTel {}",
+            server.metric(red),
+            server.metric(otel)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

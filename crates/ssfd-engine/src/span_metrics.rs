@@ -77,17 +77,79 @@ impl hashbrown::Equivalent<OwnedKey> for BorrowedKey<'_> {
     }
 }
 
+/// SPEC 4.4's cap on distinct span names per service. One cap serves the RED metrics
+/// derived at ingest and the OTel span metrics, so both count the same names and
+/// overflow the same ones. A name not seen for `expiry` (`prometheus_expiry`) frees
+/// its place.
+#[derive(Debug)]
+pub struct SpanNameCap {
+    per_service: usize,
+    expiry: f64,
+    names: Mutex<HashMap<String, ServiceNames>>,
+}
+
+/// One service's counted span names with when each was last seen, and when its idle
+/// names were last looked for (unix seconds).
+type ServiceNames = (HashMap<String, f64>, f64);
+
+impl Default for SpanNameCap {
+    /// SPEC 4.4's default: 1,000 names per service, idle ones leaving after 5 minutes.
+    fn default() -> Self {
+        SpanNameCap::new(1000, std::time::Duration::from_secs(300))
+    }
+}
+
+impl SpanNameCap {
+    pub fn new(per_service: usize, expiry: std::time::Duration) -> Self {
+        SpanNameCap {
+            per_service,
+            expiry: expiry.as_secs_f64(),
+            names: Mutex::default(),
+        }
+    }
+
+    /// True when `name` is (or now becomes) one of `service`'s counted names.
+    pub fn admit(&self, service: &str, name: &str) -> bool {
+        self.admit_at(service, name, unix_now())
+    }
+
+    /// [`SpanNameCap::admit`] at `now` (unix seconds): a counted name is marked seen; at
+    /// the cap, names idle for the expiry leave first (looked for at most once a
+    /// second per service, so a flood of excess names stays cheap).
+    pub fn admit_at(&self, service: &str, name: &str, now: f64) -> bool {
+        let Ok(mut names) = self.names.lock() else {
+            return false;
+        };
+        if !names.contains_key(service) {
+            names.insert(service.to_string(), (HashMap::new(), f64::NEG_INFINITY));
+        }
+        let (known, pruned) = names.get_mut(service).expect("inserted above");
+        if let Some(seen) = known.get_mut(name) {
+            *seen = seen.max(now);
+            return true;
+        }
+        if known.len() >= self.per_service && now - *pruned >= 1.0 {
+            *pruned = now;
+            let expiry = self.expiry;
+            known.retain(|_, seen| now - *seen < expiry);
+        }
+        if known.len() >= self.per_service {
+            return false;
+        }
+        known.insert(name.to_string(), now);
+        true
+    }
+}
+
 /// The cumulative span metrics, shared by span workers (writers) and `/metrics`.
 #[derive(Debug)]
 pub struct SpanMetricsRegistry {
     /// Each series with when it was last observed (unix seconds).
     series: Mutex<hashbrown::HashMap<OwnedKey, (SpanSeries, f64)>>,
-    /// `prometheus_expiry`: a series idle this long leaves the exposition, and its span
-    /// name no longer counts toward its service's cap.
+    /// `prometheus_expiry`: a series idle this long leaves the exposition.
     expiry: std::time::Duration,
     /// Distinct span names per service before names become `ssfd_overflow`.
-    names_per_service: usize,
-    names: Mutex<HashMap<String, std::collections::HashSet<String>>>,
+    names: std::sync::Arc<SpanNameCap>,
 }
 
 impl Default for SpanMetricsRegistry {
@@ -122,18 +184,27 @@ pub fn span_kind(tag: Option<&str>, indicator: bool, parent_id: i64) -> &'static
 }
 
 impl SpanMetricsRegistry {
+    /// A registry with its own cap of `names_per_service` names per service.
     pub fn new(names_per_service: usize) -> Self {
+        let expiry = std::time::Duration::from_secs(300);
         SpanMetricsRegistry {
             series: Mutex::default(),
-            expiry: std::time::Duration::from_secs(300),
-            names_per_service,
-            names: Mutex::default(),
+            expiry,
+            names: std::sync::Arc::new(SpanNameCap::new(names_per_service, expiry)),
         }
     }
 
-    /// Series idle for `expiry` disappear (SPEC 6's `prometheus_expiry`; 5m unless set).
+    /// Series idle for `expiry` disappear (SPEC 6's `prometheus_expiry`; 5m unless
+    /// set), and so do the cap's idle names.
     pub fn with_expiry(mut self, expiry: std::time::Duration) -> Self {
         self.expiry = expiry;
+        self.names = std::sync::Arc::new(SpanNameCap::new(self.names.per_service, expiry));
+        self
+    }
+
+    /// Counts span names under `cap` (the one ingest's RED metrics use too).
+    pub fn with_name_cap(mut self, cap: std::sync::Arc<SpanNameCap>) -> Self {
+        self.names = cap;
         self
     }
 
@@ -148,21 +219,17 @@ impl SpanMetricsRegistry {
         now: f64,
         observations: impl IntoIterator<Item = SpanObservation<'a>>,
     ) {
-        let (Ok(mut series), Ok(mut names)) = (self.series.lock(), self.names.lock()) else {
+        let Ok(mut series) = self.series.lock() else {
             return;
         };
         for observation in observations {
-            if !names.contains_key(observation.service) {
-                names.insert(observation.service.to_string(), Default::default());
-            }
-            let known = names.get_mut(observation.service).expect("inserted above");
-            let name = if known.contains(observation.name) {
+            let name = if self
+                .names
+                .admit_at(observation.service, observation.name, now)
+            {
                 observation.name
-            } else if known.len() >= self.names_per_service {
-                "ssfd_overflow"
             } else {
-                known.insert(observation.name.to_string());
-                observation.name
+                "ssfd_overflow"
             };
             let status = if observation.error {
                 "STATUS_CODE_ERROR"
@@ -209,29 +276,13 @@ impl SpanMetricsRegistry {
     }
 
     /// [`SpanMetricsRegistry::snapshot`] at `now` (unix seconds): series idle for the
-    /// expiry are dropped first, and a span name left without series frees its place
-    /// under its service's cap.
+    /// expiry are dropped first.
     pub fn snapshot_at(&self, now: f64) -> Vec<(SpanMetricKey, SpanSeries)> {
-        let (Ok(mut series), Ok(mut names)) = (self.series.lock(), self.names.lock()) else {
+        let Ok(mut series) = self.series.lock() else {
             return Vec::new();
         };
         let expiry = self.expiry.as_secs_f64();
-        let before = series.len();
         series.retain(|_, (_, seen)| now - *seen < expiry);
-        if series.len() < before {
-            let mut live: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
-            for key in series.keys() {
-                live.entry(&key.service).or_default().insert(&key.name);
-            }
-            names.retain(|service, known| {
-                let Some(live) = live.get(service.as_str()) else {
-                    return false;
-                };
-                known.retain(|name| live.contains(name.as_str()));
-                true
-            });
-        }
-        drop(names);
         let mut out: Vec<_> = series
             .iter()
             .map(|(k, (v, _))| {
@@ -285,6 +336,22 @@ mod tests {
             "SPAN_KIND_CLIENT"
         );
         assert_eq!(span_kind(Some("Producer"), false, 0), "SPAN_KIND_PRODUCER");
+    }
+
+    #[test]
+    fn the_name_cap_frees_idle_names_at_most_once_a_second() {
+        let cap = SpanNameCap::new(2, std::time::Duration::from_secs(60));
+        assert!(cap.admit_at("api", "a", 0.0));
+        assert!(cap.admit_at("api", "b", 0.0));
+        assert!(!cap.admit_at("api", "c", 10.0), "at the cap");
+        assert!(cap.admit_at("other", "c", 10.0), "the cap is per service");
+        assert!(cap.admit_at("api", "a", 50.0), "a is seen again");
+        assert!(!cap.admit_at("api", "c", 59.8), "b idle for 59.8 s: stays");
+        // b is idle for 60.5 s now, but idle names were looked for 0.7 s ago
+        assert!(!cap.admit_at("api", "c", 60.5));
+        assert!(cap.admit_at("api", "c", 60.9), "b left; c takes its place");
+        assert!(cap.admit_at("api", "a", 61.0), "a stays: seen at 50");
+        assert!(!cap.admit_at("api", "b", 61.0), "the cap is full again");
     }
 
     #[test]

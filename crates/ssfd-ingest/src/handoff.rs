@@ -50,35 +50,32 @@ pub struct SpanMetrics {
     pub indicator_timer: String,
     /// `objective_span_timer_name` (empty: off).
     pub objective_timer: String,
-    /// Distinct span names per service before RED metrics use `name:ssfd_overflow`.
-    pub names_per_service: usize,
-    names: std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
+    /// Distinct span names per service before RED metrics use `name:ssfd_overflow`
+    /// (shared with the OTel span metrics when `serve` wires them together).
+    names: Arc<ssfd_engine::span_metrics::SpanNameCap>,
 }
 
 impl SpanMetrics {
+    /// With its own cap of `names_per_service` names per service (idle names leave
+    /// after 5 minutes).
     pub fn new(indicator_timer: &str, objective_timer: &str, names_per_service: usize) -> Self {
         SpanMetrics {
             indicator_timer: indicator_timer.to_string(),
             objective_timer: objective_timer.to_string(),
-            names_per_service,
-            names: Default::default(),
+            names: Arc::new(ssfd_engine::span_metrics::SpanNameCap::new(
+                names_per_service,
+                std::time::Duration::from_secs(300),
+            )),
         }
     }
 
-    /// True when `name` is (or now becomes) one of `service`'s counted span names.
-    fn admit(&self, service: &str, name: &str) -> bool {
-        let Ok(mut names) = self.names.lock() else {
-            return false;
-        };
-        let known = names.entry(service.to_string()).or_default();
-        if known.contains(name) {
-            return true;
+    /// The same timers, counting span names under `cap`.
+    pub fn with_name_cap(&self, cap: Arc<ssfd_engine::span_metrics::SpanNameCap>) -> Self {
+        SpanMetrics {
+            indicator_timer: self.indicator_timer.clone(),
+            objective_timer: self.objective_timer.clone(),
+            names: cap,
         }
-        if known.len() >= self.names_per_service {
-            return false;
-        }
-        known.insert(name.to_string());
-        true
     }
 }
 
@@ -96,8 +93,10 @@ pub struct Handoff {
     records: Vec<LogRecord>,
     received: u64,
     rejected: [u64; Reason::COUNT],
-    /// (service, span name) pairs this thread already knows are under the cap.
-    admitted: std::collections::HashSet<(String, String)>,
+    /// (service, span name) pairs this thread knows are under the cap, with when the
+    /// cap last confirmed it (unix seconds): once a second the cap hears the name is
+    /// still in use, so it never leaves while spans carry it.
+    admitted: std::collections::HashMap<(String, String), f64>,
     /// Events for the sinks, handed over at the next flush.
     events: Vec<LogRecord>,
 }
@@ -132,7 +131,7 @@ impl Handoff {
             records: Vec::new(),
             received: 0,
             rejected: [0; Reason::COUNT],
-            admitted: std::collections::HashSet::new(),
+            admitted: std::collections::HashMap::new(),
             events: Vec::new(),
         }
     }
@@ -524,13 +523,17 @@ impl Handoff {
                 .push(&self.scratch, Scope::Global, duration_ns, 1.0, b"");
         }
         let pair = (view.service.to_string(), name.to_string());
-        let counted_name = if self.admitted.contains(&pair) {
-            name
-        } else if config.admit(view.service, name) {
-            self.admitted.insert(pair);
-            name
-        } else {
-            "ssfd_overflow"
+        let now = ssfd_engine::record::now_ns() as f64 / 1e9;
+        let counted_name = match self.admitted.get_mut(&pair) {
+            Some(confirmed) if now - *confirmed < 1.0 => name,
+            _ if config.names.admit_at(view.service, name, now) => {
+                self.admitted.insert(pair, now);
+                name
+            }
+            _ => {
+                self.admitted.remove(&pair);
+                "ssfd_overflow"
+            }
         };
         for (metric, kind, value) in [
             (&b"ssf.span.calls"[..], MetricKind::Counter, 1.0),

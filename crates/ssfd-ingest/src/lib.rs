@@ -340,6 +340,14 @@ impl Bound {
         self.traces = Some(traces);
     }
 
+    /// Counts the RED metrics' span names under `cap`, the cap the OTel span metrics
+    /// use, so both overflow the same names (SPEC 4.4).
+    pub fn share_span_names(&mut self, cap: Arc<ssfd_engine::span_metrics::SpanNameCap>) {
+        if let Some(metrics) = &self.handoff.span_metrics {
+            self.handoff.span_metrics = Some(Arc::new(metrics.with_name_cap(cap)));
+        }
+    }
+
     /// Makes this server a proxy: forwarded metrics and spans go to `route`.
     pub fn set_proxy(&mut self, route: Arc<dyn grpc::ForwardRoute>) {
         self.proxy = Some(route);

@@ -109,11 +109,17 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         .build()?;
     let shutdown_timeout = config.shutdown_timeout();
     runtime.block_on(async move {
+        // one cap on span names per service for the RED metrics and the OTel ones
+        let span_names = std::sync::Arc::new(ssfd_engine::span_metrics::SpanNameCap::new(
+            ssfd_ingest::SPAN_NAMES_PER_SERVICE,
+            expiry,
+        ));
         let span_metrics = std::sync::Arc::new(
             ssfd_engine::span_metrics::SpanMetricsRegistry::new(
                 ssfd_ingest::SPAN_NAMES_PER_SERVICE,
             )
-            .with_expiry(expiry),
+            .with_expiry(expiry)
+            .with_name_cap(std::sync::Arc::clone(&span_names)),
         );
         let slos = std::sync::Arc::new(
             ssfd_engine::slo::SloRegistry::new(
@@ -178,6 +184,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let (pipeline, workers) =
             Pipeline::start_with(pipeline_config, flush_config, sinks, derived.clone());
         let mut bound = ssfd_ingest::bind(&config).await?;
+        bound.share_span_names(span_names);
         bound.set_event_queue(derived.events);
         if let Some(pem) = tls.as_ref().filter(|t| t.identity.is_some()) {
             bound.set_tls(pem)?;
