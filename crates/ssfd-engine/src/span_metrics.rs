@@ -80,17 +80,29 @@ impl hashbrown::Equivalent<OwnedKey> for BorrowedKey<'_> {
 /// SPEC 4.4's cap on distinct span names per service. One cap serves the RED metrics
 /// derived at ingest and the OTel span metrics, so both count the same names and
 /// overflow the same ones. A name not seen for `expiry` (`prometheus_expiry`) frees
-/// its place.
+/// its place, and a service none of whose names was seen for `expiry` is forgotten
+/// (looked for once a minute), so a stream of ever-new service names cannot grow the
+/// cap without bound.
 #[derive(Debug)]
 pub struct SpanNameCap {
     per_service: usize,
     expiry: f64,
-    names: Mutex<HashMap<String, ServiceNames>>,
+    names: Mutex<CapState>,
+}
+
+#[derive(Debug)]
+struct CapState {
+    services: HashMap<String, ServiceNames>,
+    /// When idle names of every service were last looked for (unix seconds).
+    swept: f64,
 }
 
 /// One service's counted span names with when each was last seen, and when its idle
 /// names were last looked for (unix seconds).
 type ServiceNames = (HashMap<String, f64>, f64);
+
+/// How often (seconds) the cap looks through every service for idle names.
+const SWEEP_EVERY: f64 = 60.0;
 
 impl Default for SpanNameCap {
     /// SPEC 4.4's default: 1,000 names per service, idle ones leaving after 5 minutes.
@@ -104,8 +116,16 @@ impl SpanNameCap {
         SpanNameCap {
             per_service,
             expiry: expiry.as_secs_f64(),
-            names: Mutex::default(),
+            names: Mutex::new(CapState {
+                services: HashMap::new(),
+                swept: f64::NEG_INFINITY,
+            }),
         }
+    }
+
+    /// Services that have a counted name.
+    pub fn services(&self) -> usize {
+        self.names.lock().map_or(0, |state| state.services.len())
     }
 
     /// True when `name` is (or now becomes) one of `service`'s counted names.
@@ -117,20 +137,28 @@ impl SpanNameCap {
     /// the cap, names idle for the expiry leave first (looked for at most once a
     /// second per service, so a flood of excess names stays cheap).
     pub fn admit_at(&self, service: &str, name: &str, now: f64) -> bool {
-        let Ok(mut names) = self.names.lock() else {
+        let Ok(mut state) = self.names.lock() else {
             return false;
         };
-        if !names.contains_key(service) {
-            names.insert(service.to_string(), (HashMap::new(), f64::NEG_INFINITY));
+        let expiry = self.expiry;
+        if now - state.swept >= SWEEP_EVERY {
+            state.swept = now;
+            state.services.retain(|_, (known, _)| {
+                known.retain(|_, seen| now - *seen < expiry);
+                !known.is_empty()
+            });
         }
-        let (known, pruned) = names.get_mut(service).expect("inserted above");
+        if !state.services.contains_key(service) {
+            let fresh = (HashMap::new(), f64::NEG_INFINITY);
+            state.services.insert(service.to_string(), fresh);
+        }
+        let (known, pruned) = state.services.get_mut(service).expect("inserted above");
         if let Some(seen) = known.get_mut(name) {
             *seen = seen.max(now);
             return true;
         }
         if known.len() >= self.per_service && now - *pruned >= 1.0 {
             *pruned = now;
-            let expiry = self.expiry;
             known.retain(|_, seen| now - *seen < expiry);
         }
         if known.len() >= self.per_service {
@@ -340,18 +368,39 @@ mod tests {
 
     #[test]
     fn the_name_cap_frees_idle_names_at_most_once_a_second() {
-        let cap = SpanNameCap::new(2, std::time::Duration::from_secs(60));
+        // (within the first minute, so the sweep of every service stays out of it)
+        let cap = SpanNameCap::new(2, std::time::Duration::from_secs(30));
         assert!(cap.admit_at("api", "a", 0.0));
         assert!(cap.admit_at("api", "b", 0.0));
         assert!(!cap.admit_at("api", "c", 10.0), "at the cap");
         assert!(cap.admit_at("other", "c", 10.0), "the cap is per service");
-        assert!(cap.admit_at("api", "a", 50.0), "a is seen again");
-        assert!(!cap.admit_at("api", "c", 59.8), "b idle for 59.8 s: stays");
-        // b is idle for 60.5 s now, but idle names were looked for 0.7 s ago
-        assert!(!cap.admit_at("api", "c", 60.5));
-        assert!(cap.admit_at("api", "c", 60.9), "b left; c takes its place");
-        assert!(cap.admit_at("api", "a", 61.0), "a stays: seen at 50");
-        assert!(!cap.admit_at("api", "b", 61.0), "the cap is full again");
+        assert!(cap.admit_at("api", "a", 20.0), "a is seen again");
+        assert!(!cap.admit_at("api", "c", 29.8), "b idle for 29.8 s: stays");
+        // b is idle for 30.5 s now, but idle names were looked for 0.7 s ago
+        assert!(!cap.admit_at("api", "c", 30.5));
+        assert!(cap.admit_at("api", "c", 30.9), "b left; c takes its place");
+        assert!(cap.admit_at("api", "a", 31.0), "a stays: seen at 20");
+        assert!(!cap.admit_at("api", "b", 31.0), "the cap is full again");
+    }
+
+    #[test]
+    fn services_whose_names_all_went_idle_are_forgotten() {
+        let cap = SpanNameCap::new(10, std::time::Duration::from_secs(300));
+        for service in 0..1000 {
+            assert!(cap.admit_at(&format!("svc-{service}"), "GET /", 1000.0));
+        }
+        assert!(cap.admit_at("steady", "GET /", 1000.0));
+        assert_eq!(cap.services(), 1001);
+        // the next sweep (a minute on) finds nothing idle for 300 s yet
+        assert!(cap.admit_at("steady", "GET /", 1200.0));
+        assert_eq!(cap.services(), 1001);
+        // at 1301 every svc-N name is idle for 301 s; "steady" was seen at 1200
+        assert!(cap.admit_at("fresh", "GET /", 1301.0));
+        assert_eq!(cap.services(), 2, "steady and fresh");
+        assert!(
+            cap.admit_at("svc-7", "GET /x", 1302.0),
+            "a forgotten service starts anew"
+        );
     }
 
     #[test]
