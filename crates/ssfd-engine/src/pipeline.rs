@@ -756,9 +756,6 @@ fn span_worker(
                             .max(0) as f64
                             / 1e6,
                         trace_id: entry.trace_id,
-                        trace_high: view
-                            .tag("otel.trace_id")
-                            .map_or(0, |hex| otel_trace_high(hex, entry.trace_id)),
                     });
                     logs += view
                         .samples()
@@ -799,38 +796,9 @@ fn span_worker(
     }
 }
 
-/// The high 64 bits of an OpenTelemetry trace id kept in a span's `otel.trace_id` tag
-/// (32 hex digits), when its low 64 bits are the span's trace id; else 0.
-fn otel_trace_high(hex: &str, trace_id: i64) -> u64 {
-    if hex.len() != 32 || !hex.is_ascii() {
-        return 0;
-    }
-    match (
-        u64::from_str_radix(&hex[..16], 16),
-        u64::from_str_radix(&hex[16..], 16),
-    ) {
-        (Ok(high), Ok(low)) if low == trace_id as u64 => high,
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_high_half_of_an_otel_trace_id() {
-        let low = 0xd269b633813fc60c_u64 as i64;
-        assert_eq!(
-            otel_trace_high("5b8efff798038103d269b633813fc60c", low),
-            0x5b8efff798038103
-        );
-        // another trace's id, a short one, non-hex: none
-        assert_eq!(otel_trace_high("5b8efff798038103d269b633813fc60d", low), 0);
-        assert_eq!(otel_trace_high("d269b633813fc60c", low), 0);
-        assert_eq!(otel_trace_high("5b8efff79803810xd269b633813fc60c", low), 0);
-        assert_eq!(otel_trace_high("é5b8efff79803810d269b633813fc60", low), 0);
-    }
 
     struct Captured(Sender<Flush>);
 

@@ -20,9 +20,6 @@ pub type SpanMetricKey = (String, String, &'static str, &'static str);
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Exemplar {
     pub trace_id: i64,
-    /// The high 64 bits of an OpenTelemetry trace id (0 for an SSF trace), so the
-    /// exemplar names the whole 128-bit id another tracing backend knows.
-    pub trace_high: u64,
     pub value: f64,
     pub timestamp: f64,
 }
@@ -47,8 +44,6 @@ pub struct SpanObservation<'a> {
     pub error: bool,
     pub duration_ms: f64,
     pub trace_id: i64,
-    /// The high 64 bits of an OpenTelemetry trace id (0 for an SSF trace).
-    pub trace_high: u64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -291,7 +286,6 @@ impl SpanMetricsRegistry {
             entry.buckets[bucket] += 1;
             entry.exemplars[bucket] = Some(Exemplar {
                 trace_id: observation.trace_id,
-                trace_high: observation.trace_high,
                 value: observation.duration_ms,
                 timestamp: now,
             });
@@ -339,7 +333,6 @@ mod tests {
             error,
             duration_ms: ms,
             trace_id,
-            trace_high: 0,
         };
         registry.observe([
             observation(1.0, 1, false),
@@ -413,7 +406,6 @@ mod tests {
             error: false,
             duration_ms: 1.0,
             trace_id: 1,
-            trace_high: 0,
         };
         registry.observe_at(1000.0, [observation("GET /a")]);
         // the cap of one name: a second name is the overflow name

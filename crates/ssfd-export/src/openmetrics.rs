@@ -54,13 +54,8 @@ fn exemplar(
 ) -> String {
     match exemplar {
         Some(e) if openmetrics => {
-            // an OpenTelemetry trace by its whole 128-bit id, an SSF trace by its 64
-            let high = match e.trace_high {
-                0 => String::new(),
-                high => format!("{high:016x}"),
-            };
             format!(
-                " # {{trace_id=\"{high}{:016x}\"}} {} {:.3}",
+                " # {{trace_id=\"{:016x}\"}} {} {:.3}",
                 e.trace_id as u64,
                 value(e),
                 e.timestamp
@@ -162,7 +157,6 @@ mod tests {
             error: false,
             duration_ms: 7.5,
             trace_id: 0x4d2,
-            trace_high: 0,
         }]);
         let snapshot = registry.snapshot();
         let mut text = String::new();
@@ -178,25 +172,5 @@ mod tests {
             "{open}"
         );
         assert!(open.contains("le=\"6\"} 0\n"), "{open}");
-    }
-
-    #[test]
-    fn an_opentelemetry_trace_is_named_by_its_whole_id() {
-        let registry = ssfd_engine::span_metrics::SpanMetricsRegistry::default();
-        registry.observe([ssfd_engine::span_metrics::SpanObservation {
-            service: "api",
-            name: "GET /",
-            kind: "SPAN_KIND_SERVER",
-            error: false,
-            duration_ms: 7.5,
-            trace_id: 0xd269b633813fc60c_u64 as i64,
-            trace_high: 0x5b8efff798038103,
-        }]);
-        let mut open = String::new();
-        render_span_metrics(&registry.snapshot(), true, &mut open);
-        assert!(
-            open.contains("# {trace_id=\"5b8efff798038103d269b633813fc60c\"} 7.5 "),
-            "{open}"
-        );
     }
 }
