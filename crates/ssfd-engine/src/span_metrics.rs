@@ -164,6 +164,65 @@ impl SpanNameCap {
     }
 }
 
+/// One thread's memory of the names [`SpanNameCap`] admitted within the last second, so
+/// the cap's mutex is taken at most once a second per name per thread, and the cap
+/// still hears once a second that a name is in use (it never leaves while spans carry
+/// it). Confirmations older than a second are useless, and a sweep at most once a
+/// second drops them, so a thread holds only the names it saw in the last two seconds.
+#[derive(Debug, Default)]
+pub struct AdmittedNames {
+    /// service → name → when the cap last admitted it (unix seconds).
+    services: HashMap<Box<str>, HashMap<Box<str>, f64>>,
+    /// When stale confirmations were last dropped (unix seconds).
+    swept: f64,
+}
+
+impl AdmittedNames {
+    /// True when `name` counts under its own name for `service` at `now` (unix
+    /// seconds); false when it is over `cap` (counted as `ssfd_overflow`).
+    pub fn admit_at(&mut self, cap: &SpanNameCap, service: &str, name: &str, now: f64) -> bool {
+        if now - self.swept >= 1.0 {
+            self.swept = now;
+            self.services.retain(|_, names| {
+                names.retain(|_, confirmed| now - *confirmed < 1.0);
+                !names.is_empty()
+            });
+        }
+        if let Some(confirmed) = self.services.get(service).and_then(|n| n.get(name))
+            && now - *confirmed < 1.0
+        {
+            return true;
+        }
+        if cap.admit_at(service, name, now) {
+            match self.services.get_mut(service) {
+                Some(names) => {
+                    names.insert(name.into(), now);
+                }
+                None => {
+                    let names = HashMap::from([(name.into(), now)]);
+                    self.services.insert(service.into(), names);
+                }
+            }
+            true
+        } else {
+            if let Some(names) = self.services.get_mut(service) {
+                names.remove(name);
+            }
+            false
+        }
+    }
+
+    /// Names held, over all services.
+    pub fn len(&self) -> usize {
+        self.services.values().map(HashMap::len).sum()
+    }
+
+    /// True when no name is held.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+}
+
 /// The cumulative span metrics, shared by span workers (writers) and `/metrics`.
 #[derive(Debug)]
 pub struct SpanMetricsRegistry {
@@ -394,6 +453,34 @@ mod tests {
             cap.admit_at("svc-7", "GET /x", 1302.0),
             "a forgotten service starts anew"
         );
+    }
+
+    #[test]
+    fn a_thread_keeps_only_names_confirmed_in_the_last_second() {
+        let cap = SpanNameCap::new(10, std::time::Duration::from_secs(300));
+        let mut admitted = AdmittedNames::default();
+        for service in 0..1000 {
+            let at = 10.0 + f64::from(service) / 1000.0;
+            assert!(admitted.admit_at(&cap, &format!("svc-{service}"), "GET /", at));
+        }
+        assert_eq!(admitted.len(), 1000);
+        // two seconds on, the sweep drops every stale confirmation
+        assert!(admitted.admit_at(&cap, "steady", "GET /", 12.0));
+        assert_eq!(admitted.len(), 1, "{admitted:?}");
+    }
+
+    #[test]
+    fn a_thread_tells_the_cap_once_a_second_that_a_name_is_in_use() {
+        let cap = SpanNameCap::new(1, std::time::Duration::from_secs(300));
+        let mut admitted = AdmittedNames::default();
+        assert!(admitted.admit_at(&cap, "api", "GET /a", 0.0));
+        assert!(admitted.admit_at(&cap, "api", "GET /a", 200.0));
+        // "GET /a" was last heard at 200, so at 400 it holds the one place
+        assert!(!admitted.admit_at(&cap, "api", "GET /b", 400.0));
+        assert!(admitted.admit_at(&cap, "api", "GET /a", 400.5));
+        // idle since 400.5: at 701 it has left and "GET /b" takes the place
+        assert!(admitted.admit_at(&cap, "api", "GET /b", 701.0));
+        assert!(!admitted.admit_at(&cap, "api", "GET /a", 702.5));
     }
 
     #[test]

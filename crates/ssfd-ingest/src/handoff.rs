@@ -93,10 +93,9 @@ pub struct Handoff {
     records: Vec<LogRecord>,
     received: u64,
     rejected: [u64; Reason::COUNT],
-    /// (service, span name) pairs this thread knows are under the cap, with when the
-    /// cap last confirmed it (unix seconds): once a second the cap hears the name is
-    /// still in use, so it never leaves while spans carry it.
-    admitted: std::collections::HashMap<(String, String), f64>,
+    /// Span names this thread knows are under the cap (confirmed within the last
+    /// second), so the cap's mutex is taken once a second per name.
+    admitted: ssfd_engine::span_metrics::AdmittedNames,
     /// Events for the sinks, handed over at the next flush.
     events: Vec<LogRecord>,
 }
@@ -131,7 +130,7 @@ impl Handoff {
             records: Vec::new(),
             received: 0,
             rejected: [0; Reason::COUNT],
-            admitted: std::collections::HashMap::new(),
+            admitted: Default::default(),
             events: Vec::new(),
         }
     }
@@ -522,18 +521,14 @@ impl Handoff {
             self.samples
                 .push(&self.scratch, Scope::Global, duration_ns, 1.0, b"");
         }
-        let pair = (view.service.to_string(), name.to_string());
         let now = ssfd_engine::record::now_ns() as f64 / 1e9;
-        let counted_name = match self.admitted.get_mut(&pair) {
-            Some(confirmed) if now - *confirmed < 1.0 => name,
-            _ if config.names.admit_at(view.service, name, now) => {
-                self.admitted.insert(pair, now);
-                name
-            }
-            _ => {
-                self.admitted.remove(&pair);
-                "ssfd_overflow"
-            }
+        let counted_name = if self
+            .admitted
+            .admit_at(&config.names, view.service, name, now)
+        {
+            name
+        } else {
+            "ssfd_overflow"
         };
         for (metric, kind, value) in [
             (&b"ssf.span.calls"[..], MetricKind::Counter, 1.0),
