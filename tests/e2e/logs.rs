@@ -446,7 +446,8 @@ fn trace_search_and_the_jaeger_api() {
     // and one not found named in `errors`
     let (status, by_id) = json_get(
         &server,
-        "/api/traces?traceID=0000000000000003&traceID=ff&traceID=2&service=nosuch",
+        "/api/traces?traceID=0000000000000003&traceID=ff&traceID=2&service=nosuch\
+         &traceID=0123456789ABCDEF00000000000000ee",
     );
     assert_eq!(status, 200, "{by_id}");
     let ids: Vec<&str> = by_id["data"]
@@ -458,7 +459,10 @@ fn trace_search_and_the_jaeger_api() {
     assert_eq!(ids, ["0000000000000003", "0000000000000002"]);
     assert_eq!(
         by_id["errors"],
-        json!([{"code": 404, "msg": "trace not found", "traceID": "00000000000000ff"}])
+        json!([
+            {"code": 404, "msg": "trace not found", "traceID": "00000000000000ff"},
+            {"code": 404, "msg": "trace not found", "traceID": "0123456789abcdef00000000000000ee"}
+        ])
     );
     assert_eq!(json_get(&server, "/api/traces?traceID=zz").0, 400);
     let (status, bad) = json_get(&server, "/api/traces?tags=notjson");

@@ -27,27 +27,48 @@ pub fn envelope_with_errors(data: Value, errors: Vec<Value>) -> Value {
     answer
 }
 
-/// Jaeger's error entry for a trace id that was asked for and not found.
-pub fn trace_not_found(trace_id: i64) -> Value {
-    json!({ "code": 404, "msg": "trace not found", "traceID": hex_id(trace_id) })
+/// Jaeger's error entry for a trace id that was asked for and not found, named as the
+/// client asked for it (see [`trace_ids`]).
+pub fn trace_not_found(asked: &str) -> Value {
+    json!({ "code": 404, "msg": "trace not found", "traceID": asked })
 }
 
+/// At most this many `traceID` parameters in one lookup.
+pub const MAX_TRACE_IDS: usize = 1000;
+
 /// The `traceID` parameters of `GET /api/traces` (repeated, as the Jaeger UI sends
-/// them to look traces up by id), in order, each once. With any, Jaeger answers those
-/// traces and ignores every other parameter.
-pub fn trace_ids(raw: Option<&str>) -> Result<Vec<i64>, String> {
+/// them to look traces up by id), in order, each trace once, with each id as Jaeger
+/// prints it (16 hex digits, or 32 when the high half is not zero). With any, Jaeger
+/// answers those traces and ignores every other parameter.
+pub fn trace_ids(raw: Option<&str>) -> Result<Vec<(i64, String)>, String> {
     let mut ids = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (key, value) in crate::api::pairs(raw) {
         if key != "traceID" || value.is_empty() {
             continue;
         }
         let id = crate::parse_jaeger_id(&value)
             .map_err(|_| format!("`traceID` must be 1 to 32 hex digits, not `{value}`"))?;
-        if !ids.contains(&id) {
-            ids.push(id);
+        if seen.insert(id) {
+            if ids.len() == MAX_TRACE_IDS {
+                return Err(format!("at most {MAX_TRACE_IDS} `traceID` parameters"));
+            }
+            ids.push((id, jaeger_display(&value)));
         }
     }
     Ok(ids)
+}
+
+/// A valid hex trace id as Jaeger prints it: lower case, 16 digits, or 32 when its
+/// high half is not zero.
+fn jaeger_display(hex: &str) -> String {
+    let hex = hex.to_ascii_lowercase();
+    let padded = format!("{hex:0>32}");
+    if padded[..16].bytes().all(|b| b == b'0') {
+        padded[16..].to_string()
+    } else {
+        padded
+    }
 }
 
 /// Jaeger's error answer.
@@ -362,16 +383,30 @@ mod tests {
                 "traceID=2&traceID=fffffffffffffffe&service=x&traceID=0002"
             ))
             .unwrap(),
-            [2, -2]
+            [
+                (2, "0000000000000002".into()),
+                (-2, "fffffffffffffffe".into())
+            ]
         );
-        assert_eq!(trace_ids(Some("service=x")).unwrap(), Vec::<i64>::new());
+        assert!(trace_ids(Some("service=x")).unwrap().is_empty());
         assert_eq!(
-            trace_ids(Some("traceID=00000000000000010000000000000003")).unwrap(),
-            [3]
+            trace_ids(Some("traceID=10000000000000003&traceID=3")).unwrap(),
+            [(3, "00000000000000010000000000000003".into())]
+        );
+        assert_eq!(
+            trace_ids(Some("traceID=00000000000000000000000000000003")).unwrap(),
+            [(3, "0000000000000003".into())]
         );
         assert!(trace_ids(Some("traceID=xyz")).is_err());
+        let many: Vec<String> = (0..=MAX_TRACE_IDS)
+            .map(|i| format!("traceID={i:x}"))
+            .collect();
+        let error = trace_ids(Some(&many.join("&"))).unwrap_err();
+        assert!(error.contains("at most 1000"), "{error}");
+        let repeated: Vec<String> = (0..5000).map(|_| "traceID=ab".to_string()).collect();
+        assert_eq!(trace_ids(Some(&repeated.join("&"))).unwrap().len(), 1);
         assert_eq!(
-            envelope_with_errors(json!([]), vec![trace_not_found(-2)])["errors"],
+            envelope_with_errors(json!([]), vec![trace_not_found("fffffffffffffffe")])["errors"],
             json!([{"code": 404, "msg": "trace not found", "traceID": "fffffffffffffffe"}])
         );
         assert_eq!(

@@ -327,14 +327,14 @@ async fn jaeger_search(State(exported): State<Exported>, RawQuery(raw): RawQuery
         let store = exported.store.clone();
         let found = blocking(move || {
             let (mut traces, mut errors) = (Vec::new(), Vec::new());
-            for id in ids {
+            for (id, asked) in ids {
                 let trace = match &store {
                     Some(store) => jaeger::trace(id, &store.spans.trace(id)?),
                     None => None,
                 };
                 match trace {
                     Some(trace) => traces.push(trace),
-                    None => errors.push(jaeger::trace_not_found(id)),
+                    None => errors.push(jaeger::trace_not_found(&asked)),
                 }
             }
             Ok(jaeger::envelope_with_errors(Value::Array(traces), errors))
