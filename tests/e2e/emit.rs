@@ -344,6 +344,23 @@ fn emit_has_veneur_emits_event_check_and_span_time_flags() {
             .unwrap();
         assert!(!output.status.success(), "{bad:?} was accepted");
     }
+    // a span ending so early that its start would be before i64 nanoseconds: an error,
+    // not an overflow
+    let output = Command::new(ssfd_binary())
+        .args([
+            "emit",
+            "-hostport",
+            "udp://127.0.0.1:9",
+            "-ssf",
+            "-span_service",
+            "s",
+        ])
+        .args(["-span_endtime=-9.1e9", "-timing", "300000000s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("before the year 1678"), "{stderr}");
 
     // -f: the config's statsd listener is where it sends
     let server = Server::start("interval: 1s\n");

@@ -402,9 +402,15 @@ impl EmitArgs {
                     let start = match &self.span_starttime {
                         Some(text) => parse_when("span-starttime", text)?,
                         None => {
-                            let duration =
-                                self.timing()?.map_or(1_000, |d| d.as_nanos() as i64).max(1);
-                            end - duration
+                            let duration = self
+                                .timing()?
+                                .map_or(1_000, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+                                .max(1);
+                            end.checked_sub(duration).ok_or_else(|| {
+                                anyhow::anyhow!(
+                                    "--span-endtime minus --timing is before the year 1678"
+                                )
+                            })?
                         }
                     };
                     if end < start {
