@@ -154,6 +154,26 @@ fn veneurs_example_config_runs_unchanged_with_one_warning_per_unimplemented_key(
     server.wait_metric("veneur_example_total", 2.0);
 }
 
+/// `check-config` prints what is wrong but not fatal in the routing table: `serve`
+/// would log it, and `check-config` has no log.
+#[test]
+fn check_config_prints_routing_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routing.yaml");
+    std::fs::write(&path, "metric_sink_routing:\n  - name: all\n").unwrap();
+    let output = Command::new(ssfd_binary())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: metric_sink_routing is set but features.enable_metric_sink_routing is not true"),
+        "{stderr}"
+    );
+}
+
 /// SPEC 1: `check-config` rejects what `serve` would refuse to start with, naming the
 /// key and its line, and `serve -f` refuses the same file.
 #[test]

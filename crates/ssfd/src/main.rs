@@ -110,8 +110,11 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         .config
         .tls_pem()
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    sinks::router(&loaded.config)
+    let (_, routing_warnings) = sinks::router_with_warnings(&loaded.config)
         .map_err(|e| anyhow::anyhow!("{}: metric_sink_routing: {e}", file.display()))?;
+    for warning in routing_warnings {
+        eprintln!("warning: {warning}");
+    }
     // the effective configuration, as YAML a config file could hold
     print!(
         "{}",

@@ -33,33 +33,41 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// The routing table, when Veneur's feature flag turns it on.
+/// The routing table, when Veneur's feature flag turns it on; its warnings are logged.
 pub fn router(config: &Config) -> anyhow::Result<Option<Arc<Router>>> {
+    let (router, warnings) = router_with_warnings(config)?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(router)
+}
+
+/// [`router`], with what is wrong but not fatal in the routing configuration returned
+/// as text (`check-config` prints it; `serve` logs it).
+pub fn router_with_warnings(config: &Config) -> anyhow::Result<(Option<Arc<Router>>, Vec<String>)> {
     let enabled = config
         .features
         .get("enable_metric_sink_routing")
         .and_then(serde_yaml::Value::as_bool)
         .unwrap_or(false);
     if config.metric_sink_routing.is_null() {
-        return Ok(None);
+        return Ok((None, Vec::new()));
     }
     if !enabled {
-        tracing::warn!(
-            "metric_sink_routing is set but features.enable_metric_sink_routing is not true: \
-             every sink gets every metric (as Veneur)"
-        );
-        return Ok(None);
+        let warning = "metric_sink_routing is set but features.enable_metric_sink_routing is \
+                       not true: every sink gets every metric (as Veneur)";
+        return Ok((None, vec![warning.to_string()]));
     }
     let router = Router::from_yaml(&config.metric_sink_routing).map_err(anyhow::Error::msg)?;
-    for name in router.named_sinks() {
-        if !config.metric_sinks.iter().any(|s| s.name == name) {
-            tracing::warn!(
-                sink = name,
-                "metric_sink_routing names a sink that metric_sinks does not have"
-            );
-        }
-    }
-    Ok(Some(Arc::new(router)))
+    let warnings = router
+        .named_sinks()
+        .into_iter()
+        .filter(|name| !config.metric_sinks.iter().any(|s| &s.name == name))
+        .map(|name| {
+            format!("metric_sink_routing names a sink that metric_sinks does not have: {name}")
+        })
+        .collect();
+    Ok((Some(Arc::new(router)), warnings))
 }
 
 /// The configured metric sinks.
