@@ -377,6 +377,15 @@ fn emit_has_veneur_emits_event_check_and_span_time_flags() {
     let config = config.to_str().unwrap();
     emit(&["-f", config, "-name", "fromconfig", "-count", "2"]);
     server.wait_metric("fromconfig_total", 2.0);
+    // Go's flag package takes `-f=FILE` as well
+    emit(&[
+        &format!("-f={config}"),
+        "-name",
+        "fromconfigeq",
+        "-count",
+        "3",
+    ]);
+    server.wait_metric("fromconfigeq_total", 3.0);
     // the event and the check reach the server's log index with their fields
     emit(&[
         "-f",

@@ -470,7 +470,10 @@ pub fn normalise_flags(args: impl IntoIterator<Item = String>) -> Vec<String> {
                 return arg;
             }
             let bytes = arg.as_bytes();
-            if bytes.len() > 2 && bytes[0] == b'-' && bytes[1].is_ascii_alphabetic() {
+            // a one-letter flag stays short, with or without its `=value` (`-f=FILE`)
+            let one_letter = bytes.len() == 2 || bytes.get(2) == Some(&b'=');
+            if bytes.len() > 2 && bytes[0] == b'-' && bytes[1].is_ascii_alphabetic() && !one_letter
+            {
                 format!("-{arg}")
             } else {
                 arg
