@@ -450,10 +450,20 @@ fn configured_address(file: &std::path::Path, grpc: bool, ssf: bool) -> anyhow::
         (false, true) => ("ssf_listen_addresses", &config.ssf_listen_addresses),
         (false, false) => ("statsd_listen_addresses", &config.statsd_listen_addresses),
     };
-    let address = list
+    let listed = list
         .iter()
         .find(|a| a.starts_with("udp://") || a.starts_with("tcp://"))
-        .with_context(|| format!("{} has no udp:// or tcp:// entry in {key}", file.display()))?;
+        .cloned();
+    // a Veneur config names its gRPC listener `grpc_address` (host:port)
+    let fallback =
+        (grpc && !config.grpc_address.is_empty()).then(|| format!("tcp://{}", config.grpc_address));
+    let address = listed.or(fallback).with_context(|| {
+        let also = if grpc { " or grpc_address" } else { "" };
+        format!(
+            "{} has no udp:// or tcp:// entry in {key}{also}",
+            file.display()
+        )
+    })?;
     Ok(address
         .replace("://0.0.0.0:", "://127.0.0.1:")
         .replace("://:", "://127.0.0.1:"))
@@ -599,4 +609,32 @@ fn send(args: &EmitArgs) -> anyhow::Result<()> {
         other => bail!("--hostport scheme `{other}` is not udp or tcp"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emit_f_with_grpc_finds_veneurs_grpc_address() {
+        let path = std::env::temp_dir().join(format!("ssfd-emit-{}.yaml", std::process::id()));
+        std::fs::write(&path, "grpc_address: \"0.0.0.0:9999\"\n").unwrap();
+        let grpc = configured_address(&path, true, false);
+        let statsd = configured_address(&path, false, false);
+        std::fs::write(
+            &path,
+            "grpc_address: \"127.0.0.1:9999\"\ngrpc_listen_addresses: [\"tcp://127.0.0.1:8181\"]\n",
+        )
+        .unwrap();
+        let listed = configured_address(&path, true, false);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(grpc.unwrap(), "tcp://127.0.0.1:9999");
+        assert!(
+            statsd
+                .unwrap_err()
+                .to_string()
+                .contains("statsd_listen_addresses")
+        );
+        assert_eq!(listed.unwrap(), "tcp://127.0.0.1:8181");
+    }
 }
