@@ -15,7 +15,6 @@ pub const VENEUR_UNIMPLEMENTED: &[&str] = &[
     "flush_watchdog_missed_flushes",
     "flush_on_shutdown",
     "synchronize_with_interval",
-    "stats_address",
     "http_quit",
     "omit_empty_hostname",
     "tags_exclude",
@@ -62,8 +61,16 @@ const LISTENER_KEYS: &[&str] = &[
 pub enum ConfigError {
     #[error("config is not YAML: {0}")]
     Yaml(String),
-    #[error("unknown config key `{key}` at line {line}")]
-    UnknownKey { key: String, line: usize },
+    #[error("unknown config key `{key}` at line {line}{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    UnknownKey {
+        key: String,
+        line: usize,
+        /// The known key nearest to it, when one is near enough to be a typo.
+        suggestion: Option<String>,
+    },
+    /// A bad value that came from an `SSFD_<KEY>` environment variable, not the file.
+    #[error("bad value in environment variable `{variable}`: {message}")]
+    BadEnv { variable: String, message: String },
     #[error("bad value for `{key}`{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
     BadValue {
         key: String,
@@ -372,6 +379,10 @@ pub struct Config {
     pub wal: bool,
     #[serde(default = "default_prometheus_expiry")]
     pub prometheus_expiry: String,
+    /// Veneur's `stats_address`: where ssfd sends its own telemetry as DogStatsD
+    /// every interval, under Veneur's names (SPEC 10); empty sends nothing.
+    #[serde(default)]
+    pub stats_address: String,
 }
 
 fn default_wal() -> bool {
@@ -492,6 +503,7 @@ impl Config {
             }
             return Err(ConfigError::UnknownKey {
                 line: line_of(text, &name),
+                suggestion: nearest_key(&name),
                 key: name,
             });
         }
@@ -515,6 +527,8 @@ impl Config {
                 }
             }
         }
+        // keys an SSFD_ variable set: an error in one names the variable, not the file
+        let mut from_env: Vec<(String, String)> = Vec::new();
         for (name, value) in env {
             let Some(key) = name.strip_prefix("SSFD_").map(str::to_ascii_lowercase) else {
                 continue;
@@ -522,6 +536,7 @@ impl Config {
             if !known.contains(&key.as_str()) {
                 continue;
             }
+            from_env.push((key.clone(), name.clone()));
             let scalar = |text: &str| {
                 serde_yaml::from_str::<serde_yaml::Value>(text)
                     .unwrap_or_else(|_| serde_yaml::Value::String(text.to_string()))
@@ -569,17 +584,22 @@ impl Config {
                             serde_yaml::from_value::<Config>(serde_yaml::Value::Mapping(single))
                         {
                             let key = key.as_str().unwrap_or_default().to_string();
-                            return Err(ConfigError::BadValue {
-                                line: Some(line_of(text, &key)),
-                                key,
-                                message: e.to_string(),
-                            });
+                            return Err(blame_env(
+                                ConfigError::BadValue {
+                                    line: Some(line_of(text, &key)),
+                                    key,
+                                    message: e.to_string(),
+                                },
+                                &from_env,
+                            ));
                         }
                     }
                     return Err(ConfigError::Yaml(error.to_string()));
                 }
             };
-        config.validate(text)?;
+        config
+            .validate(text)
+            .map_err(|error| blame_env(error, &from_env))?;
         Ok(Loaded { config, warnings })
     }
 
@@ -707,6 +727,9 @@ impl Config {
         if !self.http_address.is_empty() {
             ListenAddr::parse_host_port(&self.http_address).map_err(|m| bad("http_address", m))?;
         }
+        if !self.stats_address.is_empty() {
+            self.stats_target().map_err(|m| bad("stats_address", m))?;
+        }
         let mut names: Vec<&str> = Vec::new();
         for sink in &self.metric_sinks {
             sink.check(false).map_err(|m| bad("metric_sinks", m))?;
@@ -737,6 +760,84 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The configuration as YAML a config file could hold, every secret setting shown
+    /// as [`REDACTED`] (what `check-config` prints).
+    pub fn redacted_yaml(&self) -> Result<String, String> {
+        let mut value = serde_yaml::to_value(self).map_err(|e| e.to_string())?;
+        walk_secrets(&mut value, &mut |_| {}, true);
+        serde_yaml::to_string(&value).map_err(|e| e.to_string())
+    }
+
+    /// Every secret this configuration holds or names: secret settings' values and
+    /// the contents of the secret files it names (`http_bearer_token_file`, a sink's
+    /// `bearer_token_file`, `tls.key_file`), for a [`Redactor`].
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets = Vec::new();
+        if let Ok(mut value) = serde_yaml::to_value(self) {
+            walk_secrets(&mut value, &mut |s| secrets.push(s.to_string()), false);
+        }
+        let mut files = vec![
+            self.http_bearer_token_file.clone(),
+            self.tls.key_file.clone(),
+        ];
+        for sink in self.metric_sinks.iter().chain(&self.span_sinks) {
+            if let serde_yaml::Value::Mapping(map) = &sink.config {
+                for (key, value) in map {
+                    if let (Some(key), Some(path)) = (key.as_str(), value.as_str())
+                        && key.ends_with("_file")
+                        && is_secret_key(key.trim_end_matches("_file"))
+                    {
+                        files.push(path.to_string());
+                    }
+                }
+            }
+        }
+        for file in files.iter().filter(|f| !f.is_empty()) {
+            if let Ok(text) = std::fs::read_to_string(file) {
+                secrets.push(text.trim().to_string());
+                // a PEM key: each of its lines too, as a log may wrap it
+                secrets.extend(
+                    text.lines()
+                        .filter(|line| line.len() >= 16 && !line.starts_with("-----"))
+                        .map(String::from),
+                );
+            }
+        }
+        if !self.tls_key.trim().is_empty() {
+            secrets.extend(
+                self.tls_key
+                    .lines()
+                    .filter(|line| line.len() >= 16 && !line.starts_with("-----"))
+                    .map(String::from),
+            );
+        }
+        secrets
+    }
+
+    /// `stats_address` as a UDP `host:port` (Veneur takes `host:port` or `udp://`).
+    pub fn stats_target(&self) -> Result<String, String> {
+        let text = self.stats_address.trim();
+        let rest = match text.split_once("://") {
+            Some(("udp" | "udp4" | "udp6", rest)) => rest,
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "`{text}`: ssfd sends its telemetry over udp only, not `{scheme}`"
+                ));
+            }
+            None => text,
+        };
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{text}` is not host:port"))?;
+        port.parse::<u16>()
+            .map_err(|_| format!("`{text}` has a bad port"))?;
+        let host = match host {
+            "" | "localhost" => "127.0.0.1",
+            other => other,
+        };
+        Ok(format!("{host}:{port}"))
     }
 
     /// The flush interval.
@@ -829,6 +930,184 @@ impl Config {
     }
 }
 
+/// The text shown in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether a setting named `key` holds a secret: API keys, tokens, passwords, private
+/// keys (`*_key`, `*token*`, `*password*`, `*secret*`, an `Authorization` header).
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key == "key"
+        || key.ends_with("_key")
+        || key.ends_with("-key")
+        || key.contains("token")
+        || key.contains("password")
+        || key.contains("secret")
+        || key.contains("authorization")
+}
+
+/// `url` with a password in its user part replaced (`https://u:<redacted>@host`).
+fn redact_userinfo(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let (userinfo, host) = authority.rsplit_once('@')?;
+    let (user, _password) = userinfo.split_once(':')?;
+    Some(format!("{scheme}://{user}:{REDACTED}@{host}{path}"))
+}
+
+/// Walks a YAML value: secret settings are replaced with [`REDACTED`] (or handed to
+/// `found` first), and a URL's password too.
+fn walk_secrets(value: &mut serde_yaml::Value, found: &mut dyn FnMut(&str), redact: bool) {
+    match value {
+        serde_yaml::Value::Mapping(map) => {
+            for (key, value) in map.iter_mut() {
+                let secret = key.as_str().is_some_and(is_secret_key);
+                match value {
+                    serde_yaml::Value::String(text) if secret && !text.is_empty() => {
+                        found(text);
+                        if redact {
+                            *text = REDACTED.into();
+                        }
+                    }
+                    serde_yaml::Value::Number(number) if secret => {
+                        found(&number.to_string());
+                        if redact {
+                            *value = serde_yaml::Value::String(REDACTED.into());
+                        }
+                    }
+                    other => walk_secrets(other, found, redact),
+                }
+            }
+        }
+        serde_yaml::Value::Sequence(items) => {
+            for item in items {
+                walk_secrets(item, found, redact);
+            }
+        }
+        serde_yaml::Value::String(text) => {
+            if let Some(clean) = redact_userinfo(text) {
+                if let Some((_, password)) = text
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.split('/').next())
+                    .and_then(|authority| authority.rsplit_once('@'))
+                    .and_then(|(userinfo, _)| userinfo.split_once(':'))
+                {
+                    found(password);
+                }
+                if redact {
+                    *text = clean;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Replaces every known secret in text that is about to be shown (a log line, an
+/// error): the values of the config's secret settings and the contents of the files
+/// its `*token*_file` and `*key_file` settings name.
+#[derive(Clone, Debug, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// A redactor that knows these secrets (shorter than 4 characters are ignored:
+    /// replacing them would garble ordinary text and hide nothing).
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Redactor {
+        let mut secrets: Vec<String> = secrets
+            .into_iter()
+            .flat_map(|secret| {
+                let encoded: String = form_encode(&secret);
+                let trimmed = secret.trim().to_string();
+                [secret, encoded, trimmed]
+            })
+            .filter(|s| s.len() >= 4)
+            .collect();
+        // the longest first, so a secret containing another is replaced whole
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Redactor { secrets }
+    }
+
+    /// Whether it knows no secret.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// `text` with every known secret replaced by [`REDACTED`].
+    pub fn scrub<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let mut out = std::borrow::Cow::Borrowed(text);
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = std::borrow::Cow::Owned(out.replace(secret.as_str(), REDACTED));
+            }
+        }
+        out
+    }
+}
+
+/// `application/x-www-form-urlencoded` form of a secret, as it appears in a URL.
+fn form_encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+/// An error about a key that an `SSFD_` variable set names that variable: the file's
+/// line of the same key (if any) is not where the bad value came from.
+fn blame_env(error: ConfigError, from_env: &[(String, String)]) -> ConfigError {
+    match error {
+        ConfigError::BadValue { key, line, message } => {
+            match from_env.iter().find(|(k, _)| *k == key) {
+                Some((_, variable)) => ConfigError::BadEnv {
+                    variable: variable.clone(),
+                    message: format!("`{key}`: {message}"),
+                },
+                None => ConfigError::BadValue { key, line, message },
+            }
+        }
+        other => other,
+    }
+}
+
+/// Edit distance (Levenshtein) between two short keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != *cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// The known key nearest to `key`, when it is close enough to be a typo: at most a
+/// third of its length away (at least 2 edits), or one that merely differs in case,
+/// `-` for `_`, or a missing or extra `s`.
+pub fn nearest_key(key: &str) -> Option<String> {
+    let normal = key.to_ascii_lowercase().replace('-', "_");
+    KNOWN_KEYS
+        .iter()
+        .map(|known| (edit_distance(&normal, known), *known))
+        .filter(|(distance, _)| *distance <= (key.len() / 3).max(2))
+        .min()
+        .map(|(_, known)| known.to_string())
+}
+
 /// Keys whose `SSFD_` variable is a comma-separated list.
 const ENV_LIST_KEYS: &[&str] = &[
     "statsd_listen_addresses",
@@ -882,6 +1161,7 @@ const KNOWN_KEYS: &[&str] = &[
     "http_bearer_token_file",
     "prometheus_expiry",
     "wal",
+    "stats_address",
 ];
 
 /// A listen address in Veneur's URL forms.

@@ -370,9 +370,27 @@ pub fn http_post(
     for (key, value) in headers {
         request = request.header(*key, *value);
     }
+    let shown = shown_url(url);
     match request.send(body) {
-        Ok(response) => http_result(response.status().as_u16(), url),
-        Err(error) => Err(SendError::Retry(format!("{url}: {error}"))),
+        Ok(response) => http_result(response.status().as_u16(), &shown),
+        Err(error) => Err(SendError::Retry(format!("{shown}: {error}"))),
+    }
+}
+
+/// `url` as an error or log line may show it: no query string (Datadog's `api_key`
+/// travels there) and no password in the user part.
+pub fn shown_url(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or_default();
+    match without_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            let host = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
+            format!("{scheme}://{host}{path}")
+        }
+        None => without_query.to_string(),
     }
 }
 
@@ -737,6 +755,19 @@ impl GrpcClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_urls_hold_no_secret() {
+        assert_eq!(
+            shown_url("https://app.datadoghq.com/api/v1/series?api_key=s3cret"),
+            "https://app.datadoghq.com/api/v1/series"
+        );
+        assert_eq!(
+            shown_url("http://user:pa55@host:9/api/v1/write"),
+            "http://host:9/api/v1/write"
+        );
+        assert_eq!(shown_url("http://host:9/x"), "http://host:9/x");
+    }
 
     #[test]
     fn a_batch_queue_delivers_what_it_holds_when_dropped() {

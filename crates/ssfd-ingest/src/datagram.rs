@@ -31,6 +31,9 @@ pub fn bind_udp(address: &str, readers: usize, receive_buffer: usize) -> io::Res
             format!("bad address {address}"),
         )
     })?;
+    if target.port() != 0 {
+        refuse_if_held(target)?;
+    }
     let mut sockets = Vec::new();
     for _ in 0..readers.max(1) {
         let socket = Socket::new(
@@ -47,11 +50,58 @@ pub fn bind_udp(address: &str, readers: usize, receive_buffer: usize) -> io::Res
     Ok(sockets)
 }
 
-/// Binds a unixgram socket; a path starting with `@` is an abstract socket.
+/// Our readers share a UDP port with `SO_REUSEPORT`, which would also let a second
+/// server (or anything else of the same user that sets it) bind the port and silently
+/// take part of the traffic. A socket bound first without `SO_REUSEPORT` finds out:
+/// it fails only if another socket holds the address.
+fn refuse_if_held(target: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(
+        Domain::for_address(target),
+        Type::DGRAM,
+        Some(SockProtocol::UDP),
+    )?;
+    match probe.bind(&SockAddr::from(target)) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "udp://{target} is already in use by another process (is another ssfd or a statsd running?)"
+            ),
+        )),
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether a UNIX socket at `path` has a live listener: a connect succeeds (or the
+/// socket says it is busy) only then; a stale file left by a crash refuses.
+pub fn unix_path_in_use(path: &str, kind: Type) -> bool {
+    let Ok(socket) = Socket::new(Domain::UNIX, kind, None) else {
+        return false;
+    };
+    let Ok(address) = unix_address(path) else {
+        return false;
+    };
+    match socket.connect(&address) {
+        Ok(()) => true,
+        Err(error) => !matches!(
+            error.raw_os_error(),
+            Some(libc::ECONNREFUSED | libc::ENOENT | libc::ENOTSOCK | libc::EPROTOTYPE)
+        ),
+    }
+}
+
+/// Binds a unixgram socket; a path starting with `@` is an abstract socket. A path a
+/// live socket holds is refused; a stale one is replaced.
 pub fn bind_unixgram(path: &str, receive_buffer: usize) -> io::Result<Socket> {
     let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
     let address = unix_address(path)?;
     if !path.starts_with('@') {
+        if unix_path_in_use(path, Type::DGRAM) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("unixgram://{path} is already in use by another process"),
+            ));
+        }
         let _ = std::fs::remove_file(path);
     }
     set_receive_buffer(&socket, receive_buffer);

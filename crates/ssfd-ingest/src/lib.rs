@@ -150,6 +150,12 @@ async fn bind_unix_stream(path: &str) -> io::Result<UnixListener> {
             UnixListener::from_std(listener)
         }
         None => {
+            if datagram::unix_path_in_use(path, socket2::Type::STREAM) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("unix://{path} is already in use by another process"),
+                ));
+            }
             let _ = std::fs::remove_file(path);
             UnixListener::bind(path)
         }

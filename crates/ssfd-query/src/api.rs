@@ -19,14 +19,61 @@ pub fn pairs(raw: Option<&str>) -> Vec<(String, String)> {
     .unwrap_or_default()
 }
 
-/// A time parameter: unix nanoseconds, or an RFC 3339 string.
+/// A time parameter: unix nanoseconds, an RFC 3339 string, or a relative time
+/// (SPEC 6: `now`, `now-1h`, or `1h` meaning an hour ago).
 pub fn parse_time(key: &str, text: &str) -> Result<i64, String> {
+    parse_time_at(key, text, now_ns())
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// [`parse_time`] with `now` given.
+pub fn parse_time_at(key: &str, text: &str, now: i64) -> Result<i64, String> {
+    let text = text.trim();
     if let Ok(ns) = text.parse::<i64>() {
         return Ok(ns);
     }
-    parse_datetime_ns(text).ok_or_else(|| {
-        format!("`{key}` must be unix nanoseconds or an RFC 3339 time, not `{text}`")
-    })
+    if let Some(ns) = parse_datetime_ns(text) {
+        return Ok(ns);
+    }
+    let ago = match text.strip_prefix("now") {
+        Some("") => Some(""),
+        Some(rest) => rest
+            .trim_start()
+            .strip_prefix('-')
+            .map(str::trim)
+            .filter(|r| !r.is_empty()),
+        None => Some(text.strip_prefix('-').unwrap_or(text)).filter(|r| !r.is_empty()),
+    };
+    if let Some(ago) = ago {
+        if ago.is_empty() {
+            return Ok(now);
+        }
+        if let Ok(duration) = ssfd_config::parse_duration(ago) {
+            let ns = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
+            return Ok(now.saturating_sub(ns));
+        }
+    }
+    Err(format!(
+        "`{key}` must be unix nanoseconds, an RFC 3339 time or a relative time (`1h`, `now-30m`, `now`), not `{text}`"
+    ))
+}
+
+/// A severity as a user types it: any case, `warning` for `warn`, `critical` for
+/// `fatal`.
+pub fn normal_severity(text: &str) -> Option<&'static str> {
+    let lower = text.trim().to_ascii_lowercase();
+    let lower = match lower.as_str() {
+        "warning" => "warn",
+        "critical" | "crit" => "fatal",
+        "err" => "error",
+        other => other,
+    };
+    SEVERITIES.iter().find(|s| **s == lower).copied()
 }
 
 /// A date and time in unix nanoseconds: RFC 3339 (`2026-12-04T10:00:00Z`,
@@ -113,7 +160,9 @@ pub fn log_query(raw: Option<&str>) -> Result<LogQuery, String> {
             "service" if !value.is_empty() => query.service = Some(value),
             "service" => {}
             "severity" if value.is_empty() => {}
-            "severity" if SEVERITIES.contains(&value.as_str()) => query.severity = Some(value),
+            "severity" if normal_severity(&value).is_some() => {
+                query.severity = normal_severity(&value).map(String::from)
+            }
             "severity" => {
                 return Err(format!(
                     "`severity` must be one of {}, not `{value}`",
@@ -185,6 +234,23 @@ mod tests {
         );
         assert_eq!(parse_datetime_ns("yesterday"), None);
         assert_eq!(parse_time("start", "42"), Ok(42));
+        let now = 10_000_000_000_000;
+        let hour = 3_600_000_000_000;
+        assert_eq!(parse_time_at("start", "1h", now), Ok(now - hour));
+        assert_eq!(parse_time_at("start", "now-1h", now), Ok(now - hour));
+        assert_eq!(parse_time_at("start", "now - 30m", now), Ok(now - hour / 2));
+        assert_eq!(parse_time_at("end", "now", now), Ok(now));
+        assert_eq!(
+            parse_time_at("start", "-90s", now),
+            Ok(now - 90_000_000_000)
+        );
+        for bad in ["now+1h", "yesterday", "1x", "now-"] {
+            let error = parse_time_at("start", bad, now).unwrap_err();
+            assert!(error.contains("relative time"), "{bad}: {error}");
+        }
+        assert_eq!(normal_severity("ERROR"), Some("error"));
+        assert_eq!(normal_severity("Warning"), Some("warn"));
+        assert_eq!(normal_severity("loud"), None);
     }
 
     #[test]

@@ -183,6 +183,9 @@ pub fn waterfall(trace: &Value) -> String {
 
 /// `ssfd query traces`: one line per hit.
 pub fn traces_table(answer: &Value) -> String {
+    if answer["traces"].as_array().is_none_or(Vec::is_empty) {
+        return "no traces match\n".into();
+    }
     let mut out = format!(
         "{:<20} {:<27} {:>9} {:>6} {:>6}  {}\n",
         "TRACE_ID", "START", "DURATION", "SPANS", "ERRORS", "ROOT"
@@ -205,6 +208,9 @@ pub fn traces_table(answer: &Value) -> String {
 
 /// `ssfd query logs`: one line per record, newest first.
 pub fn logs_table(answer: &Value) -> String {
+    if answer["logs"].as_array().is_none_or(Vec::is_empty) {
+        return "no logs match\n".into();
+    }
     let mut out = String::new();
     for log in answer["logs"].as_array().into_iter().flatten() {
         let trace = match log["trace_id"].as_str() {

@@ -330,6 +330,26 @@ pub fn set_udp_kernel_drops(listener: Listener, total: u64) {
     UDP_KERNEL_DROPS.cells[listener as usize].store(total, Relaxed);
 }
 
+/// Flushes done so far.
+pub fn flushes() -> u64 {
+    FLUSHES.load(Relaxed)
+}
+
+/// Live series of the last flushed interval.
+pub fn series() -> u64 {
+    SERIES.load(Relaxed)
+}
+
+/// Items dropped for `reason`, summed over stages.
+pub fn dropped_for(reason: DropReason) -> u64 {
+    Stage::ALL
+        .iter()
+        .map(|&stage| {
+            DROPPED_TOTAL.cells[stage as usize * DropReason::COUNT + reason as usize].load(Relaxed)
+        })
+        .sum()
+}
+
 /// Reads one received counter (for tests and the load generator).
 pub fn received_value(listener: Listener, protocol: Protocol) -> u64 {
     RECEIVED_TOTAL.cells[listener as usize * Protocol::COUNT + protocol as usize].load(Relaxed)

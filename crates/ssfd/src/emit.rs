@@ -41,8 +41,10 @@ pub struct EmitArgs {
     /// Tags, comma separated k:v.
     #[arg(long)]
     pub tag: Option<String>,
+    /// The event's title (with --mode event).
     #[arg(long = "e-title", alias = "e_title")]
     pub e_title: Option<String>,
+    /// The event's text (with --mode event).
     #[arg(long = "e-text", alias = "e_text")]
     pub e_text: Option<String>,
     /// error, warning, info or success.
@@ -51,44 +53,58 @@ pub struct EmitArgs {
     /// The event's time (unix seconds or a date and time; default: when it arrives).
     #[arg(long = "e-time", alias = "e_time")]
     pub e_time: Option<String>,
+    /// The host the event is about.
     #[arg(long = "e-hostname", alias = "e_hostname")]
     pub e_hostname: Option<String>,
+    /// The event's aggregation key (events with one key are grouped).
     #[arg(long = "e-aggr-key", alias = "e_aggr_key")]
     pub e_aggr_key: Option<String>,
     /// low or normal.
     #[arg(long = "e-priority", alias = "e_priority")]
     pub e_priority: Option<String>,
+    /// The event's source type name (e.g. `nagios`).
     #[arg(long = "e-source-type", alias = "e_source_type")]
     pub e_source_type: Option<String>,
     /// The event's tags, comma separated (default: --tag).
     #[arg(long = "e-event-tags", alias = "e_event_tags")]
     pub e_event_tags: Option<String>,
+    /// The service check's name (with --mode sc).
     #[arg(long = "sc-name", alias = "sc_name")]
     pub sc_name: Option<String>,
+    /// The check's status: 0 or OK, 1 or WARNING, 2 or CRITICAL, 3 or UNKNOWN.
     #[arg(long = "sc-status", alias = "sc_status")]
     pub sc_status: Option<String>,
+    /// The check's message.
     #[arg(long = "sc-msg", alias = "sc_msg")]
     pub sc_msg: Option<String>,
     /// The check's time (unix seconds or a date and time).
     #[arg(long = "sc-time", alias = "sc_time")]
     pub sc_time: Option<String>,
+    /// The host the check is about.
     #[arg(long = "sc-hostname", alias = "sc_hostname")]
     pub sc_hostname: Option<String>,
     /// The check's tags, comma separated (default: --tag).
     #[arg(long = "sc-tags", alias = "sc_tags")]
     pub sc_tags: Option<String>,
+    /// The span's service (sends an SSF span).
     #[arg(long = "span-service", alias = "span_service")]
     pub span_service: Option<String>,
+    /// The span's name (operation).
     #[arg(long = "span-name", alias = "span_name")]
     pub span_name: Option<String>,
+    /// The trace to join (default: SSFD_TRACE_ID, else a new trace).
     #[arg(long = "trace-id", alias = "trace_id")]
     pub trace_id: Option<i64>,
+    /// The parent span's id (default: SSFD_PARENT_SPAN_ID, else a root span).
     #[arg(long = "parent-span-id", alias = "parent_span_id")]
     pub parent_span_id: Option<i64>,
+    /// Marks the span as an indicator span (SLI timer, SPEC 4.4).
     #[arg(long)]
     pub indicator: bool,
+    /// Marks the span as failed.
     #[arg(long)]
     pub error: bool,
+    /// The span's tags, comma separated k:v.
     #[arg(long = "span-tags", alias = "span_tags")]
     pub span_tags: Option<String>,
     /// The span's start: unix seconds, milliseconds, microseconds or nanoseconds (told
@@ -102,6 +118,9 @@ pub struct EmitArgs {
     /// Prints what is sent, and where, on stderr.
     #[arg(long)]
     pub debug: bool,
+    /// How long to wait to connect and for a gRPC answer (Go-style: `10s`).
+    #[arg(long, default_value = "10s")]
+    pub timeout: String,
     /// An ssfd (or Veneur-style) config file: without --hostport, send to its first
     /// statsd listener (its first SSF listener with --ssf, gRPC listener with --grpc).
     #[arg(short = 'f', long = "config")]
@@ -182,7 +201,48 @@ fn now_ns() -> i64 {
         .as_nanos() as i64
 }
 
+/// The innermost cause of an error, the one line a person needs ("Connection
+/// refused"), without the transport's nested repetitions.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// A failed gRPC call in one line: what went wrong, in words a person can act on.
+fn grpc_failure(status: &tonic::Status, timeout: Duration) -> String {
+    let message = status.message();
+    if message.contains("compression flag")
+        || message.contains("content-type")
+        || message.contains("h2 protocol error")
+        || message.contains("frame with invalid size")
+    {
+        return "it does not speak gRPC (is it an HTTP or statsd port? ssfd's gRPC listeners are grpc_listen_addresses and grpc_address, 127.0.0.1:8181 and :8128 by default)".into();
+    }
+    match status.code() {
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            format!("no answer within {timeout:?} (--timeout)")
+        }
+        tonic::Code::Unavailable if message.is_empty() => "unavailable".into(),
+        code => {
+            let cause = std::error::Error::source(status)
+                .map(root_cause)
+                .filter(|cause| !message.contains(cause.as_str()));
+            match cause {
+                Some(cause) => format!("{code:?}: {message}: {cause}"),
+                None => format!("{code:?}: {message}"),
+            }
+        }
+    }
+}
+
 impl EmitArgs {
+    fn timeout(&self) -> anyhow::Result<Duration> {
+        ssfd_config::parse_duration(&self.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))
+    }
+
     fn timing(&self) -> anyhow::Result<Option<Duration>> {
         self.timing
             .as_deref()
@@ -547,27 +607,31 @@ fn send(args: &EmitArgs) -> anyhow::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let timeout = args.timeout()?;
         return runtime.block_on(async move {
-            let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))?
+            let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+                .map_err(|_| anyhow::anyhow!("`{hostport}` is not a host:port"))?
+                .connect_timeout(timeout)
+                .timeout(timeout)
                 .connect()
                 .await
-                .with_context(|| format!("cannot connect to {hostport}"))?;
-            match span {
-                Some(span) => {
-                    ssfd_wire::ssf::ssfgrpc_client::SsfgrpcClient::new(channel)
-                        .send_span(span)
-                        .await?;
-                }
+                .map_err(|e| anyhow::anyhow!("cannot connect to {hostport}: {}", root_cause(&e)))?;
+            let call = match span {
+                Some(span) => ssfd_wire::ssf::ssfgrpc_client::SsfgrpcClient::new(channel)
+                    .send_span(span)
+                    .await
+                    .map(drop),
                 None => {
                     let packet = ssfd_wire::dogstatsd::DogstatsdPacket {
                         packet_bytes: packet.into_bytes(),
                     };
                     ssfd_wire::dogstatsd::dogstatsd_grpc_client::DogstatsdGrpcClient::new(channel)
                         .send_packet(packet)
-                        .await?;
+                        .await
+                        .map(drop)
                 }
-            }
-            anyhow::Ok(())
+            };
+            call.map_err(|status| anyhow::anyhow!("{hostport}: {}", grpc_failure(&status, timeout)))
         });
     }
     let payload = if ssf {
@@ -595,8 +659,16 @@ fn send(args: &EmitArgs) -> anyhow::Result<()> {
         }
         "tcp" => {
             use std::io::Write;
-            let mut stream = std::net::TcpStream::connect(&address)
-                .with_context(|| format!("cannot connect to {hostport}"))?;
+            let timeout = args.timeout()?;
+            let mut stream = std::net::ToSocketAddrs::to_socket_addrs(&address)
+                .map_err(|e| anyhow::anyhow!("cannot resolve {hostport}: {e}"))?
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("cannot resolve {hostport}"))
+                .and_then(|target| {
+                    std::net::TcpStream::connect_timeout(&target, timeout)
+                        .map_err(|e| anyhow::anyhow!("cannot connect to {hostport}: {e}"))
+                })?;
+            stream.set_write_timeout(Some(timeout))?;
             if ssf {
                 let mut framed = Vec::new();
                 ssfd_wire::framing::encode_frame(&payload, &mut framed);

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod emit;
 mod http;
+mod logging;
 mod query;
 mod serve;
 mod sinks;
@@ -58,16 +59,32 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs the pipeline (without -f, on the embedded default configuration).
+    #[command(after_help = "Examples:
+  ssfd serve
+  SSFD_LOG=debug ssfd serve -f deploy/config/local.yaml --log-format json")]
     Serve {
-        /// A YAML configuration file.
+        /// A YAML configuration file (default: the embedded default).
         #[arg(short = 'f', long = "config")]
         config: Option<std::path::PathBuf>,
+        /// How the server's own log lines are written on standard error (default:
+        /// `SSFD_LOG_FORMAT`, else text). `SSFD_LOG` sets the level filter.
+        #[arg(long, value_enum)]
+        log_format: Option<logging::Format>,
     },
     /// Sends one metric or span to a running ssfd (or Veneur).
+    #[command(after_help = "Examples:
+  ssfd emit --name demo.count --count 3 --tag env:dev
+  ssfd emit --ssf --span-service ci --span-name build --command -- make test")]
     Emit(Box<emit::EmitArgs>),
     /// Reads traces and logs from a running ssfd (its HTTP API).
+    #[command(after_help = "Examples:
+  ssfd query traces --service web --since 1h
+  ssfd query logs -q timeout --severity error --follow")]
     Query(Box<query::QueryArgs>),
     /// Parses and validates a configuration, then prints the effective configuration.
+    #[command(after_help = "Examples:
+  ssfd check-config deploy/config/local.yaml
+  SSFD_INTERVAL=5s ssfd check-config /etc/veneur/veneur.yaml")]
     CheckConfig {
         /// The YAML configuration file.
         file: std::path::PathBuf,
@@ -78,11 +95,11 @@ fn main() -> std::process::ExitCode {
     return_freed_memory_promptly();
     let cli = Cli::parse_from(emit::normalise_flags(std::env::args()));
     let result = match cli.command {
-        Command::Serve { config } => {
+        Command::Serve { config, log_format } => {
             // the server only: the setting is inherited, and `emit --command` runs
             // the user's program
             no_transparent_huge_pages();
-            serve::run(config.as_deref())
+            serve::run(config.as_deref(), log_format)
         }
         Command::Emit(args) => emit::run(*args),
         Command::Query(args) => query::run(*args),
@@ -102,24 +119,90 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
     let loaded = ssfd_config::Config::parse(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    for warning in &loaded.warnings {
-        eprintln!("warning: {warning}");
+    // nothing it prints shows a secret of the file (SPEC 9's keys and the files named)
+    let redactor = ssfd_config::Redactor::new(loaded.config.secrets());
+    let checked = (|| -> anyhow::Result<String> {
+        for warning in &loaded.warnings {
+            eprintln!("warning: {warning}");
+        }
+        for warning in sinks::unimplemented_kinds(&loaded.config) {
+            eprintln!("warning: {warning}");
+        }
+        // what serve reads beyond the file: the TLS files, the routing table
+        loaded
+            .config
+            .tls_pem()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let (_, routing_warnings) = sinks::router_with_warnings(&loaded.config)
+            .map_err(|e| anyhow::anyhow!("{}: metric_sink_routing: {e}", file.display()))?;
+        for warning in routing_warnings {
+            eprintln!("warning: {warning}");
+        }
+        // the effective configuration, as YAML a config file could hold
+        loaded
+            .config
+            .redacted_yaml()
+            .map_err(|e| anyhow::anyhow!("cannot print the configuration: {e}"))
+    })();
+    match checked {
+        Ok(yaml) => {
+            print!("{}", redactor.scrub(&yaml));
+            Ok(())
+        }
+        Err(error) => anyhow::bail!("{}", redactor.scrub(&format!("{error:#}"))),
     }
-    // what serve reads beyond the file: the TLS files, the routing table
-    loaded
-        .config
-        .tls_pem()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let (_, routing_warnings) = sinks::router_with_warnings(&loaded.config)
-        .map_err(|e| anyhow::anyhow!("{}: metric_sink_routing: {e}", file.display()))?;
-    for warning in routing_warnings {
-        eprintln!("warning: {warning}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every subcommand, nested ones included, with its path.
+    fn every_command(
+        command: &clap::Command,
+        path: String,
+        out: &mut Vec<(String, clap::Command)>,
+    ) {
+        for sub in command.get_subcommands() {
+            let path = format!("{path} {}", sub.get_name());
+            out.push((path.clone(), sub.clone()));
+            every_command(sub, path, out);
+        }
     }
-    // the effective configuration, as YAML a config file could hold
-    print!(
-        "{}",
-        serde_yaml::to_string(&loaded.config)
-            .map_err(|e| anyhow::anyhow!("cannot print the configuration: {e}"))?
-    );
-    Ok(())
+
+    #[test]
+    fn every_flag_has_help_and_every_subcommand_two_examples() {
+        let mut commands = Vec::new();
+        every_command(&Cli::command(), "ssfd".into(), &mut commands);
+        assert!(commands.len() >= 8, "{}", commands.len());
+        let mut missing = Vec::new();
+        for (path, command) in &commands {
+            if command.get_name() == "help" {
+                continue;
+            }
+            for arg in command.get_arguments() {
+                if arg.is_hide_set() || ["help", "version"].contains(&arg.get_id().as_str()) {
+                    continue;
+                }
+                if arg
+                    .get_help()
+                    .is_none_or(|h| h.to_string().trim().is_empty())
+                {
+                    missing.push(format!("{path} --{}", arg.get_id()));
+                }
+            }
+            let examples = command
+                .get_after_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let lines = examples.split_once("Examples:").map_or(0, |(_, rest)| {
+                rest.lines().filter(|l| l.contains("ssfd ")).count()
+            });
+            if lines < 2 {
+                missing.push(format!("{path}: two examples"));
+            }
+        }
+        assert!(missing.is_empty(), "without help: {missing:#?}");
+    }
 }

@@ -7,36 +7,98 @@ use ssfd_engine::{Aggregate, FlushConfig, MetricSink, Percentile, Pipeline, Pipe
 use ssfd_export::prometheus::PrometheusSink;
 use std::path::Path;
 
-fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+/// The configuration and its warnings (logged once the log is set up).
+fn load(path: Option<&Path>) -> anyhow::Result<(Config, Vec<String>)> {
     let Some(path) = path else {
         // the embedded default, with the environment's SSFD_* overrides: a bad one is
         // an error naming it, not a panic
         let loaded = Config::parse(ssfd_config::EMBEDDED_DEFAULT)
             .map_err(|e| anyhow::anyhow!("embedded default with the environment: {e}"))?;
-        for warning in &loaded.warnings {
-            tracing::warn!("{warning}");
-        }
-        return Ok(loaded.config);
+        return Ok((loaded.config, loaded.warnings));
     };
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let loaded = Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    for warning in &loaded.warnings {
-        tracing::warn!("{warning}");
-    }
-    Ok(loaded.config)
+    Ok((loaded.config, loaded.warnings))
 }
 
-pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SSFD_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let config = load(path)?;
+/// StatsD and DogStatsD clients send to 8125 unless told otherwise; the embedded
+/// default listens there too when the port is free (SPEC 9), so a client left on its
+/// default loses nothing.
+const CLIENT_DEFAULT_STATSD: &str = "udp://127.0.0.1:8125";
+
+/// Adds [`CLIENT_DEFAULT_STATSD`] to the embedded default's statsd listeners when no
+/// `SSFD_STATSD_LISTEN_ADDRESSES` chose them and the port is free; a warning if not.
+fn add_client_default_port(config: &mut Config) {
+    if std::env::var_os("SSFD_STATSD_LISTEN_ADDRESSES").is_some()
+        || config
+            .statsd_listen_addresses
+            .iter()
+            .any(|url| url == CLIENT_DEFAULT_STATSD)
+    {
+        return;
+    }
+    match std::net::UdpSocket::bind("127.0.0.1:8125") {
+        Ok(probe) => {
+            drop(probe);
+            config
+                .statsd_listen_addresses
+                .push(CLIENT_DEFAULT_STATSD.to_string());
+        }
+        Err(error) => tracing::warn!(
+            %error,
+            "statsd clients' default port udp://127.0.0.1:8125 is taken; listening for statsd on {} only",
+            config.statsd_listen_addresses.join(", ")
+        ),
+    }
+}
+
+/// Where this server sends upstream, for the start-up line.
+fn upstream(config: &Config) -> String {
+    if !config.forward_address.is_empty() {
+        return config.forward_address.clone();
+    }
+    if config.role == "proxy"
+        && let Ok(settings) = config.proxy_settings()
+    {
+        return settings
+            .destinations
+            .iter()
+            .chain(&settings.dns_names)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    "none".into()
+}
+
+/// `ssfd serve`: errors come back with every secret of the config replaced.
+pub fn run(path: Option<&Path>, log_format: Option<crate::logging::Format>) -> anyhow::Result<()> {
+    let format = crate::logging::Format::resolve(log_format)?;
+    let (mut config, warnings) = load(path)?;
+    let redactor = std::sync::Arc::new(ssfd_config::Redactor::new(config.secrets()));
+    crate::logging::init(format, std::sync::Arc::clone(&redactor));
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    for warning in crate::sinks::unimplemented_kinds(&config) {
+        tracing::warn!("{warning}");
+    }
+    if path.is_none() {
+        add_client_default_port(&mut config);
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.map_or_else(|| "embedded default".to_string(), |p| p.display().to_string()),
+        data_dir = %config.data_dir,
+        role = %config.role,
+        upstream = %upstream(&config),
+        "ssfd starting"
+    );
+    run_config(config).map_err(|error| anyhow::anyhow!("{}", redactor.scrub(&format!("{error:#}"))))
+}
+
+fn run_config(config: Config) -> anyhow::Result<()> {
     let tls = config.tls_pem().map_err(anyhow::Error::msg)?;
     if let Some(ca) = tls.as_ref().and_then(|t| t.ca.as_ref()) {
         // forwarding and the proxy check their peers against the CA (mutual with a key)
@@ -271,7 +333,8 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             .await;
         });
         wait_for_signal().await;
-        tracing::info!("shutting down: intake stops, workers drain");
+        tracing::info!("shutting down: intake stops, workers drain, the last interval is flushed");
+        let series_before = ssfd_telemetry::flushes();
         // every sink and queue delivers within shutdown_timeout of the signal, together
         ssfd_export::delivery::begin_shutdown(shutdown_timeout);
         let _ = stop.send(true);
@@ -288,6 +351,12 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             wal.close();
         }
         let _ = http_server.await;
+        tracing::info!(
+            final_flush = ssfd_telemetry::flushes() > series_before,
+            series = ssfd_telemetry::series(),
+            dropped_at_shutdown = ssfd_telemetry::dropped_for(ssfd_telemetry::DropReason::Shutdown),
+            "ssfd stopped"
+        );
         anyhow::Ok(())
     })
 }

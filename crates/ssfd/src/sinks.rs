@@ -70,6 +70,42 @@ pub fn router_with_warnings(config: &Config) -> anyhow::Result<(Option<Arc<Route
     Ok((Some(Arc::new(router)), warnings))
 }
 
+/// Metric sink kinds ssfd builds (Veneur's `prometheus` and `cortex` included).
+const METRIC_SINK_KINDS: &[&str] = &[
+    "jsonl",
+    "statsd",
+    "prometheus",
+    "datadog",
+    "prometheus_remote_write",
+    "cortex",
+    "blackhole",
+    "otlp",
+];
+
+/// Span sink kinds ssfd builds.
+const SPAN_SINK_KINDS: &[&str] = &["jsonl", "otlp", "blackhole"];
+
+/// One warning per configured sink whose kind ssfd does not implement (a Veneur
+/// config's `signalfx`, `kafka`, ...): `serve` logs them, `check-config` prints them.
+pub fn unimplemented_kinds(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (list, sinks, kinds) in [
+        ("metric_sinks", &config.metric_sinks, METRIC_SINK_KINDS),
+        ("span_sinks", &config.span_sinks, SPAN_SINK_KINDS),
+    ] {
+        for sink in sinks {
+            if !kinds.contains(&sink.kind.as_str()) {
+                warnings.push(format!(
+                    "{list}: sink `{}` of kind `{}` is not implemented by ssfd and is ignored",
+                    sink.label(),
+                    sink.kind
+                ));
+            }
+        }
+    }
+    warnings
+}
+
 /// The configured metric sinks.
 pub fn metric_sinks(
     config: &Config,
@@ -162,10 +198,8 @@ pub fn metric_sinks(
                 let endpoint = sink.required("endpoint").map_err(anyhow::Error::msg)?;
                 Box::new(ssfd_export::otlp::OtlpMetrics::new(endpoint, hostname))
             }
-            other => {
-                tracing::warn!(kind = other, name = %name, "metric sink kind is not implemented; ignored");
-                continue;
-            }
+            // warned about once by `unimplemented_kinds`
+            _ => continue,
         };
         let mut policy = RetryPolicy::default();
         if let Some(retries) = sink
@@ -306,10 +340,8 @@ pub fn span_sinks(config: &Config) -> anyhow::Result<Vec<Arc<dyn ssfd_engine::Sp
                     },
                 )));
             }
-            "blackhole" => {}
-            other => {
-                tracing::warn!(kind = other, name = %sink.label(), "span sink kind is not implemented; ignored")
-            }
+            // other kinds: warned about once by `unimplemented_kinds`
+            _ => {}
         }
     }
     Ok(out)
