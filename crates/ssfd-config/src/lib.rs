@@ -1290,9 +1290,96 @@ mod tests {
             error,
             ConfigError::UnknownKey {
                 key: "bogus_key".into(),
-                line: 2
+                line: 2,
+                suggestion: None,
             }
         );
+    }
+
+    #[test]
+    fn unknown_key_suggests_the_nearest() {
+        let error = Config::parse(
+            "interval: 5s
+statsd_listen_adresses: []
+",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "unknown config key `statsd_listen_adresses` at line 2 (did you mean `statsd_listen_addresses`?)"
+        );
+        assert_eq!(nearest_key("Num-Workers").as_deref(), Some("num_workers"));
+        assert_eq!(nearest_key("intervals").as_deref(), Some("interval"));
+        assert_eq!(nearest_key("completely_different"), None);
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_the_variable() {
+        let env = [("SSFD_INTERVAL".to_string(), "soon".to_string())];
+        // the file has the key too: the error must not blame its line
+        let error = Config::parse_with_env("interval: 5s\n", env).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("SSFD_INTERVAL"), "{text}");
+        assert!(!text.contains("line"), "{text}");
+        let env = [("SSFD_NUM_WORKERS".to_string(), "many".to_string())];
+        let text = Config::parse_with_env("", env).unwrap_err().to_string();
+        assert!(text.contains("SSFD_NUM_WORKERS"), "{text}");
+        // a bad value in the file still names its line
+        let text = Config::parse_with_env("\ninterval: soon\n", Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("line 2"), "{text}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "T0KEN-FROM-FILE\n").unwrap();
+        let text = format!(
+            "stats_address: udp://127.0.0.1:8125\n\
+             metric_sinks:\n\
+             \x20 - kind: datadog\n    name: dd\n    config: {{api_key: DDKEY-123, api_hostname: http://x}}\n\
+             \x20 - kind: prometheus_remote_write\n    name: rw\n    config:\n      url: http://u:URLPASS@host/w\n      \
+             basic_auth: {{username: me, password: PASS-456}}\n      bearer_token_file: {}\n      \
+             headers: {{Authorization: Bearer HDR-789, X-Scope-OrgID: tenant}}\n",
+            token.display()
+        );
+        let config = Config::parse_with_env(&text, Vec::new()).unwrap().config;
+        let yaml = config.redacted_yaml().unwrap();
+        for secret in ["DDKEY-123", "PASS-456", "HDR-789", "URLPASS"] {
+            assert!(!yaml.contains(secret), "{secret} in {yaml}");
+        }
+        assert!(yaml.contains(REDACTED), "{yaml}");
+        assert!(yaml.contains("tenant") && yaml.contains("me"), "{yaml}");
+        let redactor = Redactor::new(config.secrets());
+        let line = "send to http://x/api/v1/series?api_key=DDKEY-123 failed; token T0KEN-FROM-FILE";
+        let clean = redactor.scrub(line);
+        assert!(
+            !clean.contains("DDKEY") && !clean.contains("T0KEN"),
+            "{clean}"
+        );
+        assert_eq!(config.stats_target().unwrap(), "127.0.0.1:8125");
+    }
+
+    #[test]
+    fn stats_address_takes_veneurs_forms() {
+        for (text, want) in [
+            ("localhost:8125", Ok("127.0.0.1:8125")),
+            ("udp://10.0.0.1:9", Ok("10.0.0.1:9")),
+        ] {
+            let config = Config::parse(&format!("stats_address: {text}\n"))
+                .unwrap()
+                .config;
+            assert_eq!(
+                config.stats_target().as_deref(),
+                want.map_err(|e: &str| e.to_string()).as_deref()
+            );
+        }
+        for bad in ["tcp://x:1", "nohost", "x:99999"] {
+            let error = Config::parse(&format!("stats_address: \"{bad}\"\n")).unwrap_err();
+            assert!(error.to_string().contains("stats_address"), "{error}");
+        }
     }
 
     #[test]

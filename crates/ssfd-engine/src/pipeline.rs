@@ -256,6 +256,7 @@ impl Pipeline {
                     .name(format!("metric-worker-{index}"))
                     .spawn(move || {
                         metric_worker(
+                            index,
                             receiver,
                             pool,
                             control_receiver,
@@ -430,6 +431,7 @@ fn send<T>(sender: &Sender<T>, item: T, policy: WhenFull, len: fn(&T) -> usize) 
 /// Owns one shard of series: folds batches in, and swaps the table out when the
 /// flusher asks. Also counts what it receives, by kind.
 fn metric_worker(
+    index: usize,
     receiver: Receiver<SampleBatch>,
     pool: BatchPool,
     control: Receiver<Control>,
@@ -437,6 +439,7 @@ fn metric_worker(
     table: SeriesTable,
 ) {
     let mut worker = MetricWorker {
+        index,
         table,
         counts: [0; Kind::COUNT],
         stall,
@@ -484,6 +487,8 @@ fn metric_worker(
 
 /// A metric worker's state.
 struct MetricWorker {
+    /// Its place among the metric workers (Veneur's `worker` tag).
+    index: usize,
     table: SeriesTable,
     counts: [u64; Kind::COUNT],
     stall: std::time::Duration,
@@ -506,9 +511,12 @@ impl MetricWorker {
         {
             self.counts[sample.kind.telemetry() as usize] += u64::from(sample.count());
         }
+        let mut processed = 0;
         for (index, count) in self.counts.iter_mut().enumerate() {
+            processed += *count;
             telemetry::worker_received(Kind::ALL[index], std::mem::take(count));
         }
+        telemetry::worker_processed(self.index, processed);
         self.pool.give(batch);
     }
 
@@ -611,6 +619,10 @@ fn flusher(
             metrics
         });
         flush.durable = Durable(metrics_token);
+        for metric in &flush.metrics {
+            telemetry::flushed(metric.kind.label(), 1);
+        }
+        telemetry::flushed("histogram", flush.summaries.len() as u64);
         for sink in &mut sinks {
             sink.flush(&flush);
         }

@@ -74,7 +74,7 @@ impl ForwardSpans {
         let mut client = GrpcClient::peer(address);
         ForwardSpans(BatchQueue::start(
             "forward-spans",
-            ssfd_telemetry::sink(&format!("{address} spans"), "forward"),
+            ssfd_telemetry::span_sink(&format!("{address} spans"), "forward"),
             ssfd_telemetry::Stage::Forward,
             policy,
             SPANS_PER_CALL,

@@ -268,7 +268,7 @@ impl OtlpSpans {
         let mut client = Client::new(endpoint);
         OtlpSpans(BatchQueue::start(
             &format!("sink-{name}-spans"),
-            ssfd_telemetry::sink(name, "otlp"),
+            ssfd_telemetry::span_sink(name, "otlp"),
             ssfd_telemetry::Stage::Sink,
             policy,
             SPANS_PER_EXPORT,

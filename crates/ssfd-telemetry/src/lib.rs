@@ -2,6 +2,8 @@
 //! renders them as Prometheus text. Counters are process-global atomics indexed by
 //! closed enums, so a hot path adds a batch's count with one `fetch_add`.
 
+pub mod veneur;
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -107,6 +109,13 @@ static MEMORY_LIMIT: AtomicU64 = AtomicU64::new(0);
 static FLUSH_NANOS: AtomicU64 = AtomicU64::new(0);
 
 static SERIES_OVERFLOW: AtomicU64 = AtomicU64::new(0);
+/// Samples each metric worker applied (Veneur's `worker.metrics_processed_total`);
+/// workers past the last share its cell.
+const WORKER_CELLS: usize = 64;
+static WORKER_PROCESSED: Grid<WORKER_CELLS> = Grid::new();
+/// Series flushed, by type (`counter`, `gauge`, `status`, `histogram`).
+const FLUSHED_TYPES: [&str; 4] = ["counter", "gauge", "status", "histogram"];
+static FLUSHED: Grid<4> = Grid::new();
 static STORE_BYTES: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 const STORES: [&str; 3] = ["spans", "logs", "wal"];
 
@@ -142,6 +151,8 @@ pub fn set_store_bytes(store: &str, bytes: u64) {
 /// deliveries, and its flush durations.
 #[derive(Debug, Default)]
 pub struct SinkCounters {
+    /// A span sink (Veneur's `sink.span_*` names), not a metric sink.
+    pub spans: std::sync::atomic::AtomicBool,
     pub sent: AtomicU64,
     pub retries: AtomicU64,
     pub dropped: AtomicU64,
@@ -174,6 +185,25 @@ pub fn sink(name: &str, kind: &str) -> std::sync::Arc<SinkCounters> {
         std::sync::Arc::clone(&counters),
     ));
     counters
+}
+
+/// [`sink`] for a span sink.
+pub fn span_sink(name: &str, kind: &str) -> std::sync::Arc<SinkCounters> {
+    let counters = sink(name, kind);
+    counters.spans.store(true, Relaxed);
+    counters
+}
+
+/// Every sink's name, kind and counters, in registration order.
+pub fn sinks() -> Vec<(String, String, std::sync::Arc<SinkCounters>)> {
+    SINKS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+impl SinkCounters {
+    /// Deliveries of an interval so far and their total time, nanoseconds.
+    pub fn flush_totals(&self) -> (u64, u64) {
+        (self.flushes.load(Relaxed), self.flush_nanos.load(Relaxed))
+    }
 }
 
 /// Reads one counter of a sink.
@@ -328,6 +358,22 @@ pub fn worker_received(kind: Kind, count: u64) {
 /// Sets the kernel's receive-queue drop count of a UDP listener (a running total).
 pub fn set_udp_kernel_drops(listener: Listener, total: u64) {
     UDP_KERNEL_DROPS.cells[listener as usize].store(total, Relaxed);
+}
+
+/// Metric worker `worker` applied `count` samples.
+pub fn worker_processed(worker: usize, count: u64) {
+    if count > 0 {
+        WORKER_PROCESSED.cells[worker.min(WORKER_CELLS - 1)].fetch_add(count, Relaxed);
+    }
+}
+
+/// A flush handed `count` series of `metric_type` to the sinks.
+pub fn flushed(metric_type: &str, count: u64) {
+    if let Some(index) = FLUSHED_TYPES.iter().position(|t| *t == metric_type)
+        && count > 0
+    {
+        FLUSHED.cells[index].fetch_add(count, Relaxed);
+    }
 }
 
 /// Flushes done so far.

@@ -7,6 +7,7 @@ mod emit;
 mod http;
 mod logging;
 mod query;
+mod selfstats;
 mod serve;
 mod sinks;
 

@@ -170,6 +170,16 @@ fn run_config(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let shutdown_timeout = config.shutdown_timeout();
+    let self_stats = match config.stats_address.as_str() {
+        "" => None,
+        _ => {
+            let target = config.stats_target().map_err(anyhow::Error::msg)?;
+            Some(
+                crate::selfstats::SelfStats::start(target, config.interval())
+                    .context("cannot open a socket for stats_address")?,
+            )
+        }
+    };
     runtime.block_on(async move {
         // one cap on span names per service for the RED metrics and the OTel ones
         let span_names = std::sync::Arc::new(ssfd_engine::span_metrics::SpanNameCap::new(
@@ -351,6 +361,9 @@ fn run_config(config: Config) -> anyhow::Result<()> {
             wal.close();
         }
         let _ = http_server.await;
+        if let Some(stats) = &self_stats {
+            stats.send();
+        }
         tracing::info!(
             final_flush = ssfd_telemetry::flushes() > series_before,
             series = ssfd_telemetry::series(),
