@@ -9,6 +9,7 @@ mod emit;
 mod forward;
 mod listeners;
 mod logs;
+mod operator;
 mod otlp;
 mod overload;
 mod policies;

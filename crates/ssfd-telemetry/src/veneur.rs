@@ -102,7 +102,7 @@ pub const SERIES: &[(&str, &str, &[&str], &str)] = &[
         "veneur.flush.error_total",
         "c",
         &["sink", "cause"],
-        "ssfd_sink_failures_total (cause: send)",
+        "ssfd_sink_failures_total (cause: send) and ssfd_sink_retries_total (cause: retried): each failed call, as Veneur, which does not retry, counts them",
     ),
     (
         "veneur.forward.post_metrics_total",
@@ -120,7 +120,7 @@ pub const SERIES: &[(&str, &str, &[&str], &str)] = &[
         "veneur.forward.error_total",
         "c",
         &["cause"],
-        "ssfd_forward_failures_total (cause: send) and ssfd_forward_dropped_total (cause: dropped)",
+        "ssfd_forward_failures_total (cause: send), ssfd_forward_retries_total (cause: retried) and ssfd_forward_dropped_total (cause: dropped)",
     ),
     (
         "ssfd.dropped_total",
@@ -159,6 +159,7 @@ struct SinkSnapshot {
     sent: u64,
     dropped: u64,
     failures: u64,
+    retries: u64,
     flushes: u64,
     flush_nanos: u64,
 }
@@ -181,6 +182,7 @@ impl Snapshot {
                         sent: counters.sent.load(Relaxed),
                         dropped: counters.dropped.load(Relaxed),
                         failures: counters.failures.load(Relaxed),
+                        retries: counters.retries.load(Relaxed),
                         flushes,
                         flush_nanos,
                     },
@@ -375,6 +377,8 @@ impl Reporter {
             let sent = sink.sent.saturating_sub(before.sent);
             let dropped = sink.dropped.saturating_sub(before.dropped);
             let failures = sink.failures.saturating_sub(before.failures);
+            // each failed call is an error to Veneur, which does not retry
+            let retried = sink.retries.saturating_sub(before.retries);
             let flushes = sink.flushes.saturating_sub(before.flushes);
             let nanos = match flushes {
                 0 => None,
@@ -398,6 +402,14 @@ impl Reporter {
                         failures,
                         "c",
                         &[("cause", "send".into())],
+                    );
+                }
+                if retried > 0 {
+                    line(
+                        "veneur.forward.error_total",
+                        retried,
+                        "c",
+                        &[("cause", "retried".into())],
                     );
                 }
                 if dropped > 0 {
@@ -439,6 +451,14 @@ impl Reporter {
                     failures,
                     "c",
                     &[("sink", name.to_string()), ("cause", "send".into())],
+                );
+            }
+            if retried > 0 {
+                line(
+                    "veneur.flush.error_total",
+                    retried,
+                    "c",
+                    &[("sink", name.to_string()), ("cause", "retried".into())],
                 );
             }
         }
