@@ -97,12 +97,20 @@ impl Server {
         let path = dir.path().join("ssfd.yaml");
         std::fs::write(&path, config).expect("write config");
         let mut command = Command::new(ssfd_binary());
-        command
-            .arg("serve")
-            .arg("-f")
-            .arg(&path)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null());
+        command.arg("serve").arg("-f").arg(&path);
+        Self::spawn(command, dir, env)
+    }
+
+    /// Starts `ssfd serve` without `-f` (the embedded default, on its fixed ports) in
+    /// `dir`, so its `./ssfd-data` lands there.
+    pub fn start_embedded(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(ssfd_binary());
+        command.arg("serve").current_dir(dir.path());
+        Self::spawn(command, dir, env)
+    }
+
+    fn spawn(mut command: Command, dir: tempfile::TempDir, env: &[(&str, &str)]) -> Server {
+        command.stderr(Stdio::piped()).stdout(Stdio::null());
         for (key, value) in env {
             command.env(key, value);
         }

@@ -15,6 +15,7 @@ mod overload;
 mod policies;
 mod prometheus;
 mod query;
+mod readme;
 mod sinks;
 mod telemetry;
 mod tier;

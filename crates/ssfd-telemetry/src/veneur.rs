@@ -96,7 +96,7 @@ pub const SERIES: &[(&str, &str, &[&str], &str)] = &[
         "veneur.sink.spans_dropped_total",
         "c",
         &["sink"],
-        "ssfd_sink_dropped_total of each span sink; sink:span_store and sink:log_index for ssfd_dropped_total{stage=\"store\"|\"index\"}",
+        "ssfd_sink_dropped_total of each span sink; sink:span_store and sink:log_index for ssfd_dropped_total{stage=\"store\" or \"index\"}",
     ),
     (
         "veneur.flush.error_total",
