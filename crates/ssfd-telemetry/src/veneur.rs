@@ -363,9 +363,11 @@ impl Reporter {
                 );
             }
         }
-        let flushes = now.flushes.saturating_sub(last.flushes);
-        if flushes > 0 {
-            let nanos = now.flush_nanos.saturating_sub(last.flush_nanos) / flushes;
+        if let Some(nanos) = now
+            .flush_nanos
+            .saturating_sub(last.flush_nanos)
+            .checked_div(now.flushes.saturating_sub(last.flushes))
+        {
             line("veneur.flush.total_duration_ns", nanos, "h", &[]);
         }
         let mut names: Vec<&String> = now.sinks.keys().collect();
@@ -379,11 +381,10 @@ impl Reporter {
             let failures = sink.failures.saturating_sub(before.failures);
             // each failed call is an error to Veneur, which does not retry
             let retried = sink.retries.saturating_sub(before.retries);
-            let flushes = sink.flushes.saturating_sub(before.flushes);
-            let nanos = match flushes {
-                0 => None,
-                n => Some(sink.flush_nanos.saturating_sub(before.flush_nanos) / n),
-            };
+            let nanos = sink
+                .flush_nanos
+                .saturating_sub(before.flush_nanos)
+                .checked_div(sink.flushes.saturating_sub(before.flushes));
             if sink.forward {
                 if sent > 0 {
                     line("veneur.forward.post_metrics_total", sent, "c", &[]);
