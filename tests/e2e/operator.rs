@@ -237,8 +237,10 @@ fn secrets_never_show_in_output_logs_errors_or_metrics() {
         "check-config shows a secret:\n{shown}"
     );
     // serve, with every sink failing and the log at debug
-    let server =
-        Server::start_with_env(&format!("interval: 1s\n{sinks}"), &[("SSFD_LOG", "debug")]);
+    let server = Server::start_with_env(
+        &format!("interval: 1s\n{sinks}"),
+        &[("SSFD_LOG", "debug"), ("SSFD_LOG_FORMAT", "json")],
+    );
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.send_to(b"secret.test:1|c", server.addr("statsd udp"))
         .unwrap();
@@ -246,18 +248,16 @@ fn secrets_never_show_in_output_logs_errors_or_metrics() {
     let token = format!("Authorization: Bearer {MARKER}-http\r\n");
     loop {
         let (_, metrics) = ssfd_e2e::http_get_with(&server.http, "/metrics", &token);
-        let failures = ssfd_e2e::parse_metric(
-            &metrics,
+        // each sink failed at least once
+        let failed = [
             "ssfd_sink_failures_total{sink=\"dd\",kind=\"datadog\"}",
-        ) + ssfd_e2e::parse_metric(
-            &metrics,
             "ssfd_sink_failures_total{sink=\"rw\",kind=\"prometheus_remote_write\"}",
-        ) + ssfd_e2e::parse_metric(
-            &metrics,
             "ssfd_sink_failures_total{sink=\"rw-token\",kind=\"prometheus_remote_write\"}",
-        );
+        ]
+        .iter()
+        .all(|series| ssfd_e2e::parse_metric(&metrics, series) >= 1.0);
         assert!(!metrics.contains(MARKER), "/metrics shows a secret");
-        if failures >= 3.0 {
+        if failed {
             break;
         }
         assert!(
@@ -290,6 +290,31 @@ fn secrets_never_show_in_output_logs_errors_or_metrics() {
     assert!(!shown.contains(MARKER), "{shown}");
 }
 
+/// `ssfd serve -f path`, which must exit by itself within 20 s (killed and failed
+/// otherwise, so a server that wrongly starts cannot hang the test).
+fn serve_expecting_exit(path: &std::path::Path) -> std::process::Output {
+    let mut child = Command::new(ssfd_binary())
+        .args(["serve", "-f"])
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "serve did not exit: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn a_second_server_on_the_same_statsd_address_is_refused() {
     let port = ssfd_e2e::free_port();
@@ -304,11 +329,7 @@ fn a_second_server_on_the_same_statsd_address_is_refused() {
     let second_dir = tempfile::tempdir().unwrap();
     let path = second_dir.path().join("ssfd.yaml");
     std::fs::write(&path, config(second_dir.path())).unwrap();
-    let output = Command::new(ssfd_binary())
-        .args(["serve", "-f"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = serve_expecting_exit(&path);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the second server ran: {stderr}");
     assert!(
@@ -340,11 +361,7 @@ fn a_second_server_on_the_same_statsd_address_is_refused() {
     let other = tempfile::tempdir().unwrap();
     let path = other.path().join("ssfd.yaml");
     std::fs::write(&path, unix_config(other.path())).unwrap();
-    let output = Command::new(ssfd_binary())
-        .args(["serve", "-f"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = serve_expecting_exit(&path);
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("in use"),
@@ -570,6 +587,35 @@ fn the_cli_a_person_expects() {
         "{err}"
     );
     assert!(err.contains("refused"), "{err}");
+
+    // emit --grpc to a port that accepts and never answers: its time-out ends the wait
+    let started = Instant::now();
+    let output = Command::new(ssfd_binary())
+        .args([
+            "emit",
+            "--grpc",
+            "--ssf",
+            "--span-service",
+            "x",
+            "--timeout",
+            "1s",
+            "--hostport",
+        ])
+        .arg(format!("tcp://{silent_address}"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("no answer within") || err.contains("timed out"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 
     let server = Server::start("");
     // emit --grpc to the HTTP port says what is wrong

@@ -794,6 +794,17 @@ impl Config {
                 }
             }
         }
+        // basic auth travels as base64(user:password) in a header
+        for sink in self.metric_sinks.iter().chain(&self.span_sinks) {
+            if let Some(auth) = sink.config.get("basic_auth") {
+                let field = |key: &str| auth.get(key).and_then(|v| v.as_str()).unwrap_or_default();
+                if !field("password").is_empty() {
+                    secrets.push(base64(
+                        format!("{}:{}", field("username"), field("password")).as_bytes(),
+                    ));
+                }
+            }
+        }
         for file in files.iter().filter(|f| !f.is_empty()) {
             if let Ok(text) = std::fs::read_to_string(file) {
                 secrets.push(text.trim().to_string());
@@ -963,6 +974,21 @@ fn walk_secrets(value: &mut serde_yaml::Value, found: &mut dyn FnMut(&str), reda
         serde_yaml::Value::Mapping(map) => {
             for (key, value) in map.iter_mut() {
                 let secret = key.as_str().is_some_and(is_secret_key);
+                if secret && let serde_yaml::Value::Sequence(items) = value {
+                    // a list of secrets: each item is one
+                    for item in items.iter_mut() {
+                        let mut single = serde_yaml::Mapping::new();
+                        single.insert(key.clone(), item.clone());
+                        let mut wrapped = serde_yaml::Value::Mapping(single);
+                        walk_secrets(&mut wrapped, found, redact);
+                        if let serde_yaml::Value::Mapping(single) = wrapped
+                            && let Some(clean) = single.get(key.clone())
+                        {
+                            *item = clean.clone();
+                        }
+                    }
+                    continue;
+                }
                 match value {
                     serde_yaml::Value::String(text) if secret && !text.is_empty() => {
                         found(text);
@@ -1007,9 +1033,16 @@ fn walk_secrets(value: &mut serde_yaml::Value, found: &mut dyn FnMut(&str), reda
 /// Replaces every known secret in text that is about to be shown (a log line, an
 /// error): the values of the config's secret settings and the contents of the files
 /// its `*token*_file` and `*key_file` settings name.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Redactor {
     secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Redactor {
+    /// Never the secrets themselves.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} secrets)", self.secrets.len())
+    }
 }
 
 impl Redactor {
@@ -1021,7 +1054,10 @@ impl Redactor {
             .flat_map(|secret| {
                 let encoded: String = form_encode(&secret);
                 let trimmed = secret.trim().to_string();
-                [secret, encoded, trimmed]
+                // as a JSON log line or a `{:?}` field shows it (quotes, backslashes
+                // and control characters escaped)
+                let escaped = format!("{secret:?}").trim_matches('"').to_string();
+                [secret, encoded, trimmed, escaped]
             })
             .filter(|s| s.len() >= 4)
             .collect();
@@ -1046,6 +1082,25 @@ impl Redactor {
         }
         out
     }
+}
+
+/// RFC 4648 base64 (padded), as an `Authorization: Basic` header carries credentials.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// `application/x-www-form-urlencoded` form of a secret, as it appears in a URL.
@@ -1360,6 +1415,28 @@ statsd_listen_adresses: []
             "{clean}"
         );
         assert_eq!(config.stats_target().unwrap(), "127.0.0.1:8125");
+        // as a basic-auth header and a JSON-escaped log field show them
+        let header = format!("Authorization: Basic {}", base64(b"me:PASS-456"));
+        assert!(!redactor.scrub(&header).contains(&base64(b"me:PASS-456")));
+        assert_eq!(base64(b"me:pw"), "bWU6cHc=");
+        let quoted = Redactor::new(["pa\"ss\\word".to_string()]);
+        assert_eq!(
+            quoted.scrub(r#"{"error":"pa\"ss\\word"}"#),
+            r#"{"error":"<redacted>"}"#
+        );
+        assert!(!format!("{redactor:?}").contains("DDKEY"));
+        // a list under a secret key: each item is a secret
+        let config = Config::parse(
+            "metric_sinks:\n  - kind: blackhole\n    config: {tokens: [TOK-ONE, TOK-TWO]}\n",
+        )
+        .unwrap()
+        .config;
+        let yaml = config.redacted_yaml().unwrap();
+        assert!(
+            !yaml.contains("TOK-ONE") && !yaml.contains("TOK-TWO"),
+            "{yaml}"
+        );
+        assert!(config.secrets().iter().any(|s| s == "TOK-TWO"));
     }
 
     #[test]

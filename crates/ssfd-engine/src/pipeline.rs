@@ -8,7 +8,7 @@ use crate::aggregate::SeriesTable;
 use crate::batch::{BatchPool, SampleBatch, ShardedSamples};
 use crate::durable::{Durable, Gate};
 use crate::events::EventQueue;
-use crate::flush::{Flush, FlushConfig};
+use crate::flush::{Flush, FlushConfig, FlushedType};
 use crate::record::LogRecord;
 use crate::slo::SloRegistry;
 use crate::span::SpanBatch;
@@ -619,8 +619,19 @@ fn flusher(
             metrics
         });
         flush.durable = Durable(metrics_token);
+        let mut by_type = [0u64; 3];
         for metric in &flush.metrics {
-            telemetry::flushed(metric.kind.label(), 1);
+            by_type[metric.kind as usize] += 1;
+        }
+        for (kind, count) in [
+            FlushedType::Counter,
+            FlushedType::Gauge,
+            FlushedType::Status,
+        ]
+        .into_iter()
+        .zip(by_type)
+        {
+            telemetry::flushed(kind.label(), count);
         }
         telemetry::flushed("histogram", flush.summaries.len() as u64);
         for sink in &mut sinks {

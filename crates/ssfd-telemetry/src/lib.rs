@@ -187,10 +187,20 @@ pub fn sink(name: &str, kind: &str) -> std::sync::Arc<SinkCounters> {
     counters
 }
 
-/// [`sink`] for a span sink.
+/// [`sink`] for a span sink. A metric sink of the same name and kind registered
+/// first keeps the counters as a metric sink's (`/metrics` shows the two as one).
 pub fn span_sink(name: &str, kind: &str) -> std::sync::Arc<SinkCounters> {
-    let counters = sink(name, kind);
+    let mut sinks = SINKS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, counters)) = sinks.iter().find(|(n, k, _)| n == name && k == kind) {
+        return std::sync::Arc::clone(counters);
+    }
+    let counters = std::sync::Arc::new(SinkCounters::default());
     counters.spans.store(true, Relaxed);
+    sinks.push((
+        name.to_string(),
+        kind.to_string(),
+        std::sync::Arc::clone(&counters),
+    ));
     counters
 }
 

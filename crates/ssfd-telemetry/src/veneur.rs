@@ -219,6 +219,16 @@ fn protocol_tag(listener: Listener, protocol: Protocol) -> String {
     format!("{family}-{transport}")
 }
 
+/// A tag value that cannot break a DogStatsD line: a sink's name may hold `,`, `|`,
+/// `#` or a newline, which would end the tag, field or line.
+fn tag_value(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains([',', '|', '#', '\n', '\r']) {
+        value.replace([',', '|', '#', '\n', '\r'], "_").into()
+    } else {
+        value.into()
+    }
+}
+
 /// Turns counter changes into DogStatsD lines, one report per interval.
 #[derive(Debug, Default)]
 pub struct Reporter {
@@ -253,7 +263,7 @@ impl Reporter {
             let mut text = format!("{name}:{value}|{kind}");
             let all: Vec<String> = tags
                 .iter()
-                .map(|(k, v)| format!("{k}:{v}"))
+                .map(|(k, v)| format!("{k}:{}", tag_value(v)))
                 .chain(self.tags.iter().cloned())
                 .collect();
             if !all.is_empty() {
@@ -385,7 +395,14 @@ impl Reporter {
                 .flush_nanos
                 .saturating_sub(before.flush_nanos)
                 .checked_div(sink.flushes.saturating_sub(before.flushes));
-            if sink.forward {
+            // the span forwarder is a span sink to Veneur's names (Veneur forwards
+            // no spans), tagged `sink:forward`
+            let name = if sink.forward && sink.spans {
+                "forward"
+            } else {
+                name
+            };
+            if sink.forward && !sink.spans {
                 if sent > 0 {
                     line("veneur.forward.post_metrics_total", sent, "c", &[]);
                 }
@@ -565,6 +582,12 @@ mod tests {
         // nothing moved: nothing to say (other tests in this process may add some)
         let again = reporter.report();
         assert!(!again.iter().any(|l| l.contains("worker:1,")), "{again:#?}");
+    }
+
+    #[test]
+    fn tag_values_cannot_break_a_line() {
+        assert_eq!(tag_value("a,b|c#d\ne"), "a_b_c_d_e");
+        assert_eq!(tag_value("plain-name"), "plain-name");
     }
 
     #[test]

@@ -660,14 +660,27 @@ fn send(args: &EmitArgs) -> anyhow::Result<()> {
         "tcp" => {
             use std::io::Write;
             let timeout = args.timeout()?;
-            let mut stream = std::net::ToSocketAddrs::to_socket_addrs(&address)
-                .map_err(|e| anyhow::anyhow!("cannot resolve {hostport}: {e}"))?
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("cannot resolve {hostport}"))
-                .and_then(|target| {
-                    std::net::TcpStream::connect_timeout(&target, timeout)
-                        .map_err(|e| anyhow::anyhow!("cannot connect to {hostport}: {e}"))
-                })?;
+            // every address the name has (`localhost` may be ::1 first), each within
+            // the time-out
+            let targets: Vec<std::net::SocketAddr> =
+                std::net::ToSocketAddrs::to_socket_addrs(&address)
+                    .map_err(|e| anyhow::anyhow!("cannot resolve {hostport}: {e}"))?
+                    .collect();
+            let mut last_error = None;
+            let mut connected = None;
+            for target in &targets {
+                match std::net::TcpStream::connect_timeout(target, timeout) {
+                    Ok(stream) => {
+                        connected = Some(stream);
+                        break;
+                    }
+                    Err(error) => last_error = Some(error),
+                }
+            }
+            let mut stream = connected.ok_or_else(|| match last_error {
+                Some(error) => anyhow::anyhow!("cannot connect to {hostport}: {error}"),
+                None => anyhow::anyhow!("cannot resolve {hostport}"),
+            })?;
             stream.set_write_timeout(Some(timeout))?;
             if ssf {
                 let mut framed = Vec::new();

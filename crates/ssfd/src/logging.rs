@@ -100,10 +100,22 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Scrubbed {
     }
 }
 
+/// `SSFD_LOG`'s filter, else [`default_filter`]; a filter that does not parse is an
+/// error naming the variable, not a silent fallback.
+pub fn filter() -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    match std::env::var("SSFD_LOG") {
+        Err(_) => Ok(default_filter().into()),
+        Ok(text) if text.trim().is_empty() => Ok(default_filter().into()),
+        Ok(text) => tracing_subscriber::EnvFilter::try_new(&text).map_err(|error| {
+            anyhow::anyhow!(
+                "bad value in environment variable `SSFD_LOG`: `{text}`: {error} (a level such as `debug`, or `warn,ssfd_ingest=debug`)"
+            )
+        }),
+    }
+}
+
 /// Installs the process's log subscriber.
-pub fn init(format: Format, redactor: Arc<Redactor>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SSFD_LOG")
-        .unwrap_or_else(|_| default_filter().into());
+pub fn init(format: Format, filter: tracing_subscriber::EnvFilter, redactor: Arc<Redactor>) {
     let writer = Scrubbed { redactor };
     let builder = tracing_subscriber::fmt()
         .with_writer(writer)

@@ -165,6 +165,11 @@ fn base_of(addr: &str) -> String {
     }
 }
 
+/// `base` as an error may show it: without a password in its user part.
+fn shown(base: &str) -> String {
+    ssfd_export::delivery::shown_url(base)
+}
+
 fn url_of(base: &str, path: &str, params: &[(&str, String)]) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (key, value) in params {
@@ -249,6 +254,7 @@ fn follow(args: &Common, params: &[(&str, String)], json: bool) -> anyhow::Resul
             .unwrap_or(body);
         bail!("{status}: {message}");
     }
+    let base = shown(&base);
     eprintln!("following new logs at {base} (Ctrl-C stops)");
     let reader = std::io::BufReader::new(response.into_body().into_reader());
     let mut stdout = std::io::stdout();

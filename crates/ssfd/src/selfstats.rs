@@ -19,11 +19,21 @@ pub struct SelfStats {
 impl SelfStats {
     /// Reports every `interval` on its own thread, from now until the process exits.
     pub fn start(target: String, interval: Duration) -> std::io::Result<Arc<SelfStats>> {
-        let socket = UdpSocket::bind(if target.starts_with('[') {
+        // resolved once, the socket of the same family (a name may resolve to IPv6)
+        let resolved = std::net::ToSocketAddrs::to_socket_addrs(&target)?
+            .next()
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("stats_address {target} resolves to no address"),
+                )
+            })?;
+        let socket = UdpSocket::bind(if resolved.is_ipv6() {
             "[::]:0"
         } else {
             "0.0.0.0:0"
         })?;
+        let target = resolved.to_string();
         let stats = Arc::new(SelfStats {
             socket,
             target,

@@ -75,9 +75,10 @@ fn upstream(config: &Config) -> String {
 /// `ssfd serve`: errors come back with every secret of the config replaced.
 pub fn run(path: Option<&Path>, log_format: Option<crate::logging::Format>) -> anyhow::Result<()> {
     let format = crate::logging::Format::resolve(log_format)?;
+    let filter = crate::logging::filter()?;
     let (mut config, warnings) = load(path)?;
     let redactor = std::sync::Arc::new(ssfd_config::Redactor::new(config.secrets()));
-    crate::logging::init(format, std::sync::Arc::clone(&redactor));
+    crate::logging::init(format, filter, std::sync::Arc::clone(&redactor));
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
@@ -344,7 +345,8 @@ fn run_config(config: Config) -> anyhow::Result<()> {
         });
         wait_for_signal().await;
         tracing::info!("shutting down: intake stops, workers drain, the last interval is flushed");
-        let series_before = ssfd_telemetry::flushes();
+        let flushes_before = ssfd_telemetry::flushes();
+        let sinks_before = sink_totals();
         // every sink and queue delivers within shutdown_timeout of the signal, together
         ssfd_export::delivery::begin_shutdown(shutdown_timeout);
         let _ = stop.send(true);
@@ -364,14 +366,35 @@ fn run_config(config: Config) -> anyhow::Result<()> {
         if let Some(stats) = &self_stats {
             stats.send();
         }
+        let sinks_after = sink_totals();
+        let final_flush = ssfd_telemetry::flushes() > flushes_before;
         tracing::info!(
-            final_flush = ssfd_telemetry::flushes() > series_before,
-            series = ssfd_telemetry::series(),
+            final_flush,
+            series = if final_flush {
+                ssfd_telemetry::series()
+            } else {
+                0
+            },
+            sent_since_signal = sinks_after.0.saturating_sub(sinks_before.0),
+            dropped_since_signal = sinks_after.1.saturating_sub(sinks_before.1),
             dropped_at_shutdown = ssfd_telemetry::dropped_for(ssfd_telemetry::DropReason::Shutdown),
             "ssfd stopped"
         );
         anyhow::Ok(())
     })
+}
+
+/// Items every sink and forwarder has sent and dropped so far, for the stop line.
+fn sink_totals() -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    ssfd_telemetry::sinks()
+        .iter()
+        .fold((0, 0), |(sent, dropped), (_, _, counters)| {
+            (
+                sent + counters.sent.load(Relaxed),
+                dropped + counters.dropped.load(Relaxed),
+            )
+        })
 }
 
 /// `hostname` from the config, else the system's.

@@ -14,24 +14,7 @@ use ssfd_export::routing::Router;
 use std::path::Path;
 use std::sync::Arc;
 
-/// RFC 4648 base64, for `basic_auth`.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+use ssfd_config::base64;
 
 /// The routing table, when Veneur's feature flag turns it on; its warnings are logged.
 pub fn router(config: &Config) -> anyhow::Result<Option<Arc<Router>>> {
