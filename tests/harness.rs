@@ -183,6 +183,16 @@ impl Server {
         parse_metric(&body, series)
     }
 
+    /// The sum of every series whose name and labels begin with `prefix` (e.g.
+    /// `ssfd_refused_total{listener="grpc"` for every reason).
+    pub fn metric_sum(&self, prefix: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .filter(|line| !line.starts_with('#') && line.starts_with(prefix))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Polls until `series` reaches `want` (or panics after 15 s with the last value).
     pub fn wait_metric(&self, series: &str, want: f64) {
         let deadline = Instant::now() + Duration::from_secs(15);

@@ -128,7 +128,7 @@ fn a_full_data_dir_refuses_with_a_counted_error_and_resumes_with_its_stores_whol
     let (ok, unavailable) = send(&server, 2, 10);
     assert_eq!((ok, unavailable), (0, 10), "durable calls are refused");
     assert_eq!(
-        server.metric("ssfd_refused_total{listener=\"grpc\"}"),
+        server.metric("ssfd_refused_total{listener=\"grpc\",reason=\"disk_full\"}"),
         10.0,
         "each refusal is counted"
     );

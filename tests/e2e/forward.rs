@@ -317,7 +317,7 @@ fn a_proxy_spreads_keys_and_traces_over_globals_and_routes_around_a_dead_one() {
     // counts the spans
     assert!(a.terminate().success());
     std::thread::sleep(Duration::from_millis(3000));
-    let refused = "ssfd_refused_total{listener=\"forward\"}";
+    let refused = "ssfd_refused_total{listener=\"forward\",reason=\"upstream\"}";
     let dropped = "ssfd_dropped_total{stage=\"forward\",reason=\"retry_exhausted\"}";
     let (refused_before, dropped_before) = (proxy.metric(refused), local.metric(dropped));
     send_trace(&local, 94, &[95, 96]);
@@ -374,7 +374,7 @@ fn a_proxy_acknowledges_only_what_a_global_took() {
     };
     let status = send(batch.clone()).expect_err("no global is up: the proxy must not say OK");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
-    assert!(proxy.metric("ssfd_refused_total{listener=\"forward\"}") >= 50.0);
+    assert!(proxy.metric("ssfd_refused_total{listener=\"forward\",reason=\"upstream\"}") >= 50.0);
 
     let dir = tempfile::tempdir().unwrap();
     let global = Server::start_config(

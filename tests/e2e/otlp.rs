@@ -219,7 +219,7 @@ fn otlp_http_answers_503_with_retry_after_when_full() {
         "{statuses:?}"
     );
     assert_eq!(
-        server.metric("ssfd_refused_total{listener=\"otlp\"}"),
+        server.metric("ssfd_refused_total{listener=\"otlp\",reason=\"queue_full\"}"),
         refused as f64
     );
 }

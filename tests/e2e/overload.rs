@@ -160,7 +160,8 @@ fn memory_limit_holds_under_series_a_stalled_sink_and_a_grpc_flood() {
         "ok {ok}, unavailable {unavailable}"
     );
     assert_eq!(
-        server.metric("ssfd_refused_total{listener=\"grpc\"}"),
+        // near memory_limit most refusals say memory_limit, a full queue queue_full
+        server.metric_sum("ssfd_refused_total{listener=\"grpc\","),
         unavailable as f64,
         "every refusal is counted"
     );

@@ -379,12 +379,19 @@ pub struct Config {
     pub wal: bool,
     #[serde(default = "default_prometheus_expiry")]
     pub prometheus_expiry: String,
+    /// How long a unary gRPC call or OTLP export waits for room in a full queue
+    /// before it answers `UNAVAILABLE` (SPEC 3.3; never past the call's deadline).
+    #[serde(default = "default_grpc_wait")]
+    pub grpc_wait: String,
     /// Veneur's `stats_address`: where ssfd sends its own telemetry as DogStatsD
     /// every interval, under Veneur's names (SPEC 10); empty sends nothing.
     #[serde(default)]
     pub stats_address: String,
 }
 
+fn default_grpc_wait() -> String {
+    "1s".into()
+}
 fn default_wal() -> bool {
     true
 }
@@ -675,6 +682,7 @@ impl Config {
                 return Err(bad(key, "must be above zero".into()));
             }
         }
+        parse_duration(&self.grpc_wait).map_err(|m| bad("grpc_wait", m))?;
         if !self.shutdown_timeout.is_empty() {
             parse_duration(&self.shutdown_timeout).map_err(|m| bad("shutdown_timeout", m))?;
         }
@@ -849,6 +857,11 @@ impl Config {
             other => other,
         };
         Ok(format!("{host}:{port}"))
+    }
+
+    /// `grpc_wait` (`validate` has checked it; `0` refuses at once).
+    pub fn grpc_wait(&self) -> Duration {
+        parse_duration(&self.grpc_wait).unwrap_or(Duration::from_secs(1))
     }
 
     /// The flush interval.
@@ -1217,6 +1230,7 @@ const KNOWN_KEYS: &[&str] = &[
     "prometheus_expiry",
     "wal",
     "stats_address",
+    "grpc_wait",
 ];
 
 /// A listen address in Veneur's URL forms.
@@ -1437,6 +1451,15 @@ statsd_listen_adresses: []
             "{yaml}"
         );
         assert!(config.secrets().iter().any(|s| s == "TOK-TWO"));
+    }
+
+    #[test]
+    fn grpc_wait_is_a_duration() {
+        assert_eq!(Config::embedded().grpc_wait(), Duration::from_secs(1));
+        let config = Config::parse("grpc_wait: 250ms\n").unwrap().config;
+        assert_eq!(config.grpc_wait(), Duration::from_millis(250));
+        let error = Config::parse("grpc_wait: soon\n").unwrap_err();
+        assert!(error.to_string().contains("grpc_wait"), "{error}");
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub use flush::{
     Aggregate, Flush, FlushConfig, FlushedMetric, FlushedType, HistogramSummary, Percentile, Tags,
 };
 pub use pipeline::{
-    Derived, Full, MetricSink, Pipeline, PipelineConfig, SpanSink, SpanWork, WhenFull, Workers,
+    Derived, Full, MetricSink, Pipeline, PipelineConfig, Room, SpanSink, SpanWork, Wake, WhenFull,
+    Workers,
 };
 pub use record::{LogKind, LogRecord, Severity};
 pub use span::{SpanBatch, SpanEntry};

@@ -30,6 +30,56 @@ pub enum WhenFull {
     Refuse,
 }
 
+/// Wakes whoever waits for room in a queue (a unary gRPC call, SPEC 3.3's
+/// `grpc_wait`); ingest installs one that wakes its async waiters.
+pub trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
+/// Room in the pipeline's queues, as the workers make it: each time a worker takes an
+/// item off its queue it wakes the waiters, if there are any (one atomic load
+/// otherwise), so a caller waits without polling and without holding a thread.
+#[derive(Default)]
+pub struct Room {
+    waiters: std::sync::atomic::AtomicUsize,
+    waker: std::sync::OnceLock<Arc<dyn Wake>>,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("waiters", &self.waiters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Room {
+    /// Installs the waker (the first one installed stays); returns the one in place.
+    pub fn install(&self, waker: Arc<dyn Wake>) -> Arc<dyn Wake> {
+        Arc::clone(self.waker.get_or_init(|| waker))
+    }
+
+    /// A caller starts waiting; [`Room::leave`] when it stops.
+    pub fn enter(&self) {
+        self.waiters
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn leave(&self) {
+        self.waiters
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A worker took an item: wake the waiters, if any.
+    pub fn taken(&self) {
+        if self.waiters.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && let Some(waker) = self.waker.get()
+        {
+            waker.wake();
+        }
+    }
+}
+
 /// The queue was full and the policy was [`WhenFull::Refuse`]; nothing was sent.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Full;
@@ -103,6 +153,8 @@ pub struct Pipeline {
     metric_senders: Vec<Sender<SampleBatch>>,
     span_senders: Vec<Sender<SpanWork>>,
     gate: Arc<Gate>,
+    /// Woken as the workers take items (unary calls wait on it for room).
+    room: Arc<Room>,
     /// Batches the metric workers emptied, for ingest to fill again.
     pool: BatchPool,
 }
@@ -211,6 +263,7 @@ impl Pipeline {
                 metric_senders,
                 span_senders,
                 gate: Arc::default(),
+                room: Arc::default(),
                 pool: BatchPool::default(),
             },
             metric_receivers,
@@ -250,6 +303,7 @@ impl Pipeline {
             let (control, control_receiver) = bounded(1);
             controls.push(control);
             let pool = pipeline.pool.clone();
+            let room = Arc::clone(&pipeline.room);
             let table = SeriesTable::sharing(config.max_series, Arc::clone(&shared));
             handles.push(
                 std::thread::Builder::new()
@@ -258,6 +312,7 @@ impl Pipeline {
                         metric_worker(
                             index,
                             receiver,
+                            &room,
                             pool,
                             control_receiver,
                             config.stall_per_batch,
@@ -270,6 +325,7 @@ impl Pipeline {
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for (index, receiver) in span_receivers.into_iter().enumerate() {
             let stopping = Arc::clone(&stopping);
+            let room = Arc::clone(&pipeline.room);
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("span-worker-{index}"))
@@ -280,6 +336,7 @@ impl Pipeline {
                         move || {
                             span_worker(
                                 receiver,
+                                &room,
                                 config.stall_per_batch,
                                 &span_metrics,
                                 &slos,
@@ -345,6 +402,11 @@ impl Pipeline {
     /// True when some metric queue is full (a refused send would touch any of them).
     pub fn any_metric_queue_full(&self) -> bool {
         self.metric_senders.iter().any(Sender::is_full)
+    }
+
+    /// Room in the queues, as the workers make it.
+    pub fn room(&self) -> &Arc<Room> {
+        &self.room
     }
 
     /// True when span shard `shard`'s queue is full.
@@ -433,6 +495,7 @@ fn send<T>(sender: &Sender<T>, item: T, policy: WhenFull, len: fn(&T) -> usize) 
 fn metric_worker(
     index: usize,
     receiver: Receiver<SampleBatch>,
+    room: &Room,
     pool: BatchPool,
     control: Receiver<Control>,
     stall: std::time::Duration,
@@ -453,6 +516,7 @@ fn metric_worker(
         select! {
             recv(if open { &batches } else { &never }) -> message => match message {
                 Ok(batch) => {
+                    room.taken();
                     // a batch of a later epoch: the flusher has moved on and its Flush
                     // is on the way; this batch belongs after it
                     while batch.epoch > worker.epoch {
@@ -722,6 +786,7 @@ fn name_in_parallel(tables: Vec<SeriesTable>, config: &FlushConfig) -> Flush {
 /// store and trace joiner (issue 4) take over here.
 fn span_worker(
     receiver: Receiver<SpanWork>,
+    room: &Room,
     stall: std::time::Duration,
     span_metrics: &SpanMetricsRegistry,
     slos: &SloRegistry,
@@ -745,6 +810,7 @@ fn span_worker(
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         };
+        room.taken();
         if !stall.is_zero() {
             std::thread::sleep(stall);
         }
@@ -926,6 +992,7 @@ mod tests {
             metric_senders: vec![sender],
             span_senders: vec![],
             gate: Arc::default(),
+            room: Arc::default(),
         };
         let mut scratch = KeyScratch::default();
         scratch.begin(b"x", MetricKind::Counter);

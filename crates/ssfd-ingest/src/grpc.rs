@@ -6,10 +6,11 @@
 //! instead.
 
 use crate::handoff::{Handoff, HandoffConfig};
+use crate::room::{Attempt, Refusal, Waiting};
 use crate::stream::flush_with_backpressure;
 use crate::wal::{self, Durability, Kind};
 use ssfd_engine::{Pipeline, WhenFull};
-use ssfd_telemetry::{Listener, Protocol};
+use ssfd_telemetry::{Listener, Protocol, RefuseReason};
 use ssfd_wire::dogstatsd::{self, DogstatsdPacket, dogstatsd_grpc_server::DogstatsdGrpc};
 use ssfd_wire::grpc_codec::RawSpan;
 use ssfd_wire::raw::{ssf::ssfgrpc_server::Ssfgrpc, ssfd_v1::ingest_server::Ingest};
@@ -26,6 +27,8 @@ pub struct GrpcIngest {
     pub proxy: Option<std::sync::Arc<dyn ForwardRoute>>,
     /// The write-ahead log: a call is answered once what it handed off is on disk.
     pub durability: Durability,
+    /// How long a unary call waits for room in a full queue (`grpc_wait`).
+    pub waiting: Waiting,
 }
 
 /// A proxy's router (SPEC 1): forwarded metrics by series key and spans by trace id,
@@ -40,7 +43,7 @@ pub trait ForwardRoute: Send + Sync {
 /// A proxy's answer when its globals did not take a call's items: the caller keeps
 /// them and retries.
 fn unrouted(items: u64, error: String) -> Status {
-    ssfd_telemetry::refused(Listener::Forward, items);
+    ssfd_telemetry::refused(Listener::Forward, RefuseReason::Upstream, items);
     Status::unavailable(format!("ssfd proxy: {error}"))
 }
 
@@ -55,37 +58,67 @@ impl GrpcIngest {
     }
 }
 
-/// Drops what the call produced and answers UNAVAILABLE; `items` is what the client
-/// sent (spans or lines), counted as refused.
-fn refuse(handoff: &mut Handoff, items: u64) -> Status {
-    handoff.discard();
-    ssfd_telemetry::refused(Listener::Grpc, items);
-    Status::unavailable("ssfd is overloaded: a pipeline queue is full, retry later")
+/// A flush refused for a full queue is an attempt the call may repeat after waiting
+/// for room (`room::Waiting::with_room`); its work stays pending in the hand-off.
+fn full(flushed: Result<(), ssfd_engine::Full>) -> Result<(), Attempt<Status>> {
+    flushed.map_err(|_| Attempt::Full)
+}
+
+/// The answer of a unary call that did not get through: its own error, or
+/// UNAVAILABLE after its wait for room (counted by reason; `items` is what the client
+/// sent, spans or lines).
+pub fn refusal(
+    listener: Listener,
+    items: u64,
+    grpc_wait: std::time::Duration,
+    outcome: Result<Status, Refusal>,
+) -> Status {
+    match outcome {
+        Ok(status) => status,
+        Err(Refusal::QueueFull) => {
+            ssfd_telemetry::refused(listener, RefuseReason::QueueFull, items);
+            Status::unavailable(format!(
+                "ssfd is overloaded: a pipeline queue stayed full for {grpc_wait:?} (grpc_wait), retry later"
+            ))
+        }
+        Err(Refusal::MemoryLimit) => {
+            ssfd_telemetry::refused(listener, RefuseReason::MemoryLimit, items);
+            Status::unavailable("ssfd is near its memory_limit, retry later")
+        }
+    }
 }
 
 #[tonic::async_trait]
 impl Ssfgrpc for GrpcIngest {
     async fn send_span(&self, request: Request<RawSpan>) -> Result<Response<ssf::Empty>, Status> {
+        let deadline = self.waiting.deadline(request.metadata());
         let span = request.into_inner().0;
         self.durability.refuse_while_failing(Listener::Grpc, 1)?;
-        let ((), pending) = self.durability.hand_off(
-            self.pipeline.gate(),
-            Kind::Spans,
-            || {
-                let mut handoff = self.handoff();
-                if let Err(error) = handoff.ssf_packet(&span) {
-                    return Err(Status::invalid_argument(error.to_string()));
-                }
-                handoff
-                    .flush(WhenFull::Refuse)
-                    .map_err(|_| refuse(&mut handoff, 1))
-            },
-            || {
-                let mut payload = Vec::with_capacity(span.len() + 4);
-                wal::push_span(&mut payload, &span);
-                payload
-            },
-        )?;
+        // read once; a full queue keeps the work pending for the next attempt
+        let mut handoff = self.handoff();
+        if let Err(error) = handoff.ssf_packet(&span) {
+            handoff.discard();
+            return Err(Status::invalid_argument(error.to_string()));
+        }
+        let ((), pending) = self
+            .waiting
+            .with_room(deadline, || {
+                self.durability.hand_off(
+                    self.pipeline.gate(),
+                    Kind::Spans,
+                    || full(handoff.flush(WhenFull::Refuse)),
+                    || {
+                        let mut payload = Vec::with_capacity(span.len() + 4);
+                        wal::push_span(&mut payload, &span);
+                        payload
+                    },
+                )
+            })
+            .await
+            .map_err(|outcome| {
+                handoff.discard();
+                refusal(Listener::Grpc, 1, self.waiting.grpc_wait, outcome)
+            })?;
         pending.durable().await?;
         Ok(Response::new(ssf::Empty {}))
     }
@@ -97,22 +130,28 @@ impl DogstatsdGrpc for GrpcIngest {
         &self,
         request: Request<DogstatsdPacket>,
     ) -> Result<Response<dogstatsd::Empty>, Status> {
+        let deadline = self.waiting.deadline(request.metadata());
         let packet = request.into_inner().packet_bytes;
         let lines = ssfd_wire::dogstatsd_text::lines(&packet).count() as u64;
         self.durability
             .refuse_while_failing(Listener::Grpc, lines)?;
-        let ((), pending) = self.durability.hand_off(
-            self.pipeline.gate(),
-            Kind::StatsdPacket,
-            || {
-                let mut handoff = self.handoff();
-                handoff.statsd_packet(&packet);
-                handoff
-                    .flush(WhenFull::Refuse)
-                    .map_err(|_| refuse(&mut handoff, lines))
-            },
-            || packet.to_vec(),
-        )?;
+        let mut handoff = self.handoff();
+        handoff.statsd_packet(&packet);
+        let ((), pending) = self
+            .waiting
+            .with_room(deadline, || {
+                self.durability.hand_off(
+                    self.pipeline.gate(),
+                    Kind::StatsdPacket,
+                    || full(handoff.flush(WhenFull::Refuse)),
+                    || packet.to_vec(),
+                )
+            })
+            .await
+            .map_err(|outcome| {
+                handoff.discard();
+                refusal(Listener::Grpc, lines, self.waiting.grpc_wait, outcome)
+            })?;
         pending.durable().await?;
         Ok(Response::new(dogstatsd::Empty {}))
     }
@@ -265,6 +304,7 @@ impl ssfd_wire::forwardrpc::forward_server::Forward for GrpcIngest {
         &self,
         request: Request<ssfd_wire::forwardrpc::MetricList>,
     ) -> Result<Response<()>, Status> {
+        let deadline = self.waiting.deadline(request.metadata());
         let list = request.into_inner();
         if let Some(proxy) = &self.proxy {
             let items = list.metrics.len() as u64;
@@ -278,23 +318,26 @@ impl ssfd_wire::forwardrpc::forward_server::Forward for GrpcIngest {
         let items = list.metrics.len() as u64;
         self.durability
             .refuse_while_failing(Listener::Forward, items)?;
-        let ((), pending) = self.durability.hand_off(
-            self.pipeline.gate(),
-            Kind::ForwardMetrics,
-            || {
-                let mut handoff = self.forward_handoff();
-                for metric in &list.metrics {
-                    // a bad metric is refused alone and counted; the others go on
-                    let _ = handoff.forwarded_metric(metric);
-                }
-                handoff.flush(WhenFull::Refuse).map_err(|_| {
-                    handoff.discard();
-                    ssfd_telemetry::refused(Listener::Forward, items);
-                    Status::unavailable("ssfd is overloaded: a pipeline queue is full, retry later")
-                })
-            },
-            || prost::Message::encode_to_vec(&list),
-        )?;
+        let mut handoff = self.forward_handoff();
+        for metric in &list.metrics {
+            // a bad metric is refused alone and counted; the others go on
+            let _ = handoff.forwarded_metric(metric);
+        }
+        let ((), pending) = self
+            .waiting
+            .with_room(deadline, || {
+                self.durability.hand_off(
+                    self.pipeline.gate(),
+                    Kind::ForwardMetrics,
+                    || full(handoff.flush(WhenFull::Refuse)),
+                    || prost::Message::encode_to_vec(&list),
+                )
+            })
+            .await
+            .map_err(|outcome| {
+                handoff.discard();
+                refusal(Listener::Forward, items, self.waiting.grpc_wait, outcome)
+            })?;
         pending.durable().await?;
         Ok(Response::new(()))
     }

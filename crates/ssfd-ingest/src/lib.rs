@@ -9,6 +9,7 @@ pub mod datagram;
 pub mod grpc;
 pub mod handoff;
 pub mod otlp;
+pub mod room;
 pub mod stream;
 pub mod wal;
 
@@ -75,6 +76,8 @@ pub struct Bound {
     durability: wal::Durability,
     /// TLS (mutual with a CA) for every gRPC listener.
     tls: Option<tonic::transport::ServerTlsConfig>,
+    /// `grpc_wait`: how long a unary call waits for room in a full queue.
+    grpc_wait: std::time::Duration,
 }
 
 /// The running listeners.
@@ -318,6 +321,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         traces: None,
         durability: wal::Durability::default(),
         tls: None,
+        grpc_wait: config.grpc_wait(),
         handoff: HandoffConfig {
             extend_tags: config
                 .extend_tags
@@ -422,11 +426,14 @@ impl Bound {
         let stop_threads = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut tasks = JoinSet::new();
+        // one waker per pipeline: unary calls wait on it for room (SPEC 3.3)
+        let waiting = room::Waiting::new(pipeline.clone(), self.grpc_wait);
         let grpc = grpc::GrpcIngest {
             pipeline: pipeline.clone(),
             handoff: self.handoff.clone(),
             proxy: self.proxy.clone(),
             durability: self.durability.clone(),
+            waiting: waiting.clone(),
         };
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         for service in ["", "veneur"] {
@@ -436,6 +443,7 @@ impl Bound {
         }
         let mut otlp = otlp::OtlpIngest::new(pipeline.clone(), self.handoff.clone());
         otlp.durability = self.durability.clone();
+        otlp.waiting = Some(waiting);
         let tls = self.tls.clone();
         for socket in self.sockets {
             match socket {

@@ -10,6 +10,7 @@
 //! 503 with `Retry-After` (HTTP); rejected items are reported in `partial_success`.
 
 use crate::handoff::{Handoff, HandoffConfig};
+use crate::room::{Attempt, Refusal, Waiting};
 use crate::wal::{Durability, Kind};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -75,6 +76,9 @@ pub struct OtlpIngest {
     streams: Arc<Mutex<Streams>>,
     /// The write-ahead log (set by the server).
     pub durability: Durability,
+    /// Waiting for room in a full queue (`grpc_wait`, set by the server); `None`
+    /// refuses at once.
+    pub waiting: Option<Waiting>,
 }
 
 /// A queue was full: nothing of the request was sent.
@@ -439,6 +443,7 @@ impl OtlpIngest {
             handoff,
             streams: Arc::new(Mutex::new(Streams::starting_now())),
             durability: Durability::default(),
+            waiting: None,
         }
     }
 
@@ -454,7 +459,12 @@ impl OtlpIngest {
     fn finish(handoff: &mut Handoff, items: u64, policy: WhenFull) -> Result<(), Overloaded> {
         if handoff.flush(policy).is_err() {
             handoff.discard();
-            ssfd_telemetry::refused(Listener::Otlp, items);
+            let reason = if ssfd_engine::memory::under_pressure() {
+                ssfd_telemetry::RefuseReason::MemoryLimit
+            } else {
+                ssfd_telemetry::RefuseReason::QueueFull
+            };
+            ssfd_telemetry::refused(Listener::Otlp, reason, items);
             return Err(Overloaded);
         }
         Ok(())
@@ -465,6 +475,7 @@ impl OtlpIngest {
         &self,
         request: &ExportTraceServiceRequest,
         protocol: Protocol,
+        metadata: Option<&tonic::metadata::MetadataMap>,
     ) -> Result<Outcome, Overloaded> {
         let items = request
             .resource_spans
@@ -472,57 +483,6 @@ impl OtlpIngest {
             .flat_map(|r| &r.scope_spans)
             .map(|s| s.spans.len() as u64)
             .sum();
-        self.durable(Kind::OtlpTraces, request, items, || {
-            self.hand_off_traces(request, protocol, WhenFull::Refuse)
-        })
-        .await
-    }
-
-    /// See [`OtlpIngest::traces`].
-    pub async fn logs(
-        &self,
-        request: &ExportLogsServiceRequest,
-        protocol: Protocol,
-    ) -> Result<Outcome, Overloaded> {
-        let items = request
-            .resource_logs
-            .iter()
-            .flat_map(|r| &r.scope_logs)
-            .map(|s| s.log_records.len() as u64)
-            .sum();
-        self.durable(Kind::OtlpLogs, request, items, || {
-            self.hand_off_logs(request, protocol, WhenFull::Refuse)
-        })
-        .await
-    }
-
-    /// See [`OtlpIngest::traces`].
-    pub async fn metrics(
-        &self,
-        request: &ExportMetricsServiceRequest,
-        protocol: Protocol,
-    ) -> Result<Outcome, Overloaded> {
-        let items = request
-            .resource_metrics
-            .iter()
-            .flat_map(|r| &r.scope_metrics)
-            .map(|s| s.metrics.len() as u64)
-            .sum();
-        self.durable(Kind::OtlpMetrics, request, items, || {
-            self.hand_off_metrics(request, protocol, WhenFull::Refuse)
-        })
-        .await
-    }
-
-    /// Refuses while the log cannot write; else hands off and logs under the gate,
-    /// then waits for the log.
-    async fn durable<M: prost::Message>(
-        &self,
-        kind: Kind,
-        request: &M,
-        items: u64,
-        hand_off: impl FnOnce() -> Result<Outcome, Overloaded>,
-    ) -> Result<Outcome, Overloaded> {
         if self
             .durability
             .refuse_while_failing(Listener::Otlp, items)
@@ -530,13 +490,117 @@ impl OtlpIngest {
         {
             return Err(Overloaded);
         }
-        let (outcome, pending) =
-            self.durability
-                .hand_off(self.pipeline.gate(), kind, hand_off, || {
-                    request.encode_to_vec()
-                })?;
-        pending.durable().await.map_err(|_| Overloaded)?;
+        let (handoff, outcome, _) = self.convert_traces(request, protocol);
+        self.durable(Kind::OtlpTraces, request, items, handoff, metadata)
+            .await?;
         Ok(outcome)
+    }
+
+    /// See [`OtlpIngest::traces`].
+    pub async fn logs(
+        &self,
+        request: &ExportLogsServiceRequest,
+        protocol: Protocol,
+        metadata: Option<&tonic::metadata::MetadataMap>,
+    ) -> Result<Outcome, Overloaded> {
+        let items = request
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len() as u64)
+            .sum();
+        if self
+            .durability
+            .refuse_while_failing(Listener::Otlp, items)
+            .is_err()
+        {
+            return Err(Overloaded);
+        }
+        let (handoff, outcome, _) = self.convert_logs(request, protocol);
+        self.durable(Kind::OtlpLogs, request, items, handoff, metadata)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// See [`OtlpIngest::traces`].
+    pub async fn metrics(
+        &self,
+        request: &ExportMetricsServiceRequest,
+        protocol: Protocol,
+        metadata: Option<&tonic::metadata::MetadataMap>,
+    ) -> Result<Outcome, Overloaded> {
+        let items = request
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .map(|s| s.metrics.len() as u64)
+            .sum();
+        if self
+            .durability
+            .refuse_while_failing(Listener::Otlp, items)
+            .is_err()
+        {
+            return Err(Overloaded);
+        }
+        let (handoff, outcome, _) = self.convert_metrics(request, protocol);
+        self.durable(Kind::OtlpMetrics, request, items, handoff, metadata)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Hands off and logs under the gate, waiting for room up to `grpc_wait` (within
+    /// the gRPC call's deadline) while a queue is full, then waits for the log.
+    async fn durable<M: prost::Message>(
+        &self,
+        kind: Kind,
+        request: &M,
+        items: u64,
+        mut handoff: Handoff,
+        metadata: Option<&tonic::metadata::MetadataMap>,
+    ) -> Result<(), Overloaded> {
+        let mut attempt = || {
+            self.durability.hand_off(
+                self.pipeline.gate(),
+                kind,
+                || {
+                    handoff
+                        .flush(WhenFull::Refuse)
+                        .map_err(|_| Attempt::<()>::Full)
+                },
+                || request.encode_to_vec(),
+            )
+        };
+        let handed = match &self.waiting {
+            Some(waiting) => {
+                let deadline = match metadata {
+                    Some(metadata) => waiting.deadline(metadata),
+                    None => tokio::time::Instant::now() + waiting.grpc_wait,
+                };
+                waiting.with_room(deadline, attempt).await
+            }
+            // without a waiter (tests, replay): one attempt
+            None => attempt().map_err(|_| {
+                Err(if ssfd_engine::memory::under_pressure() {
+                    Refusal::MemoryLimit
+                } else {
+                    Refusal::QueueFull
+                })
+            }),
+        };
+        let ((), pending) = match handed {
+            Ok(handed) => handed,
+            Err(outcome) => {
+                handoff.discard();
+                let reason = match outcome {
+                    Err(Refusal::MemoryLimit) => ssfd_telemetry::RefuseReason::MemoryLimit,
+                    _ => ssfd_telemetry::RefuseReason::QueueFull,
+                };
+                ssfd_telemetry::refused(Listener::Otlp, reason, items);
+                return Err(Overloaded);
+            }
+        };
+        pending.durable().await.map_err(|_| Overloaded)?;
+        Ok(())
     }
 
     /// Converts and hands off an export under `policy` (replay waits for room).
@@ -546,6 +610,17 @@ impl OtlpIngest {
         protocol: Protocol,
         policy: WhenFull,
     ) -> Result<Outcome, Overloaded> {
+        let (mut handoff, outcome, items) = self.convert_traces(request, protocol);
+        Self::finish(&mut handoff, items, policy)?;
+        Ok(outcome)
+    }
+
+    /// Converts an export into a hand-off not yet sent, its outcome and its items.
+    fn convert_traces(
+        &self,
+        request: &ExportTraceServiceRequest,
+        protocol: Protocol,
+    ) -> (Handoff, Outcome, u64) {
         let mut handoff = self.handoff(protocol);
         let mut outcome = Outcome::default();
         let mut items = 0;
@@ -568,8 +643,7 @@ impl OtlpIngest {
                 }
             }
         }
-        Self::finish(&mut handoff, items, policy)?;
-        Ok(outcome)
+        (handoff, outcome, items)
     }
 
     /// Converts and hands off an export under `policy` (replay waits for room).
@@ -579,6 +653,17 @@ impl OtlpIngest {
         protocol: Protocol,
         policy: WhenFull,
     ) -> Result<Outcome, Overloaded> {
+        let (mut handoff, outcome, items) = self.convert_logs(request, protocol);
+        Self::finish(&mut handoff, items, policy)?;
+        Ok(outcome)
+    }
+
+    /// Converts an export into a hand-off not yet sent, its outcome and its items.
+    fn convert_logs(
+        &self,
+        request: &ExportLogsServiceRequest,
+        protocol: Protocol,
+    ) -> (Handoff, Outcome, u64) {
         let mut handoff = self.handoff(protocol);
         let mut items = 0;
         for resource in &request.resource_logs {
@@ -591,8 +676,7 @@ impl OtlpIngest {
                 }
             }
         }
-        Self::finish(&mut handoff, items, policy)?;
-        Ok(Outcome::default())
+        (handoff, Outcome::default(), items)
     }
 
     /// Converts and hands off an export under `policy` (replay waits for room).
@@ -602,6 +686,18 @@ impl OtlpIngest {
         protocol: Protocol,
         policy: WhenFull,
     ) -> Result<Outcome, Overloaded> {
+        let (mut handoff, outcome, items) = self.convert_metrics(request, protocol);
+        Self::finish(&mut handoff, items, policy)?;
+        Ok(outcome)
+    }
+
+    /// Converts an export into a hand-off not yet sent, its outcome and its items
+    /// (once: the conversion moves the cumulative streams on).
+    fn convert_metrics(
+        &self,
+        request: &ExportMetricsServiceRequest,
+        protocol: Protocol,
+    ) -> (Handoff, Outcome, u64) {
         let mut handoff = self.handoff(protocol);
         let converted = {
             let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
@@ -625,8 +721,7 @@ impl OtlpIngest {
                 outcome.error = error.to_string();
             }
         }
-        Self::finish(&mut handoff, items, policy)?;
-        Ok(outcome)
+        (handoff, outcome, items)
     }
 }
 
@@ -875,8 +970,9 @@ impl TraceService for OtlpIngest {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let metadata = request.metadata().clone();
         let outcome = self
-            .traces(&request.into_inner(), Protocol::Grpc)
+            .traces(&request.into_inner(), Protocol::Grpc, Some(&metadata))
             .await
             .map_err(|_| unavailable())?;
         Ok(tonic::Response::new(trace_response(outcome)))
@@ -889,8 +985,9 @@ impl LogsService for OtlpIngest {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let metadata = request.metadata().clone();
         let outcome = self
-            .logs(&request.into_inner(), Protocol::Grpc)
+            .logs(&request.into_inner(), Protocol::Grpc, Some(&metadata))
             .await
             .map_err(|_| unavailable())?;
         Ok(tonic::Response::new(logs_response(outcome)))
@@ -903,8 +1000,9 @@ impl MetricsService for OtlpIngest {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let metadata = request.metadata().clone();
         let outcome = self
-            .metrics(&request.into_inner(), Protocol::Grpc)
+            .metrics(&request.into_inner(), Protocol::Grpc, Some(&metadata))
             .await
             .map_err(|_| unavailable())?;
         Ok(tonic::Response::new(metrics_response(outcome)))
@@ -1055,7 +1153,7 @@ async fn http_traces(
 ) -> axum::response::Response {
     match decode::<ExportTraceServiceRequest>(&headers, &body) {
         Ok((request, format)) => answer(
-            otlp.traces(&request, Protocol::Http)
+            otlp.traces(&request, Protocol::Http, None)
                 .await
                 .map(trace_response),
             format,
@@ -1071,7 +1169,9 @@ async fn http_logs(
 ) -> axum::response::Response {
     match decode::<ExportLogsServiceRequest>(&headers, &body) {
         Ok((request, format)) => answer(
-            otlp.logs(&request, Protocol::Http).await.map(logs_response),
+            otlp.logs(&request, Protocol::Http, None)
+                .await
+                .map(logs_response),
             format,
         ),
         Err(error) => bad_request(error),
@@ -1085,7 +1185,7 @@ async fn http_metrics(
 ) -> axum::response::Response {
     match decode::<ExportMetricsServiceRequest>(&headers, &body) {
         Ok((request, format)) => answer(
-            otlp.metrics(&request, Protocol::Http)
+            otlp.metrics(&request, Protocol::Http, None)
                 .await
                 .map(metrics_response),
             format,

@@ -543,7 +543,7 @@ impl Durability {
     ) -> Result<(), tonic::Status> {
         match &self.0 {
             Some(wal) if wal.failing() || ssfd_engine::disk::low_space() => {
-                ssfd_telemetry::refused(listener, items);
+                ssfd_telemetry::refused(listener, ssfd_telemetry::RefuseReason::DiskFull, items);
                 Err(tonic::Status::unavailable(
                     "ssfd cannot write its write-ahead log (is data_dir full?), retry later",
                 ))

@@ -63,6 +63,17 @@ label_enum!(
     }
 );
 label_enum!(
+    /// Why a call was refused with a retryable answer (SPEC 10); `upstream`: a proxy's
+    /// globals did not take what it routed to them.
+    RefuseReason {
+        QueueFull = "queue_full",
+        MemoryLimit = "memory_limit",
+        DiskFull = "disk_full",
+        Shutdown = "shutdown",
+        Upstream = "upstream",
+    }
+);
+label_enum!(
     /// What a pipeline worker received.
     Kind {
         Counter = "counter",
@@ -98,7 +109,8 @@ static REJECTED_TOTAL: Grid<REJECTED> = Grid::new();
 static DROPPED_TOTAL: Grid<DROPPED> = Grid::new();
 static WORKER_RECEIVED_TOTAL: Grid<{ Kind::COUNT }> = Grid::new();
 static UDP_KERNEL_DROPS: Grid<{ Listener::COUNT }> = Grid::new();
-static REFUSED_TOTAL: Grid<{ Listener::COUNT }> = Grid::new();
+const REFUSED: usize = Listener::COUNT * RefuseReason::COUNT;
+static REFUSED_TOTAL: Grid<REFUSED> = Grid::new();
 static SERIES: AtomicU64 = AtomicU64::new(0);
 static FLUSHES: AtomicU64 = AtomicU64::new(0);
 static WAL_WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
@@ -327,9 +339,10 @@ pub fn observe_flush(seconds: f64) {
 
 /// Items refused with a retryable answer (gRPC `UNAVAILABLE`, HTTP 503): not lost, the
 /// client is told to retry.
-pub fn refused(listener: Listener, count: u64) {
+pub fn refused(listener: Listener, reason: RefuseReason, count: u64) {
     if count > 0 {
-        REFUSED_TOTAL.cells[listener as usize].fetch_add(count, Relaxed);
+        REFUSED_TOTAL.cells[listener as usize * RefuseReason::COUNT + reason as usize]
+            .fetch_add(count, Relaxed);
     }
 }
 
@@ -579,12 +592,17 @@ pub fn render(out: &mut String, version: &str) {
         "items refused with a retryable answer (gRPC UNAVAILABLE, HTTP 503)",
     );
     for &listener in &[Listener::Grpc, Listener::Otlp, Listener::Forward] {
-        let value = REFUSED_TOTAL.cells[listener as usize].load(Relaxed);
-        let _ = writeln!(
-            out,
-            "ssfd_refused_total{{listener=\"{}\"}} {value}",
-            listener.label()
-        );
+        for &reason in RefuseReason::ALL {
+            let value = REFUSED_TOTAL.cells
+                [listener as usize * RefuseReason::COUNT + reason as usize]
+                .load(Relaxed);
+            let _ = writeln!(
+                out,
+                "ssfd_refused_total{{listener=\"{}\",reason=\"{}\"}} {value}",
+                listener.label(),
+                reason.label()
+            );
+        }
     }
     for (name, kind, help, value) in [
         (

@@ -5,8 +5,8 @@
 
 use crate::{
     DROPPED_TOTAL, DropReason, FLUSH_NANOS, FLUSHED, FLUSHED_TYPES, FLUSHES, Kind, Listener,
-    Protocol, RECEIVED_TOTAL, REFUSED_TOTAL, REJECTED_TOTAL, Reason, Stage, WORKER_CELLS,
-    WORKER_PROCESSED, WORKER_RECEIVED_TOTAL,
+    Protocol, RECEIVED_TOTAL, REFUSED_TOTAL, REJECTED_TOTAL, Reason, RefuseReason, Stage,
+    WORKER_CELLS, WORKER_PROCESSED, WORKER_RECEIVED_TOTAL,
 };
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -131,7 +131,7 @@ pub const SERIES: &[(&str, &str, &[&str], &str)] = &[
     (
         "ssfd.refused_total",
         "c",
-        &["listener"],
+        &["listener", "reason"],
         "ssfd_refused_total",
     ),
 ];
@@ -516,14 +516,20 @@ impl Reporter {
             }
         }
         for &listener in Listener::ALL {
-            let value = delta(&now.refused, &last.refused, listener as usize);
-            if value > 0 {
-                line(
-                    "ssfd.refused_total",
-                    value,
-                    "c",
-                    &[("listener", listener.label().into())],
-                );
+            for &reason in RefuseReason::ALL {
+                let index = listener as usize * RefuseReason::COUNT + reason as usize;
+                let value = delta(&now.refused, &last.refused, index);
+                if value > 0 {
+                    line(
+                        "ssfd.refused_total",
+                        value,
+                        "c",
+                        &[
+                            ("listener", listener.label().into()),
+                            ("reason", reason.label().into()),
+                        ],
+                    );
+                }
             }
         }
         lines
