@@ -5,6 +5,7 @@
 //!   loadgen statsd-udp --rate 200000 --seconds 5 --lines 1 --runs 3
 //!   loadgen ssf-udp --rate 0 --count 1000000
 //!   loadgen send-spans --count 2000000 --streams 2
+//!   loadgen send-span --connections 4 --in-flight 32 --seconds 20
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -133,6 +134,20 @@ enum Mode {
     Proxy {
         #[arg(long, default_value_t = 1_000_000)]
         count: u64,
+    },
+    /// Unary `/ssf.SSFGRPC/SendSpan` calls, as Veneur's `trace` library and
+    /// `veneur-emit -grpc` make them: `connections` HTTP/2 connections with
+    /// `in-flight` calls outstanding on each, for `seconds`, against the default
+    /// configuration (write-ahead log and span store on, the default
+    /// `span_channel_capacity`); reports calls answered OK and refused, server CPU per
+    /// OK span, and resident memory at the start and end.
+    SendSpan {
+        #[arg(long, default_value_t = 4)]
+        connections: u64,
+        #[arg(long, default_value_t = 32)]
+        in_flight: u64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
     },
     /// SSF spans over gRPC `SendSpans` client streams.
     SendSpans {
@@ -528,6 +543,26 @@ fn main() -> anyhow::Result<()> {
     {
         return store_load(count, streams, logs, rate, queries);
     }
+    if let Mode::SendSpan {
+        connections,
+        in_flight,
+        seconds,
+    } = cli.mode
+    {
+        // the default configuration, but for what the flags say
+        let mut config = String::new();
+        if cli.no_wal {
+            config.push_str("wal: false\n");
+        }
+        for line in &cli.set {
+            config.push_str(line);
+            config.push('\n');
+        }
+        for run in 1..=cli.runs {
+            send_span_load(run, &config, connections, in_flight, seconds)?;
+        }
+        return Ok(());
+    }
     if let Mode::Proxy { count } = cli.mode {
         return proxy_load(count, cli.runs);
     }
@@ -622,7 +657,11 @@ fn main() -> anyhow::Result<()> {
                     &outcome,
                 );
             }
-            Mode::Blast { .. } | Mode::Store { .. } | Mode::Proxy { .. } | Mode::Floor { .. } => {
+            Mode::Blast { .. }
+            | Mode::Store { .. }
+            | Mode::Proxy { .. }
+            | Mode::Floor { .. }
+            | Mode::SendSpan { .. } => {
                 unreachable!("handled above")
             }
             Mode::Series { count, rate } => {
@@ -747,6 +786,90 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// One run of `send-span`: unary calls until `seconds` pass, each task keeping one call
+/// outstanding, `in_flight` tasks per connection.
+fn send_span_load(
+    run: usize,
+    config: &str,
+    connections: u64,
+    in_flight: u64,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let server = Server::start(config);
+    let pid = server.pid();
+    std::thread::sleep(Duration::from_millis(300));
+    let address = format!("http://{}", server.addr("grpc tcp"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let ok = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let other = Arc::new(AtomicU64::new(0));
+    let rss_start = rss_bytes(pid);
+    let cpu_before = cpu_seconds(pid);
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(seconds);
+    runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for connection in 0..connections {
+            let channel = tonic::transport::Channel::from_shared(address.clone())?
+                .connect()
+                .await?;
+            for slot in 0..in_flight {
+                let mut client =
+                    ssfd_wire::ssf::ssfgrpc_client::SsfgrpcClient::new(channel.clone());
+                let (ok, refused, other) =
+                    (Arc::clone(&ok), Arc::clone(&refused), Arc::clone(&other));
+                let task = (connection * in_flight + slot) as i64;
+                tasks.push(tokio::spawn(async move {
+                    let mut i = task;
+                    while Instant::now() < until {
+                        let mut span = ssfd_benches::store_span(i as u64, false);
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_nanos() as i64;
+                        span.end_timestamp = now;
+                        span.start_timestamp = now - 1_000_000;
+                        match client.send_span(span).await {
+                            Ok(_) => ok.fetch_add(1, Relaxed),
+                            Err(status) if status.code() == tonic::Code::Unavailable => {
+                                refused.fetch_add(1, Relaxed)
+                            }
+                            Err(_) => other.fetch_add(1, Relaxed),
+                        };
+                        i += (connections * in_flight) as i64;
+                    }
+                }));
+            }
+        }
+        for task in tasks {
+            task.await?;
+        }
+        anyhow::Ok(())
+    })?;
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid) - cpu_before;
+    let rss_end = rss_bytes(pid);
+    let (ok, refused, other) = (ok.load(Relaxed), refused.load(Relaxed), other.load(Relaxed));
+    let delivered = settle(
+        &server,
+        "ssfd_worker_received_total{kind=\"span\"}",
+        ok as f64,
+    );
+    println!(
+        "run {run} send-span x {connections} connections x {in_flight} in flight: {ok} OK, {refused} refused (UNAVAILABLE), {other} other errors in {wall:.2}s = {:.0} OK/s; delivered {delivered}; server CPU {cpu:.3}s = {:.2} µs per OK span = {:.0} OK spans per server-CPU-second; RSS {:.0} MiB at start, {:.0} MiB at end",
+        ok as f64 / wall,
+        cpu * 1e6 / ok as f64,
+        ok as f64 / cpu,
+        rss_start / 1048576.0,
+        rss_end / 1048576.0,
+    );
     Ok(())
 }
 
