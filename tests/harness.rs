@@ -16,8 +16,12 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The `ssfd` binary of this build profile, built once per test process.
+/// The `ssfd` binary of this build profile, built once per test process;
+/// `SSFD_E2E_BINARY` names another one instead (a benchmark's previous build).
 pub fn ssfd_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SSFD_E2E_BINARY") {
+        return PathBuf::from(path);
+    }
     static BUILD: Once = Once::new();
     let exe = std::env::current_exe().expect("test exe");
     let mut profile_dir = exe.parent().expect("exe dir").to_path_buf();
