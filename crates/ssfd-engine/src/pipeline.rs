@@ -70,6 +70,11 @@ impl Room {
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Callers registered as waiting now.
+    pub fn waiting(&self) -> usize {
+        self.waiters.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// A worker took an item: wake the waiters, if any.
     pub fn taken(&self) {
         if self.waiters.load(std::sync::atomic::Ordering::SeqCst) > 0

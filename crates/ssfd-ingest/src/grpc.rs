@@ -6,7 +6,7 @@
 //! instead.
 
 use crate::handoff::{Handoff, HandoffConfig};
-use crate::room::{Attempt, Refusal, Waiting};
+use crate::room::{Attempt, Class, Refusal, Waiting};
 use crate::stream::flush_with_backpressure;
 use crate::wal::{self, Durability, Kind};
 use ssfd_engine::{Pipeline, WhenFull};
@@ -102,7 +102,7 @@ impl Ssfgrpc for GrpcIngest {
         }
         let ((), pending) = self
             .waiting
-            .with_room(deadline, || {
+            .with_room(Class::Spans, deadline, || {
                 self.durability.hand_off(
                     self.pipeline.gate(),
                     Kind::Spans,
@@ -139,7 +139,7 @@ impl DogstatsdGrpc for GrpcIngest {
         handoff.statsd_packet(&packet);
         let ((), pending) = self
             .waiting
-            .with_room(deadline, || {
+            .with_room(Class::Metrics, deadline, || {
                 self.durability.hand_off(
                     self.pipeline.gate(),
                     Kind::StatsdPacket,
@@ -325,7 +325,7 @@ impl ssfd_wire::forwardrpc::forward_server::Forward for GrpcIngest {
         }
         let ((), pending) = self
             .waiting
-            .with_room(deadline, || {
+            .with_room(Class::Metrics, deadline, || {
                 self.durability.hand_off(
                     self.pipeline.gate(),
                     Kind::ForwardMetrics,

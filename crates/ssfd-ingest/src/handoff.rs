@@ -624,6 +624,21 @@ impl Handoff {
     /// pending for [`Handoff::discard`] or a retry.
     pub fn flush(&mut self, policy: WhenFull) -> Result<(), ssfd_engine::Full> {
         self.publish_counters();
+        if policy == WhenFull::Refuse {
+            // memory_limit (SPEC 7): near it, nothing new may wait in memory
+            if ssfd_engine::memory::under_pressure() {
+                return Err(ssfd_engine::Full);
+            }
+            let spans_full =
+                self.spans.iter().enumerate().any(|(shard, spans)| {
+                    !spans.is_empty() && self.pipeline.span_queue_full(shard)
+                }) || (!self.records.is_empty() && self.pipeline.span_queue_full(0));
+            if spans_full || (self.samples.pending() > 0 && self.pipeline.any_metric_queue_full()) {
+                return Err(ssfd_engine::Full);
+            }
+        }
+        // after the refusal checks: a refused call's events stay with it (its retry
+        // must not deliver them twice)
         if !self.events.is_empty()
             && let Some(queue) = &self.config.events
         {
@@ -653,15 +668,6 @@ impl Handoff {
                         std::thread::sleep(std::time::Duration::from_millis(5));
                     }
                 }
-            }
-        }
-        if policy == WhenFull::Refuse {
-            let spans_full =
-                self.spans.iter().enumerate().any(|(shard, spans)| {
-                    !spans.is_empty() && self.pipeline.span_queue_full(shard)
-                }) || (!self.records.is_empty() && self.pipeline.span_queue_full(0));
-            if spans_full || (self.samples.pending() > 0 && self.pipeline.any_metric_queue_full()) {
-                return Err(ssfd_engine::Full);
             }
         }
         // after a passed check, a queue another sender filled meanwhile is waited for:
@@ -736,6 +742,7 @@ impl Handoff {
     pub fn discard(&mut self) -> usize {
         let spans: usize = self.spans.iter_mut().map(|s| std::mem::take(s).len()).sum();
         let records = std::mem::take(&mut self.records).len();
+        self.events.clear();
         self.samples.discard() + spans + records
     }
 

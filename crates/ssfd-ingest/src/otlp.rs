@@ -10,7 +10,7 @@
 //! 503 with `Retry-After` (HTTP); rejected items are reported in `partial_success`.
 
 use crate::handoff::{Handoff, HandoffConfig};
-use crate::room::{Attempt, Refusal, Waiting};
+use crate::room::{Attempt, Class, Refusal, Waiting};
 use crate::wal::{Durability, Kind};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -475,7 +475,7 @@ impl OtlpIngest {
         &self,
         request: &ExportTraceServiceRequest,
         protocol: Protocol,
-        metadata: Option<&tonic::metadata::MetadataMap>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Outcome, Overloaded> {
         let items = request
             .resource_spans
@@ -491,7 +491,7 @@ impl OtlpIngest {
             return Err(Overloaded);
         }
         let (handoff, outcome, _) = self.convert_traces(request, protocol);
-        self.durable(Kind::OtlpTraces, request, items, handoff, metadata)
+        self.durable(Kind::OtlpTraces, request, items, handoff, deadline)
             .await?;
         Ok(outcome)
     }
@@ -501,7 +501,7 @@ impl OtlpIngest {
         &self,
         request: &ExportLogsServiceRequest,
         protocol: Protocol,
-        metadata: Option<&tonic::metadata::MetadataMap>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Outcome, Overloaded> {
         let items = request
             .resource_logs
@@ -517,7 +517,7 @@ impl OtlpIngest {
             return Err(Overloaded);
         }
         let (handoff, outcome, _) = self.convert_logs(request, protocol);
-        self.durable(Kind::OtlpLogs, request, items, handoff, metadata)
+        self.durable(Kind::OtlpLogs, request, items, handoff, deadline)
             .await?;
         Ok(outcome)
     }
@@ -527,7 +527,7 @@ impl OtlpIngest {
         &self,
         request: &ExportMetricsServiceRequest,
         protocol: Protocol,
-        metadata: Option<&tonic::metadata::MetadataMap>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Outcome, Overloaded> {
         let items = request
             .resource_metrics
@@ -543,7 +543,7 @@ impl OtlpIngest {
             return Err(Overloaded);
         }
         let (handoff, outcome, _) = self.convert_metrics(request, protocol);
-        self.durable(Kind::OtlpMetrics, request, items, handoff, metadata)
+        self.durable(Kind::OtlpMetrics, request, items, handoff, deadline)
             .await?;
         Ok(outcome)
     }
@@ -556,8 +556,13 @@ impl OtlpIngest {
         request: &M,
         items: u64,
         mut handoff: Handoff,
-        metadata: Option<&tonic::metadata::MetadataMap>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<(), Overloaded> {
+        let class = if kind == Kind::OtlpMetrics {
+            Class::Metrics
+        } else {
+            Class::Spans
+        };
         let mut attempt = || {
             self.durability.hand_off(
                 self.pipeline.gate(),
@@ -572,11 +577,9 @@ impl OtlpIngest {
         };
         let handed = match &self.waiting {
             Some(waiting) => {
-                let deadline = match metadata {
-                    Some(metadata) => waiting.deadline(metadata),
-                    None => tokio::time::Instant::now() + waiting.grpc_wait,
-                };
-                waiting.with_room(deadline, attempt).await
+                let deadline =
+                    deadline.unwrap_or_else(|| tokio::time::Instant::now() + waiting.grpc_wait);
+                waiting.with_room(class, deadline, attempt).await
             }
             // without a waiter (tests, replay): one attempt
             None => attempt().map_err(|_| {
@@ -970,9 +973,12 @@ impl TraceService for OtlpIngest {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let metadata = request.metadata().clone();
+        let deadline = self
+            .waiting
+            .as_ref()
+            .map(|w| w.deadline(request.metadata()));
         let outcome = self
-            .traces(&request.into_inner(), Protocol::Grpc, Some(&metadata))
+            .traces(&request.into_inner(), Protocol::Grpc, deadline)
             .await
             .map_err(|_| unavailable())?;
         Ok(tonic::Response::new(trace_response(outcome)))
@@ -985,9 +991,12 @@ impl LogsService for OtlpIngest {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let metadata = request.metadata().clone();
+        let deadline = self
+            .waiting
+            .as_ref()
+            .map(|w| w.deadline(request.metadata()));
         let outcome = self
-            .logs(&request.into_inner(), Protocol::Grpc, Some(&metadata))
+            .logs(&request.into_inner(), Protocol::Grpc, deadline)
             .await
             .map_err(|_| unavailable())?;
         Ok(tonic::Response::new(logs_response(outcome)))
@@ -1000,9 +1009,12 @@ impl MetricsService for OtlpIngest {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let metadata = request.metadata().clone();
+        let deadline = self
+            .waiting
+            .as_ref()
+            .map(|w| w.deadline(request.metadata()));
         let outcome = self
-            .metrics(&request.into_inner(), Protocol::Grpc, Some(&metadata))
+            .metrics(&request.into_inner(), Protocol::Grpc, deadline)
             .await
             .map_err(|_| unavailable())?;
         Ok(tonic::Response::new(metrics_response(outcome)))

@@ -42,24 +42,43 @@ pub enum Refusal {
     MemoryLimit,
 }
 
+/// Which queues a call needs: its line. A call that carries spans or log records waits
+/// in another line than one that carries only metrics, so a full span queue does not
+/// hold up `SendPacket` or forwarded metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Spans or log records (and the metrics derived from them).
+    Spans = 0,
+    /// Metrics only (DogStatsD packets, forwarded metrics, OTLP metrics).
+    Metrics = 1,
+}
+
+/// One line of waiting calls.
+#[derive(Debug, Default)]
+struct Line {
+    /// Tokio's mutex hands itself on in FIFO order.
+    turn: tokio::sync::Mutex<()>,
+    /// Calls in the line or at its head: a new call goes straight to the queues only
+    /// when there are none, so it cannot overtake them.
+    queued: AtomicUsize,
+}
+
 /// Each call's wait: `grpc_wait`, within the call's own deadline. Waiting calls form
-/// one line and are served in the order they came (as senders blocked on Veneur's Go
-/// channel are): only the call at the head of the line waits for a worker to make
-/// room, so a wake-up wakes one task, and no call starves while later ones get in.
+/// a line per [`Class`] and are served in the order they came (as senders blocked on
+/// Veneur's Go channel are): only the call at the head of a line waits for a worker to
+/// make room, so a wake-up wakes few tasks, and no call starves while later ones get
+/// in.
 #[derive(Clone, Debug)]
 pub struct Waiting {
     notifier: Arc<Notifier>,
     pipeline: Pipeline,
     /// `grpc_wait` (SPEC 3.3, default 1 s).
     pub grpc_wait: Duration,
-    /// The line of waiting calls (tokio's mutex hands itself on in FIFO order).
-    line: Arc<tokio::sync::Mutex<()>>,
-    /// Calls in the line or at its head: a new call goes straight to the queues only
-    /// when there are none, so it cannot overtake them.
-    queued: Arc<AtomicUsize>,
+    lines: Arc<[Line; 2]>,
 }
 
-/// Takes a call out of the line's count when it leaves, however it leaves.
+/// Takes a call out of its line's count when it leaves, however it leaves (its future
+/// may be dropped at any await: a cancelled call, a connection gone).
 struct InLine<'a>(&'a AtomicUsize);
 
 impl Drop for InLine<'_> {
@@ -68,19 +87,41 @@ impl Drop for InLine<'_> {
     }
 }
 
+/// The head of a line, registered in the pipeline's [`ssfd_engine::Room`] while it
+/// waits; leaves it when dropped, so a cancelled call never stays counted (every
+/// worker would wake the waiters on every item for good).
+struct Registered<'a>(&'a ssfd_engine::Room);
+
+impl<'a> Registered<'a> {
+    fn enter(room: &'a ssfd_engine::Room) -> Registered<'a> {
+        room.enter();
+        Registered(room)
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
 impl Waiting {
     /// Installs the waker in `pipeline`'s room (once per pipeline).
     pub fn new(pipeline: Pipeline, grpc_wait: Duration) -> Waiting {
         let notifier = Arc::new(Notifier::default());
-        pipeline
+        let installed = pipeline
             .room()
             .install(Arc::clone(&notifier) as Arc<dyn Wake>);
+        // a second `Waiting` on one pipeline would never be woken (only polled)
+        debug_assert!(
+            std::ptr::addr_eq(Arc::as_ptr(&installed), Arc::as_ptr(&notifier)),
+            "one Waiting per pipeline"
+        );
         Waiting {
             notifier,
             pipeline,
             grpc_wait,
-            line: Arc::default(),
-            queued: Arc::default(),
+            lines: Arc::default(),
         }
     }
 
@@ -105,10 +146,12 @@ impl Waiting {
     /// `deadline`. `Err(Ok(e))` is the attempt's own error, `Err(Err(r))` a refusal.
     pub async fn with_room<T, E>(
         &self,
+        class: Class,
         deadline: Instant,
         mut attempt: impl FnMut() -> Result<T, Attempt<E>>,
     ) -> Result<T, Result<E, Refusal>> {
-        if self.queued.load(SeqCst) == 0 {
+        let line = &self.lines[class as usize];
+        if line.queued.load(SeqCst) == 0 {
             match attempt() {
                 Ok(value) => return Ok(value),
                 Err(Attempt::Failed(error)) => return Err(Ok(error)),
@@ -118,9 +161,9 @@ impl Waiting {
         if ssfd_engine::memory::under_pressure() {
             return Err(Err(Refusal::MemoryLimit));
         }
-        self.queued.fetch_add(1, SeqCst);
-        let _in_line = InLine(&self.queued);
-        let Ok(_turn) = tokio::time::timeout_at(deadline, self.line.lock()).await else {
+        line.queued.fetch_add(1, SeqCst);
+        let _in_line = InLine(&line.queued);
+        let Ok(_turn) = tokio::time::timeout_at(deadline, line.turn.lock()).await else {
             return Err(Err(Refusal::QueueFull));
         };
         let room = self.pipeline.room();
@@ -129,7 +172,7 @@ impl Waiting {
             let notified = self.notifier.0.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            room.enter();
+            let registered = Registered::enter(room);
             let result = attempt();
             let outcome = match result {
                 Ok(value) => Some(Ok(value)),
@@ -146,7 +189,7 @@ impl Waiting {
                     None
                 }
             };
-            room.leave();
+            drop(registered);
             if let Some(outcome) = outcome {
                 return outcome;
             }
@@ -175,6 +218,68 @@ pub fn grpc_timeout(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn waiting() -> Waiting {
+        let (pipeline, _, _) = Pipeline::channels(ssfd_engine::PipelineConfig::default());
+        Waiting::new(pipeline, Duration::from_secs(5))
+    }
+
+    /// A call whose future is dropped while it waits (a cancelled call, a connection
+    /// gone) leaves the line and the room: else every worker would wake the waiters on
+    /// every item for good, and later calls would queue behind a ghost.
+    #[tokio::test]
+    async fn a_cancelled_wait_leaves_no_trace() {
+        let waiting = waiting();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(50),
+            waiting.with_room(Class::Spans, deadline, || Err::<(), _>(Attempt::<()>::Full)),
+        )
+        .await;
+        assert!(cancelled.is_err(), "it was still waiting");
+        assert_eq!(waiting.pipeline.room().waiting(), 0);
+        assert_eq!(waiting.lines[Class::Spans as usize].queued.load(SeqCst), 0);
+        // the next call goes straight through
+        let result = waiting
+            .with_room(Class::Spans, deadline, || Ok::<_, Attempt<()>>(7))
+            .await;
+        assert_eq!(result.ok(), Some(7));
+    }
+
+    /// A full span queue does not hold up a metrics-only call.
+    #[tokio::test]
+    async fn a_full_span_line_does_not_hold_up_metrics() {
+        let waiting = waiting();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let stuck = waiting.clone();
+        let span_call = tokio::spawn(async move {
+            stuck
+                .with_room(Class::Spans, deadline, || Err::<(), _>(Attempt::<()>::Full))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let started = std::time::Instant::now();
+        let result = waiting
+            .with_room(Class::Metrics, deadline, || Ok::<_, Attempt<()>>(1))
+            .await;
+        assert_eq!(result.ok(), Some(1));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        span_call.abort();
+    }
+
+    /// Past the deadline a full queue is refused as `QueueFull`.
+    #[tokio::test]
+    async fn a_queue_full_past_the_deadline_is_refused() {
+        let waiting = waiting();
+        let deadline = Instant::now() + Duration::from_millis(60);
+        let result = waiting
+            .with_room(Class::Metrics, deadline, || {
+                Err::<(), _>(Attempt::<()>::Full)
+            })
+            .await;
+        assert!(matches!(result, Err(Err(Refusal::QueueFull))));
+        assert!(Instant::now() >= deadline);
+    }
 
     #[test]
     fn grpc_timeouts_parse_as_the_protocol_writes_them() {
