@@ -275,7 +275,7 @@ pub struct TlsPem {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    #[serde(default = "default_max_bytes")]
+    #[serde(default = "default_max_bytes", deserialize_with = "size::u64")]
     pub max_bytes: u64,
 }
 
@@ -325,11 +325,14 @@ pub struct Config {
     pub num_span_workers: usize,
     #[serde(default = "default_span_channel_capacity")]
     pub span_channel_capacity: usize,
-    #[serde(default = "default_metric_max_length")]
+    #[serde(
+        default = "default_metric_max_length",
+        deserialize_with = "size::usize"
+    )]
     pub metric_max_length: usize,
-    #[serde(default = "default_trace_max_length")]
+    #[serde(default = "default_trace_max_length", deserialize_with = "size::usize")]
     pub trace_max_length_bytes: usize,
-    #[serde(default = "default_read_buffer")]
+    #[serde(default = "default_read_buffer", deserialize_with = "size::usize")]
     pub read_buffer_size_bytes: usize,
     #[serde(default = "default_indicator_name")]
     pub indicator_span_timer_name: String,
@@ -361,7 +364,7 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default = "default_max_series")]
     pub max_series: u64,
-    #[serde(default = "default_memory_limit")]
+    #[serde(default = "default_memory_limit", deserialize_with = "size::u64")]
     pub memory_limit: u64,
     #[serde(default)]
     pub shutdown_timeout: String,
@@ -954,6 +957,65 @@ impl Config {
     }
 }
 
+/// Sizes in the config (SPEC 7): a byte count, or a number with a unit: `KiB`, `MiB`,
+/// `GiB`, `TiB` (1024-based) or `KB`, `MB`, `GB`, `TB` (1000-based); `B` for bytes;
+/// fractions allowed (`1.5GiB`); case and a space before the unit do not matter.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().map_err(|_| {
+        format!("`{text}` is not a size (bytes, or a number with KiB, MiB, GiB, KB, MB, GB)")
+    })?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "ti" | "tib" => 1024.0f64.powi(4),
+        other => {
+            return Err(format!(
+                "`{text}` has an unknown unit `{other}` (KiB, MiB, GiB, TiB, KB, MB, GB, TB or B)"
+            ));
+        }
+    };
+    let bytes = number * scale;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("`{text}` is out of range"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// serde readers of sizes: an integer, or a string [`parse_size`] takes.
+mod size {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+
+    pub fn u64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        match Size::deserialize(deserializer)? {
+            Size::Bytes(bytes) => Ok(bytes),
+            Size::Text(text) => super::parse_size(&text).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn usize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+        let bytes = u64(deserializer)?;
+        usize::try_from(bytes).map_err(|_| serde::de::Error::custom("size out of range"))
+    }
+}
+
 /// The text shown in place of a secret.
 pub const REDACTED: &str = "<redacted>";
 
@@ -1451,6 +1513,43 @@ statsd_listen_adresses: []
             "{yaml}"
         );
         assert!(config.secrets().iter().any(|s| s == "TOK-TWO"));
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        assert_eq!(parse_size("300MiB"), Ok(300 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5KB"), Ok(1500));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("10mb"), Ok(10_000_000));
+        for bad in ["", "MiB", "3 parsecs", "-1GiB", "1e400"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        let config = Config::parse(
+            "memory_limit: 300MiB\nstorage: {max_bytes: 1GiB}\nread_buffer_size_bytes: 8MiB\nmetric_max_length: 8KiB\n",
+        )
+        .unwrap()
+        .config;
+        assert_eq!(config.memory_limit, 300 << 20);
+        assert_eq!(config.storage.max_bytes, 1 << 30);
+        assert_eq!(config.read_buffer_size_bytes, 8 << 20);
+        assert_eq!(config.metric_max_length, 8192);
+        // plain integers as before, and an environment variable with a unit
+        assert_eq!(
+            Config::parse("memory_limit: 314572800\n")
+                .unwrap()
+                .config
+                .memory_limit,
+            314_572_800
+        );
+        let env = [("SSFD_MEMORY_LIMIT".to_string(), "2GiB".to_string())];
+        assert_eq!(
+            Config::parse_with_env("", env).unwrap().config.memory_limit,
+            2 << 30
+        );
+        let error = Config::parse("memory_limit: 3 parsecs\n").unwrap_err();
+        assert!(error.to_string().contains("memory_limit"), "{error}");
     }
 
     #[test]
