@@ -376,3 +376,27 @@ pub async fn grpc_channel(address: &str) -> tonic::transport::Channel {
         .await
         .expect("connect gRPC")
 }
+
+/// An HTTP server that answers 500 to everything (a sink that always fails).
+pub fn failing_http() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 65536];
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+                while let Ok(n) = stream.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n",
+                    );
+                }
+            });
+        }
+    });
+    address
+}

@@ -5,34 +5,10 @@
 use prost::Message;
 use ssfd_e2e::{Server, ssfd_binary};
 use ssfd_wire::ssf::{SsfSample, SsfSpan};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// An HTTP server that answers 500 to everything (a sink that always fails).
-fn failing_http() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buffer = [0u8; 65536];
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-                while let Ok(n) = stream.read(&mut buffer) {
-                    if n == 0 {
-                        break;
-                    }
-                    let _ = stream.write_all(
-                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n",
-                    );
-                }
-            });
-        }
-    });
-    address
-}
 
 /// Every DogStatsD line that reaches `socket` within `wait`.
 fn collect_lines(socket: &UdpSocket, wait: Duration) -> Vec<String> {
@@ -90,7 +66,7 @@ fn stats_address_gets_veneurs_self_metrics() {
         "interval: 1s\nstats_address: udp://{}\n",
         global_stats.local_addr().unwrap()
     ));
-    let failing = failing_http();
+    let failing = ssfd_e2e::failing_http();
     let dead = ssfd_e2e::free_port();
     let jsonl = tempfile::tempdir().unwrap();
     let local = Server::start(&format!(
@@ -196,7 +172,7 @@ const MARKER: &str = "SECRET-MARKER-4711";
 
 #[test]
 fn secrets_never_show_in_output_logs_errors_or_metrics() {
-    let failing = failing_http();
+    let failing = ssfd_e2e::failing_http();
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{MARKER}-bearer\n")).unwrap();
@@ -504,6 +480,23 @@ fn config_errors_help() {
             "{command}: {stderr}"
         );
     }
+    // sizes take units, in the file as README writes them
+    std::fs::write(&path, "memory_limit: 300MiB\nstorage: {max_bytes: 2GiB}\n").unwrap();
+    let output = Command::new(ssfd_binary())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("memory_limit: 314572800") && stdout.contains("max_bytes: 2147483648"),
+        "{stdout}"
+    );
     // check-config warns about the sink kinds serve would ignore
     std::fs::write(
         &path,

@@ -12,7 +12,7 @@ use prost::Message;
 use ssfd_e2e::Server;
 use ssfd_wire::ssf::{SsfSample, SsfSpan, ssfgrpc_client::SsfgrpcClient};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 fn wait_at_least(server: &Server, series: &str, want: f64) -> f64 {
@@ -29,30 +29,6 @@ fn wait_at_least(server: &Server, series: &str, want: f64) -> f64 {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// An HTTP server that answers 500 to everything.
-fn failing_http() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buffer = [0u8; 65536];
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-                while let Ok(n) = stream.read(&mut buffer) {
-                    if n == 0 {
-                        break;
-                    }
-                    let _ = stream.write_all(
-                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n",
-                    );
-                }
-            });
-        }
-    });
-    address
 }
 
 fn span_with_log(trace: i64) -> SsfSpan {
@@ -75,7 +51,7 @@ fn span_with_log(trace: i64) -> SsfSpan {
 #[test]
 fn every_promised_series_is_read_after_provoking_it() {
     let global = Server::start("interval: 1s\n");
-    let failing = failing_http();
+    let failing = ssfd_e2e::failing_http();
     let dead = ssfd_e2e::free_port();
     let jsonl = tempfile::tempdir().unwrap();
     let server = Server::start(&format!(
