@@ -223,3 +223,19 @@ fn otlp_http_answers_503_with_retry_after_when_full() {
         refused as f64
     );
 }
+
+/// SPEC 3.3: an OTLP/gRPC export that does not decode answers INVALID_ARGUMENT (tonic's
+/// codec gave INTERNAL), is counted as rejected, and the server takes the next one.
+#[test]
+fn undecodable_otlp_grpc_exports_answer_invalid_argument() {
+    let server = Server::start("otlp_listen_addresses: [grpc://127.0.0.1:0]\n");
+    let codes = ssfd_e2e::python("otlp_garbage.py", &[server.addr("otlp grpc")]);
+    assert_eq!(
+        codes.trim(),
+        r#"{"logs.v1.LogsService": "INVALID_ARGUMENT", "metrics.v1.MetricsService": "INVALID_ARGUMENT", "trace.v1.TraceService": "INVALID_ARGUMENT"}"#
+    );
+    assert_eq!(
+        server.metric("ssfd_rejected_total{listener=\"otlp\",reason=\"decode\"}"),
+        3.0
+    );
+}

@@ -456,11 +456,15 @@ impl Bound {
                     let router = grpc_server(&tls)?
                         .add_service(health_service.clone())
                         // gzip: the OpenTelemetry Collector's otlp exporter compresses by default
-                        .add_service(TraceServiceServer::new(otlp.clone()).accept_compressed(GZIP))
-                        .add_service(LogsServiceServer::new(otlp.clone()).accept_compressed(GZIP))
-                        .add_service(
+                        .add_service(otlp::DecodeIsInvalid(
+                            TraceServiceServer::new(otlp.clone()).accept_compressed(GZIP),
+                        ))
+                        .add_service(otlp::DecodeIsInvalid(
+                            LogsServiceServer::new(otlp.clone()).accept_compressed(GZIP),
+                        ))
+                        .add_service(otlp::DecodeIsInvalid(
                             MetricsServiceServer::new(otlp.clone()).accept_compressed(GZIP),
-                        );
+                        ));
                     serve_grpc(&mut tasks, router, listener, shutdown.clone(), "otlp grpc");
                 }
                 Socket::OtlpHttp { listener } => {

@@ -1021,6 +1021,66 @@ impl MetricsService for OtlpIngest {
     }
 }
 
+/// An OTLP/gRPC service whose undecodable requests answer `INVALID_ARGUMENT` (SPEC
+/// 3.3, as the OpenTelemetry Collector's receiver answers them), not the `INTERNAL`
+/// that tonic's prost codec gives a decode error; the request is counted as rejected
+/// (`decode`). Other answers pass unchanged.
+#[derive(Clone, Debug)]
+pub struct DecodeIsInvalid<S>(pub S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for DecodeIsInvalid<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for DecodeIsInvalid<S>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<B>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
+        let answer = self.0.call(request);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            let headers = response.headers_mut();
+            let undecodable = headers
+                .get("grpc-status")
+                .is_some_and(|status| status == "13")
+                && headers
+                    .get("grpc-message")
+                    .and_then(|message| message.to_str().ok())
+                    .is_some_and(|message| message.contains("decode"));
+            if undecodable {
+                headers.insert(
+                    "grpc-status",
+                    tonic::codegen::http::HeaderValue::from_static("3"),
+                );
+                ssfd_telemetry::rejected(
+                    Listener::Otlp,
+                    Protocol::Grpc,
+                    ssfd_telemetry::Reason::Decode,
+                    1,
+                );
+            }
+            Ok(response)
+        })
+    }
+}
+
 /// The OTLP/HTTP routes: `POST /v1/traces|logs|metrics`.
 pub fn http_router(otlp: OtlpIngest) -> axum::Router {
     use axum::routing::post;
