@@ -199,6 +199,9 @@ impl Waiting {
 
 /// gRPC's `grpc-timeout` header: up to 8 digits and a unit (H, M, S, m, u, n).
 pub fn grpc_timeout(text: &str) -> Option<Duration> {
+    if !text.is_ascii() {
+        return None;
+    }
     let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -286,7 +289,7 @@ mod tests {
         assert_eq!(grpc_timeout("10S"), Some(Duration::from_secs(10)));
         assert_eq!(grpc_timeout("250m"), Some(Duration::from_millis(250)));
         assert_eq!(grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        for bad in ["", "S", "123456789S", "10x", "-1S", "1.5S"] {
+        for bad in ["", "S", "123456789S", "10x", "-1S", "1.5S", "1é", "é"] {
             assert_eq!(grpc_timeout(bad), None, "{bad}");
         }
     }
