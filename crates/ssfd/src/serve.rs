@@ -256,7 +256,29 @@ fn run_config(config: Config) -> anyhow::Result<()> {
         };
         let (pipeline, workers) =
             Pipeline::start_with(pipeline_config, flush_config, sinks, derived.clone());
-        let mut bound = ssfd_ingest::bind(&config).await?;
+        let mut bound = match ssfd_ingest::bind(&config).await {
+            Ok(bound) => bound,
+            // the clients' default port, found free a moment ago, was taken since: one
+            // warning, and the rest is served (SPEC 9)
+            Err(error)
+                if config
+                    .statsd_listen_addresses
+                    .iter()
+                    .any(|url| url == CLIENT_DEFAULT_STATSD)
+                    && error.to_string().contains(CLIENT_DEFAULT_STATSD) =>
+            {
+                tracing::warn!(
+                    %error,
+                    "statsd clients' default port udp://127.0.0.1:8125 was taken; going on without it"
+                );
+                let mut without = config.clone();
+                without
+                    .statsd_listen_addresses
+                    .retain(|url| url != CLIENT_DEFAULT_STATSD);
+                ssfd_ingest::bind(&without).await?
+            }
+            Err(error) => return Err(error.into()),
+        };
         bound.share_span_names(span_names);
         bound.set_event_queue(derived.events);
         if let Some(pem) = tls.as_ref().filter(|t| t.identity.is_some()) {
