@@ -438,6 +438,18 @@ fn json_log_lines_carry_the_same_fields() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("SSFD_LOG_FORMAT"));
+    // a filter that does not parse is an error naming SSFD_LOG, not a silent default
+    let output = Command::new(ssfd_binary())
+        .arg("serve")
+        .env("SSFD_LOG", "ssfd=loudest")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("SSFD_LOG") && stderr.contains("loudest"),
+        "{stderr}"
+    );
 }
 
 #[test]
