@@ -400,3 +400,19 @@ pub fn failing_http() -> String {
     });
     address
 }
+
+/// Runs `ssfd query --addr http://ADDRESS ARGS...`: (success, stdout, stderr).
+pub fn ssfd_query(address: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(ssfd_binary())
+        .arg("query")
+        .arg("--addr")
+        .arg(format!("http://{address}"))
+        .args(args)
+        .output()
+        .expect("run ssfd query");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

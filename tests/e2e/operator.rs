@@ -531,18 +531,7 @@ fn config_errors_help() {
 }
 
 fn query(http: &str, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(ssfd_binary())
-        .arg("query")
-        .arg("--addr")
-        .arg(format!("http://{http}"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
+    ssfd_e2e::ssfd_query(http, args)
 }
 
 #[test]
@@ -550,6 +539,8 @@ fn the_cli_a_person_expects() {
     // a server that accepts and never answers: the default time-out ends the wait
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_address = silent.local_addr().unwrap().to_string();
+    // built before the clock starts (the first call in a test process builds it)
+    let _ = ssfd_binary();
     let started = Instant::now();
     let (ok, _, err) = query(&silent_address, &["traces", "--timeout", "1s"]);
     assert!(!ok);
@@ -572,6 +563,10 @@ fn the_cli_a_person_expects() {
         !err.contains("tcp connect error: tcp connect error"),
         "{err}"
     );
+    // a password in --addr is not echoed in the error
+    let (ok, _, err) = query(&format!("user:{MARKER}@127.0.0.1:{closed}"), &["traces"]);
+    assert!(!ok);
+    assert!(err.contains("refused") && !err.contains(MARKER), "{err}");
     let output = Command::new(ssfd_binary())
         .args([
             "emit",

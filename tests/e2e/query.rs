@@ -2,10 +2,9 @@
 //! the search tables, `--json` as the API answered, and API errors as exit failures.
 
 use prost::Message;
-use ssfd_e2e::{Server, ssfd_binary};
+use ssfd_e2e::Server;
 use ssfd_wire::ssf::{SsfSample, SsfSpan};
 use std::net::UdpSocket;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const T0: i64 = 1_800_000_000_000_000_000;
@@ -24,18 +23,7 @@ fn span(id: i64, parent: i64, service: &str, name: &str, ms: (i64, i64)) -> SsfS
 }
 
 fn query(server: &Server, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(ssfd_binary())
-        .arg("query")
-        .arg("--addr")
-        .arg(format!("http://{}", server.http))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
+    ssfd_e2e::ssfd_query(&server.http, args)
 }
 
 #[test]

@@ -183,24 +183,38 @@ fn url_of(base: &str, path: &str, params: &[(&str, String)]) -> String {
     }
 }
 
+/// Sends GET `path?params` with the token; `Err` says, in one line, which ssfd could
+/// not be reached and why. Returns the URL as errors may show it (no password) and the
+/// response. `follow` keeps the time-out off the body (a tail never ends).
+fn request(
+    args: &Common,
+    path: &str,
+    params: &[(&str, String)],
+    follow: bool,
+) -> anyhow::Result<(String, ureq::http::Response<ureq::Body>)> {
+    let base = base_of(&args.addr);
+    let url = url_of(&base, path, params);
+    let mut request = agent(args.timeout, follow).get(&url);
+    if let Some(token) = &args.token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    let response = request.call().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach ssfd at {}: {}",
+            shown(&base),
+            describe(&e, args.timeout)
+        )
+    })?;
+    Ok((shown(&url), response))
+}
+
 /// GETs `path?params` and returns the JSON body; an API error becomes its message.
 fn get(
     args: &Common,
     path: &str,
     params: &[(&str, String)],
 ) -> anyhow::Result<(String, serde_json::Value)> {
-    let base = base_of(&args.addr);
-    let url = url_of(&base, path, params);
-    let mut request = agent(args.timeout, false).get(&url);
-    if let Some(token) = &args.token {
-        request = request.header("Authorization", &format!("Bearer {token}"));
-    }
-    let mut response = request.call().map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach ssfd at {base}: {}",
-            describe(&e, args.timeout)
-        )
-    })?;
+    let (url, mut response) = request(args, path, params, false)?;
     let status = response.status();
     let body = response
         .body_mut()
@@ -233,18 +247,8 @@ struct Common {
 /// Prints each new record of `/api/v1/logs/tail` as it arrives (server-sent events).
 fn follow(args: &Common, params: &[(&str, String)], json: bool) -> anyhow::Result<()> {
     use std::io::{BufRead, Write};
-    let base = base_of(&args.addr);
-    let url = url_of(&base, "/api/v1/logs/tail", params);
-    let mut request = agent(args.timeout, true).get(&url);
-    if let Some(token) = &args.token {
-        request = request.header("Authorization", &format!("Bearer {token}"));
-    }
-    let mut response = request.call().map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach ssfd at {base}: {}",
-            describe(&e, args.timeout)
-        )
-    })?;
+    let (_, mut response) = request(args, "/api/v1/logs/tail", params, true)?;
+    let base = shown(&base_of(&args.addr));
     let status = response.status();
     if !status.is_success() {
         let body = response.body_mut().read_to_string().unwrap_or_default();
@@ -254,7 +258,6 @@ fn follow(args: &Common, params: &[(&str, String)], json: bool) -> anyhow::Resul
             .unwrap_or(body);
         bail!("{status}: {message}");
     }
-    let base = shown(&base);
     eprintln!("following new logs at {base} (Ctrl-C stops)");
     let reader = std::io::BufReader::new(response.into_body().into_reader());
     let mut stdout = std::io::stdout();
