@@ -52,6 +52,9 @@ const VENEUR_SERIES: &[(&str, &str, &[&str])] = &[
     ),
     ("veneur.ssf.spans.received_total", "c", &[]),
     ("veneur.sink.metric_flush_total_duration_ns", "h", &["sink"]),
+    ("veneur.sink.metrics_flushed_total", "c", &["sink"]),
+    ("veneur.sink.span_flush_total_duration_ns", "h", &["sink"]),
+    ("veneur.sink.spans_dropped_total", "c", &["sink"]),
     ("veneur.flush.error_total", "c", &["sink", "cause"]),
     ("veneur.forward.post_metrics_total", "c", &[]),
     ("veneur.forward.duration_ns", "ms", &["part"]),
@@ -72,7 +75,8 @@ fn stats_address_gets_veneurs_self_metrics() {
     let local = Server::start(&format!(
         "interval: 1s\nmetric_max_length: 64\nstats_address: {}\nforward_address: {}\n\
          metric_sinks:\n  - kind: jsonl\n    name: file\n    config: {{path: {}}}\n\
-         \x20 - kind: datadog\n    name: broken\n    config: {{api_key: k, api_hostname: http://{failing}, max_retries: 0}}\n",
+         \x20 - kind: datadog\n    name: broken\n    config: {{api_key: k, api_hostname: http://{failing}, max_retries: 0}}\n\
+         span_sinks:\n  - kind: otlp\n    name: traces\n    config: {{endpoint: '127.0.0.1:{dead}'}}\n",
         stats.local_addr().unwrap(),
         global.addr("grpc tcp"),
         jsonl.path().join("m.jsonl").display()
@@ -155,6 +159,8 @@ fn stats_address_gets_veneurs_self_metrics() {
     assert_eq!(sum("veneur.ssf.spans.received_total", ""), 1);
     assert!(sum("veneur.worker.metrics_flushed_total", "metric_type:gauge") >= 1);
     assert!(sum("veneur.flush.error_total", "sink:broken") >= 1);
+    // the span sink that cannot deliver drops its span, counted under its name
+    assert_eq!(sum("veneur.sink.spans_dropped_total", "sink:traces"), 1, "{lines:#?}");
     assert!(sum("veneur.forward.error_total", "") >= 1);
     assert!(sum("veneur.forward.post_metrics_total", "") >= 1);
     // the global imported what the local forwarded, and says so in Veneur's name
