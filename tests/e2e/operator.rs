@@ -160,7 +160,11 @@ fn stats_address_gets_veneurs_self_metrics() {
     assert!(sum("veneur.worker.metrics_flushed_total", "metric_type:gauge") >= 1);
     assert!(sum("veneur.flush.error_total", "sink:broken") >= 1);
     // the span sink that cannot deliver drops its span, counted under its name
-    assert_eq!(sum("veneur.sink.spans_dropped_total", "sink:traces"), 1, "{lines:#?}");
+    assert_eq!(
+        sum("veneur.sink.spans_dropped_total", "sink:traces"),
+        1,
+        "{lines:#?}"
+    );
     assert!(sum("veneur.forward.error_total", "") >= 1);
     assert!(sum("veneur.forward.post_metrics_total", "") >= 1);
     // the global imported what the local forwarded, and says so in Veneur's name
@@ -202,11 +206,7 @@ fn secrets_never_show_in_output_logs_errors_or_metrics() {
         format!("{sinks}tls_key: \"-----BEGIN PRIVATE KEY-----\\n{MARKER}-pem\\n-----END PRIVATE KEY-----\\n\"\ntls_certificate: \"x\"\n"),
     )
     .unwrap();
-    let output = Command::new(ssfd_binary())
-        .arg("check-config")
-        .arg(&config_path)
-        .output()
-        .unwrap();
+    let output = check_config(&config_path);
     let shown = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -458,6 +458,15 @@ fn json_log_lines_carry_the_same_fields() {
     );
 }
 
+/// `ssfd check-config PATH`'s output, whatever its exit status.
+fn check_config(path: &std::path::Path) -> std::process::Output {
+    Command::new(ssfd_binary())
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn config_errors_help() {
     let dir = tempfile::tempdir().unwrap();
@@ -467,11 +476,7 @@ fn config_errors_help() {
         "interval: 5s\nstatsd_listen_adresses: [udp://127.0.0.1:0]\n",
     )
     .unwrap();
-    let output = Command::new(ssfd_binary())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = check_config(&path);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
@@ -500,11 +505,7 @@ fn config_errors_help() {
     }
     // sizes take units, in the file as README writes them
     std::fs::write(&path, "memory_limit: 300MiB\nstorage: {max_bytes: 2GiB}\n").unwrap();
-    let output = Command::new(ssfd_binary())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = check_config(&path);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -521,11 +522,7 @@ fn config_errors_help() {
         "metric_sinks:\n  - kind: signalfx\n    name: sfx\nspan_sinks:\n  - kind: xray\n    name: xr\n",
     )
     .unwrap();
-    let output = Command::new(ssfd_binary())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = check_config(&path);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     for kind in ["`signalfx`", "`xray`"] {
