@@ -71,6 +71,7 @@ pub fn ssf_span(id: i64) -> SsfSpan {
         ],
         indicator: false,
         root_start_timestamp: 0,
+        ..Default::default()
     }
 }
 

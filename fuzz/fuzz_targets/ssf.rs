@@ -30,6 +30,27 @@ fuzz_target!(|bytes: &[u8]| {
     for (key, value) in &span.tags {
         assert_eq!(view.tag(key), Some(&value[..]));
     }
+    // ssfd's extension fields (SPEC 3.1)
+    assert_eq!(view.trace_id_high, span.trace_id_high);
+    for (viewed, decoded) in [(view.resource(), &span.resource), (view.attributes(), &span.attributes)] {
+        let viewed: Vec<_> = viewed.collect();
+        assert_eq!(viewed.len(), decoded.len());
+        for ((key, value), attribute) in viewed.iter().zip(decoded) {
+            use ssfd_wire::ssf_view::AttrValue;
+            use ssfd_wire::ssfd::v1::attribute::Value;
+            assert_eq!(*key, attribute.key);
+            let same = match (value, &attribute.value) {
+                (None, None) => true,
+                (Some(AttrValue::Str(a)), Some(Value::StringValue(b))) => a == b,
+                (Some(AttrValue::Json(a)), Some(Value::JsonValue(b))) => a == b,
+                (Some(AttrValue::Int(a)), Some(Value::IntValue(b))) => a == b,
+                (Some(AttrValue::Bool(a)), Some(Value::BoolValue(b))) => a == b,
+                (Some(AttrValue::Double(a)), Some(Value::DoubleValue(b))) => a.to_bits() == b.to_bits(),
+                _ => false,
+            };
+            assert!(same, "attribute {key:?} read differently");
+        }
+    }
     let mut normalized = span.clone();
     normalize::normalize(&mut normalized);
     assert_eq!(view.normalized_name(), normalized.name);

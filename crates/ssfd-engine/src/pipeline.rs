@@ -397,9 +397,11 @@ impl Pipeline {
     }
 
     /// The span worker that owns `trace_id`.
-    pub fn span_shard(&self, trace_id: i64) -> usize {
+    pub fn span_shard(&self, trace_id: ssfd_wire::ids::TraceId) -> usize {
+        // an SSF id (high half 0) keeps the worker it always had
+        let mixed = trace_id.low() as u64 ^ trace_id.high().rotate_left(32);
         crate::batch::shard_of(
-            (trace_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             self.span_senders.len(),
         )
     }

@@ -60,7 +60,8 @@ pub struct LogRecord {
     pub kind: LogKind,
     pub timestamp_ns: i64,
     pub service: String,
-    pub trace_id: Option<i64>,
+    /// The whole 128-bit trace id (SPEC 5).
+    pub trace_id: Option<ssfd_wire::ids::TraceId>,
     pub span_id: Option<i64>,
     pub name: String,
     pub message: String,
@@ -121,7 +122,7 @@ impl LogRecord {
             kind: LogKind::Log,
             timestamp_ns,
             service,
-            trace_id: span.map(|s| s.trace_id),
+            trace_id: span.map(|s| s.full_trace_id()),
             span_id: span.map(|s| s.id),
             name: sample.name.to_string(),
             message: sample.message.to_string(),

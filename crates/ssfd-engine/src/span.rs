@@ -2,12 +2,14 @@
 //! its SSF protobuf encoding (the original bytes unless normalisation changed it),
 //! packed into one arena per batch, with the fields routing and indexing need.
 
+use ssfd_wire::ids::TraceId;
 use ssfd_wire::ssf_view::SpanView;
 
 /// What a span worker needs without decoding the span.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpanEntry {
-    pub trace_id: i64,
+    /// The whole 128-bit trace id (SPEC 5).
+    pub trace_id: TraceId,
     pub id: i64,
     pub parent_id: i64,
     pub start_timestamp: i64,
@@ -41,7 +43,7 @@ impl SpanBatch {
         let offset = self.bytes.len() as u32;
         self.bytes.extend_from_slice(encoded);
         self.entries.push(SpanEntry {
-            trace_id: view.trace_id,
+            trace_id: view.full_trace_id(),
             id: view.id,
             parent_id: view.parent_id,
             start_timestamp: view.start_timestamp,

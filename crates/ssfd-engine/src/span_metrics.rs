@@ -19,7 +19,7 @@ pub type SpanMetricKey = (String, String, &'static str, &'static str);
 /// An exemplar: the trace id, the observed value, and when (unix seconds).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Exemplar {
-    pub trace_id: i64,
+    pub trace_id: ssfd_wire::ids::TraceId,
     pub value: f64,
     pub timestamp: f64,
 }
@@ -43,7 +43,7 @@ pub struct SpanObservation<'a> {
     pub kind: &'static str,
     pub error: bool,
     pub duration_ms: f64,
-    pub trace_id: i64,
+    pub trace_id: ssfd_wire::ids::TraceId,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -391,7 +391,7 @@ mod tests {
             kind: "SPAN_KIND_SERVER",
             error,
             duration_ms: ms,
-            trace_id,
+            trace_id: ssfd_wire::ids::TraceId::from_parts(0, trace_id),
         };
         registry.observe([
             observation(1.0, 1, false),
@@ -405,7 +405,10 @@ mod tests {
         assert_eq!(key.3, "STATUS_CODE_UNSET");
         assert_eq!(ok.calls, 3);
         assert_eq!((ok.buckets[0], ok.buckets[1], ok.buckets[16]), (1, 1, 1));
-        assert_eq!(ok.exemplars[16].unwrap().trace_id, 3);
+        assert_eq!(
+            ok.exemplars[16].unwrap().trace_id,
+            ssfd_wire::ids::TraceId(3)
+        );
         assert_eq!(snapshot[0].0.3, "STATUS_CODE_ERROR");
         assert_eq!(span_kind(Some("client"), false, 5), "SPAN_KIND_CLIENT");
         assert_eq!(span_kind(None, false, 0), "SPAN_KIND_SERVER");
@@ -492,7 +495,7 @@ mod tests {
             kind: "SPAN_KIND_SERVER",
             error: false,
             duration_ms: 1.0,
-            trace_id: 1,
+            trace_id: ssfd_wire::ids::TraceId(1),
         };
         registry.observe_at(1000.0, [observation("GET /a")]);
         // the cap of one name: a second name is the overflow name

@@ -55,8 +55,8 @@ fn exemplar(
     match exemplar {
         Some(e) if openmetrics => {
             format!(
-                " # {{trace_id=\"{:016x}\"}} {} {:.3}",
-                e.trace_id as u64,
+                " # {{trace_id=\"{}\"}} {} {:.3}",
+                e.trace_id,
                 value(e),
                 e.timestamp
             )
@@ -156,7 +156,7 @@ mod tests {
             kind: "SPAN_KIND_SERVER",
             error: false,
             duration_ms: 7.5,
-            trace_id: 0x4d2,
+            trace_id: ssfd_wire::ids::TraceId::from_parts(0x94568bc249d55603, 0x4d2),
         }]);
         let snapshot = registry.snapshot();
         let mut text = String::new();
@@ -168,7 +168,7 @@ mod tests {
         render_span_metrics(&snapshot, true, &mut open);
         assert!(open.contains("# TYPE traces_span_metrics_calls counter\n"));
         assert!(
-            open.contains("le=\"8\"} 1 # {trace_id=\"00000000000004d2\"} 7.5 "),
+            open.contains("le=\"8\"} 1 # {trace_id=\"94568bc249d5560300000000000004d2\"} 7.5 "),
             "{open}"
         );
         assert!(open.contains("le=\"6\"} 0\n"), "{open}");

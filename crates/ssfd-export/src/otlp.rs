@@ -3,10 +3,11 @@
 //! delta monotonic sums, gauges and statuses as gauges, each with the flush time);
 //! spans have their own bounded queue and thread, fed by the span workers (full: the
 //! spans are dropped and counted), exported in batches with the same retries. An SSF
-//! span maps back as OTLP expects: the 128-bit trace id from tag `otel.trace_id` when
-//! the span came from OTLP (else the 64-bit id in the low half), span and parent ids as
-//! 8 bytes, `span.kind` as kind, tags as attributes, `error` as status ERROR, log
-//! samples as events.
+//! span maps back as OTLP expects: the 128-bit trace id (`trace_id_high`, then
+//! `trace_id`; an SSF id has a zero high half), span and parent ids as 8 bytes,
+//! `span.kind` as kind, tags as attributes with their typed values (extension field
+//! 1003), the service and `resource` (1002) as the resource, `error` as status ERROR,
+//! log samples as events.
 
 use crate::delivery::{BatchQueue, Deliver, GrpcClient as Client, Payload, RetryPolicy, SendError};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
@@ -24,6 +25,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message;
 use ssfd_engine::{Flush, FlushedType, SpanBatch, SpanSink};
 use ssfd_wire::ssf::SsfSpan;
+use ssfd_wire::ssfd::v1::Attribute;
 use std::collections::BTreeMap;
 
 fn string_value(value: &str) -> Option<AnyValue> {
@@ -39,24 +41,35 @@ fn key_value(key: &str, value: &str) -> KeyValue {
     }
 }
 
-fn resource(service: &str) -> Option<Resource> {
+/// ssfd's typed attribute (SPEC 3.1) as an OTLP one; JSON arrays and maps as strings.
+fn typed_value(attribute: &Attribute) -> KeyValue {
+    use ssfd_wire::ssfd::v1::attribute::Value;
+    let value = attribute.value.as_ref().map(|value| match value {
+        Value::StringValue(s) | Value::JsonValue(s) => any_value::Value::StringValue(s.clone()),
+        Value::IntValue(i) => any_value::Value::IntValue(*i),
+        Value::DoubleValue(d) => any_value::Value::DoubleValue(*d),
+        Value::BoolValue(b) => any_value::Value::BoolValue(*b),
+    });
+    KeyValue {
+        key: attribute.key.clone(),
+        value: Some(AnyValue { value }),
+    }
+}
+
+fn resource(service: &str, attributes: &[Attribute]) -> Option<Resource> {
     Some(Resource {
-        attributes: vec![key_value("service.name", service)],
+        attributes: std::iter::once(key_value("service.name", service))
+            .chain(attributes.iter().map(typed_value))
+            .collect(),
         ..Default::default()
     })
 }
 
-/// The OTLP trace id of an SSF span: `otel.trace_id` when it is 32 hex digits, else the
-/// 64-bit id in the low half.
+/// The OTLP trace id of an SSF span: its 128 bits, big-endian.
 fn trace_id(span: &SsfSpan) -> Vec<u8> {
-    if let Some(hex) = span.tags.get("otel.trace_id").filter(|h| h.len() == 32)
-        && let Ok(high) = u64::from_str_radix(&hex[..16], 16)
-        && let Ok(low) = u64::from_str_radix(&hex[16..], 16)
-        && low as i64 == span.trace_id
-    {
-        return [high.to_be_bytes(), low.to_be_bytes()].concat();
-    }
-    [[0u8; 8], (span.trace_id as u64).to_be_bytes()].concat()
+    ssfd_wire::ids::TraceId::from_parts(span.trace_id_high, span.trace_id)
+        .to_bytes()
+        .to_vec()
 }
 
 /// One SSF span as an OTLP span.
@@ -72,8 +85,11 @@ pub fn otlp_span(ssf: &SsfSpan) -> Span {
     let attributes = ssf
         .tags
         .iter()
-        .filter(|(k, _)| *k != "otel.trace_id" && *k != "span.kind")
-        .map(|(k, v)| key_value(k, v))
+        .filter(|(k, _)| *k != "span.kind")
+        .map(|(k, v)| match ssf.attributes.iter().rev().find(|a| a.key == *k) {
+            Some(typed) => typed_value(typed),
+            None => key_value(k, v),
+        })
         .collect();
     let events = ssf
         .metrics
@@ -114,20 +130,22 @@ pub fn otlp_span(ssf: &SsfSpan) -> Span {
     }
 }
 
-/// SSF spans grouped by service into one export request.
+/// SSF spans grouped by service and resource into one export request.
 pub fn trace_request(spans: &[SsfSpan]) -> ExportTraceServiceRequest {
-    let mut by_service: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
+    let mut by_resource: BTreeMap<(&str, Vec<u8>), (&[Attribute], Vec<Span>)> = BTreeMap::new();
     for span in spans {
-        by_service
-            .entry(span.service.as_str())
-            .or_default()
+        let key: Vec<u8> = span.resource.iter().flat_map(|a| a.encode_to_vec()).collect();
+        by_resource
+            .entry((span.service.as_str(), key))
+            .or_insert_with(|| (&span.resource, Vec::new()))
+            .1
             .push(otlp_span(span));
     }
     ExportTraceServiceRequest {
-        resource_spans: by_service
+        resource_spans: by_resource
             .into_iter()
-            .map(|(service, spans)| ResourceSpans {
-                resource: resource(service),
+            .map(|((service, _), (attributes, spans))| ResourceSpans {
+                resource: resource(service, attributes),
                 scope_spans: vec![ScopeSpans {
                     spans,
                     ..Default::default()
@@ -306,13 +324,13 @@ mod tests {
             otlp_span(&span).trace_id,
             [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]
         );
-        span.tags.insert(
-            "otel.trace_id".into(),
-            "ffeeddccbbaa99880102030405060708".into(),
-        );
+        span.trace_id_high = 0xffee_ddcc_bbaa_9988;
         span.tags.insert("span.kind".into(), "client".into());
         let otlp = otlp_span(&span);
-        assert_eq!(otlp.trace_id[..2], [0xff, 0xee]);
+        assert_eq!(
+            otlp.trace_id,
+            [0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99, 0x88, 1, 2, 3, 4, 5, 6, 7, 8]
+        );
         assert_eq!(otlp.span_id, [0xff; 8]);
         assert_eq!(otlp.parent_span_id, 5u64.to_be_bytes());
         assert_eq!(otlp.kind, 3);
@@ -321,5 +339,27 @@ mod tests {
             "the carried tags are not attributes"
         );
         assert_eq!(otlp.status.unwrap().code, 2);
+        // typed attributes and the resource go back as OTLP typed values
+        span.tags.insert("http.status_code".into(), "502".into());
+        span.attributes.push(Attribute {
+            key: "http.status_code".into(),
+            value: Some(ssfd_wire::ssfd::v1::attribute::Value::IntValue(502)),
+        });
+        span.resource.push(Attribute {
+            key: "host.name".into(),
+            value: Some(ssfd_wire::ssfd::v1::attribute::Value::StringValue(
+                "h1".into(),
+            )),
+        });
+        span.service = "api".into();
+        let request = trace_request(&[span]);
+        let resource = request.resource_spans[0].resource.as_ref().unwrap();
+        assert_eq!(resource.attributes.len(), 2, "service.name and host.name");
+        assert_eq!(resource.attributes[1].key, "host.name");
+        let attributes = &request.resource_spans[0].scope_spans[0].spans[0].attributes;
+        assert_eq!(
+            attributes[0].value.as_ref().unwrap().value,
+            Some(any_value::Value::IntValue(502))
+        );
     }
 }

@@ -76,7 +76,10 @@ impl Routed for Metric {
 
 impl Routed for SsfSpan {
     fn key(&self, _: &[String]) -> u64 {
-        span_key(self.trace_id)
+        span_key(ssfd_wire::ids::TraceId::from_parts(
+            self.trace_id_high,
+            self.trace_id,
+        ))
     }
     fn send(
         channel: tonic::transport::Channel,
@@ -133,9 +136,10 @@ pub fn metric_key(metric: &Metric, ignore_tags: &[String]) -> u64 {
     hasher.digest()
 }
 
-/// The routing key of a span: its trace id.
-pub fn span_key(trace_id: i64) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(&trace_id.to_le_bytes())
+/// The routing key of a span: its 128-bit trace id (an SSF id hashes as its 64 bits
+/// always did, so SSF traces keep their owners).
+pub fn span_key(trace_id: ssfd_wire::ids::TraceId) -> u64 {
+    trace_id.hash64()
 }
 
 impl Proxy {
@@ -225,7 +229,10 @@ impl Proxy {
 
     /// The stored spans of `trace_id`, asked of the global that owns it
     /// (`ssfd.v1.Query/GetTrace`); blocking.
-    pub fn fetch_trace(&self, trace_id: i64) -> Result<Vec<Vec<u8>>, String> {
+    pub fn fetch_trace(
+        &self,
+        trace_id: ssfd_wire::ids::TraceId,
+    ) -> Result<Vec<Vec<u8>>, String> {
         let owner = self
             .ring
             .read()
@@ -241,7 +248,10 @@ impl Proxy {
             .block_on(async move {
                 ssfd_wire::ssfd::v1::query_client::QueryClient::new(channel)
                     .max_decoding_message_size(256 << 20)
-                    .get_trace(ssfd_wire::ssfd::v1::TraceRequest { trace_id })
+                    .get_trace(ssfd_wire::ssfd::v1::TraceRequest {
+                        trace_id: trace_id.low(),
+                        trace_id_high: trace_id.high(),
+                    })
                     .await
             })
             .map(|answer| answer.into_inner().spans)

@@ -425,7 +425,7 @@ impl GrpcIngest {
 /// What `ssfd.v1.Query/GetTrace` reads (a global's span store).
 pub trait TraceLookup: Send + Sync {
     /// The stored spans of a trace, each its SSF encoding.
-    fn trace(&self, trace_id: i64) -> Result<Vec<Vec<u8>>, String>;
+    fn trace(&self, trace_id: ssfd_wire::ids::TraceId) -> Result<Vec<Vec<u8>>, String>;
 }
 
 /// `ssfd.v1.Query`: a proxy asks the global that owns a trace for its spans.
@@ -438,7 +438,8 @@ impl ssfd_wire::ssfd::v1::query_server::Query for QueryService {
         &self,
         request: Request<ssfd_wire::ssfd::v1::TraceRequest>,
     ) -> Result<Response<ssfd_wire::ssfd::v1::TraceSpans>, Status> {
-        let trace_id = request.into_inner().trace_id;
+        let request = request.into_inner();
+        let trace_id = ssfd_wire::ids::TraceId::from_parts(request.trace_id_high, request.trace_id);
         let lookup = std::sync::Arc::clone(&self.0);
         let spans = tokio::task::spawn_blocking(move || lookup.trace(trace_id))
             .await

@@ -472,7 +472,7 @@ impl Handoff {
         {
             self.span_metrics(&view, &span_metrics);
         }
-        let shard = self.pipeline.span_shard(view.trace_id);
+        let shard = self.pipeline.span_shard(view.full_trace_id());
         if view.needs_normalization() {
             // the reader accepts exactly what prost accepts, so this decode succeeds
             let mut span = SsfSpan::decode(bytes).map_err(|_| SsfError::Decode)?;

@@ -29,7 +29,9 @@ use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use ssfd_engine::{LogKind, LogRecord, Pipeline, Severity, WhenFull};
 use ssfd_telemetry::{Listener, Protocol};
+use ssfd_wire::ids::TraceId;
 use ssfd_wire::ssf::{SsfSample, SsfSpan, ssf_sample::Metric as SsfMetric};
+use ssfd_wire::ssfd::v1::{Attribute, attribute};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -92,7 +94,32 @@ pub struct Outcome {
     pub error: String,
 }
 
-/// An attribute value as tag text.
+/// An attribute value as JSON (arrays and maps, and their members).
+fn json_of(value: &AnyValue) -> serde_json::Value {
+    use serde_json::Value;
+    match value.value.as_ref() {
+        None => Value::Null,
+        Some(any_value::Value::StringValue(s)) => Value::from(s.as_str()),
+        Some(any_value::Value::BoolValue(b)) => Value::from(*b),
+        Some(any_value::Value::IntValue(i)) => Value::from(*i),
+        Some(any_value::Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
+            .map_or_else(|| Value::from(d.to_string()), Value::Number),
+        Some(any_value::Value::BytesValue(b)) => Value::from(hex(b)),
+        Some(any_value::Value::ArrayValue(array)) => {
+            Value::Array(array.values.iter().map(json_of).collect())
+        }
+        Some(any_value::Value::KvlistValue(list)) => Value::Object(
+            list.values
+                .iter()
+                .map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, json_of)))
+                .collect(),
+        ),
+    }
+}
+
+/// An attribute value as tag text (SPEC 3.4): strings as they are, ints and doubles in
+/// their shortest decimal form, bools `true`/`false`, bytes as hex, arrays and maps as
+/// JSON; empty when the value is absent or of a type this build does not know.
 pub fn text(value: &Option<AnyValue>) -> String {
     match value.as_ref().and_then(|v| v.value.as_ref()) {
         None => String::new(),
@@ -100,24 +127,50 @@ pub fn text(value: &Option<AnyValue>) -> String {
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
         Some(any_value::Value::IntValue(i)) => i.to_string(),
         Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(any_value::Value::BytesValue(b)) => b.iter().map(|x| format!("{x:02x}")).collect(),
-        Some(any_value::Value::ArrayValue(array)) => {
-            let items: Vec<String> = array
-                .values
-                .iter()
-                .map(|v| text(&Some(v.clone())))
-                .collect();
-            format!("[{}]", items.join(","))
-        }
-        Some(any_value::Value::KvlistValue(list)) => {
-            let items: Vec<String> = list
-                .values
-                .iter()
-                .map(|kv| format!("{}={}", kv.key, text(&kv.value)))
-                .collect();
-            format!("{{{}}}", items.join(","))
-        }
+        Some(any_value::Value::BytesValue(b)) => hex(b),
+        Some(_) => value.as_ref().map(json_of).unwrap_or_default().to_string(),
     }
+}
+
+/// An attribute value as ssfd's typed value (SPEC 3.1); `None` for an attribute with
+/// no value, or one of a type this build does not know (rejected alone, counted).
+pub fn typed(value: &Option<AnyValue>) -> Option<attribute::Value> {
+    Some(match value.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(s) => attribute::Value::StringValue(s.clone()),
+        any_value::Value::BoolValue(b) => attribute::Value::BoolValue(*b),
+        any_value::Value::IntValue(i) => attribute::Value::IntValue(*i),
+        any_value::Value::DoubleValue(d) => attribute::Value::DoubleValue(*d),
+        any_value::Value::BytesValue(b) => attribute::Value::StringValue(hex(b)),
+        other => attribute::Value::JsonValue(
+            json_of(&AnyValue {
+                value: Some(other.clone()),
+            })
+            .to_string(),
+        ),
+    })
+}
+
+/// A resource's attributes other than `service.name`, typed (SPEC 3.4); attributes
+/// without a known value are counted in `bad` and left out.
+pub fn resource_attributes(resource: &Option<Resource>, bad: &mut u64) -> Vec<Attribute> {
+    let Some(resource) = resource else {
+        return Vec::new();
+    };
+    resource
+        .attributes
+        .iter()
+        .filter(|kv| kv.key != "service.name")
+        .filter_map(|kv| match typed(&kv.value) {
+            Some(value) => Some(Attribute {
+                key: kv.key.clone(),
+                value: Some(value),
+            }),
+            None => {
+                *bad += 1;
+                None
+            }
+        })
+        .collect()
 }
 
 fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Option<AnyValue>> {
@@ -136,13 +189,16 @@ pub fn service_of(resource: &Option<Resource>) -> String {
         .unwrap_or_default()
 }
 
-/// The low 64 bits of a 16-byte trace id, or an 8-byte span id, as SSF's signed id.
-fn id64(bytes: &[u8]) -> Option<i64> {
-    match bytes.len() {
-        16 => Some(u64::from_be_bytes(bytes[8..16].try_into().ok()?) as i64),
-        8 => Some(u64::from_be_bytes(bytes.try_into().ok()?) as i64),
-        _ => None,
-    }
+/// A 16-byte OTLP trace id that is not all zeros.
+fn trace_id_of(bytes: &[u8]) -> Option<TraceId> {
+    let bytes: [u8; 16] = bytes.try_into().ok()?;
+    Some(TraceId::from_bytes(bytes)).filter(|id| !id.is_zero())
+}
+
+/// An 8-byte OTLP span id that is not all zeros, as SSF's signed id.
+fn span_id_of(bytes: &[u8]) -> Option<i64> {
+    let bytes: [u8; 8] = bytes.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes) as i64).filter(|id| *id != 0)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -191,24 +247,61 @@ fn span_kind(kind: i32) -> Option<&'static str> {
     }
 }
 
-/// One OTLP span as an SSF span; `None` when its ids are malformed.
+/// Why an OTLP span or log record was refused (SPEC 3.4, 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadOtlp {
+    TraceId,
+    SpanId,
+    ParentId,
+}
+
+impl std::fmt::Display for BadOtlp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BadOtlp::TraceId => "a trace id must be 16 bytes, not all zeros",
+            BadOtlp::SpanId => "a span id must be 8 bytes, not all zeros",
+            BadOtlp::ParentId => "a parent span id must be empty or 8 bytes",
+        })
+    }
+}
+
+/// One OTLP span as an SSF span with ssfd's extension fields (SPEC 3.4): the 128-bit
+/// trace id, `resource` (shared by the spans of one resource) and the typed values of
+/// its non-string attributes. Attributes without a known value are counted in `bad`
+/// and left out; malformed ids refuse the span.
 pub fn ssf_span(
     span: &opentelemetry_proto::tonic::trace::v1::Span,
     service: &str,
-) -> Option<SsfSpan> {
-    let trace_id = id64(&span.trace_id).filter(|_| span.trace_id.len() == 16)?;
-    let id = id64(&span.span_id).filter(|_| span.span_id.len() == 8)?;
+    resource: &[Attribute],
+    bad: &mut u64,
+) -> Result<SsfSpan, BadOtlp> {
+    let trace_id = trace_id_of(&span.trace_id).ok_or(BadOtlp::TraceId)?;
+    let id = span_id_of(&span.span_id).ok_or(BadOtlp::SpanId)?;
     let parent_id = if span.parent_span_id.is_empty() {
         0
     } else {
-        id64(&span.parent_span_id)?
+        let bytes: [u8; 8] = span.parent_span_id[..]
+            .try_into()
+            .map_err(|_| BadOtlp::ParentId)?;
+        u64::from_be_bytes(bytes) as i64
     };
-    let mut tags: std::collections::BTreeMap<String, String> = span
-        .attributes
-        .iter()
-        .map(|kv| (kv.key.clone(), text(&kv.value)))
-        .collect();
-    tags.insert("otel.trace_id".into(), hex(&span.trace_id));
+    let mut tags = std::collections::BTreeMap::new();
+    let mut attributes = Vec::new();
+    for kv in &span.attributes {
+        match typed(&kv.value) {
+            None => *bad += 1,
+            Some(attribute::Value::StringValue(value)) => {
+                tags.insert(kv.key.clone(), value);
+            }
+            Some(value) => {
+                tags.insert(kv.key.clone(), text(&kv.value));
+                attributes.push(Attribute {
+                    key: kv.key.clone(),
+                    value: Some(value),
+                });
+            }
+        }
+    }
     if let Some(kind) = span_kind(span.kind) {
         tags.insert("span.kind".into(), kind.into());
     }
@@ -243,8 +336,9 @@ pub fn ssf_span(
             }
         })
         .collect();
-    Some(SsfSpan {
-        trace_id,
+    Ok(SsfSpan {
+        trace_id: trace_id.low(),
+        trace_id_high: trace_id.high(),
         id,
         parent_id,
         start_timestamp: span.start_time_unix_nano as i64,
@@ -254,16 +348,29 @@ pub fn ssf_span(
         name: span.name.clone(),
         tags,
         metrics,
+        resource: resource.to_vec(),
+        attributes,
         ..Default::default()
     })
 }
 
 /// One OTLP log record as ssfd's.
+/// A malformed trace or span id refuses the record (an empty or all-zero id is no id).
 pub fn log_record(
     record: &opentelemetry_proto::tonic::logs::v1::LogRecord,
     service: &str,
     scope: &str,
-) -> LogRecord {
+) -> Result<LogRecord, BadOtlp> {
+    let trace_id = match record.trace_id.len() {
+        0 => None,
+        16 => trace_id_of(&record.trace_id),
+        _ => return Err(BadOtlp::TraceId),
+    };
+    let span_id = match record.span_id.len() {
+        0 => None,
+        8 => span_id_of(&record.span_id),
+        _ => return Err(BadOtlp::SpanId),
+    };
     let mut tags: Vec<String> = record
         .attributes
         .iter()
@@ -295,17 +402,17 @@ pub fn log_record(
     } else {
         severity(record.severity_number)
     };
-    LogRecord {
+    Ok(LogRecord {
         kind: LogKind::Log,
         timestamp_ns: timestamp,
         service: service.to_string(),
-        trace_id: id64(&record.trace_id).filter(|_| record.trace_id.len() == 16),
-        span_id: id64(&record.span_id).filter(|_| record.span_id.len() == 8),
+        trace_id,
+        span_id: trace_id.and(span_id),
         message: message(&record.body, &record.attributes, &name),
         name,
         severity,
         tags,
-    }
+    })
 }
 
 fn sample(
@@ -627,16 +734,18 @@ impl OtlpIngest {
         let mut handoff = self.handoff(protocol);
         let mut outcome = Outcome::default();
         let mut items = 0;
+        let mut bad_attributes = 0;
         for resource in &request.resource_spans {
             let service = service_of(&resource.resource);
+            let attributes = resource_attributes(&resource.resource, &mut bad_attributes);
             for scope in &resource.scope_spans {
                 for span in &scope.spans {
                     items += 1;
-                    let result = match ssf_span(span, &service) {
-                        Some(ssf) => handoff.ssf_span(&ssf).map(drop).map_err(|e| e.to_string()),
-                        None => {
+                    let result = match ssf_span(span, &service, &attributes, &mut bad_attributes) {
+                        Ok(ssf) => handoff.ssf_span(&ssf).map(drop).map_err(|e| e.to_string()),
+                        Err(bad) => {
                             handoff.reject_reason(ssfd_telemetry::Reason::InvalidSpan);
-                            Err("a span's trace id must be 16 bytes and its span id 8".into())
+                            Err(format!("span {}: {bad}", hex(&span.span_id)))
                         }
                     };
                     if let Err(error) = result {
@@ -644,6 +753,19 @@ impl OtlpIngest {
                         outcome.error = error;
                     }
                 }
+            }
+        }
+        if bad_attributes > 0 {
+            // the spans are kept without them; counted, and said in partial_success
+            ssfd_telemetry::rejected(
+                Listener::Otlp,
+                protocol,
+                ssfd_telemetry::Reason::BadValue,
+                bad_attributes,
+            );
+            if outcome.error.is_empty() {
+                outcome.error =
+                    format!("{bad_attributes} attribute(s) without a value of a known type were left out");
             }
         }
         (handoff, outcome, items)
@@ -669,17 +791,25 @@ impl OtlpIngest {
     ) -> (Handoff, Outcome, u64) {
         let mut handoff = self.handoff(protocol);
         let mut items = 0;
+        let mut outcome = Outcome::default();
         for resource in &request.resource_logs {
             let service = service_of(&resource.resource);
             for scope in &resource.scope_logs {
                 let scope_name = scope.scope.as_ref().map(|s| s.name.as_str()).unwrap_or("");
                 for record in &scope.log_records {
                     items += 1;
-                    handoff.log_record(log_record(record, &service, scope_name));
+                    match log_record(record, &service, scope_name) {
+                        Ok(record) => handoff.log_record(record),
+                        Err(bad) => {
+                            handoff.reject_reason(ssfd_telemetry::Reason::BadValue);
+                            outcome.rejected += 1;
+                            outcome.error = format!("log record: {bad}");
+                        }
+                    }
                 }
             }
         }
-        (handoff, Outcome::default(), items)
+        (handoff, outcome, items)
     }
 
     /// Converts and hands off an export under `policy` (replay waits for room).
@@ -1415,14 +1545,122 @@ mod tests {
         );
     }
 
+    fn kv(key: &str, value: any_value::Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+        }
+    }
+
+    #[test]
+    fn spans_keep_the_whole_trace_id_their_resource_and_typed_attributes() {
+        use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+        let trace_id = [
+            0x94, 0x56, 0x8b, 0xc2, 0x49, 0xd5, 0x56, 0x03, 0x97, 0x5f, 0xbd, 0x3e, 0xf2, 0x88,
+            0x21, 0x0b,
+        ];
+        let resource = Some(Resource {
+            attributes: vec![
+                kv("service.name", any_value::Value::StringValue("api".into())),
+                kv("host.name", any_value::Value::StringValue("h1".into())),
+                kv("process.pid", any_value::Value::IntValue(42)),
+                KeyValue {
+                    key: "unknown.type".into(),
+                    value: Some(AnyValue { value: None }),
+                },
+            ],
+            ..Default::default()
+        });
+        let mut bad = 0;
+        let attributes = resource_attributes(&resource, &mut bad);
+        assert_eq!(bad, 1, "the attribute without a known value is counted");
+        assert_eq!(attributes.len(), 2, "service.name is the service");
+        let span = opentelemetry_proto::tonic::trace::v1::Span {
+            trace_id: trace_id.to_vec(),
+            span_id: vec![0, 0, 0, 0, 0, 0, 0, 7],
+            name: "GET /".into(),
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![
+                kv("http.status_code", any_value::Value::IntValue(502)),
+                kv("ratio", any_value::Value::DoubleValue(0.25)),
+                kv("ok", any_value::Value::BoolValue(false)),
+                kv("route", any_value::Value::StringValue("/a".into())),
+                kv(
+                    "list",
+                    any_value::Value::ArrayValue(ArrayValue {
+                        values: vec![
+                            AnyValue {
+                                value: Some(any_value::Value::IntValue(1)),
+                            },
+                            AnyValue {
+                                value: Some(any_value::Value::StringValue("x".into())),
+                            },
+                        ],
+                    }),
+                ),
+                kv(
+                    "map",
+                    any_value::Value::KvlistValue(KeyValueList {
+                        values: vec![kv("a", any_value::Value::BoolValue(true))],
+                    }),
+                ),
+            ],
+            ..Default::default()
+        };
+        let ssf = ssf_span(&span, "api", &attributes, &mut bad).unwrap();
+        assert_eq!(
+            TraceId::from_parts(ssf.trace_id_high, ssf.trace_id).to_string(),
+            "94568bc249d55603975fbd3ef288210b"
+        );
+        assert_eq!(ssf.tags["http.status_code"], "502");
+        assert_eq!(ssf.tags["ratio"], "0.25");
+        assert_eq!(ssf.tags["ok"], "false");
+        assert_eq!(ssf.tags["list"], "[1,\"x\"]");
+        assert_eq!(ssf.tags["map"], "{\"a\":true}");
+        assert!(!ssf.tags.contains_key("otel.trace_id"));
+        let typed: Vec<&str> = ssf.attributes.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(typed, ["http.status_code", "ratio", "ok", "list", "map"]);
+        assert_eq!(
+            ssf.attributes[0].value,
+            Some(attribute::Value::IntValue(502))
+        );
+        assert_eq!(ssf.resource, attributes);
+        // malformed and all-zero ids refuse the span alone
+        for (trace, span_id, want) in [
+            (vec![0; 16], vec![1; 8], BadOtlp::TraceId),
+            (vec![1; 8], vec![1; 8], BadOtlp::TraceId),
+            (vec![1; 16], vec![0; 8], BadOtlp::SpanId),
+            (vec![1; 16], vec![1; 4], BadOtlp::SpanId),
+        ] {
+            let bad_span = opentelemetry_proto::tonic::trace::v1::Span {
+                trace_id: trace,
+                span_id,
+                ..span.clone()
+            };
+            assert_eq!(ssf_span(&bad_span, "api", &[], &mut bad), Err(want));
+        }
+    }
+
+    #[test]
+    fn log_records_keep_their_whole_trace_id() {
+        let mut record = opentelemetry_proto::tonic::logs::v1::LogRecord {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            severity_number: 13,
+            ..Default::default()
+        };
+        let converted = log_record(&record, "api", "scope").unwrap();
+        assert_eq!(converted.trace_id, Some(TraceId(u128::from_be_bytes([1; 16]))));
+        assert_eq!(converted.span_id, Some(i64::from_be_bytes([2; 8])));
+        record.trace_id = vec![0; 16];
+        assert_eq!(log_record(&record, "api", "scope").unwrap().trace_id, None);
+        record.trace_id = vec![1; 15];
+        assert_eq!(log_record(&record, "api", "scope"), Err(BadOtlp::TraceId));
+    }
+
     #[test]
     fn ids_and_severities() {
-        assert_eq!(
-            id64(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 210]),
-            Some(1234)
-        );
-        assert_eq!(id64(&[255; 8]), Some(-1));
-        assert_eq!(id64(&[1, 2, 3]), None);
         assert_eq!(severity(13), Severity::Warn);
         assert_eq!(severity(24), Severity::Fatal);
         assert_eq!(severity(0), Severity::Unknown);

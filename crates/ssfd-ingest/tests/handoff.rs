@@ -455,7 +455,10 @@ fn ssf_spans_split_into_samples_and_span_work() {
         panic!("spans")
     };
     let (entry, bytes) = spans.iter().next().unwrap();
-    assert_eq!((entry.trace_id, entry.id), (42, 7));
+    assert_eq!(
+        (entry.trace_id, entry.id),
+        (ssfd_wire::ids::TraceId(42), 7)
+    );
     let stored = SsfSpan::decode(bytes).unwrap();
     assert_eq!(stored.name, "from-tag", "normalised before it travels on");
     assert!(!stored.tags.contains_key("name"));
@@ -463,7 +466,7 @@ fn ssf_spans_split_into_samples_and_span_work() {
         span_workers: 2,
         ..PipelineConfig::default()
     });
-    assert_eq!(*shard, pipeline.span_shard(42));
+    assert_eq!(*shard, pipeline.span_shard(ssfd_wire::ids::TraceId(42)));
 }
 
 #[test]

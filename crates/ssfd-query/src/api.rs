@@ -106,10 +106,13 @@ fn parse_limit(text: &str) -> Result<usize, String> {
     }
 }
 
-fn split_tag(tag: &str) -> (String, String) {
+/// A `tag` parameter: always `key:value` (SPEC 6); a bare tag is `key:`.
+fn split_tag(tag: &str) -> Result<(String, String), String> {
     match tag.split_once(':') {
-        Some((key, value)) => (key.to_string(), value.to_string()),
-        None => (tag.to_string(), String::new()),
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!(
+            "`tag` must be `key:value` (for example `tag=http.status_code:502`; `key:` for a bare tag), not `{tag}`"
+        )),
     }
 }
 
@@ -124,7 +127,7 @@ pub fn trace_query(raw: Option<&str>) -> Result<TraceQuery, String> {
             "service" if !value.is_empty() => query.service = Some(value),
             "name" | "operation" if !value.is_empty() => query.name = Some(value),
             "service" | "name" | "operation" => {}
-            "tag" => query.tags.push(split_tag(&value)),
+            "tag" => query.tags.push(split_tag(&value)?),
             "error" => {
                 query.error = match value.as_str() {
                     "true" => Some(true),
@@ -171,12 +174,19 @@ pub fn log_query(raw: Option<&str>) -> Result<LogQuery, String> {
             }
             "trace_id" if value.is_empty() => {}
             "trace_id" => {
-                query.trace_id = Some(
-                    crate::parse_id(&value)
-                        .map_err(|_| format!("`trace_id` `{value}` is not a trace id"))?,
-                )
+                let ids = crate::trace_ids(&value).map_err(|bad| format!("`trace_id`: {bad}"))?;
+                query.trace_id = ids.first().copied();
+                query.trace_id_fallback = ids.get(1).copied();
             }
-            "tag" => query.tags.push(value),
+            "tag" => {
+                // log records keep a bare tag as `key`
+                let (key, tag_value) = split_tag(&value)?;
+                query.tags.push(if tag_value.is_empty() {
+                    key
+                } else {
+                    value
+                });
+            }
             "start" => query.start_ns = Some(parse_time(&key, &value)?),
             "end" => query.end_ns = Some(parse_time(&key, &value)?),
             "limit" => query.limit = parse_limit(&value)?,
@@ -206,7 +216,7 @@ pub fn log_json(record: &LogRecord) -> Value {
         "timestamp_ns": record.timestamp_ns,
         "service": record.service,
         "trace_id": record.trace_id.map(|id| id.to_string()),
-        "span_id": record.span_id.map(|id| id.to_string()),
+        "span_id": record.span_id.map(crate::span_hex),
         "name": record.name,
         "message": record.message,
         "severity": record.severity.label(),
@@ -256,7 +266,7 @@ mod tests {
     #[test]
     fn trace_parameters() {
         let query = trace_query(Some(
-            "service=api&name=GET+%2F&tag=env:prod&tag=canary&error=true&min_duration=250ms&max_duration=1.5s&start=2026-11-25T12:00:00Z&end=1795608000000000001&limit=5",
+            "service=api&name=GET+%2F&tag=env:prod&tag=canary:&error=true&min_duration=250ms&max_duration=1.5s&start=2026-11-25T12:00:00Z&end=1795608000000000001&limit=5",
         ))
         .unwrap();
         assert_eq!(query.service.as_deref(), Some("api"));
@@ -283,6 +293,8 @@ mod tests {
             "min_duration=fast",
             "start=yesterday",
             "bogus=1",
+            "tag=env=prod",
+            "tag=canary",
         ] {
             let error = trace_query(Some(bad)).unwrap_err();
             let key = bad.split('=').next().unwrap();
@@ -303,7 +315,14 @@ mod tests {
                 vec!["db".into()]
             ]
         );
-        assert_eq!(query.trace_id, Some(1234));
+        assert_eq!(query.trace_id, Some(crate::TraceId(1234)));
+        let both = log_query(Some("trace_id=1234")).unwrap();
+        assert_eq!(
+            (both.trace_id, both.trace_id_fallback),
+            (Some(crate::TraceId(0x1234)), Some(crate::TraceId(1234)))
+        );
+        let error = log_query(Some("tag=k%3Dv")).unwrap_err();
+        assert!(error.contains("key:value") && error.contains("k=v"), "{error}");
         assert_eq!(query.severity.as_deref(), Some("error"));
         assert_eq!(query.limit, 100);
         for bad in ["severity=loud", "trace_id=xyz", "limit=5000", "nope=1"] {

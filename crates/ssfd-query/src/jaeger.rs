@@ -4,12 +4,12 @@
 
 use serde_json::{Value, json};
 use ssfd_store::TraceQuery;
-use ssfd_wire::ssf::{SsfSpan, ssf_sample};
+use ssfd_wire::ssf::SsfSpan;
 use std::collections::BTreeMap;
 
-/// An id as Jaeger shows it: the two's-complement u64 in 16 hex digits.
+/// A span id as Jaeger shows it: the two's-complement u64 in 16 hex digits.
 pub fn hex_id(id: i64) -> String {
-    format!("{:016x}", id as u64)
+    crate::span_hex(id)
 }
 
 /// Jaeger's envelope around `data`.
@@ -40,15 +40,16 @@ pub const MAX_TRACE_IDS: usize = 1000;
 /// them to look traces up by id), in order, each trace once, with each id as Jaeger
 /// prints it (16 hex digits, or 32 when the high half is not zero). With any, Jaeger
 /// answers those traces and ignores every other parameter.
-pub fn trace_ids(raw: Option<&str>) -> Result<Vec<(i64, String)>, String> {
+pub fn trace_ids(raw: Option<&str>) -> Result<Vec<(crate::TraceId, String)>, String> {
     let mut ids = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (key, value) in crate::api::pairs(raw) {
         if key != "traceID" || value.is_empty() {
             continue;
         }
-        let id = crate::parse_jaeger_id(&value)
-            .map_err(|_| format!("`traceID` must be 1 to 32 hex digits, not `{value}`"))?;
+        let id = crate::parse_jaeger_id(&value).map_err(|_| {
+            format!("`traceID` must be 1 to 32 hex digits, not zero, not `{value}`")
+        })?;
         if seen.insert(id) {
             if ids.len() == MAX_TRACE_IDS {
                 return Err(format!("at most {MAX_TRACE_IDS} `traceID` parameters"));
@@ -83,13 +84,48 @@ fn kv(key: &str, value: &str) -> Value {
     json!({ "key": key, "type": "string", "value": value })
 }
 
-/// One trace in Jaeger's format; `None` when no span decodes. Duplicate span ids keep
-/// the last arrival.
-pub fn trace(trace_id: i64, encoded: &[Vec<u8>]) -> Option<Value> {
+/// A tag or log field in Jaeger's typed form, from a JSON value of SPEC 6's trace
+/// answer (strings, numbers and booleans as sent).
+fn typed_kv(key: &str, value: &Value) -> Value {
+    match value {
+        Value::Bool(b) => json!({ "key": key, "type": "bool", "value": b }),
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            json!({ "key": key, "type": "int64", "value": n })
+        }
+        Value::Number(n) => json!({ "key": key, "type": "float64", "value": n }),
+        Value::String(s) => kv(key, s),
+        other => kv(key, &other.to_string()),
+    }
+}
+
+/// A log record as a Jaeger span log.
+fn log_of(record: &ssfd_engine::LogRecord) -> Value {
+    let mut fields = vec![
+        kv("event", &record.name),
+        kv("message", &record.message),
+        kv("level", record.severity.label()),
+    ];
+    fields.extend(record.tags.iter().map(|tag| match tag.split_once(':') {
+        Some((k, v)) => kv(k, v),
+        None => kv(tag, ""),
+    }));
+    json!({ "timestamp": record.timestamp_ns / 1000, "fields": fields })
+}
+
+/// One trace in Jaeger's format, its spans with their logs (the log records with the
+/// trace id placed as SPEC 5 says; one without a stored span goes to the root, else to
+/// the earliest span); `None` when no span decodes. Duplicate span ids keep the last
+/// arrival.
+pub fn trace(
+    trace_id: crate::TraceId,
+    encoded: &[Vec<u8>],
+    records: &[ssfd_engine::LogRecord],
+) -> Option<Value> {
     let decoded = crate::last_arrivals(encoded);
     if decoded.is_empty() {
         return None;
     }
+    let placed = crate::place_logs(&decoded, records);
     let mut spans: Vec<&SsfSpan> = decoded.iter().collect();
     spans.sort_by_key(|s| (s.start_timestamp, s.id));
     let total = spans.len();
@@ -101,52 +137,60 @@ pub fn trace(trace_id: i64, encoded: &[Vec<u8>]) -> Option<Value> {
             spans.len()
         )]
     });
-    let services: BTreeMap<&str, String> = spans
+    // one process per service and resource (two pods of a service are two processes)
+    let resources: Vec<serde_json::Map<String, Value>> =
+        spans.iter().map(|s| crate::resource_json(s)).collect();
+    let process_keys: Vec<(String, String)> = spans
         .iter()
-        .map(|s| s.service.as_str())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .enumerate()
-        .map(|(i, service)| (service, format!("p{}", i + 1)))
+        .zip(&resources)
+        .map(|(s, r)| (s.service.clone(), Value::Object(r.clone()).to_string()))
         .collect();
-    let trace_hex = hex_id(trace_id);
+    let mut processes: BTreeMap<(String, String), (String, Value)> = BTreeMap::new();
+    for ((key, resource), span) in process_keys.iter().zip(&resources).zip(&spans) {
+        processes.entry(key.clone()).or_insert_with(|| {
+            let tags: Vec<Value> = resource.iter().map(|(k, v)| typed_kv(k, v)).collect();
+            (
+                String::new(),
+                json!({ "serviceName": span.service, "tags": tags }),
+            )
+        });
+    }
+    // named in service order, as before resources were kept
+    for (index, (name, _)) in processes.values_mut().enumerate() {
+        *name = format!("p{}", index + 1);
+    }
+    let trace_hex = trace_id.to_string();
+    let root = spans
+        .iter()
+        .filter(|s| s.parent_id == 0 || s.id == trace_id.low())
+        .min_by_key(|s| (s.start_timestamp, s.id))
+        .or(spans.first())
+        .map(|s| s.id);
     let spans_json: Vec<Value> = spans
         .iter()
-        .map(|span| {
-            let mut tags: Vec<Value> = span.tags.iter().map(|(k, v)| kv(k, v)).collect();
+        .zip(&process_keys)
+        .map(|(span, key)| {
+            let mut tags: Vec<Value> = crate::typed_tags(span)
+                .iter()
+                .map(|(k, v)| typed_kv(k, v))
+                .collect();
             if span.error {
                 tags.push(json!({ "key": "error", "type": "bool", "value": true }));
             }
             if span.indicator {
                 tags.push(json!({ "key": "indicator", "type": "bool", "value": true }));
             }
-            let logs: Vec<Value> = span
-                .metrics
-                .iter()
-                .filter(|s| {
-                    s.metric == ssf_sample::Metric::Counter as i32
-                        && s.value == 0.0
-                        && !s.message.is_empty()
-                })
-                .map(|s| {
-                    let timestamp = if s.timestamp == 0 {
-                        span.start_timestamp
-                    } else {
-                        s.timestamp
-                    };
-                    let mut fields = vec![
-                        kv("event", &s.name),
-                        kv("message", &s.message),
-                        kv(
-                            "level",
-                            ssfd_engine::Severity::from_status(s.status).label(),
-                        ),
-                    ];
-                    fields.extend(s.tags.iter().map(|(k, v)| kv(k, v)));
-                    json!({ "timestamp": timestamp / 1000, "fields": fields })
-                })
+            let mut logs: Vec<Value> = placed
+                .by_span
+                .get(&span.id)
+                .into_iter()
+                .flatten()
+                .map(log_of)
                 .collect();
-            let references: Vec<Value> = if span.parent_id != 0 && span.id != span.trace_id {
+            if Some(span.id) == root {
+                logs.extend(placed.trace_level.iter().map(log_of));
+            }
+            let references: Vec<Value> = if span.parent_id != 0 && span.id != trace_id.low() {
                 vec![json!({
                     "refType": "CHILD_OF",
                     "traceID": trace_hex,
@@ -165,19 +209,14 @@ pub fn trace(trace_id: i64, encoded: &[Vec<u8>]) -> Option<Value> {
                 "duration": (span.end_timestamp - span.start_timestamp) / 1000,
                 "tags": tags,
                 "logs": logs,
-                "processID": services[span.service.as_str()],
+                "processID": processes[key].0,
                 "warnings": null,
             })
         })
         .collect();
-    let processes: serde_json::Map<String, Value> = services
-        .iter()
-        .map(|(service, process)| {
-            (
-                process.clone(),
-                json!({ "serviceName": service, "tags": [] }),
-            )
-        })
+    let processes: serde_json::Map<String, Value> = processes
+        .into_values()
+        .map(|(name, process)| (name, process))
         .collect();
     Some(json!({
         "traceID": trace_hex,
@@ -325,8 +364,46 @@ mod tests {
             name: "select".into(),
             ..Default::default()
         };
-        let trace = trace(-2, &[child.encode_to_vec(), root.encode_to_vec()]).unwrap();
-        assert_eq!(trace["traceID"], "fffffffffffffffe");
+        root.attributes.push(ssfd_wire::ssfd::v1::Attribute {
+            key: "http.status_code".into(),
+            value: Some(ssfd_wire::ssfd::v1::attribute::Value::IntValue(502)),
+        });
+        root.tags.insert("http.status_code".into(), "502".into());
+        root.resource.push(ssfd_wire::ssfd::v1::Attribute {
+            key: "host.name".into(),
+            value: Some(ssfd_wire::ssfd::v1::attribute::Value::StringValue("h1".into())),
+        });
+        let unplaced = ssfd_engine::LogRecord {
+            kind: ssfd_engine::LogKind::Log,
+            timestamp_ns: 8_000_000,
+            service: "web".into(),
+            trace_id: Some(crate::TraceId::from_parts(0, -2)),
+            span_id: Some(99),
+            name: "app".into(),
+            message: "no span of its own".into(),
+            severity: ssfd_engine::Severity::Warn,
+            tags: vec!["k:v".into()],
+        };
+        let trace = trace(
+            crate::TraceId::from_parts(0, -2),
+            &[child.encode_to_vec(), root.encode_to_vec()],
+            &[unplaced],
+        )
+        .unwrap();
+        assert_eq!(trace["traceID"], "0000000000000000fffffffffffffffe");
+        assert!(
+            spans_tags(&trace, 0).contains(&json!({"key": "http.status_code", "type": "int64", "value": 502})),
+            "typed tags"
+        );
+        assert_eq!(
+            trace["processes"][trace["spans"][0]["processID"].as_str().unwrap()]["tags"],
+            json!([{"key": "host.name", "type": "string", "value": "h1"}])
+        );
+        assert_eq!(
+            trace["spans"][0]["logs"][1]["fields"][1]["value"],
+            "no span of its own",
+            "a record without a stored span goes to the root"
+        );
         let spans = trace["spans"].as_array().unwrap();
         assert_eq!(spans[0]["spanID"], "fffffffffffffffe", "ordered by start");
         assert_eq!(spans[0]["startTime"], 5000, "microseconds");
@@ -346,12 +423,16 @@ mod tests {
         );
         assert_eq!(
             spans[1]["references"],
-            json!([{"refType": "CHILD_OF", "traceID": "fffffffffffffffe", "spanID": "fffffffffffffffe"}])
+            json!([{"refType": "CHILD_OF", "traceID": "0000000000000000fffffffffffffffe", "spanID": "fffffffffffffffe"}])
         );
         assert_eq!(
             trace["processes"]["p1"],
             json!({"serviceName": "db", "tags": []})
         );
+    }
+
+    fn spans_tags(trace: &Value, index: usize) -> Vec<Value> {
+        trace["spans"][index]["tags"].as_array().unwrap().clone()
     }
 
     #[test]
@@ -384,21 +465,32 @@ mod tests {
             ))
             .unwrap(),
             [
-                (2, "0000000000000002".into()),
-                (-2, "fffffffffffffffe".into())
+                (crate::TraceId(2), "0000000000000002".into()),
+                (
+                    crate::TraceId::from_parts(0, -2),
+                    "fffffffffffffffe".into()
+                )
             ]
         );
         assert!(trace_ids(Some("service=x")).unwrap().is_empty());
         assert_eq!(
             trace_ids(Some("traceID=10000000000000003&traceID=3")).unwrap(),
-            [(3, "00000000000000010000000000000003".into())]
+            [
+                (
+                    crate::TraceId::from_parts(1, 3),
+                    "00000000000000010000000000000003".into()
+                ),
+                (crate::TraceId(3), "0000000000000003".into())
+            ],
+            "128-bit ids: equal low halves are two traces"
         );
         assert_eq!(
             trace_ids(Some("traceID=00000000000000000000000000000003")).unwrap(),
-            [(3, "0000000000000003".into())]
+            [(crate::TraceId(3), "0000000000000003".into())]
         );
         assert!(trace_ids(Some("traceID=xyz")).is_err());
-        let many: Vec<String> = (0..=MAX_TRACE_IDS)
+        assert!(trace_ids(Some("traceID=0")).is_err());
+        let many: Vec<String> = (1..=MAX_TRACE_IDS + 1)
             .map(|i| format!("traceID={i:x}"))
             .collect();
         let error = trace_ids(Some(&many.join("&"))).unwrap_err();

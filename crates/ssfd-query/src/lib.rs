@@ -9,51 +9,136 @@ pub mod text;
 
 use prost::Message;
 use serde_json::{Value, json};
+use ssfd_engine::LogRecord;
 use ssfd_wire::ssf::{SsfSample, SsfSpan, ssf_sample};
+use ssfd_wire::ssfd::v1::attribute;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-/// Why a trace id in a path was refused.
-#[derive(Debug, PartialEq, Eq)]
-pub struct BadId;
+pub use ssfd_wire::ids::{BadId, TraceId, span_hex};
 
-/// Parses a trace or span id: signed decimal, 16 hex digits (the two's-complement u64,
-/// as Jaeger shows it) or 32 hex digits (an OTel id; its low 64 bits). SPEC 6.
-/// A 16- or 32-character string of decimal digits only is read as hex when it starts
-/// with `0` (decimal ids have no leading zeros), else as decimal.
-pub fn parse_id(text: &str) -> Result<i64, BadId> {
-    let is_hex = |t: &str| {
-        t.bytes().all(|b| b.is_ascii_hexdigit())
-            && (t.starts_with('0') || t.bytes().any(|b| b.is_ascii_alphabetic()))
-    };
-    match text.len() {
-        16 if is_hex(text) => u64::from_str_radix(text, 16)
-            .map(|v| v as i64)
-            .map_err(|_| BadId),
-        32 if is_hex(text) => u64::from_str_radix(&text[16..], 16)
-            .map(|v| v as i64)
-            .map_err(|_| BadId),
-        _ => text.parse::<i64>().map_err(|_| BadId),
+/// The trace ids `text` may name, in SPEC 6's lookup order (hex first, then decimal),
+/// or an error that says which forms are taken.
+pub fn trace_ids(text: &str) -> Result<Vec<TraceId>, BadId> {
+    TraceId::candidates(text)
+}
+
+/// A trace id on Jaeger's API: always hex, 1 to 32 digits (Jaeger's own rule), not 0.
+pub fn parse_jaeger_id(text: &str) -> Result<TraceId, BadId> {
+    let digits = text.trim();
+    if digits.is_empty() || digits.len() > 32 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(BadId(text.chars().take(64).collect()));
+    }
+    u128::from_str_radix(digits, 16)
+        .ok()
+        .map(TraceId)
+        .filter(|id| !id.is_zero())
+        .ok_or_else(|| BadId(text.chars().take(64).collect()))
+}
+
+/// A typed attribute value as JSON (SPEC 6): strings, numbers and booleans as they
+/// were sent, arrays and maps as their JSON text.
+pub fn attribute_json(value: &attribute::Value) -> Value {
+    match value {
+        attribute::Value::StringValue(s) | attribute::Value::JsonValue(s) => s.clone().into(),
+        attribute::Value::IntValue(i) => (*i).into(),
+        attribute::Value::DoubleValue(d) => serde_json::Number::from_f64(*d)
+            .map_or_else(|| Value::from(d.to_string()), Value::Number),
+        attribute::Value::BoolValue(b) => (*b).into(),
     }
 }
 
-/// A trace id on Jaeger's API: always hex, 1 to 32 digits (Jaeger's own rule; a longer
-/// id keeps its low 64 bits, as OTel ids do here).
-pub fn parse_jaeger_id(text: &str) -> Result<i64, BadId> {
-    if text.is_empty() || text.len() > 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(BadId);
+/// A span's tags as a JSON object, each typed as it was sent (extension field 1003
+/// holds the types of the non-string ones).
+pub fn typed_tags(span: &SsfSpan) -> serde_json::Map<String, Value> {
+    let mut tags: serde_json::Map<String, Value> = span
+        .tags
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+        .collect();
+    for attribute in &span.attributes {
+        if let Some(value) = &attribute.value {
+            tags.insert(attribute.key.clone(), attribute_json(value));
+        }
     }
-    let low = &text[text.len().saturating_sub(16)..];
-    u64::from_str_radix(low, 16)
-        .map(|v| v as i64)
-        .map_err(|_| BadId)
+    tags
 }
 
-fn severity(status: i32) -> &'static str {
-    match status {
-        0 => "info",
-        1 => "warn",
-        2 => "error",
-        _ => "unknown",
+/// A span's resource attributes (extension field 1002) as a JSON object.
+pub fn resource_json(span: &SsfSpan) -> serde_json::Map<String, Value> {
+    span.resource
+        .iter()
+        .filter_map(|a| Some((a.key.clone(), attribute_json(a.value.as_ref()?))))
+        .collect()
+}
+
+/// The log samples a span carries, as records with its context (SPEC 5).
+pub fn embedded_logs(span: &SsfSpan) -> Vec<LogRecord> {
+    span.metrics
+        .iter()
+        .filter(|s| is_log(s))
+        .map(|s| {
+            let mut tags = tag_list(&s.tags);
+            tags.sort();
+            LogRecord {
+                kind: ssfd_engine::LogKind::Log,
+                timestamp_ns: if s.timestamp == 0 {
+                    span.start_timestamp
+                } else {
+                    s.timestamp
+                },
+                service: span.service.clone(),
+                trace_id: Some(TraceId::from_parts(span.trace_id_high, span.trace_id)),
+                span_id: Some(span.id),
+                name: s.name.clone(),
+                message: s.message.clone(),
+                severity: ssfd_engine::Severity::from_status(s.status),
+                tags,
+            }
+        })
+        .collect()
+}
+
+/// A trace's log records placed as SPEC 5 says: under the span with their span id
+/// (its embedded samples first), or at trace level when no stored span has it. A
+/// record the log index holds that is also a span's embedded sample is shown once.
+pub struct PlacedLogs {
+    pub by_span: HashMap<i64, Vec<LogRecord>>,
+    pub trace_level: Vec<LogRecord>,
+}
+
+pub fn place_logs(spans: &[SsfSpan], records: &[LogRecord]) -> PlacedLogs {
+    let mut by_span: HashMap<i64, Vec<LogRecord>> = HashMap::new();
+    for span in spans {
+        let logs = embedded_logs(span);
+        if !logs.is_empty() {
+            by_span.insert(span.id, logs);
+        }
+    }
+    let ids: HashSet<i64> = spans.iter().map(|s| s.id).collect();
+    let mut trace_level = Vec::new();
+    for record in records {
+        match record.span_id.filter(|id| ids.contains(id)) {
+            Some(span_id) => {
+                let logs = by_span.entry(span_id).or_default();
+                let duplicate = logs.iter().any(|l| {
+                    l.timestamp_ns == record.timestamp_ns
+                        && l.message == record.message
+                        && l.name == record.name
+                });
+                if !duplicate {
+                    logs.push(record.clone());
+                }
+            }
+            None => trace_level.push(record.clone()),
+        }
+    }
+    for logs in by_span.values_mut() {
+        logs.sort_by_key(|l| l.timestamp_ns);
+    }
+    trace_level.sort_by_key(|l| l.timestamp_ns);
+    PlacedLogs {
+        by_span,
+        trace_level,
     }
 }
 
@@ -61,14 +146,6 @@ fn is_log(sample: &SsfSample) -> bool {
     sample.metric == ssf_sample::Metric::Counter as i32
         && sample.value == 0.0
         && !sample.message.is_empty()
-}
-
-fn tags_object(tags: &std::collections::BTreeMap<String, String>) -> Value {
-    Value::Object(
-        tags.iter()
-            .map(|(k, v)| (k.clone(), Value::from(v.clone())))
-            .collect(),
-    )
 }
 
 fn tag_list(tags: &std::collections::BTreeMap<String, String>) -> Vec<String> {
@@ -83,25 +160,10 @@ fn tag_list(tags: &std::collections::BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
-/// One span as SPEC 6's `SPAN`, with `children` already rendered.
-pub fn span_json(span: &SsfSpan, children: Vec<Value>) -> Value {
-    let logs: Vec<Value> = span
-        .metrics
-        .iter()
-        .filter(|s| is_log(s))
-        .map(|s| {
-            json!({
-                "timestamp_ns": if s.timestamp == 0 { span.start_timestamp } else { s.timestamp },
-                "service": span.service,
-                "trace_id": span.trace_id.to_string(),
-                "span_id": span.id.to_string(),
-                "name": s.name,
-                "message": s.message,
-                "severity": severity(s.status),
-                "tags": tag_list(&s.tags),
-            })
-        })
-        .collect();
+/// One span as SPEC 6's `SPAN`, with `children` already rendered and `logs` its
+/// placed log records.
+pub fn span_json(span: &SsfSpan, children: Vec<Value>, logs: &[LogRecord]) -> Value {
+    let logs: Vec<Value> = logs.iter().map(api::log_json).collect();
     let metrics: Vec<Value> = span
         .metrics
         .iter()
@@ -123,8 +185,8 @@ pub fn span_json(span: &SsfSpan, children: Vec<Value>) -> Value {
         })
         .collect();
     json!({
-        "id": span.id.to_string(),
-        "parent_id": span.parent_id.to_string(),
+        "id": span_hex(span.id),
+        "parent_id": span_hex(span.parent_id),
         "name": span.name,
         "service": span.service,
         "start_ns": span.start_timestamp,
@@ -132,7 +194,8 @@ pub fn span_json(span: &SsfSpan, children: Vec<Value>) -> Value {
         "duration_ns": span.end_timestamp - span.start_timestamp,
         "error": span.error,
         "indicator": span.indicator,
-        "tags": tags_object(&span.tags),
+        "tags": typed_tags(span),
+        "resource": resource_json(span),
         "logs": logs,
         "metrics": metrics,
         "children": children,
@@ -165,6 +228,7 @@ pub const MAX_SPANS_PER_RESPONSE: usize = 10_000;
 
 struct Tree<'a> {
     spans: Vec<&'a SsfSpan>,
+    logs: &'a HashMap<i64, Vec<LogRecord>>,
     children: HashMap<i64, Vec<usize>>,
     rendered: usize,
     visited: HashSet<i64>,
@@ -187,23 +251,26 @@ impl Tree<'_> {
             }
             children.push(self.render(child));
         }
-        span_json(span, children)
+        let logs = self.logs.get(&span.id).map_or(&[][..], Vec::as_slice);
+        span_json(span, children, logs)
     }
 }
 
-/// Joins `encoded` (one trace's stored spans, in arrival order) into SPEC 6's
-/// `/api/v1/traces/{id}` answer; `None` when there is no span.
-pub fn trace_json(trace_id: i64, encoded: &[Vec<u8>]) -> Option<Value> {
+/// Joins `encoded` (one trace's stored spans, in arrival order) and `records` (the log
+/// records with its trace id) into SPEC 6's `/api/v1/traces/{id}` answer; `None` when
+/// there is neither a span nor a record.
+pub fn trace_json(trace_id: TraceId, encoded: &[Vec<u8>], records: &[LogRecord]) -> Option<Value> {
     let decoded = last_arrivals(encoded);
-    if decoded.is_empty() {
+    if decoded.is_empty() && records.is_empty() {
         return None;
     }
+    let placed = place_logs(&decoded, records);
     let spans: Vec<&SsfSpan> = decoded.iter().collect();
     let ids: HashSet<i64> = spans.iter().map(|s| s.id).collect();
     let root = spans
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.parent_id == 0 || s.id == s.trace_id)
+        .filter(|(_, s)| s.parent_id == 0 || s.id == trace_id.low())
         .min_by_key(|(_, s)| (s.start_timestamp, s.id))
         .map(|(i, _)| i);
     let mut children: HashMap<i64, Vec<usize>> = HashMap::new();
@@ -229,15 +296,16 @@ pub fn trace_json(trace_id: i64, encoded: &[Vec<u8>]) -> Option<Value> {
     let span_count = spans.len();
     let mut tree = Tree {
         spans,
+        logs: &placed.by_span,
         children,
         rendered: 0,
         visited: HashSet::new(),
     };
     // a root found by `id == trace_id` may name a parent ssfd never saw: as a root its
-    // `parent_id` is "0" (SPEC 6)
+    // `parent_id` is zero (SPEC 6)
     let root_json = root.map(|index| {
         let mut json = tree.render(index);
-        json["parent_id"] = "0".into();
+        json["parent_id"] = span_hex(0).into();
         json
     });
     let mut orphan_json = Vec::new();
@@ -260,6 +328,7 @@ pub fn trace_json(trace_id: i64, encoded: &[Vec<u8>]) -> Option<Value> {
     Some(json!({
         "trace_id": trace_id.to_string(),
         "complete": root_json.is_some() && orphan_json.is_empty(),
+        "logs": placed.trace_level.iter().map(api::log_json).collect::<Vec<_>>(),
         "span_count": span_count,
         "orphan_count": orphan_json.len(),
         "duration_ns": end - start,
@@ -276,14 +345,18 @@ mod tests {
 
     #[test]
     fn jaeger_ids_are_hex() {
-        assert_eq!(parse_jaeger_id("1092"), Ok(0x1092));
-        assert_eq!(parse_jaeger_id("4d2"), Ok(0x4d2));
-        assert_eq!(parse_jaeger_id("00000000000004d2"), Ok(0x4d2));
+        assert_eq!(parse_jaeger_id("1092"), Ok(TraceId(0x1092)));
+        assert_eq!(parse_jaeger_id("4d2"), Ok(TraceId(0x4d2)));
+        assert_eq!(parse_jaeger_id("00000000000004d2"), Ok(TraceId(0x4d2)));
         assert_eq!(
             parse_jaeger_id("0123456789abcdef00000000000004d2"),
-            Ok(0x4d2)
+            Ok(TraceId::from_parts(0x0123456789abcdef, 0x4d2))
         );
-        assert_eq!(parse_jaeger_id("ffffffffffffffff"), Ok(-1));
+        assert_eq!(
+            parse_jaeger_id("ffffffffffffffff"),
+            Ok(TraceId::from_parts(0, -1))
+        );
+        assert!(parse_jaeger_id("0").is_err());
         assert!(parse_jaeger_id("").is_err());
         assert!(parse_jaeger_id("xyz").is_err());
         assert!(parse_jaeger_id(&"1".repeat(33)).is_err());
@@ -321,7 +394,7 @@ mod tests {
         .iter()
         .map(|s| s.encode_to_vec())
         .collect();
-        let trace = trace_json(1, &encoded).unwrap();
+        let trace = trace_json(TraceId(1), &encoded, &[]).unwrap();
         assert_eq!(trace["complete"], true);
         assert_eq!(trace["span_count"], 4);
         assert_eq!(trace["orphan_count"], 0);
@@ -329,15 +402,16 @@ mod tests {
         assert_eq!(trace["services"], json!(["api", "db", "web"]));
         assert_eq!(
             ids(&trace["root"]),
-            ["1", "2", "4", "3"],
+            [1, 2, 4, 3].map(span_hex),
             "children ordered by start"
         );
-        assert_eq!(trace["root"]["parent_id"], "0");
-        // a root by `id == trace_id` whose parent is elsewhere: still "0"
+        assert_eq!(trace["root"]["parent_id"], "0000000000000000");
+        assert_eq!(trace["trace_id"], "00000000000000000000000000000001");
+        // a root by `id == trace_id` whose parent is elsewhere: still zero
         let encoded = vec![span(1, 77, 10, "web").encode_to_vec()];
-        let trace = trace_json(1, &encoded).unwrap();
-        assert_eq!(trace["root"]["id"], "1");
-        assert_eq!(trace["root"]["parent_id"], "0");
+        let trace = trace_json(TraceId(1), &encoded, &[]).unwrap();
+        assert_eq!(trace["root"]["id"], "0000000000000001");
+        assert_eq!(trace["root"]["parent_id"], "0000000000000000");
     }
 
     #[test]
@@ -354,14 +428,17 @@ mod tests {
         .iter()
         .map(|s| s.encode_to_vec())
         .collect();
-        let trace = trace_json(1, &encoded).unwrap();
+        let trace = trace_json(TraceId(1), &encoded, &[]).unwrap();
         assert_eq!(trace["root"], Value::Null, "no parent-less span");
         assert_eq!(trace["complete"], false);
         assert_eq!(trace["span_count"], 4, "the duplicate id keeps one span");
         let orphans = trace["orphans"].as_array().unwrap();
         let first: Vec<&str> = orphans.iter().map(|o| o["id"].as_str().unwrap()).collect();
-        assert!(first.contains(&"2") && first.contains(&"5"), "{first:?}");
-        let renamed = orphans.iter().find(|o| o["id"] == "2").unwrap();
+        assert!(
+            first.contains(&span_hex(2).as_str()) && first.contains(&span_hex(5).as_str()),
+            "{first:?}"
+        );
+        let renamed = orphans.iter().find(|o| o["id"] == span_hex(2)).unwrap();
         assert_eq!(renamed["name"], "renamed", "the last arrival wins");
         let rendered: usize = orphans.iter().map(|o| ids(o).len()).sum();
         assert_eq!(rendered, 4, "the 7↔8 cycle renders once");
@@ -385,13 +462,13 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let trace = trace_json(1, &[root.encode_to_vec()]).unwrap();
+        let trace = trace_json(TraceId(1), &[root.encode_to_vec()], &[]).unwrap();
         let logs = trace["root"]["logs"].as_array().unwrap();
         assert_eq!(
             (logs[0]["message"].as_str(), logs[0]["severity"].as_str()),
             (Some("hello"), Some("warn"))
         );
-        assert_eq!(logs[0]["span_id"], "1");
+        assert_eq!(logs[0]["span_id"], "0000000000000001");
         let metrics = trace["root"]["metrics"].as_array().unwrap();
         assert_eq!(
             metrics[0],
@@ -399,19 +476,73 @@ mod tests {
         );
     }
 
+    fn record(span_id: Option<i64>, timestamp_ns: i64, message: &str) -> LogRecord {
+        LogRecord {
+            kind: ssfd_engine::LogKind::Log,
+            timestamp_ns,
+            service: "web".into(),
+            trace_id: Some(TraceId(1)),
+            span_id,
+            name: "app".into(),
+            message: message.into(),
+            severity: ssfd_engine::Severity::Info,
+            tags: Vec::new(),
+        }
+    }
+
     #[test]
-    fn ids_in_paths() {
-        assert_eq!(parse_id("-5"), Ok(-5));
-        assert_eq!(parse_id("ffffffffffffffff"), Ok(-1));
-        assert_eq!(parse_id("000000000000000000000000000004d2"), Ok(1234));
-        assert_eq!(parse_id("00000000000004d2"), Ok(1234));
+    fn log_records_join_their_span_or_the_trace() {
+        let mut root = span(1, 0, 10, "web");
+        root.metrics = vec![SsfSample {
+            name: "app".into(),
+            message: "embedded".into(),
+            timestamp: 11,
+            ..Default::default()
+        }];
+        root.attributes.push(ssfd_wire::ssfd::v1::Attribute {
+            key: "http.status_code".into(),
+            value: Some(attribute::Value::IntValue(502)),
+        });
+        root.tags.insert("http.status_code".into(), "502".into());
+        root.tags.insert("http.route".into(), "/a".into());
+        root.resource.push(ssfd_wire::ssfd::v1::Attribute {
+            key: "k8s.pod.name".into(),
+            value: Some(attribute::Value::StringValue("pod-1".into())),
+        });
+        let child = span(2, 1, 20, "db");
+        let records = [
+            record(Some(2), 25, "under the child"),
+            // the embedded sample, also found in the log index: shown once
+            record(Some(1), 11, "embedded"),
+            record(Some(404), 30, "span not stored"),
+            record(None, 5, "no span id"),
+        ];
+        let trace = trace_json(
+            TraceId(1),
+            &[child.encode_to_vec(), root.encode_to_vec()],
+            &records,
+        )
+        .unwrap();
+        let messages = |logs: &Value| -> Vec<String> {
+            logs.as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["message"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(messages(&trace["root"]["logs"]), ["embedded"]);
         assert_eq!(
-            parse_id("1234567890123456"),
-            Ok(1_234_567_890_123_456),
-            "16 decimal digits, no leading zero"
+            messages(&trace["root"]["children"][0]["logs"]),
+            ["under the child"]
         );
-        assert_eq!(parse_id("0000000000001234"), Ok(0x1234));
-        assert_eq!(parse_id("12x"), Err(BadId));
-        assert_eq!(parse_id(""), Err(BadId));
+        assert_eq!(messages(&trace["logs"]), ["no span id", "span not stored"]);
+        assert_eq!(trace["root"]["tags"]["http.status_code"], 502, "typed");
+        assert_eq!(trace["root"]["tags"]["http.route"], "/a");
+        assert_eq!(trace["root"]["resource"], json!({"k8s.pod.name": "pod-1"}));
+        // records without any stored span still answer, at trace level
+        let only_logs = trace_json(TraceId(1), &[], &records[..1]).unwrap();
+        assert_eq!(only_logs["root"], Value::Null);
+        assert_eq!(messages(&only_logs["logs"]), ["under the child"]);
+        assert!(trace_json(TraceId(1), &[], &[]).is_none());
     }
 }

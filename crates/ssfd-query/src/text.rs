@@ -45,10 +45,10 @@ struct Row {
     logs: Vec<String>,
 }
 
-fn rows(span: &Value, depth: usize, start: i64, out: &mut Vec<Row>) {
+/// Log records as waterfall lines: offset from the trace start, severity, name, message.
+fn log_lines(logs: &Value, start: i64) -> Vec<String> {
     let text = |v: &Value| v.as_str().unwrap_or("").to_string();
-    let logs = span["logs"]
-        .as_array()
+    logs.as_array()
         .map(|logs| {
             logs.iter()
                 .map(|log| {
@@ -62,7 +62,12 @@ fn rows(span: &Value, depth: usize, start: i64, out: &mut Vec<Row>) {
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn rows(span: &Value, depth: usize, start: i64, out: &mut Vec<Row>) {
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let logs = log_lines(&span["logs"], start);
     out.push(Row {
         label: format!(
             "{}{} {}",
@@ -178,6 +183,14 @@ pub fn waterfall(trace: &Value) -> String {
             let _ = writeln!(out, "{}log {log}", " ".repeat(indent));
         }
     }
+    // records of the trace whose span is not stored (SPEC 5)
+    let trace_logs = log_lines(&trace["logs"], start);
+    if !trace_logs.is_empty() {
+        let _ = writeln!(out, "logs without a stored span:");
+        for log in trace_logs {
+            let _ = writeln!(out, "    log {log}");
+        }
+    }
     out
 }
 
@@ -187,13 +200,13 @@ pub fn traces_table(answer: &Value) -> String {
         return "no traces match\n".into();
     }
     let mut out = format!(
-        "{:<20} {:<27} {:>9} {:>6} {:>6}  {}\n",
+        "{:<32} {:<27} {:>9} {:>6} {:>6}  {}\n",
         "TRACE_ID", "START", "DURATION", "SPANS", "ERRORS", "ROOT"
     );
     for trace in answer["traces"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "{:<20} {:<27} {:>9} {:>6} {:>6}  {} {}",
+            "{:<32} {:<27} {:>9} {:>6} {:>6}  {} {}",
             trace["trace_id"].as_str().unwrap_or(""),
             timestamp(trace["start_ns"].as_i64().unwrap_or(0)),
             duration(trace["duration_ns"].as_i64().unwrap_or(0)),
@@ -304,6 +317,7 @@ mod tests {
             },
             "orphans": [{"service": "api", "name": "late", "start_ns": 1_090_000_000i64,
                          "duration_ns": 1_500, "error": false, "logs": [], "children": []}],
+            "logs": [{"timestamp_ns": 1_070_000_000i64, "severity": "warn", "name": "app", "message": "no span"}],
         });
         assert_eq!(
             waterfall(&trace),
@@ -313,18 +327,20 @@ mod tests {
              \x20 api lookup !    50.0ms    25.0ms  |               ########       |\n\
              \x20     log 60.0ms [error] db: timeout\n\
              orphans:\n\
-             api late          90.0ms     1.5µs  |                           #  |\n"
+             api late          90.0ms     1.5µs  |                           #  |\n\
+             logs without a stored span:\n\
+             \x20   log 70.0ms [warn] app: no span\n"
         );
     }
 
     #[test]
     fn tables() {
-        let traces = json!({"traces": [{"trace_id": "9", "start_ns": 1_800_000_000_000_000_000i64,
+        let traces = json!({"traces": [{"trace_id": "94568bc249d55603975fbd3ef288210b", "start_ns": 1_800_000_000_000_000_000i64,
             "duration_ns": 2_500_000_000i64, "span_count": 4, "error_count": 1,
             "root_service": "web", "root_name": "GET /"}]});
         assert_eq!(
             traces_table(&traces).lines().nth(1).unwrap(),
-            "9                    2027-01-15T08:00:00.000000Z     2.50s      4      1  web GET /"
+            "94568bc249d55603975fbd3ef288210b 2027-01-15T08:00:00.000000Z     2.50s      4      1  web GET /"
         );
         let logs = json!({"logs": [{"timestamp_ns": 1_800_000_000_000_001_000i64, "severity": "warn",
             "service": "", "name": "cron", "message": "slow", "trace_id": null, "span_id": null}]});

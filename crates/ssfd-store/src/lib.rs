@@ -57,6 +57,9 @@ impl Budget {
 }
 
 /// Both stores, as the span workers' sink.
+/// The most log records one trace answer joins (the newest, when a trace has more).
+pub const MAX_TRACE_LOGS: usize = 10_000;
+
 pub struct Store {
     pub spans: SpanStore,
     pub logs: LogStore,
@@ -80,6 +83,18 @@ impl Store {
     }
 
     /// Writes and commits everything pending (at shutdown).
+    /// The log records of a trace (SPEC 5: every record with its trace id, whichever
+    /// request carried it), at most [`MAX_TRACE_LOGS`], oldest first.
+    pub fn trace_logs(&self, trace_id: ssfd_wire::ids::TraceId) -> Result<Vec<LogRecord>, StoreError> {
+        let mut records = self.logs.search(&LogQuery {
+            trace_id: Some(trace_id),
+            limit: MAX_TRACE_LOGS,
+            ..Default::default()
+        })?;
+        records.reverse();
+        Ok(records)
+    }
+
     pub fn sync(&self) -> Result<(), StoreError> {
         self.spans.sync()?;
         self.logs.commit()

@@ -9,6 +9,7 @@ use crate::Budget;
 use crate::spans::{StoreError, db_error, now_ns};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use ssfd_engine::{LogKind, LogRecord, Severity};
+use ssfd_wire::ids::TraceId;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ struct Fields {
     received: Field,
     service: Field,
     trace_id: Field,
+    trace_id_high: Field,
     span_id: Field,
     name: Field,
     message: Field,
@@ -48,7 +50,9 @@ fn schema() -> (Schema, Fields) {
         timestamp: builder.add_i64_field("timestamp_ns", INDEXED | STORED | FAST),
         received: builder.add_i64_field("received_ns", INDEXED | FAST),
         service: builder.add_text_field("service", STRING | STORED),
+        // a trace id's two halves (SPEC 5); a record of an SSF trace has high 0
         trace_id: builder.add_i64_field("trace_id", INDEXED | STORED),
+        trace_id_high: builder.add_u64_field("trace_id_high", INDEXED | STORED),
         span_id: builder.add_i64_field("span_id", STORED),
         name: builder.add_text_field("name", TEXT | STORED),
         message: builder.add_text_field("message", TEXT | STORED),
@@ -56,6 +60,61 @@ fn schema() -> (Schema, Fields) {
         tags: builder.add_text_field("tags", STRING | STORED),
     };
     (builder.build(), fields)
+}
+
+/// Copies every record of the index in `dir`, written under an older schema, into a
+/// new index of `schema` (stored fields by name, and the receipt time from its fast
+/// column), then puts the new index in its place. Runs once, at the first start after
+/// an upgrade; a crash midway leaves the old index in place and the copy is redone.
+fn migrate(dir: &Path, schema: &Schema) -> Result<Index, StoreError> {
+    use tantivy::schema::document::Document;
+    let staging = dir.with_extension("migrating");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(db_error)?;
+    let old = Index::open_in_dir(dir).map_err(db_error)?;
+    let old_schema = old.schema();
+    let new = Index::create_in_dir(&staging, schema.clone()).map_err(db_error)?;
+    let received = schema.get_field("received_ns").map_err(db_error)?;
+    let trace = schema.get_field("trace_id").map_err(db_error)?;
+    let high = schema.get_field("trace_id_high").map_err(db_error)?;
+    let mut copied = 0u64;
+    {
+        let mut writer: IndexWriter<TantivyDocument> =
+            new.writer_with_num_threads(1, 32 << 20).map_err(db_error)?;
+        let reader = old.reader().map_err(db_error)?;
+        let searcher = reader.searcher();
+        for segment in searcher.segment_readers() {
+            let column = segment.fast_fields().i64("received_ns").ok();
+            let store = segment.get_store_reader(64).map_err(db_error)?;
+            for doc_id in segment.doc_ids_alive() {
+                let doc: TantivyDocument = store.get(doc_id).map_err(db_error)?;
+                let mut copy = TantivyDocument::parse_json(schema, &doc.to_json(&old_schema))
+                    .map_err(db_error)?;
+                let when = column
+                    .as_ref()
+                    .and_then(|c| c.first(doc_id))
+                    .unwrap_or_else(now_ns);
+                copy.add_i64(received, when);
+                // an SSF trace id's high half is 0, and searches ask for both halves
+                if copy.get_first(trace).is_some() && copy.get_first(high).is_none() {
+                    copy.add_u64(high, 0);
+                }
+                writer.add_document(copy).map_err(db_error)?;
+                copied += 1;
+            }
+        }
+        writer.commit().map_err(db_error)?;
+        writer.wait_merging_threads().map_err(db_error)?;
+    }
+    drop(new);
+    drop(old);
+    let retired = dir.with_extension("retired");
+    let _ = std::fs::remove_dir_all(&retired);
+    std::fs::rename(dir, &retired).map_err(db_error)?;
+    std::fs::rename(&staging, dir).map_err(db_error)?;
+    let _ = std::fs::remove_dir_all(&retired);
+    tracing::info!(records = copied, "log index: copied into the 128-bit trace id schema");
+    Index::open_in_dir(dir).map_err(db_error)
 }
 
 /// Splits text as the index does: runs of alphanumeric characters, lower-cased,
@@ -75,7 +134,10 @@ pub struct LogQuery {
     pub terms: Vec<Vec<String>>,
     pub service: Option<String>,
     pub severity: Option<String>,
-    pub trace_id: Option<i64>,
+    pub trace_id: Option<TraceId>,
+    /// A second reading of the id the user typed (SPEC 6: digits read as hex first,
+    /// then as decimal): searched when `trace_id` finds nothing.
+    pub trace_id_fallback: Option<TraceId>,
     /// `key:value` or bare tags, each required.
     pub tags: Vec<String>,
     pub start_ns: Option<i64>,
@@ -112,7 +174,11 @@ impl LogQuery {
                 .severity
                 .as_ref()
                 .is_some_and(|s| s != record.severity.label())
-            || self.trace_id.is_some_and(|t| Some(t) != record.trace_id)
+            || self.trace_id.is_some_and(|t| {
+                Some(t) != record.trace_id
+                    && (self.trace_id_fallback.is_none()
+                        || self.trace_id_fallback != record.trace_id)
+            })
             || self.start_ns.is_some_and(|s| record.timestamp_ns < s)
             || self.end_ns.is_some_and(|e| record.timestamp_ns >= e)
             || !self.tags.iter().all(|t| record.tags.contains(t))
@@ -161,7 +227,12 @@ impl LogStore {
         std::fs::create_dir_all(dir).map_err(db_error)?;
         let (schema, fields) = schema();
         let directory = tantivy::directory::MmapDirectory::open(dir).map_err(db_error)?;
-        let index = Index::open_or_create(directory, schema).map_err(db_error)?;
+        let index = match Index::open_or_create(directory, schema.clone()) {
+            Ok(index) => index,
+            // an index written before trace ids had 128 bits: copied into this schema
+            Err(tantivy::TantivyError::SchemaError(_)) => migrate(dir, &schema)?,
+            Err(error) => return Err(db_error(error)),
+        };
         let writer: IndexWriter<TantivyDocument> = index
             .writer_with_num_threads(1, 32 << 20)
             .map_err(db_error)?;
@@ -244,6 +315,18 @@ impl LogStore {
 
     /// Newest-first records matching `query`, at most `query.limit`.
     pub fn search(&self, query: &LogQuery) -> Result<Vec<LogRecord>, StoreError> {
+        let found = self.search_once(query)?;
+        match query.trace_id_fallback {
+            Some(fallback) if found.is_empty() => self.search_once(&LogQuery {
+                trace_id: Some(fallback),
+                trace_id_fallback: None,
+                ..query.clone()
+            }),
+            _ => Ok(found),
+        }
+    }
+
+    fn search_once(&self, query: &LogQuery) -> Result<Vec<LogRecord>, StoreError> {
         let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let text = |field: Field, term: &[String]| -> Box<dyn Query> {
@@ -291,7 +374,14 @@ impl LogStore {
             clauses.push((
                 Occur::Must,
                 Box::new(TermQuery::new(
-                    Term::from_field_i64(f.trace_id, trace_id),
+                    Term::from_field_i64(f.trace_id, trace_id.low()),
+                    IndexRecordOption::Basic,
+                )),
+            ));
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_u64(f.trace_id_high, trace_id.high()),
                     IndexRecordOption::Basic,
                 )),
             ));
@@ -373,7 +463,13 @@ fn record_of(doc: &TantivyDocument, f: Fields) -> LogRecord {
             .and_then(|v| v.as_i64())
             .unwrap_or(0),
         service: text(f.service),
-        trace_id: doc.get_first(f.trace_id).and_then(|v| v.as_i64()),
+        trace_id: doc.get_first(f.trace_id).and_then(|v| v.as_i64()).map(|low| {
+            let high = doc
+                .get_first(f.trace_id_high)
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            TraceId::from_parts(high, low)
+        }),
         span_id: doc.get_first(f.span_id).and_then(|v| v.as_i64()),
         name: text(f.name),
         message: text(f.message),
@@ -463,7 +559,8 @@ impl Indexer {
             doc.add_i64(f.received, received);
             doc.add_text(f.service, &record.service);
             if let Some(trace_id) = record.trace_id {
-                doc.add_i64(f.trace_id, trace_id);
+                doc.add_i64(f.trace_id, trace_id.low());
+                doc.add_u64(f.trace_id_high, trace_id.high());
             }
             if let Some(span_id) = record.span_id {
                 doc.add_i64(f.span_id, span_id);
@@ -575,7 +672,7 @@ mod tests {
             kind: LogKind::Log,
             timestamp_ns: ts,
             service: service.into(),
-            trace_id: (service == "api").then_some(-7),
+            trace_id: (service == "api").then_some(TraceId::from_parts(0, -7)),
             span_id: (service == "api").then_some(3),
             name: "logger".into(),
             message: message.into(),
@@ -660,7 +757,7 @@ mod tests {
                 search(&store, "", |q| q.severity = Some("warn".into())).len(),
                 1
             );
-            assert_eq!(search(&store, "", |q| q.trace_id = Some(-7)).len(), 1);
+            assert_eq!(search(&store, "", |q| q.trace_id = Some(TraceId::from_parts(0, -7))).len(), 1);
             assert_eq!(
                 search(&store, "", |q| q.tags =
                     vec!["env:prod".into(), "canary".into()])
@@ -692,7 +789,7 @@ mod tests {
         let found = store
             .search(&LogQuery {
                 limit: 10,
-                trace_id: Some(-7),
+                trace_id: Some(TraceId::from_parts(0, -7)),
                 ..Default::default()
             })
             .unwrap();
@@ -702,6 +799,72 @@ mod tests {
             (Some(3), Severity::Error)
         );
         assert_eq!(found[0].tags, ["env:prod", "canary"]);
+    }
+
+    #[test]
+    fn an_index_of_64_bit_trace_ids_is_copied_into_the_new_schema() {
+        use tantivy::schema::{FAST, INDEXED, STORED, STRING, TEXT};
+        let dir = tempfile::tempdir().unwrap();
+        // the schema before trace ids had 128 bits
+        let mut builder = Schema::builder();
+        let timestamp = builder.add_i64_field("timestamp_ns", INDEXED | STORED | FAST);
+        let received = builder.add_i64_field("received_ns", INDEXED | FAST);
+        let service = builder.add_text_field("service", STRING | STORED);
+        let trace = builder.add_i64_field("trace_id", INDEXED | STORED);
+        let span = builder.add_i64_field("span_id", STORED);
+        let name = builder.add_text_field("name", TEXT | STORED);
+        let message = builder.add_text_field("message", TEXT | STORED);
+        let severity = builder.add_text_field("severity", STRING | STORED);
+        builder.add_text_field("tags", STRING | STORED);
+        {
+            let old = Index::create_in_dir(dir.path(), builder.build()).unwrap();
+            let mut writer: IndexWriter<TantivyDocument> =
+                old.writer_with_num_threads(1, 15 << 20).unwrap();
+            let mut doc = TantivyDocument::default();
+            doc.add_i64(timestamp, 5);
+            doc.add_i64(received, now_ns());
+            doc.add_text(service, "api");
+            doc.add_i64(trace, -7);
+            doc.add_i64(span, 3);
+            doc.add_text(name, "logger");
+            doc.add_text(message, "kept across the upgrade");
+            doc.add_text(severity, "warn");
+            writer.add_document(doc).unwrap();
+            writer.commit().unwrap();
+        }
+        let store =
+            LogStore::open(dir.path(), Budget::new(1 << 30), Duration::from_secs(3600)).unwrap();
+        let found = store
+            .search(&LogQuery {
+                limit: 10,
+                trace_id: Some(TraceId::from_parts(0, -7)),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].message, "kept across the upgrade");
+        assert_eq!(found[0].span_id, Some(3));
+        assert_eq!(found[0].severity, Severity::Warn);
+        // and new records with a high half are told apart from it
+        store.push(vec![LogRecord {
+            trace_id: Some(TraceId::from_parts(9, -7)),
+            ..record("otel record", "api", Severity::Info, 6)
+        }]);
+        store.commit().unwrap();
+        let by_trace = |high| {
+            store
+                .search(&LogQuery {
+                    limit: 10,
+                    trace_id: Some(TraceId::from_parts(high, -7)),
+                    ..Default::default()
+                })
+                .unwrap()
+                .into_iter()
+                .map(|r| r.message)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(by_trace(9), ["otel record"]);
+        assert_eq!(by_trace(0), ["kept across the upgrade"]);
     }
 
     #[test]

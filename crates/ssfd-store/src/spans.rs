@@ -19,6 +19,7 @@ use hashbrown::HashMap;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use ssfd_engine::LogRecord;
 use ssfd_engine::SpanBatch;
+use ssfd_wire::ids::TraceId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -147,17 +148,17 @@ fn pair_bit(service: u32, name: u32) -> u64 {
 struct BlockInfo {
     bytes: u64,
     received_ns: i64,
-    traces: Vec<i64>,
+    traces: Vec<TraceId>,
 }
 
 #[derive(Debug, Default)]
 struct Index {
-    traces: HashMap<i64, TraceEntry>,
+    traces: HashMap<TraceId, TraceEntry>,
     /// (trace start, trace id), for newest-first searches.
-    order: BTreeMap<(i64, i64), TraceFilter>,
+    order: BTreeMap<(i64, TraceId), TraceFilter>,
     /// The block being filled (id `next_block`), not yet written, and when it started.
     pending: Vec<u8>,
-    pending_traces: Vec<i64>,
+    pending_traces: Vec<TraceId>,
     pending_since: Option<std::time::Instant>,
     pending_received: i64,
     blocks: BTreeMap<u64, BlockInfo>,
@@ -191,8 +192,9 @@ impl Index {
         offset: u32,
         span: &[u8],
         logs: Option<&mut Vec<LogRecord>>,
-    ) -> Option<i64> {
+    ) -> Option<TraceId> {
         let view = ssfd_wire::ssf_view::SpanView::parse(span).ok()?;
+        let trace_id = view.full_trace_id();
         if let Some(logs) = logs {
             for sample in view.samples() {
                 if LogRecord::is_log_sample(&sample) {
@@ -222,11 +224,14 @@ impl Index {
             root: view.parent_id == 0 || view.id == view.trace_id,
             tag_bloom: view
                 .raw_tags()
-                .fold(0, |bloom, (key, value)| bloom | tag_bits(key, value)),
+                .fold(0, |bloom, (key, value)| bloom | tag_bits(key, value))
+                | view.resource().fold(0, |bloom, (key, value)| {
+                    bloom | value.map_or(0, |v| tag_bits(key, &v.to_tag_text()))
+                }),
         };
         let entry = self
             .traces
-            .entry(view.trace_id)
+            .entry(trace_id)
             .or_insert_with(|| TraceEntry {
                 start: i64::MAX,
                 refs: Vec::new(),
@@ -236,25 +241,23 @@ impl Index {
                 i64::MAX => TraceFilter::EMPTY,
                 old => self
                     .order
-                    .remove(&(old, view.trace_id))
+                    .remove(&(old, trace_id))
                     .unwrap_or(TraceFilter::EMPTY),
             };
             entry.start = span_ref.start;
-            self.order
-                .entry((entry.start, view.trace_id))
-                .or_insert(filter)
+            self.order.entry((entry.start, trace_id)).or_insert(filter)
         } else {
             self.order
-                .entry((entry.start, view.trace_id))
+                .entry((entry.start, trace_id))
                 .or_insert(TraceFilter::EMPTY)
         };
         filter.add(&span_ref);
         entry.refs.push(span_ref);
-        Some(view.trace_id)
+        Some(trace_id)
     }
 
     /// Forgets the spans of `block`.
-    fn evict(&mut self, block: u64, traces: &[i64]) {
+    fn evict(&mut self, block: u64, traces: &[TraceId]) {
         for &trace in traces {
             let Some(entry) = self.traces.get_mut(&trace) else {
                 continue;
@@ -294,7 +297,7 @@ pub struct TraceQuery {
 /// One search hit.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TraceSummary {
-    pub trace_id: i64,
+    pub trace_id: TraceId,
     pub root_service: Option<String>,
     pub root_name: Option<String>,
     pub start_ns: i64,
@@ -327,10 +330,11 @@ const BLOCK_AGE: Duration = Duration::from_millis(250);
 /// issue 7.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
-/// Appends per span `[trace_id: i64 LE][len: u32 LE][bytes]`.
+/// Appends per span `[trace_id: i64 LE][len: u32 LE][bytes]`: the trace id's low half
+/// (the whole id is in the span's bytes, which the index reads at start).
 fn encode_into(spans: &SpanBatch, block: &mut Vec<u8>) {
     for (entry, bytes) in spans.iter() {
-        block.extend_from_slice(&entry.trace_id.to_le_bytes());
+        block.extend_from_slice(&entry.trace_id.low().to_le_bytes());
         block.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         block.extend_from_slice(bytes);
     }
@@ -393,14 +397,15 @@ impl SpanStore {
             let bytes = value.value();
             let (received_ns, records) = decode(bytes);
             let mut traces = Vec::with_capacity(records.len());
-            for (trace_id, offset, len) in records {
-                index.add(
+            for (_, offset, len) in records {
+                if let Some(trace_id) = index.add(
                     block,
                     offset,
                     &bytes[offset as usize..(offset + len) as usize],
                     None,
-                );
-                traces.push(trace_id);
+                ) {
+                    traces.push(trace_id);
+                }
             }
             index.bytes += bytes.len() as u64;
             index.blocks.insert(
@@ -623,7 +628,7 @@ impl SpanStore {
     }
 
     /// Every stored span of `trace_id`, as SSF bytes, in arrival order.
-    pub fn trace(&self, trace_id: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+    pub fn trace(&self, trace_id: TraceId) -> Result<Vec<Vec<u8>>, StoreError> {
         let (refs, pending_block, pending) = {
             let index = self.index.read().map_err(db_error)?;
             match index.traces.get(&trace_id) {
@@ -679,10 +684,10 @@ impl SpanStore {
         };
         let mut reader = BlockReader::new(&self.db)?;
         let upper = query.end_ns.map_or(std::ops::Bound::Unbounded, |end| {
-            std::ops::Bound::Excluded((end, i64::MIN))
+            std::ops::Bound::Excluded((end, TraceId(0)))
         });
         let lower = query.start_ns.map_or(std::ops::Bound::Unbounded, |start| {
-            std::ops::Bound::Included((start, i64::MIN))
+            std::ops::Bound::Included((start, TraceId(0)))
         });
         let tag_bloom = query
             .tags
@@ -756,7 +761,7 @@ impl SpanStore {
                     if !query
                         .tags
                         .iter()
-                        .all(|(key, value)| view.tag(key) == Some(value.as_str()))
+                        .all(|(key, value)| has_tag(&view, key, value))
                     {
                         continue;
                     }
@@ -796,7 +801,18 @@ impl SpanStore {
 }
 
 /// A trace's search summary; duplicate span ids count once (the last arrival).
-fn summary(index: &Index, trace_id: i64, entry: &TraceEntry) -> TraceSummary {
+/// A span tag or a resource attribute `key` whose string form is `value` (SPEC 6).
+fn has_tag(view: &ssfd_wire::ssf_view::SpanView<'_>, key: &str, value: &str) -> bool {
+    view.tag(key) == Some(value)
+        || view
+            .resource()
+            .filter(|(k, _)| *k == key)
+            .last()
+            .and_then(|(_, v)| v)
+            .is_some_and(|v| v.to_tag_text() == value)
+}
+
+fn summary(index: &Index, trace_id: TraceId, entry: &TraceEntry) -> TraceSummary {
     let mut last: HashMap<i64, &SpanRef> = HashMap::with_capacity(entry.refs.len());
     for span in &entry.refs {
         last.insert(span.id, span);
@@ -899,7 +915,7 @@ mod tests {
 
     fn ids(store: &SpanStore, trace: i64) -> Vec<i64> {
         store
-            .trace(trace)
+            .trace(TraceId::from_parts(0, trace))
             .unwrap()
             .iter()
             .map(|b| SsfSpan::decode(&b[..]).unwrap().id)
@@ -907,6 +923,46 @@ mod tests {
     }
 
     const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn traces_with_equal_low_halves_stay_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpanStore::open(dir.path(), Budget::new(1 << 30), DAY).unwrap();
+        let mut batch = SpanBatch::default();
+        for (high, id) in [(1u64, 10i64), (2, 20), (0, 30)] {
+            let mut one = span(42, id, 0, 1);
+            one.trace_id_high = high;
+            one.service = format!("svc{high}");
+            let bytes = one.encode_to_vec();
+            batch.push(&SpanView::parse(&bytes).unwrap(), &bytes);
+        }
+        store.append(&batch).unwrap();
+        let ids_of = |high: u64| -> Vec<i64> {
+            store
+                .trace(TraceId::from_parts(high, 42))
+                .unwrap()
+                .iter()
+                .map(|b| SsfSpan::decode(&b[..]).unwrap().id)
+                .collect()
+        };
+        assert_eq!(ids_of(1), [10]);
+        assert_eq!(ids_of(2), [20]);
+        assert_eq!(ids_of(0), [30], "the SSF trace of the same low half");
+        let found = store
+            .search(&TraceQuery {
+                service: Some("svc2".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].trace_id, TraceId::from_parts(2, 42));
+        store.flush().unwrap();
+        drop(store);
+        let reopened = SpanStore::open(dir.path(), Budget::new(1 << 30), DAY).unwrap();
+        assert_eq!(reopened.trace(TraceId::from_parts(1, 42)).unwrap().len(), 1);
+        assert_eq!(reopened.trace(TraceId::from_parts(2, 42)).unwrap().len(), 1);
+    }
 
     #[test]
     fn spans_come_back_by_trace_and_survive_a_reopen() {
@@ -994,7 +1050,7 @@ mod tests {
             .search(&query)
             .unwrap()
             .iter()
-            .map(|s| s.trace_id)
+            .map(|s| s.trace_id.low())
             .collect()
     }
 
@@ -1081,7 +1137,7 @@ mod tests {
         assert_eq!(
             summary,
             &TraceSummary {
-                trace_id: 5,
+                trace_id: TraceId::from_parts(0, 5),
                 root_service: Some("odd".into()),
                 root_name: Some("s1".into()),
                 start_ns: 501,

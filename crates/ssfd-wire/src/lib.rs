@@ -5,6 +5,7 @@ pub mod dogstatsd_text;
 pub mod framing;
 #[cfg(feature = "grpc")]
 pub mod grpc_codec;
+pub mod ids;
 pub mod normalize;
 pub mod ssf_view;
 

@@ -63,10 +63,11 @@ pub fn normalize(span: &mut SsfSpan) {
     }
 }
 
-/// A trace span has ids, both timestamps and a name.
+/// A trace span has ids (a trace id of 128 bits: either half may be set), both
+/// timestamps and a name.
 pub fn is_trace_span(span: &SsfSpan) -> bool {
     span.id != 0
-        && span.trace_id != 0
+        && (span.trace_id != 0 || span.trace_id_high != 0)
         && span.start_timestamp != 0
         && span.end_timestamp != 0
         && !span.name.is_empty()
@@ -74,7 +75,11 @@ pub fn is_trace_span(span: &SsfSpan) -> bool {
 
 /// True when any field that marks a span as a span is set.
 fn looks_like_span(span: &SsfSpan) -> bool {
-    span.id != 0 || span.trace_id != 0 || span.start_timestamp != 0 || span.end_timestamp != 0
+    span.id != 0
+        || span.trace_id != 0
+        || span.trace_id_high != 0
+        || span.start_timestamp != 0
+        || span.end_timestamp != 0
 }
 
 /// What a normalised packet carries.

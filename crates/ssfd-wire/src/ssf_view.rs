@@ -92,6 +92,13 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
+    fn fixed64(&mut self) -> Result<u64, SsfError> {
+        let bytes = self.take(8)?;
+        Ok(u64::from_le_bytes(
+            bytes.try_into().map_err(|_| SsfError::Decode)?,
+        ))
+    }
+
     fn fixed32(&mut self) -> Result<u32, SsfError> {
         let bytes = self.take(4)?;
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
@@ -166,6 +173,98 @@ fn map_entry(bytes: &[u8], depth: u32) -> Result<(&str, &str), SsfError> {
 }
 
 const RECURSION_LIMIT: u32 = 100;
+
+/// A typed attribute value (`ssfd.v1.Attribute`, SPEC 3.1), borrowed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AttrValue<'a> {
+    Str(&'a str),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    /// An array or a map, as JSON text.
+    Json(&'a str),
+}
+
+impl AttrValue<'_> {
+    /// The value in tag form (SPEC 3.4): ints and doubles in their shortest decimal
+    /// form, bools `true`/`false`, strings and JSON as they are.
+    pub fn to_tag_text(&self) -> String {
+        match self {
+            AttrValue::Str(s) | AttrValue::Json(s) => s.to_string(),
+            AttrValue::Int(i) => i.to_string(),
+            AttrValue::Double(d) => d.to_string(),
+            AttrValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// Reads one `ssfd.v1.Attribute` as prost does: the last value field sent wins, and
+/// an attribute with no value has `None`.
+pub fn attribute_entry(
+    bytes: &[u8],
+    depth: u32,
+) -> Result<(&str, Option<AttrValue<'_>>), SsfError> {
+    let mut reader = Reader::new(bytes);
+    let (mut key, mut value) = ("", None);
+    while !reader.done() {
+        let (field, wire_type) = reader.key()?;
+        match field {
+            1 => {
+                expect(wire_type, LEN)?;
+                key = reader.string()?;
+            }
+            2 | 6 => {
+                expect(wire_type, LEN)?;
+                let text = reader.string()?;
+                value = Some(if field == 2 {
+                    AttrValue::Str(text)
+                } else {
+                    AttrValue::Json(text)
+                });
+            }
+            3 => {
+                expect(wire_type, VARINT)?;
+                value = Some(AttrValue::Int(reader.varint()? as i64));
+            }
+            4 => {
+                expect(wire_type, FIXED64)?;
+                value = Some(AttrValue::Double(f64::from_bits(reader.fixed64()?)));
+            }
+            5 => {
+                expect(wire_type, VARINT)?;
+                value = Some(AttrValue::Bool(reader.varint()? != 0));
+            }
+            _ => reader.skip(field, wire_type, depth)?,
+        }
+    }
+    Ok((key, value))
+}
+
+/// The entries of one repeated `ssfd.v1.Attribute` field, in wire order.
+#[derive(Clone)]
+pub struct AttrIter<'a> {
+    reader: Reader<'a>,
+    field: u32,
+    left: u32,
+}
+
+impl<'a> Iterator for AttrIter<'a> {
+    type Item = (&'a str, Option<AttrValue<'a>>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.left > 0 && !self.reader.done() {
+            // the bytes were validated by `parse`, so nothing below fails
+            let (field, wire_type) = self.reader.key().ok()?;
+            if field == self.field && wire_type == LEN {
+                let entry = self.reader.length_delimited().ok()?;
+                self.left -= 1;
+                return attribute_entry(entry, RECURSION_LIMIT).ok();
+            }
+            self.reader.skip(field, wire_type, RECURSION_LIMIT).ok()?;
+        }
+        None
+    }
+}
 
 /// An `SSFSample`, borrowed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -338,8 +437,12 @@ pub struct SpanView<'a> {
     pub name: &'a str,
     pub indicator: bool,
     pub root_start_timestamp: i64,
+    /// ssfd's extension (SPEC 3.1): the high 64 bits of a 128-bit trace id.
+    pub trace_id_high: u64,
     sample_count: u32,
     tag_count: u32,
+    resource_count: u32,
+    attribute_count: u32,
     /// The last `name` tag, if any.
     name_tag: Option<&'a str>,
     /// The last `span.kind` tag, if any.
@@ -367,8 +470,11 @@ impl<'a> SpanView<'a> {
             name: "",
             indicator: false,
             root_start_timestamp: 0,
+            trace_id_high: 0,
             sample_count: 0,
             tag_count: 0,
+            resource_count: 0,
+            attribute_count: 0,
             name_tag: None,
             span_kind_tag: None,
             zero_rate: false,
@@ -428,6 +534,19 @@ impl<'a> SpanView<'a> {
                     expect(wire_type, LEN)?;
                     view.name = reader.string()?;
                 }
+                1001 => {
+                    expect(wire_type, FIXED64)?;
+                    view.trace_id_high = reader.fixed64()?;
+                }
+                1002 | 1003 => {
+                    expect(wire_type, LEN)?;
+                    attribute_entry(reader.length_delimited()?, RECURSION_LIMIT - 1)?;
+                    if field == 1002 {
+                        view.resource_count += 1;
+                    } else {
+                        view.attribute_count += 1;
+                    }
+                }
                 _ => reader.skip(field, wire_type, RECURSION_LIMIT)?,
             }
         }
@@ -473,6 +592,29 @@ impl<'a> SpanView<'a> {
         }
     }
 
+    /// The span's resource attributes (extension field 1002), in wire order.
+    pub fn resource(&self) -> AttrIter<'a> {
+        AttrIter {
+            reader: Reader::new(self.bytes),
+            field: 1002,
+            left: self.resource_count,
+        }
+    }
+
+    /// The typed values of its non-string tags (extension field 1003), in wire order.
+    pub fn attributes(&self) -> AttrIter<'a> {
+        AttrIter {
+            reader: Reader::new(self.bytes),
+            field: 1003,
+            left: self.attribute_count,
+        }
+    }
+
+    /// The whole 128-bit trace id (SPEC 5): `trace_id_high`, then `trace_id`.
+    pub fn full_trace_id(&self) -> crate::ids::TraceId {
+        crate::ids::TraceId::from_parts(self.trace_id_high, self.trace_id)
+    }
+
     /// The value of tag `key` (the last sent, as prost's map keeps).
     pub fn tag(&self, key: &str) -> Option<&'a str> {
         self.raw_tags()
@@ -505,7 +647,7 @@ impl<'a> SpanView<'a> {
     /// A valid trace span after normalisation (SPEC 3.1).
     pub fn is_trace_span(&self) -> bool {
         self.id != 0
-            && self.trace_id != 0
+            && (self.trace_id != 0 || self.trace_id_high != 0)
             && self.start_timestamp != 0
             && self.end_timestamp != 0
             && !self.normalized_name().is_empty()
@@ -513,6 +655,10 @@ impl<'a> SpanView<'a> {
 
     /// True when any field that marks a span as a span is set.
     pub fn looks_like_span(&self) -> bool {
-        self.id != 0 || self.trace_id != 0 || self.start_timestamp != 0 || self.end_timestamp != 0
+        self.id != 0
+            || self.trace_id != 0
+            || self.trace_id_high != 0
+            || self.start_timestamp != 0
+            || self.end_timestamp != 0
     }
 }

@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "tdigest/tdigest.proto",
     "metricpb/metric.proto",
     "forwardrpc/forward.proto",
+    "ssfd/v1/attribute.proto",
     "ssfd/v1/ingest.proto",
     "ssfd/v1/query.proto",
 ];

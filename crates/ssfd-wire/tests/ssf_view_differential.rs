@@ -4,7 +4,8 @@
 use prost::Message;
 use ssfd_wire::normalize;
 use ssfd_wire::ssf::{SsfSample, SsfSpan};
-use ssfd_wire::ssf_view::{SampleView, SpanView, dedup_tags};
+use ssfd_wire::ssf_view::{AttrValue, SampleView, SpanView, dedup_tags};
+use ssfd_wire::ssfd::v1::{Attribute, attribute};
 use std::collections::BTreeMap;
 
 fn tags_of<'a>(raw: impl Iterator<Item = (&'a str, &'a str)>) -> BTreeMap<String, String> {
@@ -31,6 +32,22 @@ fn sample_of(view: &SampleView<'_>) -> SsfSample {
     }
 }
 
+fn attributes_of<'a>(
+    raw: impl Iterator<Item = (&'a str, Option<AttrValue<'a>>)>,
+) -> Vec<Attribute> {
+    raw.map(|(key, value)| Attribute {
+        key: key.into(),
+        value: value.map(|value| match value {
+            AttrValue::Str(s) => attribute::Value::StringValue(s.into()),
+            AttrValue::Int(i) => attribute::Value::IntValue(i),
+            AttrValue::Double(d) => attribute::Value::DoubleValue(d),
+            AttrValue::Bool(b) => attribute::Value::BoolValue(b),
+            AttrValue::Json(s) => attribute::Value::JsonValue(s.into()),
+        }),
+    })
+    .collect()
+}
+
 /// The owned span a view describes.
 fn span_of(view: &SpanView<'_>) -> SsfSpan {
     SsfSpan {
@@ -47,6 +64,9 @@ fn span_of(view: &SpanView<'_>) -> SsfSpan {
         indicator: view.indicator,
         name: view.name.into(),
         root_start_timestamp: view.root_start_timestamp,
+        trace_id_high: view.trace_id_high,
+        resource: attributes_of(view.resource()),
+        attributes: attributes_of(view.attributes()),
     }
 }
 
@@ -109,6 +129,77 @@ fn veneur_vectors_and_corpus_agree() {
         }
     }
     assert!(count > 100, "{count} inputs");
+}
+
+#[test]
+fn extension_fields_agree() {
+    let span = SsfSpan {
+        trace_id: 7,
+        trace_id_high: u64::MAX,
+        id: 1,
+        start_timestamp: 1,
+        end_timestamp: 2,
+        name: "n".into(),
+        resource: vec![
+            Attribute {
+                key: "k8s.pod.name".into(),
+                value: Some(attribute::Value::StringValue("pod-1".into())),
+            },
+            Attribute {
+                key: "no.value".into(),
+                value: None,
+            },
+        ],
+        attributes: vec![
+            Attribute {
+                key: "list".into(),
+                value: Some(attribute::Value::JsonValue("[1,2]".into())),
+            },
+            Attribute {
+                key: "ok".into(),
+                value: Some(attribute::Value::BoolValue(true)),
+            },
+            Attribute {
+                key: "nan".into(),
+                value: Some(attribute::Value::DoubleValue(f64::NAN)),
+            },
+        ],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    check(&span);
+    let view = SpanView::parse(&span).unwrap();
+    assert_eq!(view.trace_id_high, u64::MAX);
+    assert_eq!(view.resource().count(), 2);
+    assert_eq!(
+        view.attributes().next(),
+        Some(("list", Some(AttrValue::Json("[1,2]"))))
+    );
+    // a high half alone makes a valid trace id (SPEC 5)
+    let high_only = SsfSpan {
+        trace_id_high: 9,
+        id: 1,
+        start_timestamp: 1,
+        end_timestamp: 2,
+        name: "n".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    check(&high_only);
+    assert!(SpanView::parse(&high_only).unwrap().is_trace_span());
+    // an attribute whose value field has the wrong wire type, or two values (the last
+    // wins), or a trace_id_high that is not fixed64
+    let mut two_values = span.clone();
+    // field 1003, an Attribute {key "a", int 1, bool true}
+    two_values.extend([0xda, 0x3e, 7, 0x0a, 1, b'a', 0x18, 1, 0x28, 1]);
+    check(&two_values);
+    let mut wrong_type = span.clone();
+    wrong_type.extend([0xda, 0x3e, 5, 0x0a, 1, b'a', 0x20, 1]);
+    check(&wrong_type);
+    assert!(SpanView::parse(&wrong_type).is_err());
+    let mut varint_high = span.clone();
+    varint_high.extend([0xc8, 0x3e, 1]);
+    check(&varint_high);
 }
 
 #[test]
@@ -185,6 +276,21 @@ fn edge_cases_agree() {
 fn random_mutations_agree() {
     let base = SsfSpan {
         trace_id: 1,
+        trace_id_high: 0x94568bc249d55603,
+        resource: vec![Attribute {
+            key: "host.name".into(),
+            value: Some(attribute::Value::StringValue("h".into())),
+        }],
+        attributes: vec![
+            Attribute {
+                key: "http.status_code".into(),
+                value: Some(attribute::Value::IntValue(502)),
+            },
+            Attribute {
+                key: "ratio".into(),
+                value: Some(attribute::Value::DoubleValue(0.5)),
+            },
+        ],
         id: 2,
         start_timestamp: 3,
         end_timestamp: 4,

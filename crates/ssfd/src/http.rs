@@ -195,25 +195,38 @@ async fn operations(State(exported): State<Exported>, Path(service): Path<String
     }
 }
 
-fn bad_trace_id(text: &str) -> Response {
-    api_error(
-        StatusCode::BAD_REQUEST,
-        format!("trace id `{text}` is not a decimal id, 16 or 32 hex digits"),
-    )
+fn bad_trace_id(bad: &ssfd_query::BadId) -> Response {
+    api_error(StatusCode::BAD_REQUEST, format!("trace id: {bad}"))
 }
 
 /// `GET /api/v1/traces/{trace_id}` (SPEC 6): the joined tree, 400 for a bad id, 404
 /// for an unknown one.
 async fn trace(State(exported): State<Exported>, Path(trace_id): Path<String>) -> Response {
-    let Ok(id) = ssfd_query::parse_id(&trace_id) else {
-        return bad_trace_id(&trace_id);
+    let ids = match ssfd_query::trace_ids(&trace_id) {
+        Ok(ids) => ids,
+        Err(bad) => return bad_trace_id(&bad),
+    };
+    let not_found = || {
+        api_error(
+            StatusCode::NOT_FOUND,
+            format!("trace {trace_id} is not stored"),
+        )
     };
     if let Some(proxy) = exported.proxy.clone() {
-        return match tokio::task::spawn_blocking(move || proxy.fetch_trace(id)).await {
-            Ok(Ok(spans)) => match ssfd_query::trace_json(id, &spans) {
-                Some(trace) => axum::Json(trace).into_response(),
-                None => api_error(StatusCode::NOT_FOUND, format!("trace {id} is not stored")),
-            },
+        // SPEC 6: an id that reads as hex and as decimal is looked up as hex first
+        let fetched = tokio::task::spawn_blocking(move || {
+            for id in ids {
+                let spans = proxy.fetch_trace(id)?;
+                if let Some(trace) = ssfd_query::trace_json(id, &spans, &[]) {
+                    return Ok(Some(trace));
+                }
+            }
+            Ok::<_, String>(None)
+        })
+        .await;
+        return match fetched {
+            Ok(Ok(Some(trace))) => axum::Json(trace).into_response(),
+            Ok(Ok(None)) => not_found(),
             Ok(Err(error)) => api_error(StatusCode::BAD_GATEWAY, error),
             Err(error) => api_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
         };
@@ -222,13 +235,19 @@ async fn trace(State(exported): State<Exported>, Path(trace_id): Path<String>) -
         return no_store();
     };
     let joined = blocking(move || {
-        let spans = store.spans.trace(id)?;
-        Ok(ssfd_query::trace_json(id, &spans))
+        for id in ids {
+            let spans = store.spans.trace(id)?;
+            let records = store.trace_logs(id)?;
+            if let Some(trace) = ssfd_query::trace_json(id, &spans, &records) {
+                return Ok(Some(trace));
+            }
+        }
+        Ok(None)
     })
     .await;
     match joined {
         Ok(Some(trace)) => axum::Json(trace).into_response(),
-        Ok(None) => api_error(StatusCode::NOT_FOUND, format!("trace {id} is not stored")),
+        Ok(None) => not_found(),
         Err(response) => response,
     }
 }
@@ -307,7 +326,15 @@ async fn jaeger_trace(State(exported): State<Exported>, Path(trace_id): Path<Str
     let Some(store) = exported.store.clone() else {
         return jaeger_answer(StatusCode::NOT_FOUND, jaeger::error(404, "trace not found"));
     };
-    match blocking(move || Ok(jaeger::trace(id, &store.spans.trace(id)?))).await {
+    match blocking(move || {
+        Ok(jaeger::trace(
+            id,
+            &store.spans.trace(id)?,
+            &store.trace_logs(id)?,
+        ))
+    })
+    .await
+    {
         Ok(Some(trace)) => axum::Json(jaeger::envelope(json!([trace]))).into_response(),
         Ok(None) => jaeger_answer(StatusCode::NOT_FOUND, jaeger::error(404, "trace not found")),
         Err(response) => response,
@@ -329,7 +356,9 @@ async fn jaeger_search(State(exported): State<Exported>, RawQuery(raw): RawQuery
             let (mut traces, mut errors) = (Vec::new(), Vec::new());
             for (id, asked) in ids {
                 let trace = match &store {
-                    Some(store) => jaeger::trace(id, &store.spans.trace(id)?),
+                    Some(store) => {
+                        jaeger::trace(id, &store.spans.trace(id)?, &store.trace_logs(id)?)
+                    }
                     None => None,
                 };
                 match trace {
@@ -357,8 +386,9 @@ async fn jaeger_search(State(exported): State<Exported>, RawQuery(raw): RawQuery
     let found = blocking(move || {
         let mut traces = Vec::new();
         for summary in store.spans.search(&query)? {
+            let id = summary.trace_id;
             if let Some(trace) =
-                jaeger::trace(summary.trace_id, &store.spans.trace(summary.trace_id)?)
+                jaeger::trace(id, &store.spans.trace(id)?, &store.trace_logs(id)?)
             {
                 traces.push(trace);
             }

@@ -236,10 +236,12 @@ impl ssfd_engine::SpanSink for JsonlSpans {
             let Ok(span) = ssfd_wire::ssf::SsfSpan::decode(bytes) else {
                 continue;
             };
-            let mut json = ssfd_query::span_json(&span, Vec::new());
+            let logs = ssfd_query::embedded_logs(&span);
+            let mut json = ssfd_query::span_json(&span, Vec::new(), &logs);
             if let Some(object) = json.as_object_mut() {
                 object.remove("children");
-                object.insert("trace_id".into(), span.trace_id.to_string().into());
+                let trace_id = ssfd_query::TraceId::from_parts(span.trace_id_high, span.trace_id);
+                object.insert("trace_id".into(), trace_id.to_string().into());
             }
             if writeln!(file, "{json}").is_err() {
                 ssfd_telemetry::dropped(
@@ -334,7 +336,7 @@ pub fn span_sinks(config: &Config) -> anyhow::Result<Vec<Arc<dyn ssfd_engine::Sp
 pub struct StoreLookup(pub Arc<ssfd_store::Store>);
 
 impl ssfd_ingest::grpc::TraceLookup for StoreLookup {
-    fn trace(&self, trace_id: i64) -> Result<Vec<Vec<u8>>, String> {
+    fn trace(&self, trace_id: ssfd_wire::ids::TraceId) -> Result<Vec<Vec<u8>>, String> {
         self.0.spans.trace(trace_id).map_err(|e| e.to_string())
     }
 }

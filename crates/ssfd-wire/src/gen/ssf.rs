@@ -187,6 +187,17 @@ pub struct SsfSpan {
     pub name: ::prost::alloc::string::String,
     #[prost(int64, tag = "14")]
     pub root_start_timestamp: i64,
+    /// ssfd's extension fields (SPEC 3.1), numbered from 1000 so that Veneur, which skips
+    /// unknown fields, reads the span as the plain SSF span it also is.
+    /// The high 64 bits of a 128-bit trace id (OpenTelemetry's); absent or 0 for SSF ids.
+    #[prost(fixed64, tag = "1001")]
+    pub trace_id_high: u64,
+    /// OpenTelemetry resource attributes other than `service.name`.
+    #[prost(message, repeated, tag = "1002")]
+    pub resource: ::prost::alloc::vec::Vec<super::ssfd::v1::Attribute>,
+    /// The typed values of the span's tags whose type is not string.
+    #[prost(message, repeated, tag = "1003")]
+    pub attributes: ::prost::alloc::vec::Vec<super::ssfd::v1::Attribute>,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Empty {}
