@@ -123,8 +123,8 @@ fn logs_are_indexed_with_their_span_context_and_survive_a_restart() {
         &json!({
             "timestamp_ns": T0 + 30_000_000,
             "service": "db",
-            "trace_id": "77",
-            "span_id": "78",
+            "trace_id": "0000000000000000000000000000004d",
+            "span_id": "000000000000004e",
             "name": "sql",
             "message": "Connection refused by upstream",
             "severity": "error",
@@ -346,14 +346,19 @@ fn trace_search_and_the_jaeger_api() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| t["trace_id"].as_str().unwrap().to_string())
+            // 32 hex digits, shown here as the number they print
+            .map(|t| {
+                let hex = t["trace_id"].as_str().unwrap();
+                assert_eq!(hex.len(), 32, "{hex}");
+                u128::from_str_radix(hex, 16).unwrap().to_string()
+            })
             .collect()
     };
     assert_eq!(ids(&all), ["3", "2", "1"], "newest first");
     assert_eq!(
         all["traces"][0],
         json!({
-            "trace_id": "3", "root_service": "web", "root_name": "GET /3",
+            "trace_id": "00000000000000000000000000000003", "root_service": "web", "root_name": "GET /3",
             "start_ns": T0 + 3_000_000_000i64, "duration_ns": 100_000_000,
             "span_count": 2, "error_count": 1, "services": ["db", "web"],
         })
@@ -404,7 +409,7 @@ fn trace_search_and_the_jaeger_api() {
         (json!(1), Value::Null)
     );
     let trace = &jaeger["data"][0];
-    assert_eq!(trace["traceID"], "0000000000000002");
+    assert_eq!(trace["traceID"], "00000000000000000000000000000002");
     let spans = trace["spans"].as_array().unwrap();
     assert_eq!(spans.len(), 2);
     assert_eq!(spans[0]["operationName"], "GET /2");
@@ -412,7 +417,7 @@ fn trace_search_and_the_jaeger_api() {
     assert_eq!(spans[0]["duration"], 100_000);
     assert_eq!(
         spans[1]["references"],
-        json!([{"refType": "CHILD_OF", "traceID": "0000000000000002", "spanID": "0000000000000014"}])
+        json!([{"refType": "CHILD_OF", "traceID": "00000000000000000000000000000002", "spanID": "0000000000000014"}])
     );
     let process = spans[1]["processID"].as_str().unwrap();
     assert_eq!(trace["processes"][process]["serviceName"], "db");
@@ -431,7 +436,7 @@ fn trace_search_and_the_jaeger_api() {
         "/api/traces?service=db&tags=%7B%22error%22%3A%22true%22%7D&lookback=custom&limit=20",
     );
     assert_eq!(found["data"].as_array().unwrap().len(), 1);
-    assert_eq!(found["data"][0]["traceID"], "0000000000000003");
+    assert_eq!(found["data"][0]["traceID"], "00000000000000000000000000000003");
     let (_, found) = json_get(
         &server,
         &format!(
@@ -456,7 +461,13 @@ fn trace_search_and_the_jaeger_api() {
         .iter()
         .map(|t| t["traceID"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["0000000000000003", "0000000000000002"]);
+    assert_eq!(
+        ids,
+        [
+            "00000000000000000000000000000003",
+            "00000000000000000000000000000002"
+        ]
+    );
     assert_eq!(
         by_id["errors"],
         json!([
@@ -472,5 +483,5 @@ fn trace_search_and_the_jaeger_api() {
     );
     // the v1 tree agrees
     let (_, tree_json) = json_get(&server, "/api/v1/traces/2");
-    assert_eq!(tree(&tree_json["root"]), ["20", "21"]);
+    assert_eq!(tree(&tree_json["root"]), ["0000000000000014", "0000000000000015"]);
 }

@@ -10,6 +10,7 @@ mod forward;
 mod listeners;
 mod logs;
 mod operator;
+mod otel_native;
 mod otlp;
 mod overload;
 mod policies;

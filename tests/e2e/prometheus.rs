@@ -284,12 +284,12 @@ fn openmetrics_when_asked_with_span_metrics_and_exemplars() {
     );
     assert!(open.contains("# TYPE ssfd_received counter\n"), "{open}");
     assert!(
-        open.contains(&format!("traces_span_metrics_duration_milliseconds_bucket{{{labels},le=\"8\"}} 1 # {{trace_id=\"0000000000001234\"}} 7.5 ")),
+        open.contains(&format!("traces_span_metrics_duration_milliseconds_bucket{{{labels},le=\"8\"}} 1 # {{trace_id=\"00000000000000000000000000001234\"}} 7.5 ")),
         "{open}"
     );
     assert!(
         open.contains(&format!(
-            "traces_span_metrics_calls_total{{{labels}}} 1 # {{trace_id=\"0000000000001234\"}} 1 "
+            "traces_span_metrics_calls_total{{{labels}}} 1 # {{trace_id=\"00000000000000000000000000001234\"}} 1 "
         )),
         "{open}"
     );

@@ -54,18 +54,19 @@ fn query_prints_waterfalls_tables_and_json() {
         if ok && out.contains("lock wait timeout") {
             assert_eq!(
                 out,
-                "2027-01-15T08:00:00.055000Z error   db sql: lock wait timeout  trace=31 span=3\n"
+                "2027-01-15T08:00:00.055000Z error   db sql: lock wait timeout  trace=0000000000000000000000000000001f span=0000000000000003\n"
             );
             break;
         }
         assert!(Instant::now() < deadline, "never indexed: {out}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // "31" reads as hex (no such trace) and as decimal (SPEC 6: hex first)
     let (ok, out, err) = query(&server, &["trace", "31"]);
     assert!(ok, "{err}");
     assert_eq!(
         out,
-        "trace 31  complete  3 spans  0 orphans  100.0ms  services: api,db,web\n\
+        "trace 0000000000000000000000000000001f  complete  3 spans  0 orphans  100.0ms  services: api,db,web\n\
          SPAN               OFFSET  DURATION  TIMELINE\n\
          web GET /             0ns   100.0ms  |##############################|\n\
          \x20 api lookup       10.0ms    60.0ms  |   ##################         |\n\
@@ -93,7 +94,13 @@ fn query_prints_waterfalls_tables_and_json() {
     );
     assert!(ok);
     assert_eq!(out.lines().count(), 2, "{out}");
-    assert!(out.lines().nth(1).unwrap().starts_with("31 "), "{out}");
+    assert!(
+        out.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("0000000000000000000000000000001f "),
+        "{out}"
+    );
     assert!(out.ends_with("web GET /\n"), "{out}");
     let (ok, out, _) = query(
         &server,

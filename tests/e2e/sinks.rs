@@ -353,10 +353,12 @@ fn jsonl_span_sink_writes_each_span_with_its_trace_id() {
     assert_eq!(
         value,
         json!({
-            "trace_id": "-5", "id": "6", "parent_id": "0", "name": "GET /", "service": "web",
+            "trace_id": "0000000000000000fffffffffffffffb", "id": "0000000000000006",
+            "parent_id": "0000000000000000", "name": "GET /", "service": "web",
             "start_ns": 1000, "end_ns": 3500, "duration_ns": 2500, "error": true,
-            "indicator": false, "tags": {"route": "/"},
-            "logs": [{"timestamp_ns": null, "service": "web", "trace_id": "-5", "span_id": "6",
+            "indicator": false, "tags": {"route": "/"}, "resource": {},
+            "logs": [{"timestamp_ns": null, "service": "web",
+                      "trace_id": "0000000000000000fffffffffffffffb", "span_id": "0000000000000006",
                       "name": "log", "message": "hi", "severity": "info", "tags": []}],
             "metrics": [],
         })

@@ -107,7 +107,7 @@ fn real_clients_out_of_order_then_the_web_ui_in_chromium() {
         db["logs"][0],
         json!({
             "timestamp_ns": base + 35_000_000, "service": "db",
-            "trace_id": trace_id.to_string(), "span_id": (trace_id + 3).to_string(),
+            "trace_id": format!("{:032x}", trace_id), "span_id": format!("{:016x}", trace_id + 3),
             "name": "sql", "message": "deadlock detected, retrying", "severity": "error",
             "tags": ["logger:sql"],
         })
@@ -132,7 +132,7 @@ fn real_clients_out_of_order_then_the_web_ui_in_chromium() {
     );
     let expected = json!({
         "spans": [["web", "POST /checkout"], ["api", "charge card"], ["db", "SELECT orders"], ["mailer", "send receipt"]],
-        "expand": (trace_id + 3).to_string(),
+        "expand": format!("{:016x}", trace_id + 3),
         "logs": ["deadlock detected, retrying"],
     });
     let screenshot = root().join("docs/ui-trace.png");

@@ -15,7 +15,8 @@ from grpc_tools import protoc
 
 proto_dir = os.environ["SSFD_PROTO_DIR"]
 out = tempfile.mkdtemp()
-files = ["ssf/sample.proto", "ssf/grpc.proto", "dogstatsd/grpc.proto", "ssfd/v1/ingest.proto"]
+files = ["ssfd/v1/attribute.proto", "ssf/sample.proto", "ssf/grpc.proto", "dogstatsd/grpc.proto",
+         "ssfd/v1/ingest.proto"]
 status = protoc.main(["protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}"] + files)
 assert status == 0, "protoc failed"
 sys.path.insert(0, out)

@@ -14,7 +14,7 @@ from grpc_tools import protoc
 
 proto_dir = os.environ["SSFD_PROTO_DIR"]
 out = tempfile.mkdtemp()
-files = ["ssf/sample.proto", "ssf/grpc.proto"]
+files = ["ssfd/v1/attribute.proto", "ssf/sample.proto", "ssf/grpc.proto"]
 assert protoc.main(["protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}"] + files) == 0
 sys.path.insert(0, out)
 sample_pb2 = importlib.import_module("ssf.sample_pb2")

@@ -2,12 +2,14 @@
 
 Usage: ui_check.py BASE_URL TRACE_ID EXPECTED_JSON SCREENSHOT_PATH
 
-EXPECTED_JSON: {"spans": [[service, name], ...], "expand": "<span id>", "logs": [message, ...]}
+EXPECTED_JSON: {"spans": [[service, name], ...], "expand": "<span id>", "logs": [message, ...],
+                "resource": {key: value, ...} (optional), "trace_logs": [message, ...] (optional)}
 
 Loads BASE_URL/#/trace/TRACE_ID, checks that the waterfall's rows (data-service,
 data-name), in document order, are exactly `spans`; clicks the row of span `expand`
-and checks that the set of log messages in its detail panel is exactly `logs`; saves a
-screenshot; then loads BASE_URL/#/logs?q=<first word of the first log message> and
+and checks that the set of log messages in its detail panel is exactly `logs` (and, when
+given, that its resource table holds `resource`, and that the trace's records without a
+stored span are exactly `trace_logs`); saves a screenshot; then loads BASE_URL/#/logs?q=<first word of the first log message> and
 checks that a log row with a trace link appears. Exits 0 on success, 1 on a mismatch
 (printing what was found). Chromium and chromedriver are the Debian packages', named
 explicitly so that Selenium Manager never downloads anything.
@@ -90,6 +92,23 @@ def check(driver, base, trace_id, expected, screenshot):
     if set(messages) != set(expected["logs"]):
         fail(f"logs of span {expected['expand']} differ\n  want: {sorted(expected['logs'])}\n"
              f"  found: {sorted(messages)}")
+    if "resource" in expected:
+        cells = [[td.text for td in tr.find_elements(By.CSS_SELECTOR, "td")]
+                 for tr in driver.find_elements(By.CSS_SELECTOR, ".span-detail .span-resource tr")]
+        found_resource = {row[0]: row[1] for row in cells if len(row) == 2}
+        for key, value in expected["resource"].items():
+            if found_resource.get(key) != value:
+                fail(f"resource of span {expected['expand']}: want {key}={value!r}, "
+                     f"found {found_resource}")
+        print(f"ui_check: the span detail shows its resource {found_resource}", flush=True)
+    if "trace_logs" in expected:
+        lines = driver.find_elements(By.CSS_SELECTOR, "#trace-logs .span-log .log-message")
+        found_logs = sorted(line.text for line in lines)
+        if found_logs != sorted(expected["trace_logs"]):
+            fail(f"trace-level logs differ\n  want: {sorted(expected['trace_logs'])}\n"
+                 f"  found: {found_logs}")
+        print(f"ui_check: the trace shows {len(found_logs)} records without a stored span",
+              flush=True)
     metrics = len(driver.find_elements(By.CSS_SELECTOR, ".span-detail .span-metric"))
     print(f"ui_check: span {expected['expand']} shows its {len(messages)} logs "
           f"({metrics} metric rows)", flush=True)
