@@ -92,6 +92,27 @@ fn three_locals_one_proxy_three_globals() {
             .send_to(&span.encode_to_vec(), local.addr("ssf udp"))
             .unwrap();
     }
+    // an OpenTelemetry trace whose id has the same low half (5000) and a high half: its
+    // spans travel with ssfd's extension field, are routed by the whole id, and stay a
+    // trace of their own
+    let otel = ssfd_wire::ids::TraceId::from_parts(0xabc, 5000);
+    for (i, local) in locals.iter().take(2).enumerate() {
+        let id = 6001 + i as i64;
+        let span = ssfd_wire::ssf::SsfSpan {
+            trace_id: otel.low(),
+            trace_id_high: otel.high(),
+            id,
+            parent_id: if i == 0 { 0 } else { id - 1 },
+            start_timestamp: 1_800_000_000_000_000_000 + id,
+            end_timestamp: 1_800_000_000_002_000_000,
+            service: format!("otel{i}"),
+            name: "op".into(),
+            ..Default::default()
+        };
+        socket
+            .send_to(&span.encode_to_vec(), local.addr("ssf udp"))
+            .unwrap();
+    }
     let all: Vec<&Server> = globals.iter().flatten().collect();
     for k in 0..100 {
         wait_total(&all, &format!("tier_c{k}_total"), 9.0);
@@ -139,6 +160,24 @@ fn three_locals_one_proxy_three_globals() {
         status == 200 && body.contains("\"span_count\":3"),
         "at the proxy: {status} {body}"
     );
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (status, body) = proxy.get(&format!("/api/v1/traces/{otel}"));
+        if status == 200 {
+            let trace: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if trace["span_count"] == 2 {
+                assert_eq!(trace["trace_id"], "0000000000000abc0000000000001388");
+                assert_eq!(trace["services"], serde_json::json!(["otel0", "otel1"]));
+                assert_eq!(trace["complete"], true);
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the 128-bit trace never came back whole at the proxy: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // kill one global and send at once, before the health check notices: the proxy
     // routes what the dead global fails around it, so nothing is lost and nothing

@@ -92,11 +92,13 @@ pub struct EmitArgs {
     /// The span's name (operation).
     #[arg(long = "span-name", alias = "span_name")]
     pub span_name: Option<String>,
-    /// The trace to join (default: SSFD_TRACE_ID, else a new trace).
-    #[arg(long = "trace-id", alias = "trace_id")]
-    pub trace_id: Option<i64>,
-    /// The parent span's id (default: SSFD_PARENT_SPAN_ID, else a root span).
-    #[arg(long = "parent-span-id", alias = "parent_span_id")]
+    /// The trace to join: 32 hex digits (an OpenTelemetry id), a decimal SSF id as
+    /// Veneur's tools pass it, or hex (default: SSFD_TRACE_ID, else a new trace).
+    #[arg(long = "trace-id", alias = "trace_id", allow_hyphen_values = true, value_parser = emit_trace_id)]
+    pub trace_id: Option<ssfd_wire::ids::TraceId>,
+    /// The parent span's id: decimal or 16 hex digits (default: SSFD_PARENT_SPAN_ID,
+    /// else a root span).
+    #[arg(long = "parent-span-id", alias = "parent_span_id", allow_hyphen_values = true, value_parser = emit_span_id)]
     pub parent_span_id: Option<i64>,
     /// Marks the span as an indicator span (SLI timer, SPEC 4.4).
     #[arg(long)]
@@ -270,13 +272,15 @@ impl EmitArgs {
         let from_env = |names: [&str; 2]| {
             names
                 .iter()
-                .find_map(|name| std::env::var(name).ok()?.parse::<i64>().ok())
+                .find_map(|name| std::env::var(name).ok())
         };
         if self.trace_id.is_none() {
-            self.trace_id = from_env(["SSFD_TRACE_ID", "VENEUR_EMIT_TRACE_ID"]);
+            self.trace_id = from_env(["SSFD_TRACE_ID", "VENEUR_EMIT_TRACE_ID"])
+                .and_then(|text| emit_trace_id(&text).ok());
         }
         if self.parent_span_id.is_none() {
-            self.parent_span_id = from_env(["SSFD_PARENT_SPAN_ID", "VENEUR_EMIT_PARENT_SPAN_ID"]);
+            self.parent_span_id = from_env(["SSFD_PARENT_SPAN_ID", "VENEUR_EMIT_PARENT_SPAN_ID"])
+                .and_then(|text| emit_span_id(&text).ok());
         }
     }
 
@@ -286,13 +290,16 @@ impl EmitArgs {
             bail!("--command needs the command after `--`");
         };
         let id = random_id();
-        let trace = self.trace_id.unwrap_or(id);
+        let trace = self
+            .trace_id
+            .unwrap_or(ssfd_wire::ids::TraceId::from_parts(0, id));
         let start = now_ns();
+        // ssfd's variables carry the whole id; Veneur's the decimal low half it reads
         let status = std::process::Command::new(program)
             .args(arguments)
             .env("SSFD_TRACE_ID", trace.to_string())
             .env("SSFD_PARENT_SPAN_ID", id.to_string())
-            .env("VENEUR_EMIT_TRACE_ID", trace.to_string())
+            .env("VENEUR_EMIT_TRACE_ID", trace.low().to_string())
             .env("VENEUR_EMIT_PARENT_SPAN_ID", id.to_string())
             .status()
             .with_context(|| format!("cannot run `{program}`"))?;
@@ -481,7 +488,11 @@ impl EmitArgs {
                     span.end_timestamp = end;
                 }
             }
-            span.trace_id = self.trace_id.unwrap_or(span.id);
+            let trace = self
+                .trace_id
+                .unwrap_or(ssfd_wire::ids::TraceId::from_parts(0, span.id));
+            span.trace_id = trace.low();
+            span.trace_id_high = trace.high();
             span.parent_id = self.parent_span_id.unwrap_or(0);
             span.service = self.span_service.clone().unwrap_or_default();
             span.name = self.span_name.clone().unwrap_or_default();
@@ -696,8 +707,45 @@ fn send(args: &EmitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A trace id given to `emit` (SPEC 6's forms). Veneur's flags and variables are
+/// decimal, so digits that read both ways are decimal here, unless there are 32 of them.
+fn emit_trace_id(text: &str) -> Result<ssfd_wire::ids::TraceId, String> {
+    let ids = ssfd_wire::ids::TraceId::candidates(text).map_err(|bad| bad.to_string())?;
+    Ok(if text.trim().len() == 32 {
+        ids[0]
+    } else {
+        ids[ids.len() - 1]
+    })
+}
+
+/// A span id given to `emit`: decimal first (Veneur's), else hex.
+fn emit_span_id(text: &str) -> Result<i64, String> {
+    let ids = ssfd_wire::ids::span_candidates(text).map_err(|bad| bad.to_string())?;
+    Ok(ids[ids.len() - 1])
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn emit_takes_veneurs_decimal_ids_and_otel_hex_ids() {
+        use ssfd_wire::ids::TraceId;
+        assert_eq!(emit_trace_id("1234"), Ok(TraceId(1234)), "decimal, as veneur-emit");
+        assert_eq!(emit_trace_id("-5"), Ok(TraceId::from_parts(0, -5)));
+        assert_eq!(emit_trace_id("4d2"), Ok(TraceId(0x4d2)));
+        assert_eq!(
+            emit_trace_id("94568bc249d55603975fbd3ef288210b").map(|id| id.to_string()),
+            Ok("94568bc249d55603975fbd3ef288210b".to_string())
+        );
+        assert_eq!(
+            emit_trace_id("00000000000000000000000000001234"),
+            Ok(TraceId(0x1234)),
+            "32 digits are hex"
+        );
+        assert!(emit_trace_id("zz").is_err());
+        assert_eq!(emit_span_id("10"), Ok(10));
+        assert_eq!(emit_span_id("ff"), Ok(255));
+    }
+
     use super::*;
 
     #[test]
