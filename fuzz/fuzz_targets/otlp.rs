@@ -11,7 +11,9 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use ssfd_ingest::otlp::{Streams, log_record, metric_samples, service_of, ssf_span};
+use ssfd_ingest::otlp::{
+    Streams, log_record, metric_samples, resource_attributes, service_of, ssf_span,
+};
 
 fn decode<T: Message + Default + serde::de::DeserializeOwned>(json: bool, data: &[u8]) -> Option<T> {
     if json {
@@ -33,11 +35,20 @@ fuzz_target!(|data: &[u8]| {
             };
             for resource in &request.resource_spans {
                 let service = service_of(&resource.resource);
+                let mut bad = 0;
+                let attributes = resource_attributes(&resource.resource, &mut bad);
                 for scope in &resource.scope_spans {
                     for span in &scope.spans {
-                        if let Some(ssf) = ssf_span(span, &service) {
+                        if let Ok(ssf) = ssf_span(span, &service, &attributes, &mut bad) {
+                            // the extension fields encode and read back, by prost and by
+                            // the zero-copy reader alike
                             let bytes = ssf.encode_to_vec();
-                            assert!(ssfd_wire::ssf::SsfSpan::decode(&bytes[..]).is_ok());
+                            let decoded = ssfd_wire::ssf::SsfSpan::decode(&bytes[..]).unwrap();
+                            assert_eq!(decoded.trace_id_high, ssf.trace_id_high);
+                            let view = ssfd_wire::ssf_view::SpanView::parse(&bytes).unwrap();
+                            assert!(!view.full_trace_id().is_zero());
+                            assert_eq!(view.resource().count(), ssf.resource.len());
+                            assert_eq!(view.attributes().count(), ssf.attributes.len());
                         }
                     }
                 }
