@@ -436,7 +436,10 @@ fn trace_search_and_the_jaeger_api() {
         "/api/traces?service=db&tags=%7B%22error%22%3A%22true%22%7D&lookback=custom&limit=20",
     );
     assert_eq!(found["data"].as_array().unwrap().len(), 1);
-    assert_eq!(found["data"][0]["traceID"], "00000000000000000000000000000003");
+    assert_eq!(
+        found["data"][0]["traceID"],
+        "00000000000000000000000000000003"
+    );
     let (_, found) = json_get(
         &server,
         &format!(
@@ -483,5 +486,8 @@ fn trace_search_and_the_jaeger_api() {
     );
     // the v1 tree agrees
     let (_, tree_json) = json_get(&server, "/api/v1/traces/2");
-    assert_eq!(tree(&tree_json["root"]), ["0000000000000014", "0000000000000015"]);
+    assert_eq!(
+        tree(&tree_json["root"]),
+        ["0000000000000014", "0000000000000015"]
+    );
 }

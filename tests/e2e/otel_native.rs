@@ -57,12 +57,17 @@ fn sdk_trace_joins_its_logs(mode: &str) {
     // the app's own id, as its log line prints it, finds the trace; the records, sent
     // before the spans in their own requests, are under their spans
     let trace = wait_json(&server, &format!("/api/v1/traces/{trace_hex}"), |t| {
-        t["span_count"] == 2 && t["logs"].as_array().is_some_and(|l| !l.is_empty())
+        t["span_count"] == 2
+            && t["logs"].as_array().is_some_and(|l| !l.is_empty())
             && t["root"]["children"][0]["logs"]
                 .as_array()
                 .is_some_and(|l| !l.is_empty())
     });
-    assert_eq!(trace["trace_id"], trace_hex.as_str(), "32 hex digits, whole");
+    assert_eq!(
+        trace["trace_id"],
+        trace_hex.as_str(),
+        "32 hex digits, whole"
+    );
     let root = &trace["root"];
     assert_eq!(root["id"], sent["root"]);
     assert_eq!(root["parent_id"], "0000000000000000");
@@ -88,11 +93,17 @@ fn sdk_trace_joins_its_logs(mode: &str) {
     ] {
         assert_eq!(root["resource"][key], value, "{}", root["resource"]);
     }
-    assert!(root["resource"].get("service.name").is_none(), "it is the service");
+    assert!(
+        root["resource"].get("service.name").is_none(),
+        "it is the service"
+    );
     assert_eq!(root["tags"]["http.status_code"], 502, "an int stays an int");
     assert_eq!(root["tags"]["retry.ratio"], 0.25);
     assert_eq!(root["tags"]["cache.hit"], false);
-    assert_eq!(root["tags"]["items"], "[\"sku-1\",\"sku-2\"]", "arrays as JSON");
+    assert_eq!(
+        root["tags"]["items"], "[\"sku-1\",\"sku-2\"]",
+        "arrays as JSON"
+    );
 
     // the twin trace (equal low half) is another trace
     let twin = wait_json(&server, &format!("/api/v1/traces/{twin_hex}"), |t| {
@@ -133,10 +144,9 @@ fn sdk_trace_joins_its_logs(mode: &str) {
     let process = &data["processes"][jaeger_root["processID"].as_str().unwrap()];
     assert_eq!(process["serviceName"], service.as_str());
     assert!(
-        process["tags"]
-            .as_array()
-            .unwrap()
-            .contains(&json!({"key": "k8s.pod.name", "type": "string", "value": "checkout-7f9c-x2"}))
+        process["tags"].as_array().unwrap().contains(
+            &json!({"key": "k8s.pod.name", "type": "string", "value": "checkout-7f9c-x2"})
+        )
     );
     let jaeger_child = spans.iter().find(|s| s["spanID"] == sent["child"]).unwrap();
     let log_messages: Vec<&Value> = jaeger_child["logs"]
@@ -149,7 +159,10 @@ fn sdk_trace_joins_its_logs(mode: &str) {
         .collect();
     assert_eq!(log_messages, [&json!("payment declined by issuer")]);
     let jaeger_twin = get_json(&server, &format!("/api/traces/{twin_hex}")).1;
-    assert_eq!(jaeger_twin["data"][0]["spans"][0]["operationName"], "GET /twin");
+    assert_eq!(
+        jaeger_twin["data"][0]["spans"][0]["operationName"],
+        "GET /twin"
+    );
     assert_eq!(jaeger_twin["data"][0]["spans"].as_array().unwrap().len(), 1);
 
     // tag search: a typed span attribute and a resource attribute, by string form
@@ -182,18 +195,30 @@ fn sdk_trace_joins_its_logs(mode: &str) {
     let (status, bad) = get_json(&server, "/api/v1/traces?tag=http.status_code%3D502");
     assert_eq!(status, 400, "{bad}");
     let error = bad["error"].as_str().unwrap();
-    assert!(error.contains("key:value") && error.contains("http.status_code=502"), "{error}");
+    assert!(
+        error.contains("key:value") && error.contains("http.status_code=502"),
+        "{error}"
+    );
 
     // the CLI: each trace by its own id, with its own spans and logs
     let (ok, out, err) = ssfd_query(&server.http, &["trace", &trace_hex]);
     assert!(ok, "{err}");
     assert!(out.starts_with(&format!("trace {trace_hex} ")), "{out}");
-    assert!(out.contains("charge card") && out.contains("payment declined by issuer"), "{out}");
-    assert!(out.contains("logs without a stored span:") && out.contains("retry queue overflowed"), "{out}");
+    assert!(
+        out.contains("charge card") && out.contains("payment declined by issuer"),
+        "{out}"
+    );
+    assert!(
+        out.contains("logs without a stored span:") && out.contains("retry queue overflowed"),
+        "{out}"
+    );
     assert!(!out.contains("GET /twin"), "{out}");
     let (ok, out, err) = ssfd_query(&server.http, &["trace", &twin_hex]);
     assert!(ok, "{err}");
-    assert!(out.contains("GET /twin") && !out.contains("charge card"), "{out}");
+    assert!(
+        out.contains("GET /twin") && !out.contains("charge card"),
+        "{out}"
+    );
     let (ok, out, _) = ssfd_query(&server.http, &["traces", "--service", &service, "--ids"]);
     assert!(ok);
     let mut listed: Vec<&str> = out.lines().collect();
@@ -217,7 +242,12 @@ fn sdk_trace_joins_its_logs(mode: &str) {
         });
         let out = python(
             "ui_check.py",
-            &[&base, &trace_hex, &expected.to_string(), shot.to_str().unwrap()],
+            &[
+                &base,
+                &trace_hex,
+                &expected.to_string(),
+                shot.to_str().unwrap(),
+            ],
         );
         assert!(out.contains("ui_check: OK"), "{out}");
         let expected = json!({
@@ -228,7 +258,12 @@ fn sdk_trace_joins_its_logs(mode: &str) {
         });
         let out = python(
             "ui_check.py",
-            &[&base, &twin_hex, &expected.to_string(), shot.to_str().unwrap()],
+            &[
+                &base,
+                &twin_hex,
+                &expected.to_string(),
+                shot.to_str().unwrap(),
+            ],
         );
         assert!(out.contains("ui_check: OK"), "{out}");
     }
@@ -278,7 +313,11 @@ fn every_id_form_finds_its_trace_and_bad_ids_are_refused() {
         "0x0000000000000000975fbd3ef288210b",
     ] {
         let (status, trace) = get_json(&server, &format!("/api/v1/traces/{form}"));
-        assert_eq!((status, &trace["trace_id"]), (200, &json!(printed)), "{form}");
+        assert_eq!(
+            (status, &trace["trace_id"]),
+            (200, &json!(printed)),
+            "{form}"
+        );
         let (status, logs) = get_json(&server, &format!("/api/v1/logs?trace_id={form}"));
         assert_eq!(status, 200, "{form}: {logs}");
     }
@@ -289,7 +328,11 @@ fn every_id_form_finds_its_trace_and_bad_ids_are_refused() {
     // Jaeger's hex forms
     for form in ["975fbd3ef288210b", printed] {
         let (status, trace) = get_json(&server, &format!("/api/traces/{form}"));
-        assert_eq!((status, &trace["data"][0]["traceID"]), (200, &json!(printed)), "{form}");
+        assert_eq!(
+            (status, &trace["data"][0]["traceID"]),
+            (200, &json!(printed)),
+            "{form}"
+        );
     }
     // digits that read both ways: hex first, then decimal
     let decimal_only = ssfd_wire::ssf::SsfSpan {
@@ -302,7 +345,10 @@ fn every_id_form_finds_its_trace_and_bad_ids_are_refused() {
         .send_to(&decimal_only.encode_to_vec(), server.addr("ssf udp"))
         .unwrap();
     let trace = wait_json(&server, "/api/v1/traces/1234", |t| t["span_count"] == 1);
-    assert_eq!(trace["trace_id"], "000000000000000000000000000004d2", "as decimal");
+    assert_eq!(
+        trace["trace_id"], "000000000000000000000000000004d2",
+        "as decimal"
+    );
     // bad ids: wrong length, not hex, zero: a 400 that names the id
     for bad in [
         "94568bc249d55603975fbd3ef288210b0",
@@ -350,9 +396,11 @@ fn bad_otlp_ids_are_refused_alone() {
     assert_eq!(status, 200, "{body}");
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["partialSuccess"]["rejectedSpans"], 2, "{answer}");
-    let trace = wait_json(&server, "/api/v1/traces/5b8efff798038103d269b633813fc60c", |t| {
-        t["span_count"] == 1
-    });
+    let trace = wait_json(
+        &server,
+        "/api/v1/traces/5b8efff798038103d269b633813fc60c",
+        |t| t["span_count"] == 1,
+    );
     assert_eq!(trace["root"]["name"], "kept");
     assert_eq!(trace["root"]["tags"]["n"], 7);
     assert!(trace["root"]["tags"].get("empty").is_none(), "{trace}");

@@ -142,7 +142,10 @@ fn otlp_http_takes_json_and_refuses_garbage() {
     assert_eq!(trace["root"]["service"], "jsonsvc");
     assert_eq!(trace["root"]["error"], true);
     assert_eq!(trace["root"]["duration_ns"], 5_000_000);
-    assert_eq!(trace["root"]["tags"]["n"], 3, "an int attribute stays an int");
+    assert_eq!(
+        trace["root"]["tags"]["n"], 3,
+        "an int attribute stays an int"
+    );
     // its exemplar names the whole trace id in 32 hex digits (SPEC 4.4)
     let (_, open) = ssfd_e2e::http_get_with(
         &server.http,

@@ -12,7 +12,7 @@ use crate::flush::{Flush, FlushConfig, FlushedType};
 use crate::record::LogRecord;
 use crate::slo::SloRegistry;
 use crate::span::SpanBatch;
-use crate::span_metrics::{SpanMetricsRegistry, SpanObservation, span_kind};
+use crate::span_metrics::{SpanMetricsRegistry, SpanObservation};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
 use ssfd_telemetry::{self as telemetry, DropReason, Kind, Stage};
 use std::sync::Arc;
@@ -180,8 +180,13 @@ pub trait MetricSink: Send {
 /// Where span workers put every batch of valid spans (the span store, issue 4).
 pub trait SpanSink: Send + Sync {
     fn append(&self, spans: &SpanBatch);
-    /// Log records that are not inside a span.
+    /// Log records: those sent alone, and after each [`SpanSink::append`], the records
+    /// of the log samples inside its spans ([`SpanBatch::logs`]).
     fn append_logs(&self, _records: Vec<LogRecord>) {}
+    /// True for a sink that keeps log records (the default drops them unseen).
+    fn takes_logs(&self) -> bool {
+        false
+    }
     /// Called when the span worker has been idle a while (a store writes what waits).
     fn tick(&self) {}
     /// Everything appended before this call belongs to an earlier interval: hold
@@ -822,54 +827,36 @@ fn span_worker(
             std::thread::sleep(stall);
         }
         match work {
-            SpanWork::Spans(spans) => {
-                use ssfd_wire::normalize::{SampleClass, classify_sample_fields};
+            SpanWork::Spans(mut spans) => {
                 telemetry::worker_received(Kind::Span, spans.len() as u64);
-                let mut logs = 0;
+                // every field below was read once, at ingest (`SpanBatch::push`)
                 let mut observations = Vec::with_capacity(spans.len());
-                for (entry, bytes) in spans.iter() {
-                    let Ok(view) = ssfd_wire::ssf_view::SpanView::parse(bytes) else {
-                        continue;
-                    };
-                    if spans.forwarded {
-                        continue;
+                if !spans.forwarded {
+                    for span in spans.records() {
+                        let entry = span.entry;
+                        let duration_ns = entry.end_timestamp.saturating_sub(entry.start_timestamp);
+                        slos.observe(span.service, span.name, entry.error, duration_ns);
+                        observations.push(SpanObservation {
+                            service: span.service,
+                            name: span.name,
+                            kind: entry.kind,
+                            error: entry.error,
+                            duration_ms: duration_ns.max(0) as f64 / 1e6,
+                            trace_id: entry.trace_id,
+                        });
                     }
-                    let duration_ns = entry.end_timestamp.saturating_sub(entry.start_timestamp);
-                    slos.observe(
-                        view.service,
-                        view.normalized_name(),
-                        entry.error,
-                        duration_ns,
-                    );
-                    observations.push(SpanObservation {
-                        service: view.service,
-                        name: view.normalized_name(),
-                        kind: span_kind(view.span_kind_tag(), view.indicator, view.parent_id),
-                        error: entry.error,
-                        duration_ms: entry
-                            .end_timestamp
-                            .saturating_sub(entry.start_timestamp)
-                            .max(0) as f64
-                            / 1e6,
-                        trace_id: entry.trace_id,
-                    });
-                    logs += view
-                        .samples()
-                        .filter(|s| {
-                            classify_sample_fields(
-                                s.metric,
-                                s.name,
-                                s.value,
-                                s.message,
-                                s.sample_rate,
-                            ) == Ok(SampleClass::Log)
-                        })
-                        .count();
                 }
+                // a forwarded span's records were counted by the local that took it
+                let logs = if spans.forwarded { 0 } else { spans.logs.len() };
                 telemetry::worker_received(Kind::Log, logs as u64);
                 span_metrics.observe(observations);
                 if let Some(sink) = span_sink {
                     sink.append(&spans);
+                    // the records of the log samples inside them, made at ingest
+                    let logs = std::mem::take(&mut spans.logs);
+                    if !logs.is_empty() {
+                        sink.append_logs(logs);
+                    }
                 }
             }
             SpanWork::Barrier(token) => match span_sink {

@@ -246,24 +246,7 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// SPEC 4.4's `span_kind`: the tag `span.kind` when present (OpenTracing's `server`, or
-/// OTel's `SPAN_KIND_SERVER`, in any case), else server for indicator and parent-less
-/// spans, else internal.
-pub fn span_kind(tag: Option<&str>, indicator: bool, parent_id: i64) -> &'static str {
-    let tag = tag.map(str::to_ascii_lowercase);
-    match tag
-        .as_deref()
-        .map(|t| t.strip_prefix("span_kind_").unwrap_or(t))
-    {
-        Some("server") => "SPAN_KIND_SERVER",
-        Some("client") => "SPAN_KIND_CLIENT",
-        Some("producer") => "SPAN_KIND_PRODUCER",
-        Some("consumer") => "SPAN_KIND_CONSUMER",
-        Some("internal") => "SPAN_KIND_INTERNAL",
-        _ if indicator || parent_id == 0 => "SPAN_KIND_SERVER",
-        _ => "SPAN_KIND_INTERNAL",
-    }
-}
+pub use crate::span::span_kind;
 
 impl SpanMetricsRegistry {
     /// A registry with its own cap of `names_per_service` names per service.

@@ -86,10 +86,12 @@ pub fn otlp_span(ssf: &SsfSpan) -> Span {
         .tags
         .iter()
         .filter(|(k, _)| *k != "span.kind")
-        .map(|(k, v)| match ssf.attributes.iter().rev().find(|a| a.key == *k) {
-            Some(typed) => typed_value(typed),
-            None => key_value(k, v),
-        })
+        .map(
+            |(k, v)| match ssf.attributes.iter().rev().find(|a| a.key == *k) {
+                Some(typed) => typed_value(typed),
+                None => key_value(k, v),
+            },
+        )
         .collect();
     let events = ssf
         .metrics
@@ -134,7 +136,11 @@ pub fn otlp_span(ssf: &SsfSpan) -> Span {
 pub fn trace_request(spans: &[SsfSpan]) -> ExportTraceServiceRequest {
     let mut by_resource: BTreeMap<(&str, Vec<u8>), (&[Attribute], Vec<Span>)> = BTreeMap::new();
     for span in spans {
-        let key: Vec<u8> = span.resource.iter().flat_map(|a| a.encode_to_vec()).collect();
+        let key: Vec<u8> = span
+            .resource
+            .iter()
+            .flat_map(|a| a.encode_to_vec())
+            .collect();
         by_resource
             .entry((span.service.as_str(), key))
             .or_insert_with(|| (&span.resource, Vec::new()))
@@ -329,7 +335,9 @@ mod tests {
         let otlp = otlp_span(&span);
         assert_eq!(
             otlp.trace_id,
-            [0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99, 0x88, 1, 2, 3, 4, 5, 6, 7, 8]
+            [
+                0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99, 0x88, 1, 2, 3, 4, 5, 6, 7, 8
+            ]
         );
         assert_eq!(otlp.span_id, [0xff; 8]);
         assert_eq!(otlp.parent_span_id, 5u64.to_be_bytes());

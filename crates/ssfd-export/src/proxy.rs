@@ -229,10 +229,7 @@ impl Proxy {
 
     /// The stored spans of `trace_id`, asked of the global that owns it
     /// (`ssfd.v1.Query/GetTrace`); blocking.
-    pub fn fetch_trace(
-        &self,
-        trace_id: ssfd_wire::ids::TraceId,
-    ) -> Result<Vec<Vec<u8>>, String> {
+    pub fn fetch_trace(&self, trace_id: ssfd_wire::ids::TraceId) -> Result<Vec<Vec<u8>>, String> {
         let owner = self
             .ring
             .read()

@@ -111,7 +111,12 @@ fn json_of(value: &AnyValue) -> serde_json::Value {
         Some(any_value::Value::KvlistValue(list)) => Value::Object(
             list.values
                 .iter()
-                .map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, json_of)))
+                .map(|kv| {
+                    (
+                        kv.key.clone(),
+                        kv.value.as_ref().map_or(Value::Null, json_of),
+                    )
+                })
                 .collect(),
         ),
     }
@@ -764,8 +769,9 @@ impl OtlpIngest {
                 bad_attributes,
             );
             if outcome.error.is_empty() {
-                outcome.error =
-                    format!("{bad_attributes} attribute(s) without a value of a known type were left out");
+                outcome.error = format!(
+                    "{bad_attributes} attribute(s) without a value of a known type were left out"
+                );
             }
         }
         (handoff, outcome, items)
@@ -1651,7 +1657,10 @@ mod tests {
             ..Default::default()
         };
         let converted = log_record(&record, "api", "scope").unwrap();
-        assert_eq!(converted.trace_id, Some(TraceId(u128::from_be_bytes([1; 16]))));
+        assert_eq!(
+            converted.trace_id,
+            Some(TraceId(u128::from_be_bytes([1; 16])))
+        );
         assert_eq!(converted.span_id, Some(i64::from_be_bytes([2; 8])));
         record.trace_id = vec![0; 16];
         assert_eq!(log_record(&record, "api", "scope").unwrap().trace_id, None);

@@ -455,10 +455,7 @@ fn ssf_spans_split_into_samples_and_span_work() {
         panic!("spans")
     };
     let (entry, bytes) = spans.iter().next().unwrap();
-    assert_eq!(
-        (entry.trace_id, entry.id),
-        (ssfd_wire::ids::TraceId(42), 7)
-    );
+    assert_eq!((entry.trace_id, entry.id), (ssfd_wire::ids::TraceId(42), 7));
     let stored = SsfSpan::decode(bytes).unwrap();
     assert_eq!(stored.name, "from-tag", "normalised before it travels on");
     assert!(!stored.tags.contains_key("name"));

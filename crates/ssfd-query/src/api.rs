@@ -181,11 +181,9 @@ pub fn log_query(raw: Option<&str>) -> Result<LogQuery, String> {
             "tag" => {
                 // log records keep a bare tag as `key`
                 let (key, tag_value) = split_tag(&value)?;
-                query.tags.push(if tag_value.is_empty() {
-                    key
-                } else {
-                    value
-                });
+                query
+                    .tags
+                    .push(if tag_value.is_empty() { key } else { value });
             }
             "start" => query.start_ns = Some(parse_time(&key, &value)?),
             "end" => query.end_ns = Some(parse_time(&key, &value)?),
@@ -322,7 +320,10 @@ mod tests {
             (Some(crate::TraceId(0x1234)), Some(crate::TraceId(1234)))
         );
         let error = log_query(Some("tag=k%3Dv")).unwrap_err();
-        assert!(error.contains("key:value") && error.contains("k=v"), "{error}");
+        assert!(
+            error.contains("key:value") && error.contains("k=v"),
+            "{error}"
+        );
         assert_eq!(query.severity.as_deref(), Some("error"));
         assert_eq!(query.limit, 100);
         for bad in ["severity=loud", "trace_id=xyz", "limit=5000", "nope=1"] {

@@ -371,7 +371,9 @@ mod tests {
         root.tags.insert("http.status_code".into(), "502".into());
         root.resource.push(ssfd_wire::ssfd::v1::Attribute {
             key: "host.name".into(),
-            value: Some(ssfd_wire::ssfd::v1::attribute::Value::StringValue("h1".into())),
+            value: Some(ssfd_wire::ssfd::v1::attribute::Value::StringValue(
+                "h1".into(),
+            )),
         });
         let unplaced = ssfd_engine::LogRecord {
             kind: ssfd_engine::LogKind::Log,
@@ -392,7 +394,8 @@ mod tests {
         .unwrap();
         assert_eq!(trace["traceID"], "0000000000000000fffffffffffffffe");
         assert!(
-            spans_tags(&trace, 0).contains(&json!({"key": "http.status_code", "type": "int64", "value": 502})),
+            spans_tags(&trace, 0)
+                .contains(&json!({"key": "http.status_code", "type": "int64", "value": 502})),
             "typed tags"
         );
         assert_eq!(
@@ -400,8 +403,7 @@ mod tests {
             json!([{"key": "host.name", "type": "string", "value": "h1"}])
         );
         assert_eq!(
-            trace["spans"][0]["logs"][1]["fields"][1]["value"],
-            "no span of its own",
+            trace["spans"][0]["logs"][1]["fields"][1]["value"], "no span of its own",
             "a record without a stored span goes to the root"
         );
         let spans = trace["spans"].as_array().unwrap();
@@ -466,10 +468,7 @@ mod tests {
             .unwrap(),
             [
                 (crate::TraceId(2), "0000000000000002".into()),
-                (
-                    crate::TraceId::from_parts(0, -2),
-                    "fffffffffffffffe".into()
-                )
+                (crate::TraceId::from_parts(0, -2), "fffffffffffffffe".into())
             ]
         );
         assert!(trace_ids(Some("service=x")).unwrap().is_empty());

@@ -85,7 +85,10 @@ impl Store {
     /// Writes and commits everything pending (at shutdown).
     /// The log records of a trace (SPEC 5: every record with its trace id, whichever
     /// request carried it), at most [`MAX_TRACE_LOGS`], oldest first.
-    pub fn trace_logs(&self, trace_id: ssfd_wire::ids::TraceId) -> Result<Vec<LogRecord>, StoreError> {
+    pub fn trace_logs(
+        &self,
+        trace_id: ssfd_wire::ids::TraceId,
+    ) -> Result<Vec<LogRecord>, StoreError> {
         let mut records = self.logs.search(&LogQuery {
             trace_id: Some(trace_id),
             limit: MAX_TRACE_LOGS,
@@ -103,8 +106,7 @@ impl Store {
 
 impl SpanSink for Store {
     fn append(&self, spans: &SpanBatch) {
-        let mut records = Vec::new();
-        if let Err(error) = self.spans.append_collecting_logs(spans, Some(&mut records)) {
+        if let Err(error) = self.spans.append(spans) {
             tracing::warn!(%error, "span store write failed");
             ssfd_telemetry::dropped(
                 ssfd_telemetry::Stage::Store,
@@ -112,13 +114,16 @@ impl SpanSink for Store {
                 spans.len() as u64,
             );
         }
-        if !records.is_empty() {
-            self.logs.push(records);
-        }
+        // the log samples inside the spans come as records, read once at ingest, through
+        // `append_logs`
     }
 
     fn append_logs(&self, records: Vec<LogRecord>) {
         self.logs.push(records);
+    }
+
+    fn takes_logs(&self) -> bool {
+        true
     }
 
     /// Writes the span block being filled once it is old enough and applies

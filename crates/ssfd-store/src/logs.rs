@@ -113,7 +113,10 @@ fn migrate(dir: &Path, schema: &Schema) -> Result<Index, StoreError> {
     std::fs::rename(dir, &retired).map_err(db_error)?;
     std::fs::rename(&staging, dir).map_err(db_error)?;
     let _ = std::fs::remove_dir_all(&retired);
-    tracing::info!(records = copied, "log index: copied into the 128-bit trace id schema");
+    tracing::info!(
+        records = copied,
+        "log index: copied into the 128-bit trace id schema"
+    );
     Index::open_in_dir(dir).map_err(db_error)
 }
 
@@ -463,13 +466,16 @@ fn record_of(doc: &TantivyDocument, f: Fields) -> LogRecord {
             .and_then(|v| v.as_i64())
             .unwrap_or(0),
         service: text(f.service),
-        trace_id: doc.get_first(f.trace_id).and_then(|v| v.as_i64()).map(|low| {
-            let high = doc
-                .get_first(f.trace_id_high)
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0);
-            TraceId::from_parts(high, low)
-        }),
+        trace_id: doc
+            .get_first(f.trace_id)
+            .and_then(|v| v.as_i64())
+            .map(|low| {
+                let high = doc
+                    .get_first(f.trace_id_high)
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+                TraceId::from_parts(high, low)
+            }),
         span_id: doc.get_first(f.span_id).and_then(|v| v.as_i64()),
         name: text(f.name),
         message: text(f.message),
@@ -757,7 +763,12 @@ mod tests {
                 search(&store, "", |q| q.severity = Some("warn".into())).len(),
                 1
             );
-            assert_eq!(search(&store, "", |q| q.trace_id = Some(TraceId::from_parts(0, -7))).len(), 1);
+            assert_eq!(
+                search(&store, "", |q| q.trace_id =
+                    Some(TraceId::from_parts(0, -7)))
+                .len(),
+                1
+            );
             assert_eq!(
                 search(&store, "", |q| q.tags =
                     vec!["env:prod".into(), "canary".into()])

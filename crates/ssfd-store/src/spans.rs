@@ -17,7 +17,6 @@
 use crate::Budget;
 use hashbrown::HashMap;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use ssfd_engine::LogRecord;
 use ssfd_engine::SpanBatch;
 use ssfd_wire::ids::TraceId;
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,14 +67,51 @@ struct SpanRef {
     tag_bloom: u64,
 }
 
-/// The two bits of `key:value` in a span's tag Bloom filter.
-fn tag_bits(key: &str, value: &str) -> u64 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
-    hasher.update(key.as_bytes());
-    hasher.update(&[0]);
-    hasher.update(value.as_bytes());
-    let hash = hasher.digest();
-    (1u64 << (hash & 63)) | (1u64 << ((hash >> 6) & 63))
+use ssfd_engine::span::{SpanRecord, tag_bits};
+
+/// What the index keeps of one span: from its ingest record, or, when the index is
+/// rebuilt at start, from its bytes.
+struct Facts<'a> {
+    trace_id: TraceId,
+    id: i64,
+    parent_id: i64,
+    start: i64,
+    end: i64,
+    error: bool,
+    service: &'a str,
+    name: &'a str,
+    tag_bloom: u64,
+}
+
+impl<'a> Facts<'a> {
+    fn of_record(record: &SpanRecord<'a>) -> Facts<'a> {
+        let entry = record.entry;
+        Facts {
+            trace_id: entry.trace_id,
+            id: entry.id,
+            parent_id: entry.parent_id,
+            start: entry.start_timestamp,
+            end: entry.end_timestamp,
+            error: entry.error,
+            service: record.service,
+            name: record.name,
+            tag_bloom: entry.tag_bloom,
+        }
+    }
+
+    fn of_view(view: &ssfd_wire::ssf_view::SpanView<'a>) -> Facts<'a> {
+        Facts {
+            trace_id: view.full_trace_id(),
+            id: view.id,
+            parent_id: view.parent_id,
+            start: view.start_timestamp,
+            end: view.end_timestamp,
+            error: view.error,
+            service: view.service,
+            name: view.normalized_name(),
+            tag_bloom: ssfd_engine::span::tag_bloom(view),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -184,58 +220,35 @@ impl Index {
         id
     }
 
-    /// Indexes one span found at (`block`, `offset`), and collects the log samples it
-    /// carries (with its context) into `logs`.
-    fn add(
-        &mut self,
-        block: u64,
-        offset: u32,
-        span: &[u8],
-        logs: Option<&mut Vec<LogRecord>>,
-    ) -> Option<TraceId> {
-        let view = ssfd_wire::ssf_view::SpanView::parse(span).ok()?;
-        let trace_id = view.full_trace_id();
-        if let Some(logs) = logs {
-            for sample in view.samples() {
-                if LogRecord::is_log_sample(&sample) {
-                    logs.push(LogRecord::from_sample(&sample, Some(&view)));
-                }
-            }
-        }
-        let name = view.normalized_name();
-        let service = self.intern(view.service);
+    /// Indexes one span found at (`block`, `offset`), `len` bytes long.
+    fn add(&mut self, block: u64, offset: u32, len: u32, span: &Facts<'_>) -> TraceId {
+        let trace_id = span.trace_id;
+        let name = span.name;
+        let service = self.intern(span.service);
         let name_id = self.intern(name);
         if self.known_operations.insert((service, name_id)) {
             self.services
-                .entry(view.service.to_string())
+                .entry(span.service.to_string())
                 .or_default()
                 .insert(name.to_string());
         }
         let span_ref = SpanRef {
             block,
             offset,
-            len: span.len() as u32,
-            id: view.id,
-            start: view.start_timestamp,
-            end: view.end_timestamp,
+            len,
+            id: span.id,
+            start: span.start,
+            end: span.end,
             service,
             name: name_id,
-            error: view.error,
-            root: view.parent_id == 0 || view.id == view.trace_id,
-            tag_bloom: view
-                .raw_tags()
-                .fold(0, |bloom, (key, value)| bloom | tag_bits(key, value))
-                | view.resource().fold(0, |bloom, (key, value)| {
-                    bloom | value.map_or(0, |v| tag_bits(key, &v.to_tag_text()))
-                }),
+            error: span.error,
+            root: span.parent_id == 0 || span.id == trace_id.low(),
+            tag_bloom: span.tag_bloom,
         };
-        let entry = self
-            .traces
-            .entry(trace_id)
-            .or_insert_with(|| TraceEntry {
-                start: i64::MAX,
-                refs: Vec::new(),
-            });
+        let entry = self.traces.entry(trace_id).or_insert_with(|| TraceEntry {
+            start: i64::MAX,
+            refs: Vec::new(),
+        });
         let filter = if span_ref.start < entry.start {
             let filter = match entry.start {
                 i64::MAX => TraceFilter::EMPTY,
@@ -253,7 +266,7 @@ impl Index {
         };
         filter.add(&span_ref);
         entry.refs.push(span_ref);
-        Some(trace_id)
+        trace_id
     }
 
     /// Forgets the spans of `block`.
@@ -398,14 +411,13 @@ impl SpanStore {
             let (received_ns, records) = decode(bytes);
             let mut traces = Vec::with_capacity(records.len());
             for (_, offset, len) in records {
-                if let Some(trace_id) = index.add(
-                    block,
-                    offset,
+                // at start the index is rebuilt from the spans' bytes
+                let Ok(view) = ssfd_wire::ssf_view::SpanView::parse(
                     &bytes[offset as usize..(offset + len) as usize],
-                    None,
-                ) {
-                    traces.push(trace_id);
-                }
+                ) else {
+                    continue;
+                };
+                traces.push(index.add(block, offset, len, &Facts::of_view(&view)));
             }
             index.bytes += bytes.len() as u64;
             index.blocks.insert(
@@ -433,17 +445,9 @@ impl SpanStore {
     }
 
     /// Adds a batch to the block being filled; writes the block when it is full or old.
-    /// Spans are readable as soon as this returns.
+    /// Spans are readable as soon as this returns. The index takes what it keeps from
+    /// the batch's records (read at ingest), not from the spans' bytes.
     pub fn append(&self, spans: &SpanBatch) -> Result<(), StoreError> {
-        self.append_collecting_logs(spans, None)
-    }
-
-    /// [`SpanStore::append`], also collecting the log samples inside the spans.
-    pub fn append_collecting_logs(
-        &self,
-        spans: &SpanBatch,
-        mut logs: Option<&mut Vec<LogRecord>>,
-    ) -> Result<(), StoreError> {
         if spans.is_empty() {
             return Ok(());
         }
@@ -475,15 +479,12 @@ impl SpanStore {
         let mut pending = std::mem::take(&mut index.pending);
         encode_into(spans, &mut pending);
         let mut position = base;
-        for (entry, bytes) in spans.iter() {
+        for record in spans.records() {
             let offset = (position + 12) as u32;
-            if index
-                .add(block, offset, bytes, logs.as_deref_mut())
-                .is_some()
-            {
-                index.pending_traces.push(entry.trace_id);
-            }
-            position += 12 + bytes.len();
+            let len = record.bytes.len() as u32;
+            let trace_id = index.add(block, offset, len, &Facts::of_record(&record));
+            index.pending_traces.push(trace_id);
+            position += 12 + record.bytes.len();
         }
         index.pending = pending;
         let since = *index

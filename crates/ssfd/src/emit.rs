@@ -269,11 +269,7 @@ impl EmitArgs {
         if !spanning {
             return;
         }
-        let from_env = |names: [&str; 2]| {
-            names
-                .iter()
-                .find_map(|name| std::env::var(name).ok())
-        };
+        let from_env = |names: [&str; 2]| names.iter().find_map(|name| std::env::var(name).ok());
         if self.trace_id.is_none() {
             self.trace_id = from_env(["SSFD_TRACE_ID", "VENEUR_EMIT_TRACE_ID"])
                 .and_then(|text| emit_trace_id(&text).ok());
@@ -729,7 +725,11 @@ mod tests {
     #[test]
     fn emit_takes_veneurs_decimal_ids_and_otel_hex_ids() {
         use ssfd_wire::ids::TraceId;
-        assert_eq!(emit_trace_id("1234"), Ok(TraceId(1234)), "decimal, as veneur-emit");
+        assert_eq!(
+            emit_trace_id("1234"),
+            Ok(TraceId(1234)),
+            "decimal, as veneur-emit"
+        );
         assert_eq!(emit_trace_id("-5"), Ok(TraceId::from_parts(0, -5)));
         assert_eq!(emit_trace_id("4d2"), Ok(TraceId(0x4d2)));
         assert_eq!(

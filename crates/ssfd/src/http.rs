@@ -387,8 +387,7 @@ async fn jaeger_search(State(exported): State<Exported>, RawQuery(raw): RawQuery
         let mut traces = Vec::new();
         for summary in store.spans.search(&query)? {
             let id = summary.trace_id;
-            if let Some(trace) =
-                jaeger::trace(id, &store.spans.trace(id)?, &store.trace_logs(id)?)
+            if let Some(trace) = jaeger::trace(id, &store.spans.trace(id)?, &store.trace_logs(id)?)
             {
                 traces.push(trace);
             }

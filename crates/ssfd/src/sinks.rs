@@ -281,12 +281,18 @@ impl ssfd_engine::SpanSink for FanOut {
     }
 
     fn append_logs(&self, records: Vec<ssfd_engine::LogRecord>) {
-        if let Some((last, others)) = self.0.split_last() {
+        let takers: Vec<&Arc<dyn ssfd_engine::SpanSink>> =
+            self.0.iter().filter(|sink| sink.takes_logs()).collect();
+        if let Some((last, others)) = takers.split_last() {
             for sink in others {
                 sink.append_logs(records.clone());
             }
             last.append_logs(records);
         }
+    }
+
+    fn takes_logs(&self) -> bool {
+        self.0.iter().any(|sink| sink.takes_logs())
     }
 
     fn tick(&self) {
