@@ -365,6 +365,11 @@ fn every_id_form_finds_its_trace_and_bad_ids_are_refused() {
     }
     let (status, _) = get_json(&server, "/api/traces/00000000000000000000000000000000");
     assert_eq!(status, 400);
+    assert_eq!(
+        server.metric("ssfd_api_bad_requests_total"),
+        11.0,
+        "each refused request counted"
+    );
 }
 
 /// OTLP spans and records with bad ids are refused alone and counted; the rest of the

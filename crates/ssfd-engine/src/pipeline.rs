@@ -162,6 +162,9 @@ pub struct Pipeline {
     room: Arc<Room>,
     /// Batches the metric workers emptied, for ingest to fill again.
     pool: BatchPool,
+    /// A span sink indexes spans and their logs: ingest describes each span for it
+    /// (tag Bloom bits, log records); without one it skips that work.
+    index_spans: bool,
 }
 
 /// Where each interval's flush goes (the Prometheus exposition, the `jsonl` sink...).
@@ -275,6 +278,7 @@ impl Pipeline {
                 gate: Arc::default(),
                 room: Arc::default(),
                 pool: BatchPool::default(),
+                index_spans: true,
             },
             metric_receivers,
             span_receivers,
@@ -304,7 +308,8 @@ impl Pipeline {
             events,
             span_sink,
         } = derived;
-        let (pipeline, metric_receivers, span_receivers) = Self::channels(config);
+        let (mut pipeline, metric_receivers, span_receivers) = Self::channels(config);
+        pipeline.index_spans = span_sink.as_ref().is_some_and(|sink| sink.takes_logs());
         let mut handles = Vec::new();
         let mut controls = Vec::new();
         // max_series bounds the live series of all workers together
@@ -386,6 +391,11 @@ impl Pipeline {
                 stopping,
             },
         )
+    }
+
+    /// True when a span sink indexes spans and their log records (a store).
+    pub fn indexes_spans(&self) -> bool {
+        self.index_spans
     }
 
     /// Orders durable requests against interval boundaries (`durable.rs`).
@@ -847,7 +857,11 @@ fn span_worker(
                     }
                 }
                 // a forwarded span's records were counted by the local that took it
-                let logs = if spans.forwarded { 0 } else { spans.logs.len() };
+                let logs = if spans.forwarded {
+                    0
+                } else {
+                    spans.iter().map(|(entry, _)| entry.logs as usize).sum()
+                };
                 telemetry::worker_received(Kind::Log, logs as u64);
                 span_metrics.observe(observations);
                 if let Some(sink) = span_sink {
@@ -987,6 +1001,7 @@ mod tests {
             span_senders: vec![],
             gate: Arc::default(),
             room: Arc::default(),
+            index_spans: true,
         };
         let mut scratch = KeyScratch::default();
         scratch.begin(b"x", MetricKind::Counter);

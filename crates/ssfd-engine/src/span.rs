@@ -126,21 +126,29 @@ impl SpanBatch {
     /// Appends a span: `view` describes it, `encoded` is its normalised encoding (the
     /// bytes `view` reads, or their re-encoding, which is read once more here).
     pub fn push(&mut self, view: &SpanView<'_>, encoded: &[u8]) {
+        self.push_with(view, encoded, true);
+    }
+
+    /// [`SpanBatch::push`]; with `index` false (no store will index the span) the tag
+    /// Bloom bits and the log records are left out and only the logs are counted.
+    pub fn push_with(&mut self, view: &SpanView<'_>, encoded: &[u8], index: bool) {
         if !std::ptr::eq(view.bytes(), encoded)
             && let Ok(reread) = SpanView::parse(encoded)
         {
-            return self.push(&reread, encoded);
+            return self.push_with(&reread, encoded, index);
         }
         let offset = self.bytes.len() as u32;
         self.bytes.extend_from_slice(encoded);
         let mut logs = 0;
         for sample in view.samples() {
             if LogRecord::is_log_sample(&sample) {
-                self.logs.push(LogRecord::from_sample(&sample, Some(view)));
+                if index {
+                    self.logs.push(LogRecord::from_sample(&sample, Some(view)));
+                }
                 logs += 1;
             }
         }
-        let tag_bloom = tag_bloom(view);
+        let tag_bloom = if index { tag_bloom(view) } else { 0 };
         self.entries.push(SpanEntry {
             trace_id: view.full_trace_id(),
             id: view.id,

@@ -132,9 +132,12 @@ pub fn otlp_span(ssf: &SsfSpan) -> Span {
     }
 }
 
+/// The spans of one service and resource (keyed by the resource's encoding).
+type ByResource<'a> = BTreeMap<(&'a str, Vec<u8>), (&'a [Attribute], Vec<Span>)>;
+
 /// SSF spans grouped by service and resource into one export request.
 pub fn trace_request(spans: &[SsfSpan]) -> ExportTraceServiceRequest {
-    let mut by_resource: BTreeMap<(&str, Vec<u8>), (&[Attribute], Vec<Span>)> = BTreeMap::new();
+    let mut by_resource: ByResource<'_> = BTreeMap::new();
     for span in spans {
         let key: Vec<u8> = span
             .resource

@@ -473,14 +473,16 @@ impl Handoff {
             self.span_metrics(&view, &span_metrics);
         }
         let shard = self.pipeline.span_shard(view.full_trace_id());
+        // described for a store only when one will index it
+        let index = self.pipeline.indexes_spans();
         if view.needs_normalization() {
             // the reader accepts exactly what prost accepts, so this decode succeeds
             let mut span = SsfSpan::decode(bytes).map_err(|_| SsfError::Decode)?;
             normalize::normalize(&mut span);
             normalize::stamp_log_samples(&mut span, now_ns());
-            self.spans[shard].push(&view, &span.encode_to_vec());
+            self.spans[shard].push_with(&view, &span.encode_to_vec(), index);
         } else {
-            self.spans[shard].push(&view, bytes);
+            self.spans[shard].push_with(&view, bytes, index);
         }
         Ok(SpanOutcome::TraceSpan)
     }

@@ -216,7 +216,6 @@ pub fn trace(
         .collect();
     let processes: serde_json::Map<String, Value> = processes
         .into_values()
-        .map(|(name, process)| (name, process))
         .collect();
     Some(json!({
         "traceID": trace_hex,

@@ -114,6 +114,7 @@ static REFUSED_TOTAL: Grid<REFUSED> = Grid::new();
 static SERIES: AtomicU64 = AtomicU64::new(0);
 static FLUSHES: AtomicU64 = AtomicU64::new(0);
 static WAL_WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
+static API_BAD_REQUESTS: AtomicU64 = AtomicU64::new(0);
 static MEMORY_PRESSURE: AtomicU64 = AtomicU64::new(0);
 static DISK_LOW: AtomicU64 = AtomicU64::new(0);
 static MEMORY_ANON: AtomicU64 = AtomicU64::new(0);
@@ -146,6 +147,11 @@ pub fn memory_pressure_entered() {
 pub fn set_memory(anonymous: u64, limit: u64) {
     MEMORY_ANON.store(anonymous, Relaxed);
     MEMORY_LIMIT.store(limit, Relaxed);
+}
+
+/// A read-API request refused with 400 (a bad id or parameter), alone.
+pub fn api_bad_request() {
+    API_BAD_REQUESTS.fetch_add(1, Relaxed);
 }
 
 /// A write-ahead-log write or segment open that failed (and is retried).
@@ -634,6 +640,12 @@ pub fn render(out: &mut String, version: &str) {
             "counter",
             "write-ahead-log writes that failed (a full disk) and were retried",
             &WAL_WRITE_ERRORS,
+        ),
+        (
+            "ssfd_api_bad_requests_total",
+            "counter",
+            "read-API requests refused with 400: a bad id, parameter or tag filter",
+            &API_BAD_REQUESTS,
         ),
     ] {
         single(out, name, kind, help, value.load(Relaxed));

@@ -101,10 +101,11 @@ pub fn span_candidates(text: &str) -> Result<Vec<i64>, BadId> {
     if (1..=16).contains(&digits.len()) && is_hex(digits) {
         out.push(u64::from_str_radix(digits, 16).map_err(|_| BadId::of(text))? as i64);
     }
-    if !prefixed && let Some(id) = decimal(digits) {
-        if !out.contains(&id) {
-            out.push(id);
-        }
+    if !prefixed
+        && let Some(id) = decimal(digits)
+        && !out.contains(&id)
+    {
+        out.push(id);
     }
     out.retain(|id| *id != 0);
     if out.is_empty() {

@@ -142,6 +142,9 @@ fn routes(
 }
 
 fn api_error(status: StatusCode, message: String) -> Response {
+    if status == StatusCode::BAD_REQUEST {
+        ssfd_telemetry::api_bad_request();
+    }
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
@@ -312,6 +315,9 @@ async fn logs_tail(State(exported): State<Exported>, RawQuery(raw): RawQuery) ->
 }
 
 fn jaeger_answer(status: StatusCode, body: Value) -> Response {
+    if status == StatusCode::BAD_REQUEST {
+        ssfd_telemetry::api_bad_request();
+    }
     (status, axum::Json(body)).into_response()
 }
 
