@@ -214,9 +214,7 @@ pub fn trace(
             })
         })
         .collect();
-    let processes: serde_json::Map<String, Value> = processes
-        .into_values()
-        .collect();
+    let processes: serde_json::Map<String, Value> = processes.into_values().collect();
     Some(json!({
         "traceID": trace_hex,
         "spans": spans_json,
