@@ -51,6 +51,16 @@ fuzz_target!(|bytes: &[u8]| {
             assert!(same, "attribute {key:?} read differently");
         }
     }
+    // the description every later stage takes from ingest (SpanBatch::push) never
+    // panics and reads back what the view read
+    if view.is_trace_span() {
+        let mut batch = ssfd_engine::SpanBatch::default();
+        batch.push(&view, bytes);
+        let record = batch.records().next().expect("one span");
+        assert_eq!(record.entry.trace_id, view.full_trace_id());
+        assert_eq!(record.service, view.service);
+        assert_eq!(record.name, view.normalized_name());
+    }
     let mut normalized = span.clone();
     normalize::normalize(&mut normalized);
     assert_eq!(view.normalized_name(), normalized.name);

@@ -58,12 +58,14 @@ pub fn tag_bloom(view: &SpanView<'_>) -> u64 {
 /// SPEC 4.4's span kind: the `span.kind` tag (any case, with or without OTel's
 /// `SPAN_KIND_` prefix), else `SERVER` for an indicator or root span, else `INTERNAL`.
 pub fn span_kind(tag: Option<&str>, indicator: bool, parent_id: i64) -> &'static str {
+    // untrusted text: cut only where `get` finds a character boundary
     let kind = tag.map(|t| {
         let prefix = "span_kind_";
-        if t.len() > prefix.len() && t[..prefix.len()].eq_ignore_ascii_case(prefix) {
-            &t[prefix.len()..]
-        } else {
-            t
+        match (t.get(..prefix.len()), t.get(prefix.len()..)) {
+            (Some(head), Some(rest)) if head.eq_ignore_ascii_case(prefix) && !rest.is_empty() => {
+                rest
+            }
+            _ => t,
         }
     });
     let is = |name: &str| kind.is_some_and(|k| k.eq_ignore_ascii_case(name));
@@ -267,5 +269,12 @@ mod tests {
         assert_eq!(span_kind(Some("weird"), false, 0), "SPAN_KIND_SERVER");
         assert_eq!(span_kind(None, true, 5), "SPAN_KIND_SERVER");
         assert_eq!(span_kind(None, false, 5), "SPAN_KIND_INTERNAL");
+        // a multi-byte character across the prefix's end (found by review: it panicked)
+        assert_eq!(
+            span_kind(Some("abcdefghié"), false, 5),
+            "SPAN_KIND_INTERNAL"
+        );
+        assert_eq!(span_kind(Some("span_kind_é"), false, 0), "SPAN_KIND_SERVER");
+        assert_eq!(span_kind(Some("ééééé"), false, 5), "SPAN_KIND_INTERNAL");
     }
 }

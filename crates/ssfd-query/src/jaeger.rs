@@ -54,7 +54,8 @@ pub fn trace_ids(raw: Option<&str>) -> Result<Vec<(crate::TraceId, String)>, Str
             if ids.len() == MAX_TRACE_IDS {
                 return Err(format!("at most {MAX_TRACE_IDS} `traceID` parameters"));
             }
-            ids.push((id, jaeger_display(&value)));
+            // the id parsed, so its trimmed text is ASCII hex
+            ids.push((id, jaeger_display(value.trim())));
         }
     }
     Ok(ids)
@@ -486,6 +487,17 @@ mod tests {
         );
         assert!(trace_ids(Some("traceID=xyz")).is_err());
         assert!(trace_ids(Some("traceID=0")).is_err());
+        // Unicode spaces around an id are trimmed, never sliced into (found by review:
+        // a 32-byte string with wide spaces panicked)
+        let wide = format!("traceID={}{}", "\u{3000}".repeat(11), "1".repeat(21));
+        assert_eq!(
+            trace_ids(Some(&wide)).unwrap()[0].1,
+            format!("{:0>32}", "1".repeat(21))
+        );
+        assert_eq!(
+            trace_ids(Some("traceID=%20ab%20")).unwrap(),
+            [(crate::TraceId(0xab), "00000000000000ab".into())]
+        );
         let many: Vec<String> = (1..=MAX_TRACE_IDS + 1)
             .map(|i| format!("traceID={i:x}"))
             .collect();

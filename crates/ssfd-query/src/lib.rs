@@ -108,9 +108,12 @@ pub struct PlacedLogs {
 
 pub fn place_logs(spans: &[SsfSpan], records: &[LogRecord]) -> PlacedLogs {
     let mut by_span: HashMap<i64, Vec<LogRecord>> = HashMap::new();
+    // how many of each span's records are its embedded samples
+    let mut embedded: HashMap<i64, usize> = HashMap::new();
     for span in spans {
         let logs = embedded_logs(span);
         if !logs.is_empty() {
+            embedded.insert(span.id, logs.len());
             by_span.insert(span.id, logs);
         }
     }
@@ -120,10 +123,15 @@ pub fn place_logs(spans: &[SsfSpan], records: &[LogRecord]) -> PlacedLogs {
         match record.span_id.filter(|id| ids.contains(id)) {
             Some(span_id) => {
                 let logs = by_span.entry(span_id).or_default();
-                let duplicate = logs.iter().any(|l| {
+                // the index's copy of an embedded sample; two records the index holds are
+                // never merged
+                let samples = embedded.get(&span_id).copied().unwrap_or(0);
+                let duplicate = logs[..samples].iter().any(|l| {
                     l.timestamp_ns == record.timestamp_ns
                         && l.message == record.message
                         && l.name == record.name
+                        && l.severity == record.severity
+                        && l.tags == record.tags
                 });
                 if !duplicate {
                     logs.push(record.clone());
@@ -325,10 +333,18 @@ pub fn trace_json(trace_id: TraceId, encoded: &[Vec<u8>], records: &[LogRecord])
         }
         orphan_json.push(tree.render(index));
     }
+    // the records of spans past the response cap are shown at trace level, not lost
+    let mut trace_logs: Vec<&LogRecord> = placed.trace_level.iter().collect();
+    for span in &tree.spans {
+        if !tree.visited.contains(&span.id) {
+            trace_logs.extend(placed.by_span.get(&span.id).into_iter().flatten());
+        }
+    }
+    trace_logs.sort_by_key(|l| l.timestamp_ns);
     Some(json!({
         "trace_id": trace_id.to_string(),
         "complete": root_json.is_some() && orphan_json.is_empty(),
-        "logs": placed.trace_level.iter().map(api::log_json).collect::<Vec<_>>(),
+        "logs": trace_logs.into_iter().map(api::log_json).collect::<Vec<_>>(),
         "span_count": span_count,
         "orphan_count": orphan_json.len(),
         "duration_ns": end - start,
@@ -516,6 +532,9 @@ mod tests {
             record(Some(1), 11, "embedded"),
             record(Some(404), 30, "span not stored"),
             record(None, 5, "no span id"),
+            // two equal records the index holds are both shown
+            record(Some(2), 26, "twice"),
+            record(Some(2), 26, "twice"),
         ];
         let trace = trace_json(
             TraceId(1),
@@ -533,7 +552,7 @@ mod tests {
         assert_eq!(messages(&trace["root"]["logs"]), ["embedded"]);
         assert_eq!(
             messages(&trace["root"]["children"][0]["logs"]),
-            ["under the child"]
+            ["under the child", "twice", "twice"]
         );
         assert_eq!(messages(&trace["logs"]), ["no span id", "span not stored"]);
         assert_eq!(trace["root"]["tags"]["http.status_code"], 502, "typed");
@@ -544,5 +563,21 @@ mod tests {
         assert_eq!(only_logs["root"], Value::Null);
         assert_eq!(messages(&only_logs["logs"]), ["under the child"]);
         assert!(trace_json(TraceId(1), &[], &[]).is_none());
+    }
+
+    #[test]
+    fn records_of_spans_past_the_cap_are_shown_at_trace_level() {
+        // a root with MAX_SPANS_PER_RESPONSE children: the last child is not rendered
+        let mut encoded = vec![span(1, 0, 0, "web").encode_to_vec()];
+        for id in 2..=(MAX_SPANS_PER_RESPONSE as i64 + 1) {
+            encoded.push(span(id, 1, id, "api").encode_to_vec());
+        }
+        let last = MAX_SPANS_PER_RESPONSE as i64 + 1;
+        let trace = trace_json(TraceId(1), &encoded, &[record(Some(last), 9, "late")]).unwrap();
+        assert_eq!(trace["truncated"], true);
+        assert_eq!(
+            trace["logs"][0]["message"], "late",
+            "not lost with its span"
+        );
     }
 }

@@ -62,6 +62,31 @@ fn schema() -> (Schema, Fields) {
     (builder.build(), fields)
 }
 
+/// Marks a finished copy in the staging directory of [`migrate`].
+const MIGRATED: &str = "ssfd-migrated";
+
+/// Finishes a [`migrate`] that a crash cut between its two renames: with `dir` gone,
+/// the finished copy takes its place, or else the old index goes back; the copy is
+/// then redone by the next open if needed.
+fn recover_migration(dir: &Path) -> Result<(), StoreError> {
+    let staging = dir.with_extension("migrating");
+    let retired = dir.with_extension("retired");
+    if !dir.exists() && retired.exists() {
+        if staging.join(MIGRATED).exists() {
+            std::fs::rename(&staging, dir).map_err(db_error)?;
+            let _ = std::fs::remove_file(dir.join(MIGRATED));
+        } else {
+            std::fs::rename(&retired, dir).map_err(db_error)?;
+        }
+    }
+    if dir.exists() {
+        // what is left of a swap that finished, or of a copy that did not
+        let _ = std::fs::remove_dir_all(&retired);
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    Ok(())
+}
+
 /// Copies every record of the index in `dir`, written under an older schema, into a
 /// new index of `schema` (stored fields by name, and the receipt time from its fast
 /// column), then puts the new index in its place. Runs once, at the first start after
@@ -108,10 +133,14 @@ fn migrate(dir: &Path, schema: &Schema) -> Result<Index, StoreError> {
     }
     drop(new);
     drop(old);
+    // the copy is whole: say so before the swap, so a crash between the two renames
+    // is finished by the next start ([`recover_migration`])
+    std::fs::write(staging.join(MIGRATED), b"").map_err(db_error)?;
     let retired = dir.with_extension("retired");
     let _ = std::fs::remove_dir_all(&retired);
     std::fs::rename(dir, &retired).map_err(db_error)?;
     std::fs::rename(&staging, dir).map_err(db_error)?;
+    let _ = std::fs::remove_file(dir.join(MIGRATED));
     let _ = std::fs::remove_dir_all(&retired);
     tracing::info!(
         records = copied,
@@ -227,6 +256,7 @@ impl LogStore {
         budget: Arc<Budget>,
         retention: Duration,
     ) -> Result<LogStore, StoreError> {
+        recover_migration(dir)?;
         std::fs::create_dir_all(dir).map_err(db_error)?;
         let (schema, fields) = schema();
         let directory = tantivy::directory::MmapDirectory::open(dir).map_err(db_error)?;
@@ -876,6 +906,39 @@ mod tests {
         };
         assert_eq!(by_trace(9), ["otel record"]);
         assert_eq!(by_trace(0), ["kept across the upgrade"]);
+    }
+
+    #[test]
+    fn a_migration_cut_between_its_renames_is_finished_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        {
+            let store =
+                LogStore::open(&logs, Budget::new(1 << 30), Duration::from_secs(3600)).unwrap();
+            store.push(vec![record(
+                "kept through the crash",
+                "api",
+                Severity::Info,
+                5,
+            )]);
+            store.commit().unwrap();
+        }
+        // the copy finished, the old index was moved aside, then the process died
+        let staging = logs.with_extension("migrating");
+        let retired = logs.with_extension("retired");
+        std::fs::rename(&logs, &staging).unwrap();
+        std::fs::write(staging.join(MIGRATED), b"").unwrap();
+        std::fs::create_dir_all(&retired).unwrap();
+        let store = LogStore::open(&logs, Budget::new(1 << 30), Duration::from_secs(3600)).unwrap();
+        assert_eq!(search(&store, "crash", |_| {}), ["kept through the crash"]);
+        assert!(!retired.exists() && !staging.exists());
+        drop(store);
+        // the copy did not finish: the old index comes back
+        std::fs::rename(&logs, &retired).unwrap();
+        std::fs::create_dir_all(&staging).unwrap();
+        let store = LogStore::open(&logs, Budget::new(1 << 30), Duration::from_secs(3600)).unwrap();
+        assert_eq!(search(&store, "crash", |_| {}), ["kept through the crash"]);
+        assert!(!retired.exists() && !staging.exists());
     }
 
     #[test]

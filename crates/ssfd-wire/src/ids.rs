@@ -125,9 +125,12 @@ fn is_hex(text: &str) -> bool {
     text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// A signed or unsigned 64-bit decimal SSF id, as the signed value SSF carries.
+/// A signed or unsigned 64-bit decimal SSF id, as the signed value SSF carries. A
+/// decimal id is written without leading zeros, so a string with them (the printed hex
+/// forms, `0000000000001234`) is never also read as decimal.
 fn decimal(text: &str) -> Option<i64> {
-    if text.is_empty() {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
         return None;
     }
     if let Ok(signed) = text.parse::<i64>() {
@@ -208,9 +211,11 @@ mod tests {
         );
         assert_eq!(span_candidates("10").unwrap(), vec![16, 10]);
         assert_eq!(span_candidates("00000000000004d2").unwrap(), vec![1234]);
+        // a printed id (leading zeros) is hex only (found by review)
+        assert_eq!(span_candidates("0000000000001234").unwrap(), vec![0x1234]);
         assert_eq!(
-            span_candidates("0000000000001234").unwrap(),
-            vec![0x1234, 1234]
+            TraceId::candidates("00000000000000000000000000001234").unwrap(),
+            vec![TraceId(0x1234)]
         );
     }
 

@@ -447,6 +447,9 @@ pub struct SpanView<'a> {
     name_tag: Option<&'a str>,
     /// The last `span.kind` tag, if any.
     span_kind_tag: Option<&'a str>,
+    /// The last `otel.trace_id` tag, if any: how ssfd before 128-bit ids kept an OTLP
+    /// span's whole id (spans stored or forwarded by such a build).
+    otel_trace_id_tag: Option<&'a str>,
     /// Some sample has a rate of 0.
     zero_rate: bool,
     /// A log sample without a timestamp ("at receipt", SPEC 3.1): ingest stamps it.
@@ -477,6 +480,7 @@ impl<'a> SpanView<'a> {
             attribute_count: 0,
             name_tag: None,
             span_kind_tag: None,
+            otel_trace_id_tag: None,
             zero_rate: false,
             unstamped_log: false,
         };
@@ -522,6 +526,7 @@ impl<'a> SpanView<'a> {
                     match key {
                         "name" => view.name_tag = Some(value),
                         "span.kind" => view.span_kind_tag = Some(value),
+                        "otel.trace_id" => view.otel_trace_id_tag = Some(value),
                         _ => {}
                     }
                     view.tag_count += 1;
@@ -610,8 +615,19 @@ impl<'a> SpanView<'a> {
         }
     }
 
-    /// The whole 128-bit trace id (SPEC 5): `trace_id_high`, then `trace_id`.
+    /// The whole 128-bit trace id (SPEC 5): `trace_id_high`, then `trace_id`. A span
+    /// from a build before 128-bit ids has no high half but may carry the whole OTel id
+    /// in its `otel.trace_id` tag: when that tag's low half is `trace_id`, its high half
+    /// counts, so such spans stay in their trace across an upgrade.
     pub fn full_trace_id(&self) -> crate::ids::TraceId {
+        if self.trace_id_high == 0
+            && let Some(tag) = self.otel_trace_id_tag
+            && tag.len() == 32
+            && let Ok(id) = crate::ids::TraceId::parse(tag)
+            && id.low() == self.trace_id
+        {
+            return id;
+        }
         crate::ids::TraceId::from_parts(self.trace_id_high, self.trace_id)
     }
 

@@ -197,6 +197,29 @@ fn extension_fields_agree() {
     wrong_type.extend([0xda, 0x3e, 5, 0x0a, 1, b'a', 0x20, 1]);
     check(&wrong_type);
     assert!(SpanView::parse(&wrong_type).is_err());
+    // a span from a build before 128-bit ids: its whole OTel id in `otel.trace_id`
+    let legacy = SsfSpan {
+        trace_id: 0x975fbd3ef288210bu64 as i64,
+        id: 1,
+        start_timestamp: 1,
+        end_timestamp: 2,
+        name: "n".into(),
+        tags: [(
+            "otel.trace_id".to_string(),
+            "94568bc249d55603975fbd3ef288210b".to_string(),
+        )]
+        .into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    check(&legacy);
+    assert_eq!(
+        SpanView::parse(&legacy)
+            .unwrap()
+            .full_trace_id()
+            .to_string(),
+        "94568bc249d55603975fbd3ef288210b"
+    );
     let mut varint_high = span.clone();
     varint_high.extend([0xc8, 0x3e, 1]);
     check(&varint_high);
