@@ -14,7 +14,9 @@ fn global(port: u16) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = fixed_grpc_config(dir.path(), port);
     Server::start_config(
-        &format!("{config}interval: 1s\npercentiles: [0.99]\n"),
+        &format!(
+            "{config}interval: 1s\npercentiles: [0.99]\notlp_listen_addresses: [http://127.0.0.1:0]\n"
+        ),
         dir,
         &[],
     )
@@ -178,6 +180,42 @@ fn three_locals_one_proxy_three_globals() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // a log record of that trace, sent in its own OTLP request to the global that owns
+    // the trace, is under its span in the proxy's answer and in its Jaeger API
+    let owner = all
+        .iter()
+        .find(|g| g.get(&format!("/api/v1/traces/{otel}")).0 == 200)
+        .expect("the owner");
+    let record = serde_json::json!({"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "otel1"}}]},
+        "scopeLogs": [{"logRecords": [{
+            "timeUnixNano": "1800000000001000000", "severityNumber": 13,
+            "body": {"stringValue": "retrying the charge"},
+            "traceId": otel.to_string(), "spanId": format!("{:016x}", 6002),
+        }]}],
+    }]});
+    let (status, body) = ssfd_e2e::http_post(
+        &owner.addr("otlp http").to_string(),
+        "/v1/logs",
+        "application/json",
+        record.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = proxy.get(&format!("/api/v1/traces/{otel}"));
+        let trace: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let child = &trace["root"]["children"][0];
+        if child["logs"][0]["message"] == "retrying the charge" {
+            assert_eq!(child["id"], format!("{:016x}", 6002));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no record at the proxy: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, body) = proxy.get(&format!("/api/traces/{otel}"));
+    assert_eq!(status, 200, "the Jaeger API at a proxy: {body}");
+    assert!(body.contains("retrying the charge"), "{body}");
 
     // kill one global and send at once, before the health check notices: the proxy
     // routes what the dead global fails around it, so nothing is lost and nothing

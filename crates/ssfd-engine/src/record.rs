@@ -26,6 +26,19 @@ impl Severity {
         }
     }
 
+    /// From its label; anything else is `Unknown`.
+    pub fn from_label(label: &str) -> Severity {
+        match label {
+            "trace" => Severity::Trace,
+            "debug" => Severity::Debug,
+            "info" => Severity::Info,
+            "warn" => Severity::Warn,
+            "error" => Severity::Error,
+            "fatal" => Severity::Fatal,
+            _ => Severity::Unknown,
+        }
+    }
+
     /// From an SSF or service-check status: OK, WARNING, CRITICAL, UNKNOWN.
     pub fn from_status(status: i32) -> Severity {
         match status {
@@ -128,6 +141,40 @@ impl LogRecord {
             message: sample.message.to_string(),
             severity: Severity::from_status(sample.status),
             tags,
+        }
+    }
+}
+
+impl LogRecord {
+    /// As `ssfd.v1.LogRecord`, for a proxy's `GetTrace`.
+    pub fn to_wire(&self) -> ssfd_wire::ssfd::v1::LogRecord {
+        let trace = self.trace_id.unwrap_or_default();
+        ssfd_wire::ssfd::v1::LogRecord {
+            timestamp_ns: self.timestamp_ns,
+            service: self.service.clone(),
+            trace_id_high: trace.high(),
+            trace_id: trace.low(),
+            span_id: self.span_id.unwrap_or(0),
+            name: self.name.clone(),
+            message: self.message.clone(),
+            severity: self.severity.label().to_string(),
+            tags: self.tags.clone(),
+        }
+    }
+
+    /// From `ssfd.v1.LogRecord`.
+    pub fn from_wire(wire: ssfd_wire::ssfd::v1::LogRecord) -> LogRecord {
+        let trace = ssfd_wire::ids::TraceId::from_parts(wire.trace_id_high, wire.trace_id);
+        LogRecord {
+            kind: LogKind::Log,
+            timestamp_ns: wire.timestamp_ns,
+            service: wire.service,
+            trace_id: (!trace.is_zero()).then_some(trace),
+            span_id: (wire.span_id != 0).then_some(wire.span_id),
+            name: wire.name,
+            message: wire.message,
+            severity: Severity::from_label(&wire.severity),
+            tags: wire.tags,
         }
     }
 }

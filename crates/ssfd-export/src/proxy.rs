@@ -229,7 +229,10 @@ impl Proxy {
 
     /// The stored spans of `trace_id`, asked of the global that owns it
     /// (`ssfd.v1.Query/GetTrace`); blocking.
-    pub fn fetch_trace(&self, trace_id: ssfd_wire::ids::TraceId) -> Result<Vec<Vec<u8>>, String> {
+    pub fn fetch_trace(
+        &self,
+        trace_id: ssfd_wire::ids::TraceId,
+    ) -> Result<(Vec<Vec<u8>>, Vec<ssfd_engine::LogRecord>), String> {
         let owner = self
             .ring
             .read()
@@ -251,7 +254,15 @@ impl Proxy {
                     })
                     .await
             })
-            .map(|answer| answer.into_inner().spans)
+            .map(|answer| {
+                let answer = answer.into_inner();
+                let logs = answer
+                    .logs
+                    .into_iter()
+                    .map(ssfd_engine::LogRecord::from_wire)
+                    .collect();
+                (answer.spans, logs)
+            })
             .map_err(|status| format!("global {owner}: {}", status.message()))
     }
 

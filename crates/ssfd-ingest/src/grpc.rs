@@ -426,6 +426,13 @@ impl GrpcIngest {
 pub trait TraceLookup: Send + Sync {
     /// The stored spans of a trace, each its SSF encoding.
     fn trace(&self, trace_id: ssfd_wire::ids::TraceId) -> Result<Vec<Vec<u8>>, String>;
+    /// The log records held for a trace (SPEC 5).
+    fn trace_logs(
+        &self,
+        _trace_id: ssfd_wire::ids::TraceId,
+    ) -> Result<Vec<ssfd_engine::LogRecord>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// `ssfd.v1.Query`: a proxy asks the global that owns a trace for its spans.
@@ -441,10 +448,15 @@ impl ssfd_wire::ssfd::v1::query_server::Query for QueryService {
         let request = request.into_inner();
         let trace_id = ssfd_wire::ids::TraceId::from_parts(request.trace_id_high, request.trace_id);
         let lookup = std::sync::Arc::clone(&self.0);
-        let spans = tokio::task::spawn_blocking(move || lookup.trace(trace_id))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(Status::internal)?;
-        Ok(Response::new(ssfd_wire::ssfd::v1::TraceSpans { spans }))
+        let (spans, logs) = tokio::task::spawn_blocking(move || {
+            Ok::<_, String>((lookup.trace(trace_id)?, lookup.trace_logs(trace_id)?))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Status::internal)?;
+        Ok(Response::new(ssfd_wire::ssfd::v1::TraceSpans {
+            spans,
+            logs: logs.iter().map(ssfd_engine::LogRecord::to_wire).collect(),
+        }))
     }
 }

@@ -219,8 +219,8 @@ async fn trace(State(exported): State<Exported>, Path(trace_id): Path<String>) -
         // SPEC 6: an id that reads as hex and as decimal is looked up as hex first
         let fetched = tokio::task::spawn_blocking(move || {
             for id in ids {
-                let spans = proxy.fetch_trace(id)?;
-                if let Some(trace) = ssfd_query::trace_json(id, &spans, &[]) {
+                let (spans, logs) = proxy.fetch_trace(id)?;
+                if let Some(trace) = ssfd_query::trace_json(id, &spans, &logs) {
                     return Ok(Some(trace));
                 }
             }
@@ -329,6 +329,20 @@ async fn jaeger_trace(State(exported): State<Exported>, Path(trace_id): Path<Str
             jaeger::error(400, &format!("trace id `{trace_id}` is not hex")),
         );
     };
+    if let Some(proxy) = exported.proxy.clone() {
+        // the owning global's spans and records, as `/api/v1/traces/{id}` at a proxy
+        return match tokio::task::spawn_blocking(move || proxy.fetch_trace(id)).await {
+            Ok(Ok((spans, logs))) => match jaeger::trace(id, &spans, &logs) {
+                Some(trace) => axum::Json(jaeger::envelope(json!([trace]))).into_response(),
+                None => jaeger_answer(StatusCode::NOT_FOUND, jaeger::error(404, "trace not found")),
+            },
+            Ok(Err(error)) => jaeger_answer(StatusCode::BAD_GATEWAY, jaeger::error(502, &error)),
+            Err(error) => jaeger_answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                jaeger::error(500, &error.to_string()),
+            ),
+        };
+    }
     let Some(store) = exported.store.clone() else {
         return jaeger_answer(StatusCode::NOT_FOUND, jaeger::error(404, "trace not found"));
     };

@@ -345,6 +345,13 @@ impl ssfd_ingest::grpc::TraceLookup for StoreLookup {
     fn trace(&self, trace_id: ssfd_wire::ids::TraceId) -> Result<Vec<Vec<u8>>, String> {
         self.0.spans.trace(trace_id).map_err(|e| e.to_string())
     }
+
+    fn trace_logs(
+        &self,
+        trace_id: ssfd_wire::ids::TraceId,
+    ) -> Result<Vec<ssfd_engine::LogRecord>, String> {
+        self.0.trace_logs(trace_id).map_err(|e| e.to_string())
+    }
 }
 
 /// The proxy role's router, as ingest sees it.

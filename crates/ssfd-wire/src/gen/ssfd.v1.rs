@@ -325,11 +325,41 @@ pub struct TraceRequest {
     #[prost(fixed64, tag = "2")]
     pub trace_id_high: u64,
 }
-/// The trace's stored spans, each its SSF encoding, in arrival order.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+/// The trace's stored spans, each its SSF encoding, in arrival order, and the log
+/// records the global holds for the trace (SPEC 5: the proxy shows each under its span,
+/// or at trace level).
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TraceSpans {
     #[prost(bytes = "vec", repeated, tag = "1")]
     pub spans: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    #[prost(message, repeated, tag = "2")]
+    pub logs: ::prost::alloc::vec::Vec<LogRecord>,
+}
+/// One log record (SPEC 5).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LogRecord {
+    #[prost(int64, tag = "1")]
+    pub timestamp_ns: i64,
+    #[prost(string, tag = "2")]
+    pub service: ::prost::alloc::string::String,
+    /// the trace id's halves; both 0: no trace
+    #[prost(fixed64, tag = "3")]
+    pub trace_id_high: u64,
+    #[prost(int64, tag = "4")]
+    pub trace_id: i64,
+    /// 0: no span
+    #[prost(int64, tag = "5")]
+    pub span_id: i64,
+    #[prost(string, tag = "6")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub message: ::prost::alloc::string::String,
+    /// trace, debug, info, warn, error, fatal or unknown
+    #[prost(string, tag = "8")]
+    pub severity: ::prost::alloc::string::String,
+    /// `key:value` or bare
+    #[prost(string, repeated, tag = "9")]
+    pub tags: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// Generated client implementations.
 #[cfg(feature = "grpc")]
