@@ -195,7 +195,7 @@ fn three_locals_one_proxy_three_globals() {
         }]}],
     }]});
     let (status, body) = ssfd_e2e::http_post(
-        &owner.addr("otlp http").to_string(),
+        owner.addr("otlp http"),
         "/v1/logs",
         "application/json",
         record.to_string().as_bytes(),
