@@ -291,7 +291,7 @@ fn acknowledged_otlp_traces_and_logs_are_replayed_after_sigkill() {
     let trace = serde_json::json!({"resourceSpans": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "otelsvc"}}]},
         "scopeSpans": [{"spans": [{
-            "traceId": "00000000000000000000000000003039",
+            "traceId": "94568bc249d556030000000000003039",
             "spanId": "0000000000000001",
             "name": "replayed op",
             "startTimeUnixNano": "1800000000000000000",
@@ -303,7 +303,9 @@ fn acknowledged_otlp_traces_and_logs_are_replayed_after_sigkill() {
         "scopeLogs": [{"logRecords": [{
             "timeUnixNano": "1800000000001000000",
             "severityNumber": 17,
-            "body": {"stringValue": "replayed after a crash"}
+            "body": {"stringValue": "replayed after a crash"},
+            "traceId": "94568bc249d556030000000000003039",
+            "spanId": "0000000000000001"
         }]}]
     }]});
     for (path, body) in [("/v1/traces", &trace), ("/v1/logs", &logs)] {
@@ -320,10 +322,21 @@ fn acknowledged_otlp_traces_and_logs_are_replayed_after_sigkill() {
     let restarted = Server::start_config(&config, tempfile::tempdir().unwrap(), &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (status, body) = restarted.get("/api/v1/traces/12345");
+        // the whole 128-bit id comes back from the log, and the record under its span
+        let (status, body) = restarted.get("/api/v1/traces/94568bc249d556030000000000003039");
         let (_, found) = restarted.get("/api/v1/logs?q=replayed&service=otelsvc");
-        if status == 200 && body.contains("replayed op") && found.contains("replayed after a crash")
+        let trace: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if status == 200
+            && trace["root"]["name"] == "replayed op"
+            && trace["root"]["logs"][0]["message"] == "replayed after a crash"
+            && found.contains("replayed after a crash")
         {
+            assert_eq!(trace["trace_id"], "94568bc249d556030000000000003039");
+            assert_eq!(
+                restarted.get("/api/v1/traces/0000000000003039").0,
+                404,
+                "the SSF trace of the same low half is another trace"
+            );
             break;
         }
         assert!(
