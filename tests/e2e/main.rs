@@ -17,6 +17,7 @@ mod policies;
 mod prometheus;
 mod query;
 mod readme;
+mod service_map;
 mod sinks;
 mod telemetry;
 mod tier;

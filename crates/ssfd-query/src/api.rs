@@ -194,6 +194,35 @@ pub fn log_query(raw: Option<&str>) -> Result<LogQuery, String> {
     Ok(query)
 }
 
+/// The window of `GET /api/v1/dependencies?start=&end=` (SPEC 6): the last hour when
+/// `start` is not given.
+pub fn dependency_window(raw: Option<&str>) -> Result<(i64, i64), String> {
+    let (mut start, mut end) = (None, None);
+    for (key, value) in pairs(raw) {
+        match key.as_str() {
+            "start" => start = Some(parse_time(&key, &value)?),
+            "end" => end = Some(parse_time(&key, &value)?),
+            _ => return Err(format!("unknown parameter `{key}`")),
+        }
+    }
+    let end = end.unwrap_or_else(now_ns);
+    Ok((start.unwrap_or(end.saturating_sub(3_600_000_000_000)), end))
+}
+
+/// The service map (SPEC 6's `dependencies`).
+pub fn dependencies_json(edges: &[ssfd_store::Dependency]) -> Value {
+    let edges: Vec<Value> = edges
+        .iter()
+        .map(|e| {
+            json!({
+                "parent": e.parent, "child": e.child, "call_count": e.call_count,
+                "error_count": e.error_count, "p50_ns": e.p50_ns, "p99_ns": e.p99_ns,
+            })
+        })
+        .collect();
+    json!({ "dependencies": edges })
+}
+
 /// One trace search hit (SPEC 6).
 pub fn summary_json(summary: &TraceSummary) -> Value {
     json!({

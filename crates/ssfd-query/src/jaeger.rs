@@ -224,6 +224,44 @@ pub fn trace(
     }))
 }
 
+/// The window of Jaeger's `GET /api/dependencies?endTs=&lookback=` (both in
+/// milliseconds; `endTs` defaults to now and `lookback` to an hour), in nanoseconds.
+pub fn dependency_window(raw: Option<&str>) -> Result<(i64, i64), String> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let (mut end_ms, mut lookback_ms) = (now_ms, 3_600_000i64);
+    for (key, value) in crate::api::pairs(raw) {
+        let millis = || {
+            value
+                .parse::<i64>()
+                .ok()
+                .filter(|v| *v >= 0)
+                .ok_or_else(|| format!("`{key}` must be milliseconds, not `{value}`"))
+        };
+        match key.as_str() {
+            "endTs" => end_ms = millis()?,
+            "lookback" => lookback_ms = millis()?,
+            // as Jaeger, other parameters are ignored
+            _ => {}
+        }
+    }
+    let end = end_ms.saturating_mul(1_000_000);
+    Ok((
+        end.saturating_sub(lookback_ms.saturating_mul(1_000_000)),
+        end,
+    ))
+}
+
+/// The service map in Jaeger's format.
+pub fn dependencies(edges: &[ssfd_store::Dependency]) -> Value {
+    let data: Vec<Value> = edges
+        .iter()
+        .map(|e| json!({ "parent": e.parent, "child": e.child, "callCount": e.call_count }))
+        .collect();
+    envelope(Value::Array(data))
+}
+
 /// A `lookback` of the Jaeger UI: a Go duration, or days (`2d`) or weeks (`2w`).
 fn lookback_ns(text: &str) -> Option<i64> {
     let day = 86_400_000_000_000i64;

@@ -10,7 +10,7 @@ pub mod logs;
 pub mod spans;
 
 pub use logs::{LogQuery, LogStore};
-pub use spans::{SpanStore, StoreError, TraceQuery, TraceSummary};
+pub use spans::{Dependency, SpanStore, StoreError, TraceQuery, TraceSummary};
 
 use ssfd_engine::{LogRecord, SpanBatch, SpanSink};
 use std::path::Path;

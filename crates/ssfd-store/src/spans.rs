@@ -55,6 +55,7 @@ struct SpanRef {
     offset: u32,
     len: u32,
     id: i64,
+    parent: i64,
     start: i64,
     end: i64,
     service: u32,
@@ -237,6 +238,7 @@ impl Index {
             offset,
             len,
             id: span.id,
+            parent: span.parent_id,
             start: span.start,
             end: span.end,
             service,
@@ -305,6 +307,20 @@ pub struct TraceQuery {
     pub start_ns: Option<i64>,
     pub end_ns: Option<i64>,
     pub limit: usize,
+}
+
+/// One edge of the service map (SPEC 6 `GET /api/v1/dependencies`): calls from spans
+/// of `parent` to child spans of `child`, a different service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dependency {
+    pub parent: String,
+    pub child: String,
+    pub call_count: u64,
+    /// Child spans with `error`.
+    pub error_count: u64,
+    /// The child spans' duration quantiles (nearest rank).
+    pub p50_ns: i64,
+    pub p99_ns: i64,
 }
 
 /// One search hit.
@@ -777,6 +793,62 @@ impl SpanStore {
         Ok(out)
     }
 
+    /// The service map of the traces that start in `[start_ns, end_ns)`: each parent →
+    /// child call between two services, counted once per stored child span (its last
+    /// arrival), whatever order the spans arrived in. Sorted by parent, then child.
+    pub fn dependencies(&self, start_ns: i64, end_ns: i64) -> Result<Vec<Dependency>, StoreError> {
+        let index = self.index.read().map_err(db_error)?;
+        let mut edges: BTreeMap<(u32, u32), (u64, Vec<i64>)> = BTreeMap::new();
+        let range = (
+            std::ops::Bound::Included((start_ns, TraceId(0))),
+            std::ops::Bound::Excluded((end_ns, TraceId(0))),
+        );
+        for &(_, trace_id) in index.order.range(range).map(|(key, _)| key) {
+            let Some(entry) = index.traces.get(&trace_id) else {
+                continue;
+            };
+            // a span id sent twice keeps its last arrival (SPEC 5)
+            let mut last: HashMap<i64, &SpanRef> = HashMap::with_capacity(entry.refs.len());
+            for span in &entry.refs {
+                last.insert(span.id, span);
+            }
+            for child in last.values() {
+                let Some(parent) = (child.parent != 0 && child.parent != child.id)
+                    .then(|| last.get(&child.parent))
+                    .flatten()
+                else {
+                    continue;
+                };
+                if parent.service == child.service {
+                    continue;
+                }
+                let edge = edges.entry((parent.service, child.service)).or_default();
+                edge.0 += u64::from(child.error);
+                edge.1.push(child.end - child.start);
+            }
+        }
+        let rank = |sorted: &[i64], q: f64| -> i64 {
+            let at = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+            sorted[at - 1]
+        };
+        let mut out: Vec<Dependency> = edges
+            .into_iter()
+            .map(|((parent, child), (errors, mut durations))| {
+                durations.sort_unstable();
+                Dependency {
+                    parent: index.strings[parent as usize].clone(),
+                    child: index.strings[child as usize].clone(),
+                    call_count: durations.len() as u64,
+                    error_count: errors,
+                    p50_ns: rank(&durations, 0.5),
+                    p99_ns: rank(&durations, 0.99),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.parent, &a.child).cmp(&(&b.parent, &b.child)));
+        Ok(out)
+    }
+
     /// Writes the block being filled and makes every commit durable (one fsync).
     pub fn sync(&self) -> Result<(), StoreError> {
         self.flush()?;
@@ -924,6 +996,61 @@ mod tests {
     }
 
     const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn the_service_map_counts_each_call_once_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpanStore::open(dir.path(), Budget::new(1 << 30), DAY).unwrap();
+        let spanned = |trace: i64, id: i64, parent: i64, service: &str, ms: i64, error: bool| {
+            let mut one = span(trace, id, parent, 1_000 + id);
+            one.service = service.into();
+            one.end_timestamp = one.start_timestamp + ms * 1_000_000;
+            one.error = error;
+            one.encode_to_vec()
+        };
+        // trace 1: web → api → db, children first; trace 2: web → api (error), and the
+        // api span sent twice (the last arrival counts once); api → api is no edge
+        let spans = [
+            spanned(1, 3, 2, "db", 5, false),
+            spanned(1, 2, 1, "api", 20, false),
+            spanned(1, 1, 0, "web", 30, false),
+            spanned(2, 12, 11, "api", 40, false),
+            spanned(2, 11, 0, "web", 50, false),
+            spanned(2, 12, 11, "api", 40, true),
+            spanned(2, 13, 12, "api", 1, false),
+        ];
+        let mut batch = SpanBatch::default();
+        for bytes in &spans {
+            batch.push(&SpanView::parse(bytes).unwrap(), bytes);
+        }
+        store.append(&batch).unwrap();
+        let map = store.dependencies(0, i64::MAX).unwrap();
+        assert_eq!(
+            map,
+            [
+                Dependency {
+                    parent: "api".into(),
+                    child: "db".into(),
+                    call_count: 1,
+                    error_count: 0,
+                    p50_ns: 5_000_000,
+                    p99_ns: 5_000_000,
+                },
+                Dependency {
+                    parent: "web".into(),
+                    child: "api".into(),
+                    call_count: 2,
+                    error_count: 1,
+                    p50_ns: 20_000_000,
+                    p99_ns: 40_000_000,
+                },
+            ]
+        );
+        assert!(
+            store.dependencies(0, 1_000).unwrap().is_empty(),
+            "by trace start"
+        );
+    }
 
     #[test]
     fn traces_with_equal_low_halves_stay_apart() {

@@ -126,6 +126,8 @@ fn routes(
         .route("/api/v1/services", get(services))
         .route("/api/v1/services/{service}/operations", get(operations))
         .route("/api/v1/logs", get(logs))
+        .route("/api/v1/dependencies", get(dependencies))
+        .route("/api/dependencies", get(jaeger_dependencies))
         .route("/api/v1/logs/tail", get(logs_tail))
         .route("/api/traces", get(jaeger_search))
         .route("/api/traces/{trace_id}", get(jaeger_trace))
@@ -269,6 +271,42 @@ async fn search_traces(State(exported): State<Exported>, RawQuery(raw): RawQuery
             let traces: Vec<Value> = found.iter().map(api::summary_json).collect();
             axum::Json(json!({ "traces": traces })).into_response()
         }
+        Err(response) => response,
+    }
+}
+
+/// `GET /api/v1/dependencies?start=&end=` (SPEC 6): the service map of this node's
+/// stored traces (the last hour by default).
+async fn dependencies(State(exported): State<Exported>, RawQuery(raw): RawQuery) -> Response {
+    let (start, end) = match api::dependency_window(raw.as_deref()) {
+        Ok(window) => window,
+        Err(message) => return api_error(StatusCode::BAD_REQUEST, message),
+    };
+    let Some(store) = exported.store.clone() else {
+        return axum::Json(api::dependencies_json(&[])).into_response();
+    };
+    match blocking(move || store.spans.dependencies(start, end)).await {
+        Ok(edges) => axum::Json(api::dependencies_json(&edges)).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `GET /api/dependencies?endTs=&lookback=` (Jaeger): the same map, Jaeger's format.
+async fn jaeger_dependencies(
+    State(exported): State<Exported>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let (start, end) = match jaeger::dependency_window(raw.as_deref()) {
+        Ok(window) => window,
+        Err(message) => {
+            return jaeger_answer(StatusCode::BAD_REQUEST, jaeger::error(400, &message));
+        }
+    };
+    let Some(store) = exported.store.clone() else {
+        return axum::Json(jaeger::dependencies(&[])).into_response();
+    };
+    match blocking(move || store.spans.dependencies(start, end)).await {
+        Ok(edges) => axum::Json(jaeger::dependencies(&edges)).into_response(),
         Err(response) => response,
     }
 }
