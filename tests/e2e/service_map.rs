@@ -48,7 +48,8 @@ fn the_service_map_in_ssfds_and_jaegers_format() {
     let map = loop {
         let (status, body) = server.get("/api/v1/dependencies");
         let map: Value = serde_json::from_str(&body).unwrap_or_default();
-        if status == 200 && map["dependencies"].as_array().is_some_and(|d| d.len() == 2) {
+        // both traces whole: the web → api edge has both calls
+        if status == 200 && map["dependencies"][1]["call_count"] == 2 {
             break map;
         }
         assert!(Instant::now() < deadline, "{status} {body}");
@@ -83,4 +84,30 @@ fn the_service_map_in_ssfds_and_jaegers_format() {
     );
     let (status, _) = server.get("/api/dependencies?endTs=soon");
     assert_eq!(status, 400);
+    // the OTel service-graph metrics, for Grafana's service graph from a scrape
+    server.wait_metric(
+        "traces_service_graph_request_total{client=\"web\",server=\"api\"}",
+        2.0,
+    );
+    assert_eq!(
+        server.metric("traces_service_graph_request_failed_total{client=\"web\",server=\"api\"}"),
+        1.0
+    );
+    assert_eq!(
+        server.metric("traces_service_graph_request_total{client=\"api\",server=\"db\"}"),
+        1.0
+    );
+    assert_eq!(
+        server.metric(
+            "traces_service_graph_request_server_seconds_bucket{client=\"web\",server=\"api\",le=\"0.05\"}"
+        ),
+        2.0,
+        "20 ms and 40 ms"
+    );
+    assert_eq!(
+        server.metric(
+            "traces_service_graph_request_server_seconds_count{client=\"api\",server=\"db\"}"
+        ),
+        1.0
+    );
 }

@@ -815,6 +815,9 @@ fn span_worker(
     span_sink: Option<&dyn SpanSink>,
     stopping: &std::sync::atomic::AtomicBool,
 ) {
+    // this worker's spans paired into service-graph calls (a trace's spans all come here)
+    let mut pairer = crate::service_graph::EdgePairer::default();
+    let mut edges = Vec::new();
     loop {
         let work = match receiver.recv_timeout(std::time::Duration::from_millis(250)) {
             Ok(work) => work,
@@ -842,7 +845,9 @@ fn span_worker(
                 // every field below was read once, at ingest (`SpanBatch::push`)
                 let mut observations = Vec::with_capacity(spans.len());
                 if !spans.forwarded {
+                    let now = std::time::Instant::now();
                     for span in spans.records() {
+                        pairer.add(&span, now, &mut edges);
                         let entry = span.entry;
                         let duration_ns = entry.end_timestamp.saturating_sub(entry.start_timestamp);
                         slos.observe(span.service, span.name, entry.error, duration_ns);
@@ -864,6 +869,8 @@ fn span_worker(
                 };
                 telemetry::worker_received(Kind::Log, logs as u64);
                 span_metrics.observe(observations);
+                span_metrics.graph().observe(&edges);
+                edges.clear();
                 if let Some(sink) = span_sink {
                     sink.append(&spans);
                     // the records of the log samples inside them, made at ingest

@@ -232,6 +232,8 @@ pub struct SpanMetricsRegistry {
     expiry: std::time::Duration,
     /// Distinct span names per service before names become `ssfd_overflow`.
     names: std::sync::Arc<SpanNameCap>,
+    /// The service-graph metrics, fed by the same span workers.
+    graph: crate::service_graph::ServiceGraph,
 }
 
 impl Default for SpanMetricsRegistry {
@@ -256,7 +258,13 @@ impl SpanMetricsRegistry {
             series: Mutex::default(),
             expiry,
             names: std::sync::Arc::new(SpanNameCap::new(names_per_service, expiry)),
+            graph: crate::service_graph::ServiceGraph::default(),
         }
+    }
+
+    /// The service-graph metrics (`traces_service_graph_*`).
+    pub fn graph(&self) -> &crate::service_graph::ServiceGraph {
+        &self.graph
     }
 
     /// Series idle for `expiry` disappear (SPEC 6's `prometheus_expiry`; 5m unless

@@ -130,6 +130,69 @@ pub fn render_span_metrics(
     }
 }
 
+/// Appends the OTel service-graph families: `traces_service_graph_request_total`,
+/// `traces_service_graph_request_failed_total` and the histogram
+/// `traces_service_graph_request_server_seconds`, labelled `client` and `server`.
+pub fn render_service_graph(
+    series: &[((String, String), ssfd_engine::service_graph::EdgeSeries)],
+    openmetrics: bool,
+    out: &mut String,
+) {
+    use ssfd_engine::service_graph::BUCKETS_S;
+    if series.is_empty() {
+        return;
+    }
+    let labels = |(client, server): &(String, String)| {
+        format!(
+            "client=\"{}\",server=\"{}\"",
+            escape(client),
+            escape(server)
+        )
+    };
+    for (family, help, value) in [
+        (
+            "traces_service_graph_request",
+            "calls from a client service's span to a server service's child span (OTel service graph)",
+            (|s: &ssfd_engine::service_graph::EdgeSeries| s.requests) as fn(&_) -> u64,
+        ),
+        (
+            "traces_service_graph_request_failed",
+            "such calls whose server span had an error (OTel service graph)",
+            |s| s.failed,
+        ),
+    ] {
+        let metadata = if openmetrics {
+            family.to_string()
+        } else {
+            format!("{family}_total")
+        };
+        let _ = writeln!(out, "# HELP {metadata} {help}");
+        let _ = writeln!(out, "# TYPE {metadata} counter");
+        for (key, counts) in series {
+            let _ = writeln!(out, "{family}_total{{{}}} {}", labels(key), value(counts));
+        }
+    }
+    let name = "traces_service_graph_request_server_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} the server spans' durations (OTel service graph)"
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (key, counts) in series {
+        let label_set = labels(key);
+        let mut cumulative = 0;
+        for (index, count) in counts.buckets.iter().enumerate() {
+            cumulative += count;
+            let le = BUCKETS_S
+                .get(index)
+                .map_or("+Inf".to_string(), |le| format!("{le}"));
+            let _ = writeln!(out, "{name}_bucket{{{label_set},le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{label_set}}} {}", counts.sum_seconds);
+        let _ = writeln!(out, "{name}_count{{{label_set}}} {}", counts.requests);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

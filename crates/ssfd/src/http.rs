@@ -522,6 +522,7 @@ async fn metrics(State(exported): State<Exported>, headers: HeaderMap) -> impl I
         body = text;
     }
     openmetrics::render_span_metrics(&exported.span_metrics.snapshot(), open, &mut body);
+    openmetrics::render_service_graph(&exported.span_metrics.graph().snapshot(), open, &mut body);
     if open {
         body.push_str("# EOF\n");
         return (
