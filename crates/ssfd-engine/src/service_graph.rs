@@ -7,8 +7,9 @@
 //!
 //! A trace's spans all reach one span worker (sharded by trace id), so each worker
 //! pairs its own spans ([`EdgePairer`]): a child whose parent has not arrived waits,
-//! bounded in time ([`PAIR_WINDOW`]) and count ([`MAX_WAITING`]); what leaves unpaired
-//! is never counted.
+//! bounded in time ([`PAIR_WINDOW`]) and count ([`MAX_WAITING`], two generations that
+//! turn over, so forgetting costs nothing per span); what leaves unpaired is never
+//! counted.
 
 use crate::span::SpanRecord;
 use ssfd_wire::ids::TraceId;
@@ -39,7 +40,6 @@ pub struct Edge {
 #[derive(Debug)]
 struct Seen {
     service: String,
-    at: Instant,
     /// Counted as a child already (a span id sent twice counts once).
     counted: bool,
 }
@@ -53,41 +53,69 @@ struct Waiting {
     at: Instant,
 }
 
-/// One span worker's pairing state.
+/// Spans seen and children waiting, of one generation.
 #[derive(Debug, Default)]
-pub struct EdgePairer {
+struct Generation {
     seen: HashMap<(TraceId, i64), Seen>,
     /// Children by (trace, parent id), waiting for their parent.
     waiting: HashMap<(TraceId, i64), Vec<Waiting>>,
-    waiting_count: usize,
-    last_sweep: Option<Instant>,
+    entries: usize,
+}
+
+/// One span worker's pairing state: two generations, the current one and the one
+/// before, so memory is bounded and forgetting costs nothing per span. A generation
+/// turns over every half [`PAIR_WINDOW`], or when it holds half of [`MAX_WAITING`];
+/// so a span is remembered for at least half the window (unless the bound is hit) and
+/// at most the whole window.
+#[derive(Debug, Default)]
+pub struct EdgePairer {
+    current: Generation,
+    previous: Generation,
+    turned: Option<Instant>,
 }
 
 impl EdgePairer {
+    fn seen(&self, key: &(TraceId, i64)) -> Option<&Seen> {
+        self.current
+            .seen
+            .get(key)
+            .or_else(|| self.previous.seen.get(key))
+    }
+
+    fn mark_counted(&mut self, key: &(TraceId, i64)) {
+        if let Some(seen) = self.current.seen.get_mut(key) {
+            seen.counted = true;
+        } else if let Some(seen) = self.previous.seen.get_mut(key) {
+            seen.counted = true;
+        }
+    }
+
     /// Pairs `span` with what came before; returns the calls it completes.
     pub fn add(&mut self, span: &SpanRecord<'_>, now: Instant, out: &mut Vec<Edge>) {
+        self.turn(now);
         let entry = span.entry;
         let trace = entry.trace_id;
+        let key = (trace, entry.id);
         let seconds = entry
             .end_timestamp
             .saturating_sub(entry.start_timestamp)
             .max(0) as f64
             / 1e9;
-        let first = !self.seen.contains_key(&(trace, entry.id));
+        let first = self.seen(&key).is_none();
         if first {
-            self.seen.insert(
-                (trace, entry.id),
+            self.current.seen.insert(
+                key,
                 Seen {
                     service: span.service.to_string(),
-                    at: now,
                     counted: false,
                 },
             );
+            self.current.entries += 1;
         }
         // this span as a child
         if entry.parent_id != 0 && entry.parent_id != entry.id {
-            let counted = self.seen.get(&(trace, entry.id)).is_some_and(|s| s.counted);
-            match self.seen.get(&(trace, entry.parent_id)) {
+            let counted = self.seen(&key).is_some_and(|s| s.counted);
+            match self.seen(&(trace, entry.parent_id)) {
                 Some(parent) if !counted => {
                     if parent.service != span.service {
                         out.push(Edge {
@@ -97,12 +125,11 @@ impl EdgePairer {
                             failed: entry.error,
                         });
                     }
-                    if let Some(me) = self.seen.get_mut(&(trace, entry.id)) {
-                        me.counted = true;
-                    }
+                    self.mark_counted(&key);
                 }
                 None if first => {
-                    self.waiting
+                    self.current
+                        .waiting
                         .entry((trace, entry.parent_id))
                         .or_default()
                         .push(Waiting {
@@ -112,48 +139,45 @@ impl EdgePairer {
                             failed: entry.error,
                             at: now,
                         });
-                    self.waiting_count += 1;
+                    self.current.entries += 1;
                 }
                 _ => {}
             }
         }
         // this span as the parent its children waited for
-        if let Some(children) = self.waiting.remove(&(trace, entry.id)) {
-            self.waiting_count -= children.len();
-            for child in children {
-                if child.service != span.service {
-                    out.push(Edge {
-                        client: span.service.to_string(),
-                        server: child.service,
-                        seconds: child.seconds,
-                        failed: child.failed,
-                    });
-                }
-                if let Some(seen) = self.seen.get_mut(&(trace, child.id)) {
-                    seen.counted = true;
-                }
+        let mut children = self.current.waiting.remove(&key).unwrap_or_default();
+        children.extend(self.previous.waiting.remove(&key).unwrap_or_default());
+        for child in children {
+            if now.duration_since(child.at) > PAIR_WINDOW {
+                continue;
             }
+            if child.service != span.service {
+                out.push(Edge {
+                    client: span.service.to_string(),
+                    server: child.service,
+                    seconds: child.seconds,
+                    failed: child.failed,
+                });
+            }
+            self.mark_counted(&(trace, child.id));
         }
-        self.sweep(now);
     }
 
-    /// Forgets what is older than the window, and the oldest past the count bound.
-    fn sweep(&mut self, now: Instant) {
-        let due = self
-            .last_sweep
-            .is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1));
-        let over = self.seen.len() > MAX_WAITING || self.waiting_count > MAX_WAITING;
-        if !due && !over {
-            return;
+    /// Starts a new generation when the current one is half a window old or full;
+    /// the one before it is forgotten.
+    fn turn(&mut self, now: Instant) {
+        let turned = *self.turned.get_or_insert(now);
+        if now.duration_since(turned) >= PAIR_WINDOW / 2 || self.current.entries >= MAX_WAITING / 2
+        {
+            self.previous = std::mem::take(&mut self.current);
+            self.turned = Some(now);
         }
-        self.last_sweep = Some(now);
-        let window = if over { PAIR_WINDOW / 4 } else { PAIR_WINDOW };
-        self.seen.retain(|_, s| now.duration_since(s.at) < window);
-        self.waiting.retain(|_, children| {
-            children.retain(|c| now.duration_since(c.at) < window);
-            !children.is_empty()
-        });
-        self.waiting_count = self.waiting.values().map(Vec::len).sum();
+    }
+
+    /// Children still waiting for their parent.
+    pub fn waiting(&self) -> usize {
+        self.current.waiting.values().map(Vec::len).sum::<usize>()
+            + self.previous.waiting.values().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -279,7 +303,7 @@ mod tests {
         for span in batch(&[(9, 0, "other", false)]).records() {
             pairer.add(&span, later, &mut edges);
         }
-        assert_eq!(pairer.waiting_count, 0);
+        assert!(pairer.waiting() <= 1, "kept one generation at most");
         for span in batch(&[(2, 0, "api", false)]).records() {
             pairer.add(&span, later, &mut edges);
         }
