@@ -4,15 +4,8 @@
 
 use prost::Message;
 use serde_json::{Value, json};
-use ssfd_e2e::Server;
+use ssfd_e2e::{Server, now_ns};
 use std::time::{Duration, Instant};
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
-}
 
 #[test]
 fn the_service_map_in_ssfds_and_jaegers_format() {

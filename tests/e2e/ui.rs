@@ -5,7 +5,7 @@
 //! kept under `docs/`. Also a trace of 100,000 spans is stored and served.
 
 use serde_json::{Value, json};
-use ssfd_e2e::{Server, python, root, ssfd_binary};
+use ssfd_e2e::{Server, now_ns, python, root, ssfd_binary};
 use std::time::{Duration, Instant};
 
 fn tree(node: &Value, depth: usize, out: &mut Vec<String>) {
@@ -40,13 +40,6 @@ fn wait_trace(server: &Server, id: i64, spans: u64) -> Value {
         assert!(Instant::now() < deadline, "trace {id}: {status} {body}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
 }
 
 #[test]

@@ -65,6 +65,30 @@ fn exemplar(
     }
 }
 
+/// A histogram's cumulative `_bucket` lines: `counts` per bucket of `bounds`, then +Inf,
+/// each followed by what `suffix` gives for its index (an exemplar, or nothing).
+fn buckets(
+    out: &mut String,
+    name: &str,
+    label_set: &str,
+    bounds: &[f64],
+    counts: &[u64],
+    suffix: impl Fn(usize) -> String,
+) {
+    let mut cumulative = 0;
+    for (index, count) in counts.iter().enumerate() {
+        cumulative += count;
+        let le = bounds
+            .get(index)
+            .map_or("+Inf".to_string(), |le| format!("{le}"));
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{label_set},le=\"{le}\"}} {cumulative}{}",
+            suffix(index)
+        );
+    }
+}
+
 /// Appends `traces_span_metrics_calls_total` and the histogram
 /// `traces_span_metrics_duration_milliseconds`; exemplars only in OpenMetrics.
 pub fn render_span_metrics(
@@ -113,18 +137,14 @@ pub fn render_span_metrics(
     let _ = writeln!(out, "# TYPE {name} histogram");
     for (key, counts) in series {
         let label_set = labels(key);
-        let mut cumulative = 0;
-        for (index, count) in counts.buckets.iter().enumerate() {
-            cumulative += count;
-            let le = BUCKETS_MS
-                .get(index)
-                .map_or("+Inf".to_string(), |le| format!("{le}"));
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{label_set},le=\"{le}\"}} {cumulative}{}",
-                exemplar(counts.exemplars[index].as_ref(), openmetrics, |e| e.value)
-            );
-        }
+        buckets(
+            out,
+            name,
+            &label_set,
+            &BUCKETS_MS,
+            &counts.buckets,
+            |index| exemplar(counts.exemplars[index].as_ref(), openmetrics, |e| e.value),
+        );
         let _ = writeln!(out, "{name}_sum{{{label_set}}} {}", counts.sum_ms);
         let _ = writeln!(out, "{name}_count{{{label_set}}} {}", counts.calls);
     }
@@ -180,14 +200,9 @@ pub fn render_service_graph(
     let _ = writeln!(out, "# TYPE {name} histogram");
     for (key, counts) in series {
         let label_set = labels(key);
-        let mut cumulative = 0;
-        for (index, count) in counts.buckets.iter().enumerate() {
-            cumulative += count;
-            let le = BUCKETS_S
-                .get(index)
-                .map_or("+Inf".to_string(), |le| format!("{le}"));
-            let _ = writeln!(out, "{name}_bucket{{{label_set},le=\"{le}\"}} {cumulative}");
-        }
+        buckets(out, name, &label_set, &BUCKETS_S, &counts.buckets, |_| {
+            String::new()
+        });
         let _ = writeln!(out, "{name}_sum{{{label_set}}} {}", counts.sum_seconds);
         let _ = writeln!(out, "{name}_count{{{label_set}}} {}", counts.requests);
     }

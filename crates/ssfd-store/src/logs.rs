@@ -480,15 +480,7 @@ fn record_of(doc: &TantivyDocument, f: Fields) -> LogRecord {
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default()
     };
-    let severity = match text(f.severity).as_str() {
-        "trace" => Severity::Trace,
-        "debug" => Severity::Debug,
-        "info" => Severity::Info,
-        "warn" => Severity::Warn,
-        "error" => Severity::Error,
-        "fatal" => Severity::Fatal,
-        _ => Severity::Unknown,
-    };
+    let severity = Severity::from_label(&text(f.severity));
     LogRecord {
         kind: LogKind::Log,
         timestamp_ns: doc

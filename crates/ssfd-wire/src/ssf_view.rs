@@ -114,6 +114,21 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(bytes).map_err(|_| SsfError::Decode)
     }
 
+    /// The next of `left` length-delimited entries of repeated field `field` in bytes
+    /// already validated by a parse (so nothing here fails on them).
+    #[inline]
+    fn next_entry(&mut self, field: u32, left: &mut u32) -> Option<&'a [u8]> {
+        while *left > 0 && !self.done() {
+            let (at, wire_type) = self.key().ok()?;
+            if at == field && wire_type == LEN {
+                *left -= 1;
+                return self.length_delimited().ok();
+            }
+            self.skip(at, wire_type, RECURSION_LIMIT).ok()?;
+        }
+        None
+    }
+
     /// Skips an unknown field, groups included (as prost does).
     fn skip(&mut self, field: u32, wire_type: u8, depth: u32) -> Result<(), SsfError> {
         match wire_type {
@@ -252,17 +267,8 @@ impl<'a> Iterator for AttrIter<'a> {
     type Item = (&'a str, Option<AttrValue<'a>>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.left > 0 && !self.reader.done() {
-            // the bytes were validated by `parse`, so nothing below fails
-            let (field, wire_type) = self.reader.key().ok()?;
-            if field == self.field && wire_type == LEN {
-                let entry = self.reader.length_delimited().ok()?;
-                self.left -= 1;
-                return attribute_entry(entry, RECURSION_LIMIT).ok();
-            }
-            self.reader.skip(field, wire_type, RECURSION_LIMIT).ok()?;
-        }
-        None
+        let entry = self.reader.next_entry(self.field, &mut self.left)?;
+        attribute_entry(entry, RECURSION_LIMIT).ok()
     }
 }
 
@@ -385,17 +391,8 @@ impl<'a> Iterator for TagIter<'a> {
     type Item = (&'a str, &'a str);
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.left > 0 && !self.reader.done() {
-            // the bytes were validated by `parse`, so nothing below fails
-            let (field, wire_type) = self.reader.key().ok()?;
-            if field == self.field && wire_type == LEN {
-                let entry = self.reader.length_delimited().ok()?;
-                self.left -= 1;
-                return map_entry(entry, RECURSION_LIMIT).ok();
-            }
-            self.reader.skip(field, wire_type, RECURSION_LIMIT).ok()?;
-        }
-        None
+        let entry = self.reader.next_entry(self.field, &mut self.left)?;
+        map_entry(entry, RECURSION_LIMIT).ok()
     }
 }
 
