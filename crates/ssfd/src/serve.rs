@@ -340,6 +340,9 @@ fn run_config(config: Config) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("cannot listen on http_address {}", config.http_address))?;
+        // the handlers are in place before anyone is told the server listens, so a
+        // SIGTERM sent on the first "listening" line still shuts down gracefully
+        let signals = Signals::install()?;
         for announcement in &bound.announcements {
             eprintln!("listening {} {}", announcement.kind, announcement.url);
         }
@@ -365,7 +368,7 @@ fn run_config(config: Config) -> anyhow::Result<()> {
             })
             .await;
         });
-        wait_for_signal().await;
+        signals.wait().await;
         tracing::info!("shutting down: intake stops, workers drain, the last interval is flushed");
         let flushes_before = ssfd_telemetry::flushes();
         let sinks_before = sink_totals();
@@ -429,12 +432,25 @@ fn hostname(configured: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
