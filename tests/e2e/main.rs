@@ -6,6 +6,7 @@ mod clients;
 mod deploy;
 mod disk;
 mod emit;
+mod fleet;
 mod forward;
 mod listeners;
 mod logs;

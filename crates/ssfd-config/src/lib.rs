@@ -390,10 +390,17 @@ pub struct Config {
     /// every interval, under Veneur's names (SPEC 10); empty sends nothing.
     #[serde(default)]
     pub stats_address: String,
+    /// How long a proxy waits for the globals' answers to a read before it answers
+    /// with what it has, `"partial": true` (SPEC 6).
+    #[serde(default = "default_query_timeout")]
+    pub query_timeout: String,
 }
 
 fn default_grpc_wait() -> String {
     "1s".into()
+}
+fn default_query_timeout() -> String {
+    "5s".into()
 }
 fn default_wal() -> bool {
     true
@@ -686,6 +693,12 @@ impl Config {
             }
         }
         parse_duration(&self.grpc_wait).map_err(|m| bad("grpc_wait", m))?;
+        if parse_duration(&self.query_timeout)
+            .map_err(|m| bad("query_timeout", m))?
+            .is_zero()
+        {
+            return Err(bad("query_timeout", "must be above zero".into()));
+        }
         if !self.shutdown_timeout.is_empty() {
             parse_duration(&self.shutdown_timeout).map_err(|m| bad("shutdown_timeout", m))?;
         }
@@ -865,6 +878,11 @@ impl Config {
     /// `grpc_wait` (`validate` has checked it; `0` refuses at once).
     pub fn grpc_wait(&self) -> Duration {
         parse_duration(&self.grpc_wait).unwrap_or(Duration::from_secs(1))
+    }
+
+    /// `query_timeout` (`validate` has checked it).
+    pub fn query_timeout(&self) -> Duration {
+        parse_duration(&self.query_timeout).unwrap_or(Duration::from_secs(5))
     }
 
     /// The flush interval.
@@ -1293,6 +1311,7 @@ const KNOWN_KEYS: &[&str] = &[
     "wal",
     "stats_address",
     "grpc_wait",
+    "query_timeout",
 ];
 
 /// A listen address in Veneur's URL forms.
@@ -1557,6 +1576,13 @@ statsd_listen_adresses: []
         assert_eq!(Config::embedded().grpc_wait(), Duration::from_secs(1));
         let config = Config::parse("grpc_wait: 250ms\n").unwrap().config;
         assert_eq!(config.grpc_wait(), Duration::from_millis(250));
+        let config = Config::parse("query_timeout: 750ms\n").unwrap().config;
+        assert_eq!(config.query_timeout(), Duration::from_millis(750));
+        assert_eq!(Config::embedded().query_timeout(), Duration::from_secs(5));
+        for bad in ["query_timeout: soon\n", "query_timeout: 0s\n"] {
+            let error = Config::parse(bad).unwrap_err();
+            assert!(error.to_string().contains("query_timeout"), "{error}");
+        }
         let error = Config::parse("grpc_wait: soon\n").unwrap_err();
         assert!(error.to_string().contains("grpc_wait"), "{error}");
     }

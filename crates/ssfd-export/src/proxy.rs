@@ -10,7 +10,9 @@
 //! went through before then arrive again: at least once). A health check every second
 //! takes a destination that does not answer SERVING out of the ring (its keys move to
 //! the others) and puts it back when it answers again. `/api/v1/traces/{id}` at the
-//! proxy asks the owning global (`ssfd.v1.Query/GetTrace`) and joins the answer there.
+//! proxy asks the owning global (`ssfd.v1.Query/GetTrace`) and joins the answer there;
+//! every other read asks every global at once (`ssfd.v1.Query/Read`, `Tail`) and the
+//! answers are merged by `ssfd_query::fleet`.
 //! Destinations are a static list plus what `dns_names` resolve to, resolved again
 //! every `resolve_interval` (a headless Kubernetes service).
 
@@ -49,7 +51,13 @@ pub struct Proxy {
     /// names resolve to now.
     known: Arc<RwLock<Vec<String>>>,
     ignore_tags: Vec<String>,
+    /// Channels for reads, without the forwarding's call timeout (a read has its own).
+    readers: Mutex<HashMap<String, tonic::transport::Channel>>,
 }
+
+/// One global's answer to a read: its address, and its status and JSON body or why
+/// it gave none.
+pub type NodeAnswer = (String, Result<(u16, Vec<u8>), String>);
 
 /// What a proxy routes: forwarded metrics and spans.
 trait Routed: Clone + Send + Sync + 'static {
@@ -160,6 +168,7 @@ impl Proxy {
             upstreams: Mutex::new(HashMap::new()),
             known: Arc::new(RwLock::new(all.clone())),
             ignore_tags,
+            readers: Mutex::new(HashMap::new()),
         });
         let (known, ring) = (Arc::clone(&proxy.known), Arc::clone(&proxy.ring));
         std::thread::Builder::new()
@@ -225,6 +234,98 @@ impl Proxy {
         };
         upstreams.insert(destination.to_string(), upstream.clone());
         Ok(upstream)
+    }
+
+    /// The channel for reads from `destination`, made on first use.
+    fn reader(&self, destination: &str) -> Result<tonic::transport::Channel, String> {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = readers.get(destination) {
+            return Ok(channel.clone());
+        }
+        let channel = peer_channel(destination, CONNECT_TIMEOUT, Duration::from_secs(3600))?;
+        readers.insert(destination.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Every global the proxy knows (in the ring or not: one out of it is a failed
+    /// part of a fleet-wide answer).
+    pub fn globals(&self) -> Vec<String> {
+        self.known.read().map(|k| k.clone()).unwrap_or_default()
+    }
+
+    /// `GET path?query` asked of every global at once (`ssfd.v1.Query/Read`); each
+    /// answer or why there was none within `timeout`, in the order of [`Proxy::globals`].
+    pub async fn read_all(&self, path: &str, query: &str, timeout: Duration) -> Vec<NodeAnswer> {
+        let mut calls = Vec::new();
+        for global in self.globals() {
+            let channel = self.reader(&global);
+            let request = ssfd_wire::ssfd::v1::ReadRequest {
+                path: path.to_string(),
+                query: query.to_string(),
+            };
+            calls.push(async move {
+                let answer = match channel {
+                    Err(error) => Err(error),
+                    Ok(channel) => {
+                        let mut client =
+                            ssfd_wire::ssfd::v1::query_client::QueryClient::new(channel)
+                                .max_decoding_message_size(256 << 20);
+                        match tokio::time::timeout(timeout, client.read(request)).await {
+                            Err(_) => Err(format!("no answer within query_timeout {timeout:?}")),
+                            Ok(Err(status)) => Err(status_text(&status)),
+                            Ok(Ok(answer)) => {
+                                let answer = answer.into_inner();
+                                Ok((u16::try_from(answer.status).unwrap_or(502), answer.body))
+                            }
+                        }
+                    }
+                };
+                (global, answer)
+            });
+        }
+        futures_join_all(calls).await
+    }
+
+    /// New log records matching `query`, from every global (`ssfd.v1.Query/Tail`),
+    /// until the receiver is dropped; a global that fails is asked again every second.
+    pub fn tail_all(
+        self: &Arc<Self>,
+        query: &str,
+    ) -> tokio::sync::mpsc::Receiver<ssfd_wire::ssfd::v1::LogRecord> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1024);
+        for global in self.globals() {
+            let (proxy, sender, query) = (Arc::clone(self), sender.clone(), query.to_string());
+            tokio::spawn(async move {
+                while !sender.is_closed() {
+                    if let Ok(channel) = proxy.reader(&global) {
+                        let call = ssfd_wire::ssfd::v1::query_client::QueryClient::new(channel)
+                            .tail(ssfd_wire::ssfd::v1::ReadRequest {
+                                path: "/api/v1/logs/tail".into(),
+                                query: query.clone(),
+                            })
+                            .await;
+                        if let Ok(stream) = call {
+                            let mut stream = stream.into_inner();
+                            loop {
+                                tokio::select! {
+                                    record = stream.message() => match record {
+                                        Ok(Some(record)) => {
+                                            if sender.send(record).await.is_err() {
+                                                return;
+                                            }
+                                        }
+                                        _ => break,
+                                    },
+                                    () = sender.closed() => return,
+                                }
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+        }
+        receiver
     }
 
     /// The stored spans of `trace_id`, asked of the global that owns it
@@ -342,6 +443,32 @@ impl Proxy {
         }
         Ok(())
     }
+}
+
+/// What a failed read says: the status's message, else its code.
+fn status_text(status: &tonic::Status) -> String {
+    if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        status.message().to_string()
+    }
+}
+
+/// Runs `calls` together; their outputs in order.
+async fn futures_join_all<F>(calls: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = calls.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        match handle.await {
+            Ok(output) => out.push(output),
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+    out
 }
 
 /// Every second: a known destination answering SERVING is in the ring, any other is

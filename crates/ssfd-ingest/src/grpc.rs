@@ -422,7 +422,7 @@ impl GrpcIngest {
     }
 }
 
-/// What `ssfd.v1.Query/GetTrace` reads (a global's span store).
+/// What `ssfd.v1.Query` reads: a global's span store and log index, and its HTTP API.
 pub trait TraceLookup: Send + Sync {
     /// The stored spans of a trace, each its SSF encoding.
     fn trace(&self, trace_id: ssfd_wire::ids::TraceId) -> Result<Vec<Vec<u8>>, String>;
@@ -433,7 +433,21 @@ pub trait TraceLookup: Send + Sync {
     ) -> Result<Vec<ssfd_engine::LogRecord>, String> {
         Ok(Vec::new())
     }
+    /// `GET path?query` as this node's HTTP API answers it: status and JSON body.
+    fn read(&self, _path: String, _query: String) -> ReadFuture {
+        Box::pin(async { (404, br#"{"error":"no reads here"}"#.to_vec()) })
+    }
+    /// The new log records that match `query` (`/api/v1/logs/tail`'s filters).
+    fn tail(&self, _query: &str) -> Result<LogStream, String> {
+        Err("no log index here".into())
+    }
 }
+
+/// An answer of [`TraceLookup::read`].
+pub type ReadFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (u16, Vec<u8>)> + Send>>;
+/// The records of [`TraceLookup::tail`].
+pub type LogStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = ssfd_wire::ssfd::v1::LogRecord> + Send>>;
 
 /// `ssfd.v1.Query`: a proxy asks the global that owns a trace for its spans.
 #[derive(Clone)]
@@ -458,5 +472,37 @@ impl ssfd_wire::ssfd::v1::query_server::Query for QueryService {
             spans,
             logs: logs.iter().map(ssfd_engine::LogRecord::to_wire).collect(),
         }))
+    }
+
+    async fn read(
+        &self,
+        request: Request<ssfd_wire::ssfd::v1::ReadRequest>,
+    ) -> Result<Response<ssfd_wire::ssfd::v1::ReadAnswer>, Status> {
+        let request = request.into_inner();
+        // reads only: the API, not `/metrics` or the UI
+        if !request.path.starts_with("/api/") {
+            return Err(Status::invalid_argument("only /api/ paths are read"));
+        }
+        let (status, body) = self.0.read(request.path, request.query).await;
+        Ok(Response::new(ssfd_wire::ssfd::v1::ReadAnswer {
+            status: u32::from(status),
+            body,
+        }))
+    }
+
+    type TailStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<ssfd_wire::ssfd::v1::LogRecord, Status>> + Send>,
+    >;
+
+    async fn tail(
+        &self,
+        request: Request<ssfd_wire::ssfd::v1::ReadRequest>,
+    ) -> Result<Response<Self::TailStream>, Status> {
+        use tokio_stream::StreamExt;
+        let records = self
+            .0
+            .tail(&request.into_inner().query)
+            .map_err(Status::invalid_argument)?;
+        Ok(Response::new(Box::pin(records.map(Ok))))
     }
 }

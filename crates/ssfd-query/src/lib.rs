@@ -4,6 +4,7 @@
 //! renders Jaeger's read API; [`text`] renders answers for `ssfd query`.
 
 pub mod api;
+pub mod fleet;
 pub mod jaeger;
 pub mod text;
 

@@ -1,7 +1,10 @@
 //! The HTTP endpoints (SPEC 6): `/healthcheck`, `/version`, `/metrics` (the flushed
 //! metrics' exposition, then own telemetry), the `/api/v1` query API over the stores,
 //! the Jaeger-compatible read API under `/api`, and the web UI at `/`. Store reads run
-//! on the blocking pool; answers are rendered by `ssfd-query`.
+//! on the blocking pool; answers are rendered by `ssfd-query`. At a proxy, every read
+//! but trace by id asks every global at once and merges the answers
+//! (`ssfd_query::fleet`); a global answers those asks with the same routes
+//! ([`PeerReads`]).
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -24,8 +27,11 @@ struct Exported {
     span_metrics: Arc<SpanMetricsRegistry>,
     slos: Arc<SloRegistry>,
     store: Option<Arc<Store>>,
-    /// On a proxy: trace queries go to the global that owns the trace.
+    /// On a proxy: trace queries go to the global that owns the trace, the other
+    /// reads to every global.
     proxy: Option<Arc<ssfd_export::proxy::Proxy>>,
+    /// How long a proxy waits for the globals (`query_timeout`).
+    query_timeout: std::time::Duration,
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -53,9 +59,17 @@ pub fn router(
     slos: Arc<SloRegistry>,
     store: Option<Arc<Store>>,
     proxy: Option<Arc<ssfd_export::proxy::Proxy>>,
+    query_timeout: std::time::Duration,
     bearer_token: Option<String>,
 ) -> Router {
-    let router = routes(exposition, span_metrics, slos, store, proxy);
+    let router = routes(Exported {
+        exposition,
+        span_metrics,
+        slos,
+        store,
+        proxy,
+        query_timeout,
+    });
     match bearer_token {
         Some(token) => {
             let expected: Arc<str> = format!("Bearer {token}").into();
@@ -102,14 +116,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn routes(
-    exposition: Arc<Mutex<Exposition>>,
-    span_metrics: Arc<SpanMetricsRegistry>,
-    slos: Arc<SloRegistry>,
-    store: Option<Arc<Store>>,
-    proxy: Option<Arc<ssfd_export::proxy::Proxy>>,
-) -> Router {
-    Router::new()
+fn routes(exported: Exported) -> Router {
+    let router = Router::new()
         .route(
             "/",
             get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], UI) }),
@@ -120,27 +128,184 @@ fn routes(
             get(|| async { format!("{}\n", version_line()) }),
         )
         .route("/metrics", get(metrics))
-        .route("/api/v1/slos", get(slos_report))
-        .route("/api/v1/traces", get(search_traces))
         .route("/api/v1/traces/{trace_id}", get(trace))
-        .route("/api/v1/services", get(services))
-        .route("/api/v1/services/{service}/operations", get(operations))
-        .route("/api/v1/logs", get(logs))
-        .route("/api/v1/dependencies", get(dependencies))
-        .route("/api/dependencies", get(jaeger_dependencies))
-        .route("/api/v1/logs/tail", get(logs_tail))
-        .route("/api/traces", get(jaeger_search))
-        .route("/api/traces/{trace_id}", get(jaeger_trace))
-        .route("/api/services", get(jaeger_services))
-        .route("/api/services/{service}/operations", get(jaeger_operations))
+        .route("/api/traces/{trace_id}", get(jaeger_trace));
+    let router = if exported.proxy.is_some() {
+        // SPEC 6: at a proxy every other read asks every global
+        router
+            .route("/api/v1/logs/tail", get(fleet_tail))
+            .route("/api/{*read}", get(fleet_read))
+    } else {
+        router
+            .route("/api/v1/slos", get(slos_report))
+            .route("/api/v1/traces", get(search_traces))
+            .route("/api/v1/services", get(services))
+            .route("/api/v1/services/{service}/operations", get(operations))
+            .route("/api/v1/logs", get(logs))
+            .route("/api/v1/dependencies", get(dependencies))
+            .route("/api/dependencies", get(jaeger_dependencies))
+            .route("/api/v1/logs/tail", get(logs_tail))
+            .route("/api/traces", get(jaeger_search))
+            .route("/api/services", get(jaeger_services))
+            .route("/api/services/{service}/operations", get(jaeger_operations))
+    };
+    router
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
-        .with_state(Exported {
+        .with_state(exported)
+}
+
+/// What `ssfd.v1.Query` serves a proxy: the span store and log index, and every read
+/// of this node's HTTP API (its routes, without the bearer token, which guards HTTP;
+/// the gRPC port has its own TLS).
+pub struct PeerReads {
+    store: Arc<Store>,
+    reads: Router,
+}
+
+impl PeerReads {
+    pub fn new(
+        exposition: Arc<Mutex<Exposition>>,
+        span_metrics: Arc<SpanMetricsRegistry>,
+        slos: Arc<SloRegistry>,
+        store: Arc<Store>,
+    ) -> PeerReads {
+        let reads = routes(Exported {
             exposition,
             span_metrics,
             slos,
-            store,
-            proxy,
+            store: Some(Arc::clone(&store)),
+            proxy: None,
+            query_timeout: std::time::Duration::ZERO,
+        });
+        PeerReads { store, reads }
+    }
+}
+
+impl ssfd_ingest::grpc::TraceLookup for PeerReads {
+    fn trace(&self, trace_id: ssfd_wire::ids::TraceId) -> Result<Vec<Vec<u8>>, String> {
+        self.store.spans.trace(trace_id).map_err(|e| e.to_string())
+    }
+
+    fn trace_logs(
+        &self,
+        trace_id: ssfd_wire::ids::TraceId,
+    ) -> Result<Vec<ssfd_engine::LogRecord>, String> {
+        self.store.trace_logs(trace_id).map_err(|e| e.to_string())
+    }
+
+    fn read(&self, path: String, query: String) -> ssfd_ingest::grpc::ReadFuture {
+        use tower::ServiceExt as _;
+        let reads = self.reads.clone();
+        Box::pin(async move {
+            let uri = if query.is_empty() {
+                path
+            } else {
+                format!("{path}?{query}")
+            };
+            let Ok(request) = axum::http::Request::get(uri).body(axum::body::Body::empty()) else {
+                return (400, br#"{"error":"not a path"}"#.to_vec());
+            };
+            let Ok(response) = reads.oneshot(request).await;
+            let status = response.status().as_u16();
+            match axum::body::to_bytes(response.into_body(), 256 << 20).await {
+                Ok(body) => (status, body.to_vec()),
+                Err(error) => (
+                    500,
+                    json!({ "error": error.to_string() })
+                        .to_string()
+                        .into_bytes(),
+                ),
+            }
         })
+    }
+
+    fn tail(&self, query: &str) -> Result<ssfd_ingest::grpc::LogStream, String> {
+        use tokio_stream::StreamExt;
+        let query = api::log_query(Some(query))?;
+        let records = tokio_stream::wrappers::BroadcastStream::new(self.store.logs.subscribe());
+        Ok(Box::pin(records.filter_map(move |record| match record {
+            Ok(record) if query.matches(&record) => Some(record.to_wire()),
+            _ => None,
+        })))
+    }
+}
+
+/// A read at a proxy (SPEC 6): asked of every global within `query_timeout`, the
+/// answers merged; Jaeger's lookup by `traceID` asks each trace's owner.
+async fn fleet_read(State(exported): State<Exported>, uri: axum::http::Uri) -> Response {
+    let Some(proxy) = exported.proxy.clone() else {
+        return api_error(StatusCode::NOT_FOUND, "no such endpoint".into());
+    };
+    let path = uri.path().to_string();
+    let query = uri.query().unwrap_or_default().to_string();
+    if path == "/api/traces" {
+        match jaeger::trace_ids(Some(&query)) {
+            Err(message) => {
+                return jaeger_answer(StatusCode::BAD_REQUEST, jaeger::error(400, &message));
+            }
+            Ok(ids) if !ids.is_empty() => return jaeger_by_ids(proxy, ids).await,
+            Ok(_) => {}
+        }
+    }
+    let answers = proxy.read_all(&path, &query, exported.query_timeout).await;
+    let (status, body) = ssfd_query::fleet::merge(&path, &query, answers);
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if status == StatusCode::BAD_REQUEST {
+        ssfd_telemetry::api_bad_request();
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+/// Jaeger's `GET /api/traces?traceID=...` at a proxy: each trace from its owner.
+async fn jaeger_by_ids(
+    proxy: Arc<ssfd_export::proxy::Proxy>,
+    ids: Vec<(ssfd_query::TraceId, String)>,
+) -> Response {
+    let found = tokio::task::spawn_blocking(move || {
+        let (mut traces, mut errors) = (Vec::new(), Vec::new());
+        for (id, asked) in ids {
+            match proxy.fetch_trace(id) {
+                Ok((spans, logs)) => match jaeger::trace(id, &spans, &logs) {
+                    Some(trace) => traces.push(trace),
+                    None => errors.push(jaeger::trace_not_found(&asked)),
+                },
+                Err(error) => errors.push(json!({ "code": 502, "msg": error, "traceID": asked })),
+            }
+        }
+        jaeger::envelope_with_errors(Value::Array(traces), errors)
+    })
+    .await;
+    match found {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(error) => jaeger_answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            jaeger::error(500, &error.to_string()),
+        ),
+    }
+}
+
+/// `GET /api/v1/logs/tail` at a proxy: every global's new matching records, as they
+/// come.
+async fn fleet_tail(State(exported): State<Exported>, RawQuery(raw): RawQuery) -> Response {
+    use tokio_stream::StreamExt;
+    let Some(proxy) = exported.proxy.clone() else {
+        return no_store();
+    };
+    // the filters are checked here, so a bad one is a 400 and not a silent stream
+    if let Err(message) = api::log_query(raw.as_deref()) {
+        return api_error(StatusCode::BAD_REQUEST, message);
+    }
+    let records =
+        tokio_stream::wrappers::ReceiverStream::new(proxy.tail_all(raw.as_deref().unwrap_or("")));
+    let events = records.map(|record| {
+        let record = ssfd_engine::LogRecord::from_wire(record);
+        Ok::<Event, std::convert::Infallible>(
+            Event::default().data(api::log_json(&record).to_string()),
+        )
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 fn api_error(status: StatusCode, message: String) -> Response {

@@ -234,7 +234,23 @@ fn get(
         let message = value["error"].as_str().unwrap_or("no message");
         bail!("{status}: {message}");
     }
+    warn_partial(&value);
     Ok((body, value))
+}
+
+/// A proxy's answer without some globals (SPEC 6 `"partial": true`): one line on
+/// stderr per global that did not answer, so what is printed is known to be partial.
+fn warn_partial(value: &serde_json::Value) {
+    if value["partial"] != serde_json::Value::Bool(true) {
+        return;
+    }
+    for error in value["errors"].as_array().into_iter().flatten() {
+        eprintln!(
+            "partial answer: global {} did not answer: {}",
+            error["node"].as_str().unwrap_or("?"),
+            error["error"].as_str().unwrap_or("?")
+        );
+    }
 }
 
 /// The flags every query shares.

@@ -310,6 +310,7 @@ fn run_config(config: Config) -> anyhow::Result<()> {
         } else {
             None
         };
+        let query_timeout = config.query_timeout();
         let bearer_token = match config.http_bearer_token_file.as_str() {
             "" => None,
             file => Some(
@@ -330,7 +331,10 @@ fn run_config(config: Config) -> anyhow::Result<()> {
             None
         };
         if let Some(store) = &store {
-            bound.set_trace_lookup(std::sync::Arc::new(crate::sinks::StoreLookup(
+            bound.set_trace_lookup(std::sync::Arc::new(crate::http::PeerReads::new(
+                std::sync::Arc::clone(&prometheus.exposition),
+                std::sync::Arc::clone(&span_metrics),
+                std::sync::Arc::clone(&slos),
                 std::sync::Arc::clone(store),
             )));
         }
@@ -360,6 +364,7 @@ fn run_config(config: Config) -> anyhow::Result<()> {
                     slos,
                     http_store,
                     proxy,
+                    query_timeout,
                     bearer_token,
                 ),
             )

@@ -338,22 +338,6 @@ pub fn span_sinks(config: &Config) -> anyhow::Result<Vec<Arc<dyn ssfd_engine::Sp
     Ok(out)
 }
 
-/// A global's span store, as `ssfd.v1.Query/GetTrace` reads it.
-pub struct StoreLookup(pub Arc<ssfd_store::Store>);
-
-impl ssfd_ingest::grpc::TraceLookup for StoreLookup {
-    fn trace(&self, trace_id: ssfd_wire::ids::TraceId) -> Result<Vec<Vec<u8>>, String> {
-        self.0.spans.trace(trace_id).map_err(|e| e.to_string())
-    }
-
-    fn trace_logs(
-        &self,
-        trace_id: ssfd_wire::ids::TraceId,
-    ) -> Result<Vec<ssfd_engine::LogRecord>, String> {
-        self.0.trace_logs(trace_id).map_err(|e| e.to_string())
-    }
-}
-
 /// The proxy role's router, as ingest sees it.
 pub struct ProxyRoute(pub Arc<ssfd_export::proxy::Proxy>);
 

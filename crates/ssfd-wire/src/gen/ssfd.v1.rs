@@ -316,6 +316,24 @@ pub mod ingest_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReadRequest {
+    /// `/api/...`
+    #[prost(string, tag = "1")]
+    pub path: ::prost::alloc::string::String,
+    /// the raw query string, without `?`
+    #[prost(string, tag = "2")]
+    pub query: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReadAnswer {
+    /// the HTTP status this node would answer
+    #[prost(uint32, tag = "1")]
+    pub status: u32,
+    /// its JSON body
+    #[prost(bytes = "vec", tag = "2")]
+    pub body: ::prost::alloc::vec::Vec<u8>,
+}
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TraceRequest {
     /// the trace id's low 64 bits (SSF's `trace_id`)
@@ -460,6 +478,47 @@ pub mod query_client {
             req.extensions_mut().insert(GrpcMethod::new("ssfd.v1.Query", "GetTrace"));
             self.inner.unary(req, path, codec).await
         }
+        /// One read of SPEC 6 (`GET path?query`) as this node answers it over HTTP.
+        pub async fn read(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReadRequest>,
+        ) -> std::result::Result<tonic::Response<super::ReadAnswer>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::grpc_codec::SsfdCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/ssfd.v1.Query/Read");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("ssfd.v1.Query", "Read"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// `/api/v1/logs/tail` with these filters: each new matching record, no backlog.
+        pub async fn tail(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReadRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::LogRecord>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::grpc_codec::SsfdCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/ssfd.v1.Query/Tail");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("ssfd.v1.Query", "Tail"));
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -480,6 +539,22 @@ pub mod query_server {
             &self,
             request: tonic::Request<super::TraceRequest>,
         ) -> std::result::Result<tonic::Response<super::TraceSpans>, tonic::Status>;
+        /// One read of SPEC 6 (`GET path?query`) as this node answers it over HTTP.
+        async fn read(
+            &self,
+            request: tonic::Request<super::ReadRequest>,
+        ) -> std::result::Result<tonic::Response<super::ReadAnswer>, tonic::Status>;
+        /// Server streaming response type for the Tail method.
+        type TailStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::LogRecord, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// `/api/v1/logs/tail` with these filters: each new matching record, no backlog.
+        async fn tail(
+            &self,
+            request: tonic::Request<super::ReadRequest>,
+        ) -> std::result::Result<tonic::Response<Self::TailStream>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct QueryServer<T> {
@@ -596,6 +671,95 @@ pub mod query_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ssfd.v1.Query/Read" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReadSvc<T: Query>(pub Arc<T>);
+                    impl<T: Query> tonic::server::UnaryService<super::ReadRequest>
+                    for ReadSvc<T> {
+                        type Response = super::ReadAnswer;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReadRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Query>::read(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReadSvc(inner);
+                        let codec = crate::grpc_codec::SsfdCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ssfd.v1.Query/Tail" => {
+                    #[allow(non_camel_case_types)]
+                    struct TailSvc<T: Query>(pub Arc<T>);
+                    impl<
+                        T: Query,
+                    > tonic::server::ServerStreamingService<super::ReadRequest>
+                    for TailSvc<T> {
+                        type Response = super::LogRecord;
+                        type ResponseStream = T::TailStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReadRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Query>::tail(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = TailSvc(inner);
+                        let codec = crate::grpc_codec::SsfdCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

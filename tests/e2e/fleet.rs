@@ -1,0 +1,318 @@
+//! The fleet's one screen (issue 20, point 1): three globals behind a proxy, fed by a
+//! local. Every read at the proxy asks every global: trace and log searches, services,
+//! the Jaeger API, the log tail, `ssfd query`. With one global stopped (SIGSTOP: it
+//! holds its connections and never answers), the answer comes within `query_timeout`,
+//! `"partial": true`, naming it.
+
+use prost::Message;
+use serde_json::Value;
+use ssfd_e2e::{Server, fixed_grpc_config, free_port, ssfd_query};
+use ssfd_wire::ssf::{SsfSample, SsfSpan};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+const T0: i64 = 1_800_000_000_000_000_000;
+const TRACES: i64 = 30;
+
+fn global(port: u16) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fixed_grpc_config(dir.path(), port);
+    Server::start_config(&format!("{config}interval: 1s\n"), dir, &[])
+}
+
+fn json_get(server: &Server, path: &str) -> (u16, Value) {
+    let (status, body) = server.get(path);
+    let value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: {status} {body}"));
+    (status, value)
+}
+
+/// A trace of two services: `fleet-web` calls `fleet-db`; the db span logs a line.
+fn trace(n: i64) -> [SsfSpan; 2] {
+    let start = T0 + n * 1_000_000_000;
+    let root = SsfSpan {
+        trace_id: 9_000 + n,
+        id: 1,
+        start_timestamp: start,
+        end_timestamp: start + 50_000_000,
+        service: "fleet-web".into(),
+        name: "GET /cart".into(),
+        ..Default::default()
+    };
+    let mut db = SsfSpan {
+        trace_id: 9_000 + n,
+        id: 2,
+        parent_id: 1,
+        start_timestamp: start + 10_000_000,
+        end_timestamp: start + 40_000_000,
+        service: "fleet-db".into(),
+        name: "SELECT".into(),
+        ..Default::default()
+    };
+    db.metrics.push(SsfSample {
+        name: "sql".into(),
+        message: format!("fleetword query number {n}"),
+        timestamp: start + 20_000_000,
+        ..Default::default()
+    });
+    [root, db]
+}
+
+fn send(local: &Server, spans: &[SsfSpan]) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for span in spans {
+        socket
+            .send_to(&span.encode_to_vec(), local.addr("ssf udp"))
+            .unwrap();
+    }
+}
+
+fn trace_ids(answer: &Value) -> Vec<String> {
+    answer["traces"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|t| t["trace_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn hex(n: i64) -> String {
+    format!("{:032x}", 9_000 + n)
+}
+
+#[test]
+fn a_proxy_searches_the_whole_fleet_and_says_when_a_global_is_silent() {
+    let ports = [free_port(), free_port(), free_port()];
+    let globals: Vec<Server> = ports.iter().map(|&p| global(p)).collect();
+    let destinations: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let proxy = Server::start(&format!(
+        "interval: 1s\nrole: proxy\nquery_timeout: 1s\nproxy:\n  destinations: [{}]\n",
+        destinations.join(", ")
+    ));
+    let local = Server::start(&format!(
+        "interval: 1s\nforward_address: {}\n",
+        proxy.addr("grpc tcp")
+    ));
+    for n in 0..TRACES {
+        send(&local, &trace(n));
+    }
+    // every trace reaches its global whole
+    let search = "/api/v1/traces?service=fleet-db&limit=1000";
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let owned: Vec<BTreeSet<String>> = loop {
+        let owned: Vec<BTreeSet<String>> = globals
+            .iter()
+            .map(|g| trace_ids(&json_get(g, search).1).into_iter().collect())
+            .collect();
+        if owned.iter().map(BTreeSet::len).sum::<usize>() == TRACES as usize {
+            break owned;
+        }
+        assert!(Instant::now() < deadline, "{owned:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        owned.iter().all(|o| !o.is_empty()),
+        "each global owns some traces: {owned:?}"
+    );
+    let all: BTreeSet<String> = owned.iter().flatten().cloned().collect();
+
+    // the proxy: every trace, newest first, the limit after the merge
+    let (status, answer) = json_get(&proxy, search);
+    assert_eq!(status, 200, "{answer}");
+    let ids = trace_ids(&answer);
+    let newest: Vec<String> = (0..TRACES).rev().map(hex).collect();
+    assert_eq!(ids, newest, "{answer}");
+    assert_eq!(ids.iter().cloned().collect::<BTreeSet<_>>(), all);
+    assert!(answer.get("partial").is_none(), "{answer}");
+    let (_, answer) = json_get(&proxy, "/api/v1/traces?service=fleet-web&limit=5");
+    assert_eq!(trace_ids(&answer), newest[..5], "{answer}");
+    // log search: every global's records, newest first
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let logs = loop {
+        let (_, answer) = json_get(&proxy, "/api/v1/logs?q=fleetword&limit=1000");
+        if answer["logs"].as_array().map(Vec::len) == Some(TRACES as usize) {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "{answer}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let times: Vec<i64> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["timestamp_ns"].as_i64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] > w[1]), "{times:?}");
+    let (_, answer) = json_get(&proxy, "/api/v1/logs?q=fleetword&limit=3");
+    assert_eq!(answer["logs"].as_array().unwrap().len(), 3);
+    assert_eq!(answer["logs"][0]["message"], "fleetword query number 29");
+    // services, operations, the map, and Jaeger's API
+    let (_, answer) = json_get(&proxy, "/api/v1/services");
+    let services = answer["services"].as_array().unwrap();
+    assert!(services.contains(&"fleet-web".into()) && services.contains(&"fleet-db".into()));
+    let (_, answer) = json_get(&proxy, "/api/v1/services/fleet-db/operations");
+    assert_eq!(answer["operations"], serde_json::json!(["SELECT"]));
+    let (status, _) = json_get(&proxy, "/api/v1/services/nobody/operations");
+    assert_eq!(status, 404);
+    let (_, answer) = json_get(
+        &proxy,
+        "/api/v1/dependencies?start=0&end=2000000000000000000",
+    );
+    let edge = answer["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["parent"] == "fleet-web" && e["child"] == "fleet-db")
+        .cloned()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert_eq!(
+        edge["call_count"], TRACES,
+        "summed over the globals: {answer}"
+    );
+    let (_, answer) = json_get(&proxy, "/api/traces?service=fleet-db&limit=1000");
+    assert_eq!(answer["data"].as_array().unwrap().len(), TRACES as usize);
+    assert_eq!(answer["errors"], Value::Null);
+    let (_, answer) = json_get(&proxy, "/api/services");
+    assert!(
+        answer["data"]
+            .as_array()
+            .unwrap()
+            .contains(&"fleet-db".into())
+    );
+    let (status, answer) = json_get(&proxy, "/api/v1/traces?limit=5000");
+    assert_eq!(status, 400, "a bad parameter is the client's: {answer}");
+    // Jaeger's lookup by id at the proxy asks each trace's owner
+    let (_, answer) = json_get(
+        &proxy,
+        &format!("/api/traces?traceID={}&traceID={}", hex(3), hex(4)),
+    );
+    assert_eq!(answer["data"].as_array().unwrap().len(), 2, "{answer}");
+    // `ssfd query` at the proxy: the same traces
+    let address = proxy.http.clone();
+    let (ok, stdout, stderr) = ssfd_query(
+        &address,
+        &[
+            "traces",
+            "--service",
+            "fleet-db",
+            "--limit",
+            "1000",
+            "--ids",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), newest);
+    assert!(!stderr.contains("partial"), "{stderr}");
+
+    // the log tail at the proxy streams records that reach any global
+    let mut tail = TcpStream::connect(&proxy.http).unwrap();
+    write!(
+        tail,
+        "GET /api/v1/logs/tail?q=tailword HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    tail.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut reader = BufReader::new(tail.try_clone().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut tailed = BTreeSet::new();
+    let owner = |id: &String| {
+        globals
+            .iter()
+            .position(|g| g.get(&format!("/api/v1/traces/{id}")).0 == 200)
+    };
+    let mut n = 1000;
+    // records from two globals at least: the tail is every global's
+    while tailed
+        .iter()
+        .filter_map(owner)
+        .collect::<BTreeSet<_>>()
+        .len()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "tail at the proxy: {tailed:?}");
+        let mut spans = trace(n);
+        spans[1].metrics[0].message = format!("tailword {n}");
+        send(&local, &spans);
+        n += 1;
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|read| read > 0) {
+            if let Some(data) = line.strip_prefix("data: ") {
+                let record: Value = serde_json::from_str(data.trim()).unwrap();
+                assert!(record["message"].as_str().unwrap().starts_with("tailword"));
+                tailed.insert(record["trace_id"].as_str().unwrap().to_string());
+            }
+            line.clear();
+        }
+    }
+    drop(reader);
+    drop(tail);
+
+    // one global stops answering: the proxy answers within query_timeout, partial
+    let stopped = &globals[0];
+    let stop = |signal: &str| {
+        let status = std::process::Command::new("kill")
+            .args([signal, &stopped.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let rest: BTreeSet<String> = globals[1..]
+        .iter()
+        .flat_map(|g| trace_ids(&json_get(g, search).1))
+        .collect();
+    stop("-STOP");
+    let asked = Instant::now();
+    let (status, answer) = json_get(&proxy, search);
+    let took = asked.elapsed();
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        took < Duration::from_secs(3),
+        "query_timeout 1s, took {took:?}"
+    );
+    assert_eq!(answer["partial"], true, "{answer}");
+    assert_eq!(answer["errors"][0]["node"], destinations[0], "{answer}");
+    assert!(
+        answer["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("query_timeout"),
+        "{answer}"
+    );
+    assert_eq!(
+        trace_ids(&answer).into_iter().collect::<BTreeSet<_>>(),
+        rest,
+        "the other globals' traces"
+    );
+    let (_, answer) = json_get(&proxy, "/api/traces?service=fleet-db&limit=1000");
+    let errors = answer["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["msg"].as_str().unwrap().contains(&destinations[0])),
+        "{answer}"
+    );
+    let (ok, stdout, stderr) = ssfd_query(
+        &address,
+        &[
+            "traces",
+            "--service",
+            "fleet-db",
+            "--limit",
+            "1000",
+            "--ids",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().count(), rest.len());
+    assert!(
+        stderr.contains("partial answer") && stderr.contains(&destinations[0]),
+        "{stderr}"
+    );
+    stop("-CONT");
+    let (_, answer) = json_get(&proxy, search);
+    assert!(answer.get("partial").is_none(), "{answer}");
+}
