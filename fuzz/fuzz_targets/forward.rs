@@ -1,7 +1,9 @@
 //! A global's forward import (issue 7): arbitrary bytes as a forwarded `metricpb.Metric`
 //! (Veneur's forward format), and whatever decodes goes through the import's
 //! conversions and merges: digests from `MergingDigestData`, sets from HyperLogLog
-//! bytes. None may panic.
+//! bytes. The same bytes as a forwarded log record (`ssfd.v1.Logs/SendLogs`, and the
+//! write-ahead log's `ForwardedLogs`) go through the global's conversion and back.
+//! None may panic.
 
 #![no_main]
 
@@ -12,6 +14,10 @@ use ssfd_engine::sketch::tdigest::TDigest;
 use ssfd_wire::metricpb::{Metric, metric::Value};
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(record) = ssfd_wire::ssfd::v1::LogRecord::decode(data) {
+        let record = ssfd_engine::LogRecord::from_wire(record);
+        let _ = record.to_wire();
+    }
     let Ok(metric) = Metric::decode(data) else {
         return;
     };

@@ -316,3 +316,106 @@ fn a_proxy_searches_the_whole_fleet_and_says_when_a_global_is_silent() {
     let (_, answer) = json_get(&proxy, search);
     assert!(answer.get("partial").is_none(), "{answer}");
 }
+
+/// Polls `path` at `server` until `ready` holds.
+fn wait_json(server: &Server, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (status, body) = server.get(path);
+        let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        if status == 200 && ready(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{path}: {status} {value}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn messages(logs: &Value) -> Vec<String> {
+    let mut out: Vec<String> = logs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| l["message"].as_str().unwrap_or("").to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Issue 20 point 2: the OpenTelemetry SDK sends its spans to one local and its
+/// `LoggingHandler` records to another; both forward upstream, the proxy sends each
+/// record to its trace's owner, and the trace at the proxy has every record under its
+/// span (or at trace level when its span is never stored), once.
+#[test]
+fn logs_sent_to_another_local_follow_their_trace() {
+    let ports = [free_port(), free_port(), free_port()];
+    let globals: Vec<Server> = ports.iter().map(|&p| global(p)).collect();
+    let destinations: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let proxy = Server::start(&format!(
+        "interval: 1s\nrole: proxy\nproxy:\n  destinations: [{}]\n",
+        destinations.join(", ")
+    ));
+    let local = || {
+        Server::start(&format!(
+            "interval: 1s\nforward_address: {}\notlp_listen_addresses: [grpc://127.0.0.1:0]\n",
+            proxy.addr("grpc tcp")
+        ))
+    };
+    let (spans_local, logs_local) = (local(), local());
+    let sent: Value = serde_json::from_str(&ssfd_e2e::python(
+        "otel_joined.py",
+        &[
+            "grpc",
+            spans_local.addr("otlp grpc"),
+            logs_local.addr("otlp grpc"),
+        ],
+    ))
+    .unwrap();
+    let trace_hex = sent["trace_id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/traces/{trace_hex}");
+    let trace = wait_json(&proxy, &path, |t| {
+        t["span_count"] == 2
+            && !t["logs"].as_array().is_none_or(Vec::is_empty)
+            && !t["root"]["logs"].as_array().is_none_or(Vec::is_empty)
+            && !t["root"]["children"][0]["logs"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+    });
+    let root = &trace["root"];
+    assert_eq!(root["id"], sent["root"]);
+    assert_eq!(messages(&root["logs"]), ["checkout started"]);
+    assert_eq!(
+        messages(&root["children"][0]["logs"]),
+        ["payment declined by issuer"]
+    );
+    assert_eq!(messages(&trace["logs"]), ["retry queue overflowed"]);
+    assert_eq!(trace["logs"][0]["span_id"], sent["ghost"]);
+    // the records are at the trace's owner only, and a log search at the proxy finds
+    // each once
+    let owners: Vec<usize> = (0..3).filter(|&i| globals[i].get(&path).0 == 200).collect();
+    assert_eq!(owners.len(), 1, "one owner: {owners:?}");
+    let holding: Vec<usize> = (0..3)
+        .filter(|&i| {
+            let (_, body) = globals[i].get(&format!("/api/v1/logs?trace_id={trace_hex}"));
+            body.contains("payment declined")
+        })
+        .collect();
+    assert_eq!(holding, owners, "the records went to the trace's owner");
+    let found = wait_json(
+        &proxy,
+        &format!("/api/v1/logs?trace_id={trace_hex}&limit=1000"),
+        |l| l["logs"].as_array().is_some_and(|l| l.len() >= 3),
+    );
+    assert_eq!(
+        messages(&found["logs"]),
+        [
+            "checkout started",
+            "payment declined by issuer",
+            "retry queue overflowed"
+        ],
+        "each record once: {found}"
+    );
+    // counted as forwarding, per destination
+    let forwarded = logs_local.metric_sum("ssfd_forward_sent_total{destination=");
+    assert!(forwarded >= 3.0, "{forwarded}");
+}

@@ -6,7 +6,8 @@ records arrive first), with resource attributes and typed span attributes.
 It sends two traces whose trace ids have equal low 64 bits (a custom id generator),
 and one record with the first trace's id under a span that is never exported.
 
-Usage: otel_joined.py grpc|http ADDRESS. Prints JSON: the two trace ids (32 hex
+Usage: otel_joined.py grpc|http ADDRESS [LOGS_ADDRESS]: the log records go to
+LOGS_ADDRESS when given (another ssfd of the fleet). Prints JSON: the two trace ids (32 hex
 digits, as the app's own log line prints them), the span ids (16 hex digits) of the
 first trace's root and child, and the id of the span that is never exported.
 """
@@ -24,16 +25,17 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
 mode, address = sys.argv[1], sys.argv[2]
+logs_address = sys.argv[3] if len(sys.argv) > 3 else address
 if mode == "grpc":
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     span_exporter = OTLPSpanExporter(endpoint="http://" + address, insecure=True)
-    log_exporter = OTLPLogExporter(endpoint="http://" + address, insecure=True)
+    log_exporter = OTLPLogExporter(endpoint="http://" + logs_address, insecure=True)
 else:
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     span_exporter = OTLPSpanExporter(endpoint=f"http://{address}/v1/traces")
-    log_exporter = OTLPLogExporter(endpoint=f"http://{address}/v1/logs")
+    log_exporter = OTLPLogExporter(endpoint=f"http://{logs_address}/v1/logs")
 
 LOW = 0x975FBD3EF288210B
 FIRST = (0x94568BC249D55603 << 64) | LOW

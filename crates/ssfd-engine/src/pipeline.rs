@@ -93,8 +93,10 @@ pub struct Full;
 pub enum SpanWork {
     /// Valid, normalised trace spans (with their embedded samples and logs).
     Spans(SpanBatch),
-    /// Log records that are not inside a span.
+    /// Log records that are not inside a span, from clients.
     Records(Vec<LogRecord>),
+    /// Log records a local forwarded (it counted them, and forwards nothing twice).
+    ForwardedRecords(Vec<LogRecord>),
     /// Every span and record of the interval before it has been queued ahead of it:
     /// the sink holds the token until they are durable (`durable.rs`).
     Barrier(crate::durable::Token),
@@ -105,6 +107,9 @@ impl std::fmt::Debug for SpanWork {
         match self {
             SpanWork::Spans(spans) => f.debug_tuple("Spans").field(spans).finish(),
             SpanWork::Records(records) => f.debug_tuple("Records").field(records).finish(),
+            SpanWork::ForwardedRecords(records) => {
+                f.debug_tuple("ForwardedRecords").field(records).finish()
+            }
             SpanWork::Barrier(_) => f.write_str("Barrier"),
         }
     }
@@ -114,7 +119,7 @@ impl SpanWork {
     fn len(&self) -> usize {
         match self {
             SpanWork::Spans(spans) => spans.len(),
-            SpanWork::Records(records) => records.len(),
+            SpanWork::Records(records) | SpanWork::ForwardedRecords(records) => records.len(),
             SpanWork::Barrier(_) => 0,
         }
     }
@@ -186,6 +191,10 @@ pub trait SpanSink: Send + Sync {
     /// Log records: those sent alone, and after each [`SpanSink::append`], the records
     /// of the log samples inside its spans ([`SpanBatch::logs`]).
     fn append_logs(&self, _records: Vec<LogRecord>) {}
+    /// Log records a client sent alone (not inside a span, not forwarded to this
+    /// server), before [`SpanSink::append_logs`] gets them: a local's forwarding sends
+    /// them upstream (SPEC 1).
+    fn append_alone(&self, _records: &[LogRecord]) {}
     /// True for a sink that keeps log records (the default drops them unseen).
     fn takes_logs(&self) -> bool {
         false
@@ -892,6 +901,12 @@ fn span_worker(
                     };
                     telemetry::worker_received(kind, 1);
                 }
+                if let Some(sink) = span_sink {
+                    sink.append_alone(&records);
+                    sink.append_logs(records);
+                }
+            }
+            SpanWork::ForwardedRecords(records) => {
                 if let Some(sink) = span_sink {
                     sink.append_logs(records);
                 }

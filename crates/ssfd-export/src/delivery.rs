@@ -602,6 +602,33 @@ pub async fn forward_spans(
         .map(drop)
 }
 
+/// `ssfd.v1.Logs/SendLogs` (a local's forwarding of the log records it took alone).
+pub fn send_forwarded_logs(
+    client: &mut GrpcClient,
+    records: &[ssfd_wire::ssfd::v1::LogRecord],
+) -> Result<(), SendError> {
+    let channel = client.channel()?;
+    let result = client.block_on(forward_logs(channel, records.to_vec().into()));
+    result.map_err(|status| client.status(status))
+}
+
+/// `ssfd.v1.Logs/SendLogs` of `records`, marked as forwarded.
+pub async fn forward_logs(
+    channel: tonic::transport::Channel,
+    records: Arc<[ssfd_wire::ssfd::v1::LogRecord]>,
+) -> Result<(), tonic::Status> {
+    let stream = tokio_stream::iter((0..records.len()).map(move |i| records[i].clone()));
+    let mut request = tonic::Request::new(stream);
+    request.metadata_mut().insert(
+        "ssfd-forwarded",
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    ssfd_wire::ssfd::v1::logs_client::LogsClient::new(channel)
+        .send_logs(request)
+        .await
+        .map(drop)
+}
+
 /// `forwardrpc.Forward/SendMetricsV2` (a local's forwarding and the proxy).
 pub fn send_forwarded_metrics(
     client: &mut GrpcClient,

@@ -4,11 +4,12 @@
 //! ([`crate::delivery`]). Its telemetry is `ssfd_forward_*{destination}`. Every valid
 //! span goes upstream too ([`ForwardSpans`]), over `ssfd.v1.Ingest/SendSpans` with
 //! the `ssfd-forwarded` metadata, so the global stores and indexes it without deriving
-//! its metrics again.
+//! its metrics again; so does every log record a client sent alone, over
+//! `ssfd.v1.Logs/SendLogs` (a proxy sends each to its trace's owner).
 
 use crate::delivery::{
-    BatchQueue, Deliver, GrpcClient, Payload, RetryPolicy, SendError, send_forwarded_metrics,
-    send_forwarded_spans,
+    BatchQueue, Deliver, GrpcClient, Payload, RetryPolicy, SendError, send_forwarded_logs,
+    send_forwarded_metrics, send_forwarded_spans,
 };
 use prost::Message;
 use ssfd_engine::{Flush, SpanBatch, SpanSink};
@@ -66,20 +67,35 @@ impl Deliver for ForwardSink {
 /// Spans per `SendSpans` call.
 const SPANS_PER_CALL: usize = 4096;
 
-/// A local's span forwarding: a span sink with its own queue and thread.
-pub struct ForwardSpans(BatchQueue<SsfSpan>);
+/// A local's span and log forwarding: a span sink with its own queues and threads.
+pub struct ForwardSpans {
+    spans: BatchQueue<SsfSpan>,
+    logs: BatchQueue<ssfd_wire::ssfd::v1::LogRecord>,
+}
 
 impl ForwardSpans {
     pub fn start(address: &str, policy: RetryPolicy) -> ForwardSpans {
         let mut client = GrpcClient::peer(address);
-        ForwardSpans(BatchQueue::start(
+        let spans = BatchQueue::start(
             "forward-spans",
             ssfd_telemetry::span_sink(&format!("{address} spans"), "forward"),
             ssfd_telemetry::Stage::Forward,
             policy,
             SPANS_PER_CALL,
             move |spans: &[SsfSpan]| send_forwarded_spans(&mut client, spans),
-        ))
+        );
+        let mut client = GrpcClient::peer(address);
+        let logs = BatchQueue::start(
+            "forward-logs",
+            ssfd_telemetry::span_sink(&format!("{address} logs"), "forward"),
+            ssfd_telemetry::Stage::Forward,
+            policy,
+            SPANS_PER_CALL,
+            move |records: &[ssfd_wire::ssfd::v1::LogRecord]| {
+                send_forwarded_logs(&mut client, records)
+            },
+        );
+        ForwardSpans { spans, logs }
     }
 }
 
@@ -89,10 +105,20 @@ impl SpanSink for ForwardSpans {
         if spans.forwarded {
             return;
         }
-        self.0.offer(
+        self.spans.offer(
             spans
                 .iter()
                 .filter_map(|(_, bytes)| SsfSpan::decode(bytes).ok())
+                .collect(),
+        );
+    }
+
+    /// A record inside a span travels with its span; one sent alone goes by itself.
+    fn append_alone(&self, records: &[ssfd_engine::LogRecord]) {
+        self.logs.offer(
+            records
+                .iter()
+                .map(ssfd_engine::LogRecord::to_wire)
                 .collect(),
         );
     }

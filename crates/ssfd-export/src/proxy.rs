@@ -16,7 +16,7 @@
 //! Destinations are a static list plus what `dns_names` resolve to, resolved again
 //! every `resolve_interval` (a headless Kubernetes service).
 
-use crate::delivery::{GrpcClient, forward_metrics, forward_spans, peer_channel};
+use crate::delivery::{GrpcClient, forward_logs, forward_metrics, forward_spans, peer_channel};
 use ssfd_cluster::Ring;
 use ssfd_telemetry::SinkCounters;
 use ssfd_wire::metricpb::Metric;
@@ -95,6 +95,35 @@ impl Routed for SsfSpan {
     ) -> impl std::future::Future<Output = Result<(), tonic::Status>> + Send {
         forward_spans(channel, items)
     }
+}
+
+impl Routed for ssfd_wire::ssfd::v1::LogRecord {
+    fn key(&self, _: &[String]) -> u64 {
+        log_key(self)
+    }
+    fn send(
+        channel: tonic::transport::Channel,
+        items: Arc<[Self]>,
+    ) -> impl std::future::Future<Output = Result<(), tonic::Status>> + Send {
+        forward_logs(channel, items)
+    }
+}
+
+/// The routing key of a log record (SPEC 1): its trace's, so it meets the trace's
+/// spans at one global; without a trace id, a hash of the record, to spread them.
+pub fn log_key(record: &ssfd_wire::ssfd::v1::LogRecord) -> u64 {
+    let trace = ssfd_wire::ids::TraceId::from_parts(record.trace_id_high, record.trace_id);
+    if trace != ssfd_wire::ids::TraceId::default() {
+        return span_key(trace);
+    }
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    hasher.update(&record.timestamp_ns.to_le_bytes());
+    hasher.update(record.service.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(record.name.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(record.message.as_bytes());
+    hasher.digest()
 }
 
 /// One call to a global: the owner, its counters, the items, and how it went.
@@ -378,6 +407,15 @@ impl Proxy {
         self.route(spans).await
     }
 
+    /// Routes forwarded log records by trace id (others by a hash of the record), as
+    /// [`Proxy::route_metrics`].
+    pub async fn route_logs(
+        &self,
+        records: Vec<ssfd_wire::ssfd::v1::LogRecord>,
+    ) -> Result<(), String> {
+        self.route(records).await
+    }
+
     /// Sends `items` to their owners, to all owners at once; the items of an owner
     /// that fails go again to their owners without it, until every item is delivered
     /// or no global is left.
@@ -524,6 +562,22 @@ fn health(known: &RwLock<Vec<String>>, ring: &RwLock<Ring>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_record_goes_where_its_trace_goes() {
+        let trace = ssfd_wire::ids::TraceId::from_parts(7, 9);
+        let record =
+            |trace: ssfd_wire::ids::TraceId, message: &str| ssfd_wire::ssfd::v1::LogRecord {
+                trace_id_high: trace.high(),
+                trace_id: trace.low(),
+                message: message.into(),
+                ..Default::default()
+            };
+        assert_eq!(log_key(&record(trace, "a")), span_key(trace));
+        assert_eq!(log_key(&record(trace, "b")), span_key(trace));
+        let none = ssfd_wire::ids::TraceId::default();
+        assert_ne!(log_key(&record(none, "a")), log_key(&record(none, "b")));
+    }
 
     #[test]
     fn ignored_tags_do_not_split_a_series_key() {

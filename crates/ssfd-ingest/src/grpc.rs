@@ -38,6 +38,7 @@ pub struct GrpcIngest {
 pub trait ForwardRoute: Send + Sync {
     async fn metrics(&self, metrics: Vec<ssfd_wire::metricpb::Metric>) -> Result<(), String>;
     async fn spans(&self, spans: Vec<ssf::SsfSpan>) -> Result<(), String>;
+    async fn logs(&self, records: Vec<ssfd_wire::ssfd::v1::LogRecord>) -> Result<(), String>;
 }
 
 /// A proxy's answer when its globals did not take a call's items: the caller keeps
@@ -258,6 +259,84 @@ impl Ingest for GrpcIngest {
         }
         self.durability.wait_while_failing().await;
         pending.push(self.hand_off_logged(&mut handoff, kind, &mut payload));
+        for pending in pending {
+            pending.durable().await?;
+        }
+        Ok(Response::new(summary))
+    }
+}
+
+#[tonic::async_trait]
+impl ssfd_wire::ssfd::v1::logs_server::Logs for GrpcIngest {
+    /// Log records a local forwards (SPEC 1): a proxy routes them by trace id; a
+    /// global logs them and indexes them, as forwarded spans.
+    async fn send_logs(
+        &self,
+        request: Request<Streaming<ssfd_wire::ssfd::v1::LogRecord>>,
+    ) -> Result<Response<SendSummary>, Status> {
+        use prost::Message;
+        let mut stream = request.into_inner();
+        let mut summary = SendSummary {
+            accepted: 0,
+            rejected: 0,
+        };
+        if let Some(proxy) = &self.proxy {
+            let mut batch = Vec::new();
+            loop {
+                let end = match stream.message().await? {
+                    Some(record) => {
+                        batch.push(record);
+                        false
+                    }
+                    None => true,
+                };
+                if batch.len() >= PROXY_BATCH || (end && !batch.is_empty()) {
+                    let items = batch.len() as u64;
+                    ssfd_telemetry::received(Listener::Forward, Protocol::Grpc, items);
+                    proxy
+                        .logs(std::mem::take(&mut batch))
+                        .await
+                        .map_err(|error| unrouted(items, error))?;
+                    summary.accepted += items;
+                }
+                if end {
+                    return Ok(Response::new(summary));
+                }
+            }
+        }
+        let mut config = self.handoff.clone();
+        config.forwarded = true;
+        let mut handoff = Handoff::new(
+            self.pipeline.clone(),
+            config,
+            Listener::Forward,
+            Protocol::Grpc,
+        );
+        let mut payload = wal::record_buffer();
+        let mut pending = Vec::new();
+        loop {
+            match stream.message().await {
+                Ok(Some(record)) => {
+                    if self.durability.enabled() {
+                        wal::push_span(&mut payload, &record.encode_to_vec());
+                    }
+                    handoff.log_record(ssfd_engine::LogRecord::from_wire(record));
+                    summary.accepted += 1;
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    self.durability.wait_while_failing().await;
+                    let _ = self.hand_off_logged(&mut handoff, Kind::ForwardedLogs, &mut payload);
+                    return Err(status);
+                }
+            }
+            if handoff.pending() >= STREAM_BATCH {
+                self.durability.wait_while_failing().await;
+                pending.push(self.hand_off_logged(&mut handoff, Kind::ForwardedLogs, &mut payload));
+            }
+        }
+        self.durability.wait_while_failing().await;
+        pending.push(self.hand_off_logged(&mut handoff, Kind::ForwardedLogs, &mut payload));
         for pending in pending {
             pending.durable().await?;
         }

@@ -218,6 +218,16 @@ impl Handoff {
         self.records.push(record);
     }
 
+    /// The pending log records as span-worker work: forwarded ones as such.
+    fn records_work(&mut self) -> SpanWork {
+        let records = std::mem::take(&mut self.records);
+        if self.config.forwarded {
+            SpanWork::ForwardedRecords(records)
+        } else {
+            SpanWork::Records(records)
+        }
+    }
+
     /// Items waiting to be sent.
     pub fn pending(&self) -> usize {
         self.samples.pending()
@@ -690,10 +700,8 @@ impl Handoff {
             }
         }
         if !self.records.is_empty() {
-            let records = std::mem::take(&mut self.records);
-            let _ = self
-                .pipeline
-                .send_spans(0, SpanWork::Records(records), send_policy);
+            let records = self.records_work();
+            let _ = self.pipeline.send_spans(0, records, send_policy);
         }
         Ok(())
     }
@@ -725,9 +733,9 @@ impl Handoff {
             }
         }
         if !self.records.is_empty() {
-            let records = std::mem::take(&mut self.records);
-            if let Err(SpanWork::Records(back)) =
-                self.pipeline.try_send_spans(0, SpanWork::Records(records))
+            let records = self.records_work();
+            if let Err(SpanWork::Records(back) | SpanWork::ForwardedRecords(back)) =
+                self.pipeline.try_send_spans(0, records)
             {
                 self.records = back;
                 complete = false;

@@ -535,6 +535,11 @@ impl Bound {
                                 .max_decoding_message_size(64 << 20)
                                 .accept_compressed(GZIP),
                         )
+                        .add_service(
+                            ssfd_wire::ssfd::v1::logs_server::LogsServer::new(grpc.clone())
+                                .max_decoding_message_size(64 << 20)
+                                .accept_compressed(GZIP),
+                        )
                         .add_optional_service(self.traces.clone().map(|traces| {
                             ssfd_wire::ssfd::v1::query_server::QueryServer::new(grpc::QueryService(
                                 traces,

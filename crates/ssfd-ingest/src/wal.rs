@@ -55,6 +55,8 @@ pub enum Kind {
     OtlpMetrics = 7,
     /// A part of an earlier segment was delivered: `[segment u64 LE][part u8]`.
     Delivered = 8,
+    /// Log records a local forwarded: a sequence of `[len u32 LE][ssfd.v1.LogRecord]`.
+    ForwardedLogs = 9,
 }
 
 /// The parts of a segment a token covers ([`Kind::Delivered`]).
@@ -73,6 +75,7 @@ impl Kind {
             6 => Kind::OtlpLogs,
             7 => Kind::OtlpMetrics,
             8 => Kind::Delivered,
+            9 => Kind::ForwardedLogs,
             _ => return None,
         })
     }
@@ -477,6 +480,18 @@ pub fn replay(
                 if let Ok(request) = Message::decode(payload) {
                     let _ = otlp.hand_off_logs(&request, Protocol::Grpc, WhenFull::Block);
                 }
+            }
+            Kind::ForwardedLogs => {
+                let mut config = config.clone();
+                config.forwarded = true;
+                let mut records =
+                    Handoff::new(pipeline.clone(), config, Listener::Forward, Protocol::Grpc);
+                for record in spans(payload) {
+                    if let Ok(record) = ssfd_wire::ssfd::v1::LogRecord::decode(record) {
+                        records.log_record(ssfd_engine::LogRecord::from_wire(record));
+                    }
+                }
+                let _ = records.flush(WhenFull::Block);
             }
             Kind::OtlpMetrics if !metrics_delivered => {
                 if let Ok(request) = Message::decode(payload) {

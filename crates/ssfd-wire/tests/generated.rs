@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "ssfd/v1/attribute.proto",
     "ssfd/v1/ingest.proto",
     "ssfd/v1/query.proto",
+    "ssfd/v1/logs.proto",
 ];
 
 fn repo_root() -> PathBuf {

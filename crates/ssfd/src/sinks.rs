@@ -291,6 +291,12 @@ impl ssfd_engine::SpanSink for FanOut {
         }
     }
 
+    fn append_alone(&self, records: &[ssfd_engine::LogRecord]) {
+        for sink in &self.0 {
+            sink.append_alone(records);
+        }
+    }
+
     fn takes_logs(&self) -> bool {
         self.0.iter().any(|sink| sink.takes_logs())
     }
@@ -349,6 +355,10 @@ impl ssfd_ingest::grpc::ForwardRoute for ProxyRoute {
 
     async fn spans(&self, spans: Vec<ssfd_wire::ssf::SsfSpan>) -> Result<(), String> {
         self.0.route_spans(spans).await
+    }
+
+    async fn logs(&self, records: Vec<ssfd_wire::ssfd::v1::LogRecord>) -> Result<(), String> {
+        self.0.route_logs(records).await
     }
 }
 
