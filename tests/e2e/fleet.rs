@@ -182,6 +182,23 @@ fn a_proxy_searches_the_whole_fleet_and_says_when_a_global_is_silent() {
     );
     let (status, answer) = json_get(&proxy, "/api/v1/traces?limit=5000");
     assert_eq!(status, 400, "a bad parameter is the client's: {answer}");
+    // the RED view at the proxy sums the globals': every call once
+    let calls = |answer: &Value| -> f64 {
+        answer["operations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|op| op["points"].as_array().unwrap().clone())
+            .map(|p| p["rate"].as_f64().unwrap() * 60.0)
+            .sum()
+    };
+    let red = "/api/v1/services/fleet-db/red?start=now-10m";
+    let (status, answer) = json_get(&proxy, red);
+    assert_eq!(status, 200, "{answer}");
+    assert!((calls(&answer) - TRACES as f64).abs() < 1e-6, "{answer}");
+    assert_eq!(answer["operations"][0]["name"], "SELECT");
+    let per_global: f64 = globals.iter().map(|g| calls(&json_get(g, red).1)).sum();
+    assert!((per_global - TRACES as f64).abs() < 1e-6);
     // Jaeger's lookup by id at the proxy asks each trace's owner
     let (_, answer) = json_get(
         &proxy,
@@ -418,4 +435,91 @@ fn logs_sent_to_another_local_follow_their_trace() {
     // counted as forwarding, per destination
     let forwarded = logs_local.metric_sum("ssfd_forward_sent_total{destination=");
     assert!(forwarded >= 3.0, "{forwarded}");
+}
+
+/// Issue 20 point 4 (the API): a service's RED view, per operation and minute, from
+/// the spans this node took; a bad step is a 400, an unknown service a 404.
+#[test]
+fn red_views_count_calls_errors_and_durations() {
+    let server = Server::start("");
+    let now = ssfd_e2e::now_ns();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..60i64 {
+        let (name, ms, error) = if i < 40 {
+            ("GET /a", 10, i % 4 == 0)
+        } else {
+            ("GET /b", 100, false)
+        };
+        let span = SsfSpan {
+            trace_id: 70_000 + i,
+            id: 1,
+            start_timestamp: now,
+            end_timestamp: now + ms * 1_000_000,
+            service: "red-svc".into(),
+            name: name.into(),
+            error,
+            ..Default::default()
+        };
+        socket
+            .send_to(&span.encode_to_vec(), server.addr("ssf udp"))
+            .unwrap();
+    }
+    let path = "/api/v1/services/red-svc/red?start=now-5m&step=1m";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        let (status, answer) = json_get(&server, path);
+        let total: f64 = answer["operations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|op| op["points"].as_array().unwrap().clone())
+            .map(|p| p["rate"].as_f64().unwrap() * 60.0)
+            .sum();
+        if status == 200 && (total - 60.0).abs() < 1e-6 {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "{status} {answer}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(answer["service"], "red-svc");
+    assert_eq!(answer["step_ns"], 60_000_000_000i64);
+    let op = |name: &str| {
+        answer["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{answer}"))
+    };
+    let busy = |op: &Value| {
+        op["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["rate"].as_f64().unwrap() > 0.0)
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    let a = busy(&op("GET /a"));
+    let calls_a: f64 = a.iter().map(|p| p["rate"].as_f64().unwrap() * 60.0).sum();
+    let errors_a: f64 = a
+        .iter()
+        .map(|p| p["rate"].as_f64().unwrap() * 60.0 * p["error_rate"].as_f64().unwrap())
+        .sum();
+    assert!((calls_a - 40.0).abs() < 1e-6 && (errors_a - 10.0).abs() < 1e-6, "{a:?}");
+    let near = |got: &Value, want: f64| (got.as_f64().unwrap() - want).abs() / want < 0.1;
+    for p in &a {
+        assert!(near(&p["p50_ns"], 10e6) && near(&p["p99_ns"], 10e6), "{p}");
+    }
+    for p in busy(&op("GET /b")) {
+        assert!(near(&p["p95_ns"], 100e6), "{p}");
+        assert_eq!(p["error_rate"], 0.0);
+    }
+    // six steps of a minute: the window's
+    assert_eq!(op("GET /b")["points"].as_array().unwrap().len(), 6);
+    let (status, _) = json_get(&server, "/api/v1/services/red-svc/red?step=30s");
+    assert_eq!(status, 400);
+    let (status, _) = json_get(&server, "/api/v1/services/nobody/red");
+    assert_eq!(status, 404);
 }

@@ -16,6 +16,7 @@ pub mod flush;
 pub mod memory;
 pub mod pipeline;
 pub mod record;
+pub mod red;
 pub mod service_graph;
 pub mod sketch;
 pub mod slo;

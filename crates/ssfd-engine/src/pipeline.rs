@@ -878,6 +878,15 @@ fn span_worker(
                 };
                 telemetry::worker_received(Kind::Log, logs as u64);
                 span_metrics.observe(observations);
+                // a global's RED view counts the spans its locals forward (SPEC 6)
+                span_metrics.red().observe(
+                    crate::record::now_ns(),
+                    spans.records().map(|span| {
+                        let entry = span.entry;
+                        let duration = entry.end_timestamp.saturating_sub(entry.start_timestamp);
+                        (span.service, span.name, entry.error, duration)
+                    }),
+                );
                 span_metrics.graph().observe(&edges);
                 edges.clear();
                 if let Some(sink) = span_sink {

@@ -234,6 +234,8 @@ pub struct SpanMetricsRegistry {
     names: std::sync::Arc<SpanNameCap>,
     /// The service-graph metrics, fed by the same span workers.
     graph: crate::service_graph::ServiceGraph,
+    /// Each operation's RED minutes (SPEC 6's RED view), fed by the same workers.
+    red: crate::red::RedHistory,
 }
 
 impl Default for SpanMetricsRegistry {
@@ -259,7 +261,13 @@ impl SpanMetricsRegistry {
             expiry,
             names: std::sync::Arc::new(SpanNameCap::new(names_per_service, expiry)),
             graph: crate::service_graph::ServiceGraph::default(),
+            red: crate::red::RedHistory::default(),
         }
+    }
+
+    /// Each operation's RED minutes.
+    pub fn red(&self) -> &crate::red::RedHistory {
+        &self.red
     }
 
     /// The service-graph metrics (`traces_service_graph_*`).

@@ -209,6 +209,59 @@ pub fn dependency_window(raw: Option<&str>) -> Result<(i64, i64), String> {
     Ok((start.unwrap_or(end.saturating_sub(3_600_000_000_000)), end))
 }
 
+/// A RED view's window and step (SPEC 6 `GET /api/v1/services/{service}/red`): the
+/// last hour and one-minute steps unless given; a step is whole minutes, at least
+/// one; at most 10,000 steps.
+pub fn red_window(raw: Option<&str>) -> Result<(i64, i64, i64), String> {
+    const MINUTE: i64 = 60_000_000_000;
+    let mut step = MINUTE;
+    let mut window = Vec::new();
+    for (key, value) in pairs(raw) {
+        if key == "step" {
+            step = parse_duration_ns(&key, &value)?;
+            if step < MINUTE || step % MINUTE != 0 {
+                return Err(format!(
+                    "step: `{value}` is not a whole number of minutes (1m, 5m, 1h)"
+                ));
+            }
+        } else {
+            window.push(format!("{key}={value}"));
+        }
+    }
+    let (start, end) = dependency_window(Some(&window.join("&")))?;
+    if end <= start {
+        return Err("end: must be after start".into());
+    }
+    if (end - start) / step > 10_000 {
+        return Err("step: more than 10000 steps in the window; take a longer step".into());
+    }
+    Ok((start, end, step))
+}
+
+/// A RED view (SPEC 6).
+pub fn red_json(
+    service: &str,
+    step_ns: i64,
+    view: &[(String, Vec<ssfd_engine::red::Point>)],
+) -> Value {
+    let operations: Vec<Value> = view
+        .iter()
+        .map(|(name, points)| {
+            let points: Vec<Value> = points
+                .iter()
+                .map(|p| {
+                    json!({
+                        "t_ns": p.t_ns, "rate": p.rate, "error_rate": p.error_rate,
+                        "p50_ns": p.p50_ns, "p95_ns": p.p95_ns, "p99_ns": p.p99_ns,
+                    })
+                })
+                .collect();
+            json!({ "name": name, "points": points })
+        })
+        .collect();
+    json!({ "service": service, "step_ns": step_ns, "operations": operations })
+}
+
 /// The service map (SPEC 6's `dependencies`).
 pub fn dependencies_json(edges: &[ssfd_store::Dependency]) -> Value {
     let edges: Vec<Value> = edges

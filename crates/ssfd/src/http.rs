@@ -141,6 +141,7 @@ fn routes(exported: Exported) -> Router {
             .route("/api/v1/traces", get(search_traces))
             .route("/api/v1/services", get(services))
             .route("/api/v1/services/{service}/operations", get(operations))
+            .route("/api/v1/services/{service}/red", get(red))
             .route("/api/v1/logs", get(logs))
             .route("/api/v1/dependencies", get(dependencies))
             .route("/api/dependencies", get(jaeger_dependencies))
@@ -363,6 +364,29 @@ async fn operations(State(exported): State<Exported>, Path(service): Path<String
             format!("service `{service}` has sent no span"),
         ),
     }
+}
+
+/// `GET /api/v1/services/{service}/red?start=&end=&step=` (SPEC 6): per operation,
+/// rate, error share and duration quantiles per step, from this node's RED minutes;
+/// 404 when the service has sent no span here.
+async fn red(
+    State(exported): State<Exported>,
+    Path(service): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let (start, end, step) = match api::red_window(raw.as_deref()) {
+        Ok(window) => window,
+        Err(message) => return api_error(StatusCode::BAD_REQUEST, message),
+    };
+    let history = exported.span_metrics.red();
+    if !history.knows(&service) {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            format!("service `{service}` has sent no span"),
+        );
+    }
+    let view = history.view(&service, start, end, step);
+    axum::Json(api::red_json(&service, step, &view)).into_response()
 }
 
 fn bad_trace_id(bad: &ssfd_query::BadId) -> Response {
