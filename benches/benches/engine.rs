@@ -226,6 +226,64 @@ fn import(c: &mut Criterion) {
     group.finish();
 }
 
+/// The RED history (SPEC 6 RED view) with 100 services × 100 operations, each with
+/// 6 hours of minutes (first of the groups, so its RSS growth is its own): one batch
+/// of 1,024 spans observed, and one service's view over
+/// 6 hours at 1-minute steps.
+fn red(c: &mut Criterion) {
+    use ssfd_engine::red::RedHistory;
+    const MINUTE: i64 = 60_000_000_000;
+    let t0: i64 = 1_800_000_000 * 1_000_000_000;
+    let rss_kib = || {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let before = rss_kib();
+    let history = RedHistory::default();
+    let names: Vec<(String, String)> = (0..100)
+        .flat_map(|s| (0..100).map(move |o| (format!("svc{s}"), format!("op{o}"))))
+        .collect();
+    for minute in 0..360 {
+        history.observe(
+            t0 + minute * MINUTE,
+            names
+                .iter()
+                .map(|(s, o)| (s.as_str(), o.as_str(), minute % 7 == 0, 1_000_000 + minute)),
+        );
+    }
+    let now = t0 + 359 * MINUTE;
+    eprintln!(
+        "red: 10,000 operations × 360 minutes hold {} MiB (RSS growth)",
+        (rss_kib().saturating_sub(before)) / 1024
+    );
+    let mut group = c.benchmark_group("red");
+    group.throughput(Throughput::Elements(1024));
+    group.bench_function("observe_1024_spans_10k_operations", |b| {
+        b.iter(|| {
+            history.observe(
+                now,
+                names
+                    .iter()
+                    .step_by(9)
+                    .take(1024)
+                    .map(|(s, o)| (s.as_str(), o.as_str(), false, 2_000_000)),
+            )
+        })
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("view_6h_1m_steps_100_operations", |b| {
+        b.iter(|| black_box(history.view("svc42", t0, now + MINUTE, MINUTE).len()))
+    });
+    group.finish();
+}
+
 criterion_group!(flushing, flush);
+criterion_group!(red_views, red);
 criterion_group!(importing, import);
-criterion_main!(benches, flushing, importing);
+criterion_main!(red_views, benches, flushing, importing);
