@@ -507,7 +507,10 @@ fn red_views_count_calls_errors_and_durations() {
         .iter()
         .map(|p| p["rate"].as_f64().unwrap() * 60.0 * p["error_rate"].as_f64().unwrap())
         .sum();
-    assert!((calls_a - 40.0).abs() < 1e-6 && (errors_a - 10.0).abs() < 1e-6, "{a:?}");
+    assert!(
+        (calls_a - 40.0).abs() < 1e-6 && (errors_a - 10.0).abs() < 1e-6,
+        "{a:?}"
+    );
     let near = |got: &Value, want: f64| (got.as_f64().unwrap() - want).abs() / want < 0.1;
     for p in &a {
         assert!(near(&p["p50_ns"], 10e6) && near(&p["p99_ns"], 10e6), "{p}");
