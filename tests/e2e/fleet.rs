@@ -526,3 +526,95 @@ fn red_views_count_calls_errors_and_durations() {
     let (status, _) = json_get(&server, "/api/v1/services/nobody/red");
     assert_eq!(status, 404);
 }
+
+/// Issue 20 points 3–6 in a real browser, pointed at a proxy: service page → error
+/// chart → that minute's traces, errors first → trace → span → log; the service map and
+/// an edge's traces; the log view's volume histogram, a record's moment, a bar's
+/// narrowing; and the partial banner with a global stopped.
+#[test]
+fn the_web_ui_at_a_proxy_leads_from_a_chart_to_a_log() {
+    let ports = [free_port(), free_port(), free_port()];
+    let globals: Vec<Server> = ports.iter().map(|&p| global(p)).collect();
+    let destinations: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let proxy = Server::start(&format!(
+        "interval: 1s\nrole: proxy\nquery_timeout: 1s\nproxy:\n  destinations: [{}]\n",
+        destinations.join(", ")
+    ));
+    let local = Server::start(&format!(
+        "interval: 1s\nforward_address: {}\n",
+        proxy.addr("grpc tcp")
+    ));
+    // all within one minute, so the chart's minute holds every trace
+    while (ssfd_e2e::now_ns() / 1_000_000_000) % 60 > 45 {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let now = ssfd_e2e::now_ns();
+    const UI_TRACES: i64 = 6;
+    for n in 0..UI_TRACES {
+        let start = now + n * 1_000_000;
+        let root = SsfSpan {
+            trace_id: 50_000 + n,
+            id: 1,
+            start_timestamp: start,
+            end_timestamp: start + 80_000_000,
+            service: "ui-web".into(),
+            name: "GET /cart".into(),
+            ..Default::default()
+        };
+        let mut db = SsfSpan {
+            trace_id: 50_000 + n,
+            id: 2,
+            parent_id: 1,
+            start_timestamp: start + 10_000_000,
+            end_timestamp: start + 60_000_000,
+            service: "ui-db".into(),
+            name: "SELECT".into(),
+            error: n == 0,
+            ..Default::default()
+        };
+        db.metrics.push(SsfSample {
+            name: "sql".into(),
+            message: format!("uiword lookup for cart {n}"),
+            timestamp: start + 30_000_000,
+            status: if n == 0 { 2 } else { 0 },
+            ..Default::default()
+        });
+        send(&local, &[root, db]);
+    }
+    wait_json(&proxy, "/api/v1/traces?service=ui-db&limit=100", |a| {
+        a["traces"]
+            .as_array()
+            .is_some_and(|t| t.len() == UI_TRACES as usize)
+    });
+    wait_json(&proxy, "/api/v1/logs?q=uiword", |a| {
+        a["logs"]
+            .as_array()
+            .is_some_and(|l| l.len() == UI_TRACES as usize)
+    });
+    let expected = serde_json::json!({
+        "parent": "ui-web", "child": "ui-db", "operation": "SELECT",
+        "calls": UI_TRACES, "error_trace": format!("{:032x}", 50_000),
+        "error_span": "0000000000000002", "message": "uiword lookup for cart 0",
+        "word": "uiword", "records": UI_TRACES,
+    });
+    let base = format!("http://{}", proxy.http);
+    let output = ssfd_e2e::python("ui_fleet.py", &[&base, &expected.to_string()]);
+    eprintln!("{output}");
+    assert!(output.contains("ui_fleet: OK"), "{output}");
+
+    let stopped = globals[1].pid().to_string();
+    let signal = |s: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([s, &stopped])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    let output = ssfd_e2e::python("ui_fleet.py", &[&base, "partial", &destinations[1]]);
+    signal("-CONT");
+    eprintln!("{output}");
+    assert!(output.contains("ui_fleet: OK"), "{output}");
+}

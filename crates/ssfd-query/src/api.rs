@@ -141,6 +141,14 @@ pub fn trace_query(raw: Option<&str>) -> Result<TraceQuery, String> {
             "start" => query.start_ns = Some(parse_time(&key, &value)?),
             "end" => query.end_ns = Some(parse_time(&key, &value)?),
             "limit" => query.limit = parse_limit(&value)?,
+            "edge" => {
+                let Some((parent, child)) = value.rsplit_once("->") else {
+                    return Err(format!(
+                        "edge: `{value}` is not `parent->child` (two service names)"
+                    ));
+                };
+                query.edge = Some((parent.to_string(), child.to_string()));
+            }
             _ => return Err(format!("unknown parameter `{key}`")),
         }
     }
@@ -207,6 +215,72 @@ pub fn dependency_window(raw: Option<&str>) -> Result<(i64, i64), String> {
     }
     let end = end.unwrap_or_else(now_ns);
     Ok((start.unwrap_or(end.saturating_sub(3_600_000_000_000)), end))
+}
+
+/// A log view's volume histogram (`GET /api/v1/logs/volume`): the log search's
+/// filters, the window (the last hour unless given), and `buckets` (default 60, at most
+/// 1000); the step is the first of a fixed ladder (1 s … 1 d) that covers the window in
+/// that many buckets, aligned to its multiples, so every node of a fleet buckets alike.
+pub fn log_volume_query(raw: Option<&str>) -> Result<(LogQuery, i64, i64, usize), String> {
+    const LADDER_S: [i64; 16] = [
+        1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 10_800, 21_600, 86_400,
+    ];
+    let mut buckets = 60usize;
+    let mut rest = Vec::new();
+    for (key, value) in pairs(raw) {
+        if key == "buckets" {
+            buckets = value
+                .parse()
+                .ok()
+                .filter(|b| (1..=1000).contains(b))
+                .ok_or_else(|| format!("buckets: `{value}` is not a number from 1 to 1000"))?;
+        } else {
+            rest.push(
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair(&key, &value)
+                    .finish(),
+            );
+        }
+    }
+    let mut query = log_query(Some(&rest.join("&")))?;
+    let end = query.end_ns.unwrap_or_else(now_ns);
+    let start = query
+        .start_ns
+        .unwrap_or(end.saturating_sub(3_600_000_000_000));
+    if end <= start {
+        return Err("end: must be after start".into());
+    }
+    let span = end - start;
+    let step = LADDER_S
+        .iter()
+        .map(|s| s * 1_000_000_000)
+        .find(|step| step.saturating_mul(buckets as i64) >= span)
+        .unwrap_or(86_400_000_000_000);
+    let first = start.div_euclid(step) * step;
+    let count = ((end - 1).div_euclid(step) - start.div_euclid(step) + 1) as usize;
+    query.start_ns = Some(start);
+    query.end_ns = Some(end);
+    Ok((query, first, step, count))
+}
+
+/// The volume histogram's answer: per bucket, its start and its count per severity.
+pub fn log_volume_json(
+    first_ns: i64,
+    step_ns: i64,
+    counts: &[(&str, Vec<u64>)],
+    buckets: usize,
+) -> Value {
+    let buckets: Vec<Value> = (0..buckets)
+        .map(|i| {
+            let by_severity: serde_json::Map<String, Value> = counts
+                .iter()
+                .filter(|(_, c)| c.get(i).is_some_and(|&n| n > 0))
+                .map(|(severity, c)| (severity.to_string(), json!(c[i])))
+                .collect();
+            json!({ "t_ns": first_ns + i as i64 * step_ns, "counts": by_severity })
+        })
+        .collect();
+    json!({ "step_ns": step_ns, "buckets": buckets })
 }
 
 /// A RED view's window and step (SPEC 6 `GET /api/v1/services/{service}/red`): the

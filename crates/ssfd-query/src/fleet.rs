@@ -16,6 +16,7 @@ pub type Answer = (String, Result<(u16, Vec<u8>), String>);
 enum Read {
     Traces,
     Logs,
+    LogVolume,
     Services,
     Operations,
     Slos,
@@ -33,6 +34,7 @@ impl Read {
         match parts.as_slice() {
             ["", "api", "v1", "traces"] => Read::Traces,
             ["", "api", "v1", "logs"] => Read::Logs,
+            ["", "api", "v1", "logs", "volume"] => Read::LogVolume,
             ["", "api", "v1", "services"] => Read::Services,
             ["", "api", "v1", "services", _, "operations"] => Read::Operations,
             ["", "api", "v1", "services", _, "red"] => Read::Red,
@@ -100,6 +102,7 @@ pub fn merge(path: &str, query: &str, answers: Vec<Answer>) -> (u16, Value) {
     let mut merged = match read {
         Read::Traces => traces(&bodies, query),
         Read::Logs => logs(&bodies, query),
+        Read::LogVolume => log_volume(&bodies),
         Read::Services => json!({ "services": union(&bodies, "services") }),
         Read::Operations => json!({ "operations": union(&bodies, "operations") }),
         Read::Slos => slos(&bodies),
@@ -204,6 +207,28 @@ fn logs(bodies: &[Value], query: &str) -> Value {
     records.sort_by_key(|record| std::cmp::Reverse(int(&record["timestamp_ns"])));
     records.truncate(limit);
     json!({ "logs": records })
+}
+
+/// Volume histograms: counts summed per bucket and severity (every node buckets alike).
+fn log_volume(bodies: &[Value]) -> Value {
+    let mut step = Value::Null;
+    let mut by_bucket: BTreeMap<i64, BTreeMap<String, u64>> = BTreeMap::new();
+    for body in bodies {
+        if step.is_null() {
+            step = body["step_ns"].clone();
+        }
+        for bucket in body["buckets"].as_array().into_iter().flatten() {
+            let counts = by_bucket.entry(int(&bucket["t_ns"])).or_default();
+            for (severity, n) in bucket["counts"].as_object().into_iter().flatten() {
+                *counts.entry(severity.clone()).or_default() += n.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    let buckets: Vec<Value> = by_bucket
+        .into_iter()
+        .map(|(t, counts)| json!({ "t_ns": t, "counts": counts }))
+        .collect();
+    json!({ "step_ns": step, "buckets": buckets })
 }
 
 /// SLOs by name: good and total summed, the ratio of the sums, burn rates weighted
@@ -579,6 +604,27 @@ mod tests {
         assert_eq!(ids, ["b", "c"]);
         assert_eq!(answer["data"][0]["spans"].as_array().unwrap().len(), 2);
         assert_eq!(answer["errors"], Value::Null);
+    }
+
+    #[test]
+    fn log_volumes_add_up_per_bucket_and_severity() {
+        let volume = |info: u64, error: u64| {
+            json!({ "step_ns": 60, "buckets": [
+                { "t_ns": 0, "counts": { "info": info } },
+                { "t_ns": 60, "counts": { "info": 1, "error": error } },
+            ] })
+        };
+        let (_, answer) = merge(
+            "/api/v1/logs/volume",
+            "",
+            vec![ok("g1", volume(2, 1)), ok("g2", volume(3, 4))],
+        );
+        assert_eq!(answer["buckets"][0]["counts"], json!({ "info": 5 }));
+        assert_eq!(
+            answer["buckets"][1]["counts"],
+            json!({ "info": 2, "error": 5 })
+        );
+        assert_eq!(answer["step_ns"], 60);
     }
 
     #[test]

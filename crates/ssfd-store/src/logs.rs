@@ -62,6 +62,11 @@ fn schema() -> (Schema, Fields) {
     (builder.build(), fields)
 }
 
+/// The severities of SPEC 5, in order.
+const SEVERITY_LABELS: [&str; 7] = [
+    "trace", "debug", "info", "warn", "error", "fatal", "unknown",
+];
+
 /// Marks a finished copy in the staging directory of [`migrate`].
 const MIGRATED: &str = "ssfd-migrated";
 
@@ -361,6 +366,65 @@ impl LogStore {
 
     fn search_once(&self, query: &LogQuery) -> Result<Vec<LogRecord>, StoreError> {
         let f = self.fields;
+        let query_box = self.query_of(query);
+        let searcher = self.reader.searcher();
+        let top = searcher
+            .search(
+                &query_box,
+                &TopDocs::with_limit(query.limit.max(1))
+                    .order_by_fast_field::<i64>("timestamp_ns", Order::Desc),
+            )
+            .map_err(db_error)?;
+        let mut out = Vec::with_capacity(top.len());
+        for (_, address) in top {
+            let doc: TantivyDocument = searcher.doc(address).map_err(db_error)?;
+            out.push(record_of(&doc, f));
+        }
+        Ok(out)
+    }
+
+    /// How many records match `query` per severity in each of `buckets` buckets of
+    /// `step_ns` from `start_ns` (a log view's volume histogram): one count per
+    /// severity, from the timestamps' fast field, every match counted (no limit).
+    pub fn volume(
+        &self,
+        query: &LogQuery,
+        start_ns: i64,
+        step_ns: i64,
+        buckets: usize,
+    ) -> Result<Vec<(&'static str, Vec<u64>)>, StoreError> {
+        let mut out = Vec::new();
+        for severity in SEVERITY_LABELS {
+            if query.severity.as_deref().is_some_and(|s| s != severity) {
+                continue;
+            }
+            let mut one = query.clone();
+            one.severity = Some(severity.to_string());
+            one.start_ns = Some(start_ns);
+            one.end_ns = Some(start_ns.saturating_add(step_ns.saturating_mul(buckets as i64)));
+            let counts = self
+                .reader
+                .searcher()
+                .search(
+                    &self.query_of(&one),
+                    &tantivy::collector::HistogramCollector::new::<i64>(
+                        "timestamp_ns".into(),
+                        start_ns,
+                        step_ns.max(1) as u64,
+                        buckets,
+                    ),
+                )
+                .map_err(db_error)?;
+            if counts.iter().any(|&c| c > 0) {
+                out.push((severity, counts));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The index query of a search's filters.
+    fn query_of(&self, query: &LogQuery) -> Box<dyn Query> {
+        let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let text = |field: Field, term: &[String]| -> Box<dyn Query> {
             if term.len() == 1 {
@@ -428,25 +492,11 @@ impl LogStore {
             });
             clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
         }
-        let query_box: Box<dyn Query> = if clauses.is_empty() {
+        if clauses.is_empty() {
             Box::new(AllQuery)
         } else {
             Box::new(BooleanQuery::new(clauses))
-        };
-        let searcher = self.reader.searcher();
-        let top = searcher
-            .search(
-                &query_box,
-                &TopDocs::with_limit(query.limit.max(1))
-                    .order_by_fast_field::<i64>("timestamp_ns", Order::Desc),
-            )
-            .map_err(db_error)?;
-        let mut out = Vec::with_capacity(top.len());
-        for (_, address) in top {
-            let doc: TantivyDocument = searcher.doc(address).map_err(db_error)?;
-            out.push(record_of(&doc, f));
         }
-        Ok(out)
     }
 
     /// Bytes of the index files.

@@ -293,6 +293,25 @@ impl Index {
     }
 }
 
+/// True when a span of service `parent` is the parent of a span of service `child` in
+/// `refs` (each span id's last arrival), as [`SpanStore::dependencies`] counts edges.
+fn makes_edge(refs: &[SpanRef], parent: u32, child: u32) -> bool {
+    if parent == child {
+        // calls within a service are no edge of the map
+        return false;
+    }
+    let mut last: HashMap<i64, &SpanRef> = HashMap::with_capacity(refs.len());
+    for span in refs {
+        last.insert(span.id, span);
+    }
+    last.values().any(|span| {
+        span.service == child
+            && span.parent != 0
+            && span.parent != span.id
+            && last.get(&span.parent).is_some_and(|p| p.service == parent)
+    })
+}
+
 /// A trace search (SPEC 6 `GET /api/v1/traces`): a trace matches when one of its
 /// spans meets every span filter and the trace starts in `[start, end)`.
 #[derive(Clone, Debug, Default)]
@@ -307,6 +326,9 @@ pub struct TraceQuery {
     pub start_ns: Option<i64>,
     pub end_ns: Option<i64>,
     pub limit: usize,
+    /// `(parent, child)`: only traces where a span of `parent` is the parent of a span
+    /// of `child` (the traces that made a service-map edge).
+    pub edge: Option<(String, String)>,
 }
 
 /// One edge of the service map (SPEC 6 `GET /api/v1/dependencies`): calls from spans
@@ -699,6 +721,15 @@ impl SpanStore {
         let (Ok(service), Ok(name)) = (lookup(&query.service), lookup(&query.name)) else {
             return Ok(Vec::new());
         };
+        let edge = match &query.edge {
+            None => None,
+            Some((parent, child)) => {
+                match (index.string_ids.get(parent), index.string_ids.get(child)) {
+                    (Some(&parent), Some(&child)) => Some((parent, child)),
+                    _ => return Ok(Vec::new()),
+                }
+            }
+        };
         let mut reader = BlockReader::new(&self.db)?;
         let upper = query.end_ns.map_or(std::ops::Bound::Unbounded, |end| {
             std::ops::Bound::Excluded((end, TraceId(0)))
@@ -728,10 +759,19 @@ impl SpanStore {
                 || query
                     .max_duration_ns
                     .is_some_and(|d| filter.min_duration > d)
+                || edge.is_some_and(|(p, c)| {
+                    filter.services & bit(u64::from(p)) == 0
+                        || filter.services & bit(u64::from(c)) == 0
+                })
             {
                 continue;
             }
             let entry = &index.traces[&trace_id];
+            if let Some((parent, child)) = edge
+                && !makes_edge(&entry.refs, parent, child)
+            {
+                continue;
+            }
             // a span id sent twice keeps its last arrival (SPEC 5): an earlier version
             // must not match
             let last: Option<HashMap<i64, usize>> = (entry.refs.len() > 1).then(|| {
@@ -1050,6 +1090,30 @@ mod tests {
             store.dependencies(0, 1_000).unwrap().is_empty(),
             "by trace start"
         );
+        // the traces that made an edge
+        let made = |parent: &str, child: &str| -> Vec<i64> {
+            let query = TraceQuery {
+                limit: 10,
+                edge: Some((parent.into(), child.into())),
+                ..Default::default()
+            };
+            let mut ids: Vec<i64> = store
+                .search(&query)
+                .unwrap()
+                .iter()
+                .map(|t| t.trace_id.low())
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        assert_eq!(made("web", "api"), [1, 2]);
+        assert_eq!(made("api", "db"), [1]);
+        assert!(
+            made("web", "db").is_empty(),
+            "both services, no direct call"
+        );
+        assert!(made("api", "api").is_empty());
+        assert!(made("nobody", "db").is_empty());
     }
 
     #[test]

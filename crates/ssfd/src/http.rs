@@ -143,6 +143,7 @@ fn routes(exported: Exported) -> Router {
             .route("/api/v1/services/{service}/operations", get(operations))
             .route("/api/v1/services/{service}/red", get(red))
             .route("/api/v1/logs", get(logs))
+            .route("/api/v1/logs/volume", get(log_volume))
             .route("/api/v1/dependencies", get(dependencies))
             .route("/api/dependencies", get(jaeger_dependencies))
             .route("/api/v1/logs/tail", get(logs_tail))
@@ -513,6 +514,24 @@ async fn logs(State(exported): State<Exported>, RawQuery(raw): RawQuery) -> Resp
         Ok(found) => {
             let logs: Vec<Value> = found.iter().map(api::log_json).collect();
             axum::Json(json!({ "logs": logs })).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+/// `GET /api/v1/logs/volume?...&buckets=` (the log view's histogram): every match
+/// counted per severity and bucket over the window.
+async fn log_volume(State(exported): State<Exported>, RawQuery(raw): RawQuery) -> Response {
+    let (query, first, step, buckets) = match api::log_volume_query(raw.as_deref()) {
+        Ok(parsed) => parsed,
+        Err(message) => return api_error(StatusCode::BAD_REQUEST, message),
+    };
+    let Some(store) = exported.store.clone() else {
+        return axum::Json(api::log_volume_json(first, step, &[], buckets)).into_response();
+    };
+    match blocking(move || store.logs.volume(&query, first, step, buckets)).await {
+        Ok(counts) => {
+            axum::Json(api::log_volume_json(first, step, &counts, buckets)).into_response()
         }
         Err(response) => response,
     }
