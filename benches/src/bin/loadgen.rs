@@ -128,6 +128,16 @@ enum Mode {
         #[arg(long, default_value_t = 300)]
         queries: usize,
     },
+    /// The fleet's reads (issue 20): three globals keeping `count` spans each (10 per
+    /// trace, one log record each, sent as a local forwards them), and a proxy in front;
+    /// then `queries` trace and log searches, each timed at one global and at the proxy
+    /// (alternating), the service map over everything and a RED view.
+    Fleet {
+        #[arg(long, default_value_t = 300_000)]
+        count: u64,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
     /// Forwarded series through a proxy (issue 6): `count` distinct global counters in
     /// Veneur's forward format over `SendMetricsV2` to a proxy in front of two globals;
     /// reports the proxy's CPU per series and what the globals received.
@@ -566,6 +576,9 @@ fn main() -> anyhow::Result<()> {
     if let Mode::Proxy { count } = cli.mode {
         return proxy_load(count, cli.runs);
     }
+    if let Mode::Fleet { count, queries } = cli.mode {
+        return fleet_load(count, queries);
+    }
     if let Mode::Series { .. } = cli.mode {
         extra.push_str("interval: 20s\nmax_series: 2000000\n");
     }
@@ -660,6 +673,7 @@ fn main() -> anyhow::Result<()> {
             Mode::Blast { .. }
             | Mode::Store { .. }
             | Mode::Proxy { .. }
+            | Mode::Fleet { .. }
             | Mode::Floor { .. }
             | Mode::SendSpan { .. } => {
                 unreachable!("handled above")
@@ -1090,6 +1104,172 @@ fn store_load(
         percentiles("full-text log search (limit 100)", texts);
     }
     drop(server);
+    Ok(())
+}
+
+/// `loadgen fleet`: see [`Mode::Fleet`].
+fn fleet_load(count: u64, queries: usize) -> anyhow::Result<()> {
+    let config = |dir: &std::path::Path| {
+        format!(
+            "{}span_channel_capacity: 4096\nstorage: {{max_bytes: {}}}\nretention: 1000h\n",
+            ssfd_e2e::port_zero_config(dir),
+            1u64 << 40
+        )
+    };
+    let globals: Vec<Server> = (0..3)
+        .map(|_| {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let text = config(dir.path());
+            Server::start_config(&text, dir, &[])
+        })
+        .collect();
+    let destinations: Vec<&str> = globals.iter().map(|g| g.addr("grpc tcp")).collect();
+    let proxy = Server::start(&format!(
+        "role: proxy\nproxy:\n  destinations: [{}]\n",
+        destinations.join(", ")
+    ));
+    std::thread::sleep(Duration::from_millis(1500));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let start = Instant::now();
+    let cpu_before: f64 = globals.iter().map(|g| cpu_seconds(g.pid())).sum();
+    runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for (g, global) in globals.iter().enumerate() {
+            let address = format!("http://{}", global.addr("grpc tcp"));
+            let first = g as u64 * count;
+            tasks.push(tokio::spawn(async move {
+                let channel = tonic::transport::Channel::from_shared(address)?
+                    .connect()
+                    .await?;
+                let mut client = ssfd_wire::ssfd::v1::ingest_client::IngestClient::new(channel);
+                let spans = tokio_stream::iter(
+                    (first..first + count).map(|i| ssfd_benches::store_span(i, true)),
+                );
+                let mut request = tonic::Request::new(spans);
+                request.metadata_mut().insert(
+                    "ssfd-forwarded",
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                let summary = client.send_spans(request).await?.into_inner();
+                anyhow::Ok(summary.accepted)
+            }));
+        }
+        accepted(tasks).await
+    })?;
+    for (g, global) in globals.iter().enumerate() {
+        settle(
+            global,
+            "ssfd_worker_received_total{kind=\"span\"}",
+            count as f64,
+        );
+        let last = (g as u64 + 1) * count / 10;
+        let deadline = Instant::now() + Duration::from_secs(1200);
+        while Instant::now() < deadline {
+            let (_, body) = global.get(&format!("/api/v1/logs?limit=1&trace_id={last}"));
+            if body.contains("app.log") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let cpu: f64 = globals.iter().map(|g| cpu_seconds(g.pid())).sum::<f64>() - cpu_before;
+    println!(
+        "fleet: 3 globals × {count} spans and as many log records in {:.0}s ({cpu:.0} server CPU-s)",
+        start.elapsed().as_secs_f64()
+    );
+    // searches are timed on quiet servers: wait for the indexes' merges
+    let quiet_deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let before: f64 = globals.iter().map(|g| cpu_seconds(g.pid())).sum();
+        std::thread::sleep(Duration::from_secs(3));
+        let after: f64 = globals.iter().map(|g| cpu_seconds(g.pid())).sum();
+        if after - before < 0.2 || Instant::now() > quiet_deadline {
+            break;
+        }
+    }
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let time = |server: &Server, path: &str| -> anyhow::Result<f64> {
+        let begun = Instant::now();
+        let (status, body) = server.get(path);
+        let micros = begun.elapsed().as_secs_f64() * 1e6;
+        if status != 200 || body.contains("\"partial\"") {
+            bail!("{path}: {status} {}", &body[..body.len().min(300)]);
+        }
+        Ok(micros)
+    };
+    let words = ssfd_benches::WORDS;
+    let (mut traces_one, mut traces_proxy, mut logs_one, mut logs_proxy) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for q in 0..queries {
+        let service = format!("svc-{:02}", next() % 20);
+        let search = match q % 4 {
+            0 => format!("/api/v1/traces?service={service}"),
+            1 => format!("/api/v1/traces?service={service}&name=op-{:02}", next() % 50),
+            2 => format!("/api/v1/traces?service={service}&error=true"),
+            _ => format!("/api/v1/traces?tag=customer:c{}", next() % 1000),
+        };
+        let (a, b) = (words[(next() % 40) as usize], words[(next() % 40) as usize]);
+        let text = match q % 3 {
+            0 => format!("/api/v1/logs?q={a}+{b}"),
+            1 => format!("/api/v1/logs?q=%22{a}+{b}%22"),
+            _ => format!("/api/v1/logs?q={a}&service={service}&severity=warn"),
+        };
+        // alternate which goes first, so neither always finds the caches warm
+        if q % 2 == 0 {
+            traces_one.push(time(&globals[0], &search)?);
+            traces_proxy.push(time(&proxy, &search)?);
+            logs_one.push(time(&globals[0], &text)?);
+            logs_proxy.push(time(&proxy, &text)?);
+        } else {
+            traces_proxy.push(time(&proxy, &search)?);
+            traces_one.push(time(&globals[0], &search)?);
+            logs_proxy.push(time(&proxy, &text)?);
+            logs_one.push(time(&globals[0], &text)?);
+        }
+    }
+    let p99 = |micros: &[f64]| {
+        let mut sorted = micros.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted[((sorted.len() as f64 * 0.99).ceil() as usize).clamp(1, sorted.len()) - 1]
+    };
+    percentiles("trace search at one global", traces_one.clone());
+    percentiles("trace search at the proxy (3 globals)", traces_proxy.clone());
+    println!(
+        "    p99 proxy / one global: {:.2}",
+        p99(&traces_proxy) / p99(&traces_one)
+    );
+    percentiles("log search at one global", logs_one.clone());
+    percentiles("log search at the proxy (3 globals)", logs_proxy.clone());
+    println!(
+        "    p99 proxy / one global: {:.2}",
+        p99(&logs_proxy) / p99(&logs_one)
+    );
+    let everything = "/api/v1/dependencies?start=0&end=2000000000000000000";
+    let mut map_one = Vec::new();
+    let mut map_proxy = Vec::new();
+    for _ in 0..10 {
+        map_one.push(time(&globals[0], everything)?);
+        map_proxy.push(time(&proxy, everything)?);
+    }
+    percentiles(&format!("service map over {count} spans at one global"), map_one);
+    percentiles(&format!("service map over {} spans at the proxy", 3 * count), map_proxy);
+    let mut red = Vec::new();
+    for q in 0..50 {
+        red.push(time(
+            &proxy,
+            &format!("/api/v1/services/svc-{:02}/red?start=now-6h", q % 20),
+        )?);
+    }
+    percentiles("RED view (6 h, 1-minute steps) at the proxy", red);
     Ok(())
 }
 

@@ -125,7 +125,17 @@ fn serve_grpc(
     mut shutdown: watch::Receiver<bool>,
     what: &'static str,
 ) {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // tonic sets TCP_NODELAY only on listeners it binds itself: without it a small
+    // answer (a unary call's, a proxy's read) waits out Nagle and the peer's delayed
+    // ACK, about 40 ms
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |accepted| {
+            accepted.inspect(|stream| {
+                let _ = stream.set_nodelay(true);
+            })
+        },
+    );
     tasks.spawn(async move {
         let signal = async move {
             let _ = shutdown.changed().await;
