@@ -208,6 +208,9 @@ struct Index {
     string_ids: HashMap<String, u32>,
     /// (service, name) pairs already in `services`.
     known_operations: hashbrown::HashSet<(u32, u32)>,
+    /// Per [`MAP_BUCKET_NS`] of trace start, how many times its traces changed: the
+    /// service map's cached sums of a bucket are good while its version holds.
+    map_versions: BTreeMap<i64, u64>,
 }
 
 impl Index {
@@ -251,6 +254,17 @@ impl Index {
             start: i64::MAX,
             refs: Vec::new(),
         });
+        if entry.start != i64::MAX && span_ref.start < entry.start {
+            // the trace leaves its old bucket of the service map
+            *self
+                .map_versions
+                .entry(map_bucket(entry.start))
+                .or_default() += 1;
+        }
+        *self
+            .map_versions
+            .entry(map_bucket(span_ref.start.min(entry.start)))
+            .or_default() += 1;
         let filter = if span_ref.start < entry.start {
             let filter = match entry.start {
                 i64::MAX => TraceFilter::EMPTY,
@@ -278,10 +292,15 @@ impl Index {
                 continue;
             };
             entry.refs.retain(|r| r.block != block);
+            *self
+                .map_versions
+                .entry(map_bucket(entry.start))
+                .or_default() += 1;
             self.order.remove(&(entry.start, trace));
             match entry.refs.iter().map(|r| r.start).min() {
                 Some(start) => {
                     entry.start = start;
+                    *self.map_versions.entry(map_bucket(start)).or_default() += 1;
                     self.order
                         .insert((start, trace), TraceFilter::of(&entry.refs));
                 }
@@ -289,6 +308,94 @@ impl Index {
                     self.traces.remove(&trace);
                 }
             }
+        }
+    }
+}
+
+/// The service map is summed per this much of trace start (10 minutes).
+const MAP_BUCKET_NS: i64 = 600_000_000_000;
+
+fn map_bucket(start_ns: i64) -> i64 {
+    start_ns.div_euclid(MAP_BUCKET_NS) * MAP_BUCKET_NS
+}
+
+/// One edge's calls: counts, and durations in a sparse histogram of 16 buckets per
+/// power of two, each bucket with its count and smallest duration.
+#[derive(Clone, Debug, Default)]
+struct EdgeSum {
+    calls: u64,
+    errors: u64,
+    durations: BTreeMap<u16, (u64, i64)>,
+}
+
+type EdgeSums = BTreeMap<(u32, u32), EdgeSum>;
+
+impl EdgeSum {
+    fn add(&mut self, error: bool, duration_ns: i64) {
+        self.calls += 1;
+        self.errors += u64::from(error);
+        let bucket = ((duration_ns.max(1) as f64).log2() * 16.0) as u16;
+        let slot = self.durations.entry(bucket).or_insert((0, i64::MAX));
+        slot.0 += 1;
+        slot.1 = slot.1.min(duration_ns);
+    }
+
+    fn merge(&mut self, other: &EdgeSum) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        for (bucket, (count, least)) in &other.durations {
+            let slot = self.durations.entry(*bucket).or_insert((0, i64::MAX));
+            slot.0 += count;
+            slot.1 = slot.1.min(*least);
+        }
+    }
+
+    /// The smallest duration in the bucket that holds rank ⌈q·calls⌉.
+    fn quantile(&self, q: f64) -> i64 {
+        let rank = ((q * self.calls as f64).ceil() as u64).clamp(1, self.calls.max(1));
+        let mut seen = 0;
+        for (count, least) in self.durations.values() {
+            seen += count;
+            if seen >= rank {
+                return *least;
+            }
+        }
+        0
+    }
+}
+
+/// Adds the calls of the traces that start in `[start_ns, end_ns)` to `sums`.
+fn sum_edges(index: &Index, start_ns: i64, end_ns: i64, sums: &mut EdgeSums) {
+    if start_ns >= end_ns {
+        return;
+    }
+    let range = (
+        std::ops::Bound::Included((start_ns, TraceId(0))),
+        std::ops::Bound::Excluded((end_ns, TraceId(0))),
+    );
+    let mut last: HashMap<i64, &SpanRef> = HashMap::new();
+    for &(_, trace_id) in index.order.range(range).map(|(key, _)| key) {
+        let Some(entry) = index.traces.get(&trace_id) else {
+            continue;
+        };
+        // a span id sent twice keeps its last arrival (SPEC 5)
+        last.clear();
+        for span in &entry.refs {
+            last.insert(span.id, span);
+        }
+        for child in last.values() {
+            let Some(parent) = (child.parent != 0 && child.parent != child.id)
+                .then(|| last.get(&child.parent))
+                .flatten()
+            else {
+                continue;
+            };
+            if parent.service == child.service {
+                continue;
+            }
+            sums.entry((parent.service, child.service))
+                .or_default()
+                .add(child.error, child.end - child.start);
         }
     }
 }
@@ -368,6 +475,8 @@ pub struct SpanStore {
     last_durable: std::sync::Mutex<std::time::Instant>,
     /// Spans were dropped for a full disk since the last [`SpanStore::take_lost`].
     lost: std::sync::atomic::AtomicBool,
+    /// The service map's sums per whole bucket, with the bucket's version then.
+    map_cache: std::sync::Mutex<HashMap<i64, (u64, EdgeSums)>>,
 }
 
 /// A block is written once it holds this many bytes or is this old: one redb
@@ -479,6 +588,7 @@ impl SpanStore {
             retention,
             last_durable: std::sync::Mutex::new(std::time::Instant::now()),
             lost: std::sync::atomic::AtomicBool::new(false),
+            map_cache: std::sync::Mutex::default(),
         })
     }
 
@@ -836,53 +946,55 @@ impl SpanStore {
     /// The service map of the traces that start in `[start_ns, end_ns)`: each parent →
     /// child call between two services, counted once per stored child span (its last
     /// arrival), whatever order the spans arrived in. Sorted by parent, then child.
+    /// Whole [`MAP_BUCKET_NS`] buckets of the window are summed once and kept until one
+    /// of their traces changes, so a day's map costs its changed buckets and its two
+    /// ends; quantiles come from [`EdgeSum`]'s histogram (within 1/16 of an octave, and
+    /// exact when the quantile's bucket holds one duration).
     pub fn dependencies(&self, start_ns: i64, end_ns: i64) -> Result<Vec<Dependency>, StoreError> {
         let index = self.index.read().map_err(db_error)?;
-        let mut edges: BTreeMap<(u32, u32), (u64, Vec<i64>)> = BTreeMap::new();
-        let range = (
-            std::ops::Bound::Included((start_ns, TraceId(0))),
-            std::ops::Bound::Excluded((end_ns, TraceId(0))),
-        );
-        for &(_, trace_id) in index.order.range(range).map(|(key, _)| key) {
-            let Some(entry) = index.traces.get(&trace_id) else {
-                continue;
+        let mut total = EdgeSums::new();
+        let first_full = start_ns.div_euclid(MAP_BUCKET_NS) * MAP_BUCKET_NS
+            + if start_ns.rem_euclid(MAP_BUCKET_NS) == 0 {
+                0
+            } else {
+                MAP_BUCKET_NS
             };
-            // a span id sent twice keeps its last arrival (SPEC 5)
-            let mut last: HashMap<i64, &SpanRef> = HashMap::with_capacity(entry.refs.len());
-            for span in &entry.refs {
-                last.insert(span.id, span);
-            }
-            for child in last.values() {
-                let Some(parent) = (child.parent != 0 && child.parent != child.id)
-                    .then(|| last.get(&child.parent))
-                    .flatten()
-                else {
+        let end_full = end_ns.div_euclid(MAP_BUCKET_NS) * MAP_BUCKET_NS;
+        if first_full >= end_full {
+            sum_edges(&index, start_ns, end_ns, &mut total);
+        } else {
+            sum_edges(&index, start_ns, first_full, &mut total);
+            sum_edges(&index, end_full, end_ns, &mut total);
+            // a writer needs the index's write lock, so no bucket changes while this
+            // holds the read lock: what is summed here is what the version says
+            let mut cache = self.map_cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.retain(|bucket, (version, _)| index.map_versions.get(bucket) == Some(version));
+            for (&bucket, &version) in index.map_versions.range(first_full..end_full) {
+                if cache
+                    .get(&bucket)
+                    .is_none_or(|(cached, _)| *cached != version)
+                {
+                    let mut sums = EdgeSums::new();
+                    sum_edges(&index, bucket, bucket + MAP_BUCKET_NS, &mut sums);
+                    cache.insert(bucket, (version, sums));
+                }
+                let Some((_, sums)) = cache.get(&bucket) else {
                     continue;
                 };
-                if parent.service == child.service {
-                    continue;
+                for (edge, sum) in sums {
+                    total.entry(*edge).or_default().merge(sum);
                 }
-                let edge = edges.entry((parent.service, child.service)).or_default();
-                edge.0 += u64::from(child.error);
-                edge.1.push(child.end - child.start);
             }
         }
-        let rank = |sorted: &[i64], q: f64| -> i64 {
-            let at = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-            sorted[at - 1]
-        };
-        let mut out: Vec<Dependency> = edges
+        let mut out: Vec<Dependency> = total
             .into_iter()
-            .map(|((parent, child), (errors, mut durations))| {
-                durations.sort_unstable();
-                Dependency {
-                    parent: index.strings[parent as usize].clone(),
-                    child: index.strings[child as usize].clone(),
-                    call_count: durations.len() as u64,
-                    error_count: errors,
-                    p50_ns: rank(&durations, 0.5),
-                    p99_ns: rank(&durations, 0.99),
-                }
+            .map(|((parent, child), sum)| Dependency {
+                parent: index.strings[parent as usize].clone(),
+                child: index.strings[child as usize].clone(),
+                call_count: sum.calls,
+                error_count: sum.errors,
+                p50_ns: sum.quantile(0.5),
+                p99_ns: sum.quantile(0.99),
             })
             .collect();
         out.sort_by(|a, b| (&a.parent, &a.child).cmp(&(&b.parent, &b.child)));
@@ -1114,6 +1226,62 @@ mod tests {
         );
         assert!(made("api", "api").is_empty());
         assert!(made("nobody", "db").is_empty());
+    }
+
+    #[test]
+    fn the_service_map_keeps_whole_buckets_until_their_traces_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpanStore::open(dir.path(), Budget::new(1 << 30), DAY).unwrap();
+        let minute = 60_000_000_000i64;
+        let t0 = 1_800_000_000_000_000_000i64 / MAP_BUCKET_NS * MAP_BUCKET_NS;
+        let call = |trace: i64, start: i64, child: Option<&str>| {
+            let mut one = span(trace, if child.is_some() { 2 } else { 1 }, 0, start);
+            if child.is_some() {
+                one.parent_id = 1;
+            }
+            one.service = child.unwrap_or("web").into();
+            one.end_timestamp = start + 1_000_000;
+            one.encode_to_vec()
+        };
+        let append = |spans: &[Vec<u8>]| {
+            let mut batch = SpanBatch::default();
+            for bytes in spans {
+                batch.push(&SpanView::parse(bytes).unwrap(), bytes);
+            }
+            store.append(&batch).unwrap();
+        };
+        // 30 traces, one every 2 minutes: web → db, across six buckets
+        for n in 0..30 {
+            let start = t0 + n * 2 * minute;
+            append(&[
+                call(n + 1, start, None),
+                call(n + 1, start + 1_000, Some("db")),
+            ]);
+        }
+        let calls = |start: i64, end: i64| -> u64 {
+            store
+                .dependencies(start, end)
+                .unwrap()
+                .iter()
+                .map(|d| d.call_count)
+                .sum()
+        };
+        assert_eq!(calls(0, i64::MAX), 30);
+        assert_eq!(calls(0, i64::MAX), 30, "from the kept buckets");
+        // partial buckets at both ends: traces starting in [t0 + 7m, t0 + 33m)
+        assert_eq!(calls(t0 + 7 * minute, t0 + 33 * minute), 13);
+        // a late child in an old bucket, and a trace whose earlier root moves it back
+        // a bucket: both change what the kept buckets said
+        let mut late = span(1, 3, 1, t0 + 5_000);
+        late.service = "cache".into();
+        append(&[late.encode_to_vec()]);
+        assert_eq!(calls(0, i64::MAX), 31);
+        append(&[call(30, t0 - minute, None)]);
+        let map = store.dependencies(0, i64::MAX).unwrap();
+        assert_eq!(map.len(), 2, "{map:?}");
+        assert_eq!(calls(t0, i64::MAX), 30, "trace 30 now starts before t0");
+        assert_eq!(calls(0, t0), 1);
+        assert_eq!(map[1].p50_ns, 1_000_000, "one duration: exact");
     }
 
     #[test]
