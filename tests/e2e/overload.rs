@@ -229,3 +229,108 @@ fn the_server_runs_without_transparent_huge_pages_unless_told() {
     let told = Server::start_with_env("", &[("MIMALLOC_ALLOW_THP", "1")]);
     assert_eq!(thp(&told.pid().to_string()).as_deref(), Some("1"));
 }
+
+/// Issue 24 point 1 (SPEC 7): pressure always clears once the intake that caused it
+/// stops, while scrapes go on. Three million distinct counters in about 20 s against
+/// `memory_limit: 300MiB`, with `/metrics` scraped every second throughout; within two
+/// intervals of the burst's end a durable call is acknowledged again and a statsd line
+/// is counted again, and what pressure shed is counted.
+#[test]
+fn pressure_clears_within_two_intervals_after_a_series_burst() {
+    let server = Server::start("interval: 2s\nmemory_limit: 300MiB\n");
+    let stop = Arc::new(AtomicBool::new(false));
+    let http = server.http.clone();
+    let scraper = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut largest = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let (_, body) = ssfd_e2e::http_get(&http, "/metrics");
+                largest = largest.max(body.len());
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            largest
+        })
+    };
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = server.addr("statsd udp");
+    let started = Instant::now();
+    for chunk in 0..150_000u64 {
+        let packet: Vec<String> = (0..20)
+            .map(|i| {
+                let n = chunk * 20 + i;
+                format!(
+                    "mem.series.{n}.abcdefghijklmnopqrstuvwxyz:1|c|#host:h{},env:prod",
+                    n % 1000
+                )
+            })
+            .collect();
+        let _ = socket.send_to(packet.join("\n").as_bytes(), target);
+        // about 3 M lines in 20 s
+        let due = Duration::from_micros(chunk * 133);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let ended = Instant::now();
+    let pressured = server.metric("ssfd_memory_pressure_total");
+    // within two intervals: a unary SendSpan is acknowledged, a statsd line counted
+    let deadline = ended + Duration::from_secs(4);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let address = format!("http://{}", server.addr("grpc tcp"));
+    let (acknowledged, counted) = runtime.block_on(async {
+        let channel = ssfd_e2e::grpc_channel(&address).await;
+        let mut client = SsfgrpcClient::new(channel);
+        let mut acknowledged = None;
+        let mut counted = None;
+        let before =
+            |s: &Server| s.metric("ssfd_received_total{listener=\"statsd\",protocol=\"udp\"}");
+        let mut id = 1;
+        while (acknowledged.is_none() || counted.is_none())
+            && Instant::now() < deadline + Duration::from_secs(30)
+        {
+            if acknowledged.is_none() {
+                let mut span = big_span(id);
+                span.tags.clear();
+                id += 1;
+                if client.send_span(span).await.is_ok() {
+                    acknowledged = Some(ended.elapsed());
+                }
+            }
+            if counted.is_none() {
+                let worker = |s: &Server| s.metric("ssfd_worker_received_total{kind=\"counter\"}");
+                let (seen, taken) = (before(&server), worker(&server));
+                let _ = socket.send_to(b"mem.after:1|c", target);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if before(&server) > seen && worker(&server) > taken {
+                    counted = Some(ended.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (acknowledged, counted)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let largest_scrape = scraper.join().unwrap();
+    let dropped = server.metric("ssfd_dropped_total{stage=\"ingest\",reason=\"memory_limit\"}");
+    // the exposition's series that no flush had updated, shed under pressure
+    let shed = server.metric("ssfd_dropped_total{stage=\"sink\",reason=\"memory_limit\"}");
+    eprintln!(
+        "pressure entered {pressured} times; acknowledged after {acknowledged:?}, counted after {counted:?}; largest scrape {largest_scrape} bytes; lines dropped {dropped}, series shed {shed}; anonymous now {} MiB",
+        anonymous(server.pid()) >> 20
+    );
+    assert!(pressured > 0.0, "the burst must have caused pressure");
+    let within = Duration::from_secs(4);
+    assert!(
+        acknowledged.is_some_and(|t| t <= within),
+        "a durable call acknowledged {acknowledged:?} after the burst"
+    );
+    assert!(
+        counted.is_some_and(|t| t <= within),
+        "a statsd line counted {counted:?} after the burst"
+    );
+    assert!(dropped > 0.0 && shed > 0.0, "what pressure shed is counted");
+}

@@ -85,8 +85,13 @@ impl Series {
         self.entries.iter()
     }
 
-    /// The sample of `labels`, created by `new` when absent.
-    fn get_or_insert(&mut self, labels: &str, new: impl FnOnce() -> Sample) -> &mut Sample {
+    /// The sample of `labels`, created by `new` when absent; `None` when absent and
+    /// `new` gives none.
+    fn get_or_insert(
+        &mut self,
+        labels: &str,
+        new: impl FnOnce() -> Option<Sample>,
+    ) -> Option<&mut Sample> {
         let hash = label_hash(labels);
         let entries = &self.entries;
         let found = self
@@ -105,14 +110,14 @@ impl Series {
                 let at = self.entries.len();
                 self.entries.push(Entry {
                     labels: labels.into(),
-                    sample: new(),
+                    sample: new()?,
                 });
                 self.index
                     .insert_unique(hash, (hash, at as u32), |&(h, _)| h);
                 at
             }
         };
-        &mut self.entries[at].sample
+        Some(&mut self.entries[at].sample)
     }
 
     /// Keeps the entries `keep` says to; the index is rebuilt when any went.
@@ -162,6 +167,10 @@ pub struct Exposition {
     started: Instant,
     expiry: Duration,
     conflicts: u64,
+    /// Under memory pressure while a flush is applied: no new series or family.
+    pressed: bool,
+    /// Series the flush being applied brought and pressure kept out.
+    refused: u64,
     /// Sample names other parts of `/metrics` write (ssfd's own telemetry, the OTel
     /// span metrics): a flushed family that would write one is dropped and counted.
     reserved: Arc<std::collections::HashSet<String>>,
@@ -412,6 +421,8 @@ impl Exposition {
             started: Instant::now(),
             expiry,
             conflicts: 0,
+            pressed: false,
+            refused: 0,
             reserved: Arc::default(),
             claimed: Default::default(),
             name_buffer: String::new(),
@@ -457,6 +468,10 @@ impl Exposition {
         let family = match self.families.get_mut(name) {
             Some(family) => family,
             None => {
+                if self.pressed {
+                    self.refused += 1;
+                    return;
+                }
                 if self.is_taken(name, kind) {
                     self.conflicts += 1;
                     return;
@@ -477,11 +492,18 @@ impl Exposition {
             self.conflicts += 1;
             return;
         }
-        let sample = family.series.get_or_insert(labels, || Sample {
-            value: 0.0,
-            summary: (kind == FamilyType::Summary).then(Box::default),
-            seen: now,
-        });
+        let pressed = self.pressed;
+        let Some(sample) = family.series.get_or_insert(labels, || {
+            // under memory pressure the exposition takes no new series (SPEC 7)
+            (!pressed).then(|| Sample {
+                value: 0.0,
+                summary: (kind == FamilyType::Summary).then(Box::default),
+                seen: now,
+            })
+        }) else {
+            self.refused += 1;
+            return;
+        };
         sample.seen = now;
         update(sample);
     }
@@ -489,6 +511,8 @@ impl Exposition {
     /// Folds one interval in.
     pub fn apply(&mut self, flush: &Flush) {
         let now = self.millis();
+        self.pressed = ssfd_engine::memory::under_pressure();
+        self.refused = 0;
         let mut name = std::mem::take(&mut self.name_buffer);
         let mut label_set = std::mem::take(&mut self.label_buffer);
         let summarised: std::collections::HashSet<(&str, &str)> = flush
@@ -573,6 +597,14 @@ impl Exposition {
         }
         self.name_buffer = name;
         self.label_buffer = label_set;
+        if self.pressed {
+            let shed = self.shed_idle(now) + self.refused;
+            ssfd_telemetry::dropped(
+                ssfd_telemetry::Stage::Sink,
+                ssfd_telemetry::DropReason::MemoryLimit,
+                shed,
+            );
+        }
     }
 
     /// Milliseconds since the exposition started.
@@ -583,10 +615,24 @@ impl Exposition {
     fn expire(&mut self) {
         let now = self.millis();
         let expiry = self.expiry.as_millis() as u64;
+        self.retain_series(|e| now.saturating_sub(e.sample.seen) < expiry);
+    }
+
+    /// Under memory pressure (SPEC 7: state that only grows is shed first): every series
+    /// the flush applied at `now` did not update leaves at once instead of after
+    /// `prometheus_expiry`. Returns how many left.
+    fn shed_idle(&mut self, now: u64) -> u64 {
+        self.retain_series(|e| e.sample.seen == now)
+    }
+
+    /// Keeps the series `keep` accepts, and the families left with any; returns how
+    /// many series left.
+    fn retain_series(&mut self, keep: impl Fn(&Entry) -> bool) -> u64 {
+        let mut gone = 0;
         for family in self.families.values_mut() {
-            family
-                .series
-                .retain(|e| now.saturating_sub(e.sample.seen) < expiry);
+            let before = family.series.entries.len();
+            family.series.retain(&keep);
+            gone += (before - family.series.entries.len()) as u64;
         }
         let claimed = &mut self.claimed;
         self.families.retain(|name, family| {
@@ -598,6 +644,7 @@ impl Exposition {
             }
             keep
         });
+        gone
     }
 
     /// Every sample the exposition shows, as (name, sorted labels, value): the same
