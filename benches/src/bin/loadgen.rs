@@ -137,6 +137,9 @@ enum Mode {
         count: u64,
         #[arg(long, default_value_t = 200)]
         queries: usize,
+        /// The traces' starts are spread evenly over this many hours.
+        #[arg(long, default_value_t = 24)]
+        spread_hours: u64,
     },
     /// Forwarded series through a proxy (issue 6): `count` distinct global counters in
     /// Veneur's forward format over `SendMetricsV2` to a proxy in front of two globals;
@@ -576,8 +579,13 @@ fn main() -> anyhow::Result<()> {
     if let Mode::Proxy { count } = cli.mode {
         return proxy_load(count, cli.runs);
     }
-    if let Mode::Fleet { count, queries } = cli.mode {
-        return fleet_load(count, queries);
+    if let Mode::Fleet {
+        count,
+        queries,
+        spread_hours,
+    } = cli.mode
+    {
+        return fleet_load(count, queries, spread_hours);
     }
     if let Mode::Series { .. } = cli.mode {
         extra.push_str("interval: 20s\nmax_series: 2000000\n");
@@ -1108,7 +1116,21 @@ fn store_load(
 }
 
 /// `loadgen fleet`: see [`Mode::Fleet`].
-fn fleet_load(count: u64, queries: usize) -> anyhow::Result<()> {
+fn fleet_load(count: u64, queries: usize, spread_hours: u64) -> anyhow::Result<()> {
+    // trace n of all three globals' starts at n × step: the day's traces, evenly
+    let traces = (3 * count / 10).max(1) as i64;
+    let step = (spread_hours as i64 * 3_600_000_000_000) / traces;
+    let spread = move |i: u64| {
+        let mut span = ssfd_benches::store_span(i, true);
+        let trace = 1 + (i / 10) as i64;
+        let shift = trace * (step - 1_000_000);
+        span.start_timestamp += shift;
+        span.end_timestamp += shift;
+        for sample in &mut span.metrics {
+            sample.timestamp += shift;
+        }
+        span
+    };
     let config = |dir: &std::path::Path| {
         format!(
             "{}span_channel_capacity: 4096\nstorage: {{max_bytes: {}}}\nretention: 1000h\n",
@@ -1145,9 +1167,7 @@ fn fleet_load(count: u64, queries: usize) -> anyhow::Result<()> {
                     .connect()
                     .await?;
                 let mut client = ssfd_wire::ssfd::v1::ingest_client::IngestClient::new(channel);
-                let spans = tokio_stream::iter(
-                    (first..first + count).map(|i| ssfd_benches::store_span(i, true)),
-                );
+                let spans = tokio_stream::iter((first..first + count).map(spread));
                 let mut request = tonic::Request::new(spans);
                 request.metadata_mut().insert(
                     "ssfd-forwarded",
@@ -1213,7 +1233,10 @@ fn fleet_load(count: u64, queries: usize) -> anyhow::Result<()> {
         let service = format!("svc-{:02}", next() % 20);
         let search = match q % 4 {
             0 => format!("/api/v1/traces?service={service}"),
-            1 => format!("/api/v1/traces?service={service}&name=op-{:02}", next() % 50),
+            1 => format!(
+                "/api/v1/traces?service={service}&name=op-{:02}",
+                next() % 50
+            ),
             2 => format!("/api/v1/traces?service={service}&error=true"),
             _ => format!("/api/v1/traces?tag=customer:c{}", next() % 1000),
         };
@@ -1242,7 +1265,10 @@ fn fleet_load(count: u64, queries: usize) -> anyhow::Result<()> {
         sorted[((sorted.len() as f64 * 0.99).ceil() as usize).clamp(1, sorted.len()) - 1]
     };
     percentiles("trace search at one global", traces_one.clone());
-    percentiles("trace search at the proxy (3 globals)", traces_proxy.clone());
+    percentiles(
+        "trace search at the proxy (3 globals)",
+        traces_proxy.clone(),
+    );
     println!(
         "    p99 proxy / one global: {:.2}",
         p99(&traces_proxy) / p99(&traces_one)
@@ -1254,14 +1280,58 @@ fn fleet_load(count: u64, queries: usize) -> anyhow::Result<()> {
         p99(&logs_proxy) / p99(&logs_one)
     );
     let everything = "/api/v1/dependencies?start=0&end=2000000000000000000";
+    println!(
+        "  service map over {count} spans ({spread_hours} h) at one global, first: {:.2} ms",
+        time(&globals[0], everything)? / 1e3
+    );
+    println!(
+        "  service map over {} spans at the proxy, first: {:.2} ms",
+        3 * count,
+        time(&proxy, everything)? / 1e3
+    );
+    // then as a live fleet sees it: new spans keep arriving in the newest bucket
+    let newest = {
+        let mut span = spread(count - 1);
+        span.id += 10 * count as i64;
+        span.trace_id += count as i64;
+        span
+    };
+    let address = format!("http://{}", globals[0].addr("grpc tcp"));
+    let send_one = |n: i64| -> anyhow::Result<()> {
+        let mut span = newest.clone();
+        span.id += n;
+        let address = address.clone();
+        runtime.block_on(async move {
+            let channel = tonic::transport::Channel::from_shared(address)?
+                .connect()
+                .await?;
+            let mut request = tonic::Request::new(tokio_stream::iter([span]));
+            request.metadata_mut().insert(
+                "ssfd-forwarded",
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            ssfd_wire::ssfd::v1::ingest_client::IngestClient::new(channel)
+                .send_spans(request)
+                .await?;
+            anyhow::Ok(())
+        })
+    };
     let mut map_one = Vec::new();
     let mut map_proxy = Vec::new();
-    for _ in 0..10 {
+    for n in 0..20 {
+        send_one(n)?;
+        std::thread::sleep(Duration::from_millis(300));
         map_one.push(time(&globals[0], everything)?);
         map_proxy.push(time(&proxy, everything)?);
     }
-    percentiles(&format!("service map over {count} spans at one global"), map_one);
-    percentiles(&format!("service map over {} spans at the proxy", 3 * count), map_proxy);
+    percentiles(
+        &format!("service map over {count} spans at one global, a span arriving before each"),
+        map_one,
+    );
+    percentiles(
+        &format!("service map over {} spans at the proxy, the same", 3 * count),
+        map_proxy,
+    );
     let mut red = Vec::new();
     for q in 0..50 {
         red.push(time(
