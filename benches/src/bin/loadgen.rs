@@ -1329,7 +1329,10 @@ fn fleet_load(count: u64, queries: usize, spread_hours: u64) -> anyhow::Result<(
         map_one,
     );
     percentiles(
-        &format!("service map over {} spans at the proxy, the same", 3 * count),
+        &format!(
+            "service map over {} spans at the proxy, the same",
+            3 * count
+        ),
         map_proxy,
     );
     let mut red = Vec::new();
