@@ -334,3 +334,116 @@ fn pressure_clears_within_two_intervals_after_a_series_burst() {
     );
     assert!(dropped > 0.0 && shed > 0.0, "what pressure shed is counted");
 }
+
+/// Issue 24 point 2, the query part (SPEC 7: queries are inside `memory_limit`): one
+/// stored trace of 100,000 spans, fetched 40 times at once with `memory_limit: 300MiB`.
+/// Anonymous memory, sampled every 50 ms, stays within the limit plus 10 %; each fetch
+/// is answered whole (capped at 10,000 spans) or refused with 503 and `Retry-After`,
+/// and at least one is answered.
+#[test]
+fn forty_fetches_of_a_huge_trace_stay_within_memory_limit() {
+    use prost::Message;
+    use std::io::Write;
+    let limit: u64 = 300 << 20;
+    let server = Server::start("memory_limit: 300MiB\n");
+    let mut stream = std::net::TcpStream::connect(server.addr("ssf tcp")).unwrap();
+    let mut frames = Vec::new();
+    for id in 1..=100_000_i64 {
+        let span = SsfSpan {
+            trace_id: 77,
+            id,
+            parent_id: if id == 1 { 0 } else { 1 + (id - 2) / 1000 },
+            start_timestamp: 1_000 + id,
+            end_timestamp: 2_000_000 + id,
+            service: format!("svc{}", id % 7),
+            name: "op".into(),
+            ..Default::default()
+        };
+        let bytes = span.encode_to_vec();
+        frames.push(0u8);
+        frames.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        frames.extend_from_slice(&bytes);
+    }
+    stream.write_all(&frames).unwrap();
+    drop(stream);
+    let path = "/api/v1/traces/0000000000000000000000000000004d";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = server.get(path);
+        if status == 200 && body.contains("\"span_count\":100000") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = server.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, peak) = (Arc::clone(&stop), Arc::clone(&peak));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(anonymous(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let fetches: Vec<_> = (0..40)
+        .map(|_| {
+            let http = server.http.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut stream = std::net::TcpStream::connect(&http).unwrap();
+                write!(
+                    stream,
+                    "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+                let mut response = String::new();
+                stream.read_to_string(&mut response).unwrap();
+                let status: u16 = response
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                (status, response)
+            })
+        })
+        .collect();
+    let (mut answered, mut refused) = (0, 0);
+    for fetch in fetches {
+        let (status, body) = fetch.join().unwrap();
+        match status {
+            200 => {
+                assert!(
+                    body.contains("\"truncated\":true"),
+                    "capped at 10,000 spans"
+                );
+                answered += 1;
+            }
+            503 => {
+                assert!(
+                    body.to_ascii_lowercase().contains("retry-after:"),
+                    "{}",
+                    &body[..body.len().min(300)]
+                );
+                refused += 1;
+            }
+            other => panic!("{other}: {}", &body[..body.len().min(200)]),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let peak = peak.load(Ordering::Relaxed);
+    eprintln!(
+        "40 fetches: {answered} answered, {refused} refused; peak anonymous {} MiB (limit {} MiB)",
+        peak >> 20,
+        limit >> 20
+    );
+    assert!(answered >= 1);
+    assert!(
+        peak <= limit + limit / 10,
+        "peak anonymous {} MiB over the limit plus 10 %",
+        peak >> 20
+    );
+}

@@ -776,6 +776,19 @@ impl SpanStore {
             .map(|names| names.iter().cloned().collect())
     }
 
+    /// How many spans of `trace_id` are stored and their bytes, from the index.
+    pub fn trace_size(&self, trace_id: TraceId) -> (usize, u64) {
+        let Ok(index) = self.index.read() else {
+            return (0, 0);
+        };
+        index.traces.get(&trace_id).map_or((0, 0), |entry| {
+            (
+                entry.refs.len(),
+                entry.refs.iter().map(|r| u64::from(r.len)).sum(),
+            )
+        })
+    }
+
     /// Every stored span of `trace_id`, as SSF bytes, in arrival order.
     pub fn trace(&self, trace_id: TraceId) -> Result<Vec<Vec<u8>>, StoreError> {
         let (refs, pending_block, pending) = {

@@ -115,6 +115,7 @@ static SERIES: AtomicU64 = AtomicU64::new(0);
 static FLUSHES: AtomicU64 = AtomicU64::new(0);
 static WAL_WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
 static API_BAD_REQUESTS: AtomicU64 = AtomicU64::new(0);
+static API_BUSY: AtomicU64 = AtomicU64::new(0);
 static MEMORY_PRESSURE: AtomicU64 = AtomicU64::new(0);
 static DISK_LOW: AtomicU64 = AtomicU64::new(0);
 static MEMORY_ANON: AtomicU64 = AtomicU64::new(0);
@@ -152,6 +153,12 @@ pub fn set_memory(anonymous: u64, limit: u64) {
 /// A read-API request refused with 400 (a bad id or parameter), alone.
 pub fn api_bad_request() {
     API_BAD_REQUESTS.fetch_add(1, Relaxed);
+}
+
+/// A read-API request answered 503: its memory did not fit the queries' budget in
+/// time, or the process was under memory pressure.
+pub fn api_busy() {
+    API_BUSY.fetch_add(1, Relaxed);
 }
 
 /// A write-ahead-log write or segment open that failed (and is retried).
@@ -646,6 +653,12 @@ pub fn render(out: &mut String, version: &str) {
             "counter",
             "read-API requests refused with 400: a bad id, parameter or tag filter",
             &API_BAD_REQUESTS,
+        ),
+        (
+            "ssfd_api_busy_total",
+            "counter",
+            "read-API requests answered 503 with Retry-After: no room in the queries' memory budget, or memory pressure",
+            &API_BUSY,
         ),
     ] {
         single(out, name, kind, help, value.load(Relaxed));

@@ -32,6 +32,75 @@ struct Exported {
     proxy: Option<Arc<ssfd_export::proxy::Proxy>>,
     /// How long a proxy waits for the globals (`query_timeout`).
     query_timeout: std::time::Duration,
+    /// The memory reads that materialise a trace may hold at once.
+    budget: Arc<QueryBudget>,
+}
+
+/// Queries are inside `memory_limit` (SPEC 7): a read that materialises a trace first
+/// takes its estimated memory from this budget (a quarter of the limit), waiting up to
+/// [`BUDGET_WAIT`]; one that does not get it in time, or comes under memory pressure,
+/// is answered 503 with `Retry-After` (`ssfd_api_busy_total`). A read larger than the
+/// whole budget runs alone.
+pub struct QueryBudget {
+    units: tokio::sync::Semaphore,
+    total: u32,
+}
+
+/// The budget's grain.
+const BUDGET_UNIT: u64 = 64 << 10;
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl QueryBudget {
+    /// A quarter of `memory_limit` (bytes; 0: no limit, no budget).
+    pub fn new(memory_limit: u64) -> QueryBudget {
+        let total = if memory_limit == 0 {
+            u32::MAX >> 4
+        } else {
+            (memory_limit / 4 / BUDGET_UNIT).clamp(256, u64::from(u32::MAX >> 4)) as u32
+        };
+        QueryBudget {
+            units: tokio::sync::Semaphore::new(total as usize),
+            total,
+        }
+    }
+
+    /// Memory a trace answer of `spans` spans and `bytes` stored bytes takes while it
+    /// is read, joined and rendered: its bytes copied and parsed, and at most
+    /// 10,000 spans rendered.
+    fn trace_estimate(spans: usize, bytes: u64) -> u64 {
+        let rendered = spans.min(ssfd_query::MAX_SPANS_PER_RESPONSE) as u64;
+        bytes * 3 + spans as u64 * 700 + rendered * 2048
+    }
+
+    async fn admit(&self, bytes: u64) -> Result<tokio::sync::SemaphorePermit<'_>, Response> {
+        let busy = |why: &str| {
+            ssfd_telemetry::api_busy();
+            let mut response = api_error(StatusCode::SERVICE_UNAVAILABLE, why.to_string());
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            response
+        };
+        if ssfd_engine::memory::under_pressure() {
+            return Err(busy("near memory_limit: retry in a moment"));
+        }
+        let units = (bytes / BUDGET_UNIT + 1).min(u64::from(self.total)) as u32;
+        match tokio::time::timeout(BUDGET_WAIT, self.units.acquire_many(units)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(busy(
+                "other queries hold the memory this one needs: retry in a moment",
+            )),
+        }
+    }
+}
+
+/// A JSON answer rendered now, so the memory it takes is inside its budget.
+fn json_now(value: &Value) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(error) => api_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -69,6 +138,7 @@ pub fn router(
         store,
         proxy,
         query_timeout,
+        budget: Arc::new(QueryBudget::new(ssfd_engine::memory::limit_bytes())),
     });
     match bearer_token {
         Some(token) => {
@@ -178,6 +248,7 @@ impl PeerReads {
             store: Some(Arc::clone(&store)),
             proxy: None,
             query_timeout: std::time::Duration::ZERO,
+            budget: Arc::new(QueryBudget::new(ssfd_engine::memory::limit_bytes())),
         });
         PeerReads { store, reads }
     }
@@ -429,6 +500,18 @@ async fn trace(State(exported): State<Exported>, Path(trace_id): Path<String>) -
     let Some(store) = exported.store.clone() else {
         return no_store();
     };
+    let estimate = ids
+        .iter()
+        .map(|id| {
+            let (spans, bytes) = store.spans.trace_size(*id);
+            QueryBudget::trace_estimate(spans, bytes)
+        })
+        .max()
+        .unwrap_or(0);
+    let _permit = match exported.budget.admit(estimate).await {
+        Ok(permit) => permit,
+        Err(busy) => return busy,
+    };
     let joined = blocking(move || {
         for id in ids {
             let spans = store.spans.trace(id)?;
@@ -441,7 +524,7 @@ async fn trace(State(exported): State<Exported>, Path(trace_id): Path<String>) -
     })
     .await;
     match joined {
-        Ok(Some(trace)) => axum::Json(trace).into_response(),
+        Ok(Some(trace)) => json_now(&trace),
         Ok(None) => not_found(),
         Err(response) => response,
     }
@@ -592,6 +675,15 @@ async fn jaeger_trace(State(exported): State<Exported>, Path(trace_id): Path<Str
     let Some(store) = exported.store.clone() else {
         return jaeger_answer(StatusCode::NOT_FOUND, jaeger::error(404, "trace not found"));
     };
+    let (spans, bytes) = store.spans.trace_size(id);
+    let _permit = match exported
+        .budget
+        .admit(QueryBudget::trace_estimate(spans, bytes))
+        .await
+    {
+        Ok(permit) => permit,
+        Err(busy) => return busy,
+    };
     match blocking(move || {
         Ok(jaeger::trace(
             id,
@@ -601,7 +693,7 @@ async fn jaeger_trace(State(exported): State<Exported>, Path(trace_id): Path<Str
     })
     .await
     {
-        Ok(Some(trace)) => axum::Json(jaeger::envelope(json!([trace]))).into_response(),
+        Ok(Some(trace)) => json_now(&jaeger::envelope(json!([trace]))),
         Ok(None) => jaeger_answer(StatusCode::NOT_FOUND, jaeger::error(404, "trace not found")),
         Err(response) => response,
     }
