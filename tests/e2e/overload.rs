@@ -447,3 +447,80 @@ fn forty_fetches_of_a_huge_trace_stay_within_memory_limit() {
         peak >> 20
     );
 }
+
+/// Issue 24 point 4, the HTTP listener: idle connections past `http_max_connections`
+/// cost the longest-idle ones their place, so `/healthcheck` still answers at once; a
+/// client that sends its request's headers a byte a second is cut off after 10 s.
+#[test]
+fn idle_and_slow_http_clients_cannot_starve_the_server() {
+    use std::io::{Read, Write};
+    let server = Server::start("http_max_connections: 200\n");
+    let pid = server.pid();
+    let descriptors = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let before = descriptors();
+    // 600 idle connections, three times the bound
+    let idle: Vec<std::net::TcpStream> = (0..600)
+        .map(|_| std::net::TcpStream::connect(&server.http).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    let (status, body) = server.get("/healthcheck");
+    let took = asked.elapsed();
+    assert_eq!((status, body.trim()), (200, "ok"));
+    assert!(took < Duration::from_secs(1), "healthcheck took {took:?}");
+    let open = descriptors().saturating_sub(before);
+    assert!(
+        open <= 210,
+        "{open} descriptors more than before, bound 200"
+    );
+    // the longest-idle ones were closed: the first connections read EOF
+    let mut first = &idle[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(first.read(&mut buf), Ok(0)),
+        "the oldest idle connection is closed"
+    );
+    drop(idle);
+    // slow headers: a byte a second is cut off at 10 s
+    let mut slow = std::net::TcpStream::connect(&server.http).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let started = Instant::now();
+    let request =
+        b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut closed_after = None;
+    for &byte in request.iter().cycle() {
+        if slow.write_all(&[byte]).is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        match slow.read(&mut buf) {
+            Ok(0) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(900));
+    }
+    let closed_after = closed_after.expect("the slow client was never cut off");
+    assert!(
+        closed_after >= Duration::from_secs(9) && closed_after < Duration::from_secs(15),
+        "cut off after {closed_after:?}"
+    );
+    let (status, _) = server.get("/healthcheck");
+    assert_eq!(status, 200);
+}

@@ -394,6 +394,11 @@ pub struct Config {
     /// with what it has, `"partial": true` (SPEC 6).
     #[serde(default = "default_query_timeout")]
     pub query_timeout: String,
+    /// Open connections the HTTP listener keeps at most (SPEC 7); at the bound the
+    /// longest-idle one is closed for a new one. 0: three quarters of the descriptor
+    /// limit, less a reserve.
+    #[serde(default)]
+    pub http_max_connections: usize,
 }
 
 fn default_grpc_wait() -> String {
@@ -1312,6 +1317,7 @@ const KNOWN_KEYS: &[&str] = &[
     "stats_address",
     "grpc_wait",
     "query_timeout",
+    "http_max_connections",
 ];
 
 /// A listen address in Veneur's URL forms.

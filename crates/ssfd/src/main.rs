@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod connections;
 mod emit;
 mod http;
 mod logging;

@@ -353,26 +353,26 @@ fn run_config(config: Config) -> anyhow::Result<()> {
         eprintln!("listening http http://{}", http.local_addr()?);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let running = bound.start(pipeline.clone(), stopped.clone()).await?;
-        let mut http_stopped = stopped.clone();
+        let http_stopped = stopped.clone();
         let http_store = store.clone();
-        let http_server = tokio::spawn(async move {
-            let _ = axum::serve(
-                http,
-                crate::http::router(
-                    prometheus.exposition,
-                    span_metrics,
-                    slos,
-                    http_store,
-                    proxy,
-                    query_timeout,
-                    bearer_token,
-                ),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.changed().await;
-            })
-            .await;
-        });
+        let http_max = match config.http_max_connections {
+            0 => crate::connections::default_max(),
+            max => max,
+        };
+        let http_server = tokio::spawn(crate::connections::serve(
+            http,
+            crate::http::router(
+                prometheus.exposition,
+                span_metrics,
+                slos,
+                http_store,
+                proxy,
+                query_timeout,
+                bearer_token,
+            ),
+            http_max,
+            http_stopped,
+        ));
         signals.wait().await;
         tracing::info!("shutting down: intake stops, workers drain, the last interval is flushed");
         let flushes_before = ssfd_telemetry::flushes();
