@@ -143,6 +143,8 @@ impl Series {
 #[derive(Default)]
 pub struct RedHistory {
     services: Mutex<HashMap<String, HashMap<String, Series>>>,
+    /// The minute operations with no span for [`MINUTES`] were last looked for.
+    swept: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for RedHistory {
@@ -169,6 +171,20 @@ impl RedHistory {
             return;
         };
         let mut operations: usize = services.values().map(HashMap::len).sum();
+        // at the bound, operations silent for the whole history make room (once a
+        // minute at most)
+        if operations >= MAX_OPERATIONS
+            && self
+                .swept
+                .swap(minute, std::sync::atomic::Ordering::Relaxed)
+                != minute
+        {
+            services.retain(|_, names| {
+                names.retain(|_, series| series.open_minute > minute - MINUTES as i64);
+                !names.is_empty()
+            });
+            operations = services.values().map(HashMap::len).sum();
+        }
         for (service, name, error, duration_ns) in spans {
             let known = services
                 .get(service)
@@ -334,5 +350,15 @@ mod tests {
         let total: usize = services.values().map(HashMap::len).sum();
         assert_eq!(total, MAX_OPERATIONS + 1, "the rest under ssfd_overflow");
         assert_eq!(services[OVERFLOW][OVERFLOW].calls, 51);
+        drop(services);
+        // six hours later the silent ones make room for new ones
+        let later = T + (MINUTES as i64 + 1) * MINUTE_NS;
+        red.observe(later, [("svc", "fresh", false, 1_000)]);
+        let services = red.services.lock().unwrap();
+        assert_eq!(
+            services["svc"]["fresh"].calls, 1,
+            "counted under its own name"
+        );
+        assert!(!services["svc"].contains_key("op0"));
     }
 }

@@ -327,12 +327,17 @@ impl Proxy {
             tokio::spawn(async move {
                 while !sender.is_closed() {
                     if let Ok(channel) = proxy.reader(&global) {
-                        let call = ssfd_wire::ssfd::v1::query_client::QueryClient::new(channel)
-                            .tail(ssfd_wire::ssfd::v1::ReadRequest {
-                                path: "/api/v1/logs/tail".into(),
-                                query: query.clone(),
-                            })
-                            .await;
+                        let mut client =
+                            ssfd_wire::ssfd::v1::query_client::QueryClient::new(channel);
+                        let request = ssfd_wire::ssfd::v1::ReadRequest {
+                            path: "/api/v1/logs/tail".into(),
+                            query: query.clone(),
+                        };
+                        // a global that never answers holds nothing once the reader left
+                        let call = tokio::select! {
+                            call = client.tail(request) => call,
+                            () = sender.closed() => return,
+                        };
                         if let Ok(stream) = call {
                             let mut stream = stream.into_inner();
                             loop {

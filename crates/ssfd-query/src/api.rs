@@ -247,10 +247,9 @@ pub fn log_volume_query(raw: Option<&str>) -> Result<(LogQuery, i64, i64, usize)
     let start = query
         .start_ns
         .unwrap_or(end.saturating_sub(3_600_000_000_000));
-    if end <= start {
+    let Some(span) = end.checked_sub(start).filter(|span| *span > 0) else {
         return Err("end: must be after start".into());
-    }
-    let span = end - start;
+    };
     let step = LADDER_S
         .iter()
         .map(|s| s * 1_000_000_000)
@@ -258,6 +257,12 @@ pub fn log_volume_query(raw: Option<&str>) -> Result<(LogQuery, i64, i64, usize)
         .unwrap_or(86_400_000_000_000);
     let first = start.div_euclid(step) * step;
     let count = ((end - 1).div_euclid(step) - start.div_euclid(step) + 1) as usize;
+    if count > 1000 {
+        return Err(format!(
+            "start: a window of {} days is too long for a histogram (at most 1000 days)",
+            span / 86_400_000_000_000
+        ));
+    }
     query.start_ns = Some(start);
     query.end_ns = Some(end);
     Ok((query, first, step, count))
@@ -299,17 +304,39 @@ pub fn red_window(raw: Option<&str>) -> Result<(i64, i64, i64), String> {
                 ));
             }
         } else {
-            window.push(format!("{key}={value}"));
+            window.push(
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair(&key, &value)
+                    .finish(),
+            );
         }
     }
     let (start, end) = dependency_window(Some(&window.join("&")))?;
-    if end <= start {
+    let Some(span) = end.checked_sub(start).filter(|span| *span > 0) else {
         return Err("end: must be after start".into());
-    }
-    if (end - start) / step > 10_000 {
+    };
+    if span / step > 10_000 {
         return Err("step: more than 10000 steps in the window; take a longer step".into());
     }
     Ok((start, end, step))
+}
+
+#[cfg(test)]
+mod window_tests {
+    #[test]
+    fn windows_that_would_overflow_are_refused() {
+        let far = "start=-9223372036854775808&end=9223372036854775807";
+        assert!(super::red_window(Some(far)).is_err());
+        assert!(super::log_volume_query(Some(far)).is_err());
+        let (start, _, _) = super::red_window(Some(
+            "start=2026-12-08T10:00:00%2B02:00&end=2026-12-08T10:30:00Z",
+        ))
+        .unwrap();
+        assert_eq!(
+            start, 1_796_716_800_000_000_000,
+            "an offset survives the re-encoding"
+        );
+    }
 }
 
 /// A RED view (SPEC 6).

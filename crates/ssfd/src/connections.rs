@@ -38,18 +38,19 @@ impl Table {
         let Ok(open) = self.open.lock() else {
             return false;
         };
-        let idle = open
+        let Some(id) = open
             .iter()
             .min_by_key(|(_, o)| o.active_ms.load(Relaxed))
-            .map(|(_, o)| Arc::clone(&o.close));
-        drop(open);
-        match idle {
-            Some(close) => {
-                close.notify_one();
-                true
-            }
-            None => false,
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        // out of the table at once: it no longer counts, and is never picked twice
+        let mut open = open;
+        if let Some(idle) = open.remove(&id) {
+            idle.close.notify_one();
         }
+        true
     }
 }
 
@@ -103,6 +104,54 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     }
 }
 
+/// Takes a connection out of the table when its task ends.
+struct Leave {
+    table: Arc<Table>,
+    id: u64,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.table.open.lock() {
+            open.remove(&self.id);
+        }
+    }
+}
+
+/// What an HTTP/2 client (gRPC at the wrong port) is told before the connection closes.
+const NOT_HTTP2: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 75\r\nconnection: close\r\n\r\nthis is ssfd's HTTP/1.1 port; gRPC is served on its gRPC listeners instead\n";
+
+/// A gRPC or HTTP/2 client at the HTTP/1.1 port gets one plain 400. What it sent is
+/// read first and the connection is closed by half (then drained), so the client reads
+/// the answer instead of a reset.
+async fn answer_http2(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut sink)).await;
+    let _ = stream.write_all(NOT_HTTP2).await;
+    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// True when the client opens with HTTP/2's preface (waits at most the header limit).
+async fn speaks_http2(stream: &tokio::net::TcpStream) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+    let mut first = [0u8; 14];
+    let deadline = tokio::time::Instant::now() + HEADER_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+            Ok(Ok(n)) if n >= PREFACE.len() || n == 0 => return first[..n] == *PREFACE,
+            Ok(Ok(n)) if first[..n] != PREFACE[..n] => return false,
+            // a prefix of the preface so far: wait for more
+            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+            _ => return false,
+        }
+    }
+}
+
 /// The default bound: three quarters of the descriptors this process may open, less a
 /// reserve for the stores, the write-ahead log and the other listeners.
 pub fn default_max() -> usize {
@@ -141,11 +190,15 @@ pub async fn serve(
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(error) => {
-                // out of descriptors (EMFILE, ENFILE): make room, then accept again
-                if !table.close_longest_idle() {
+                let out_of_descriptors =
+                    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                // out of descriptors: make room, then accept again
+                if !(out_of_descriptors && table.close_longest_idle()) {
                     tracing::warn!(%error, "http: cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
         };
@@ -153,8 +206,6 @@ pub async fn serve(
             if !table.close_longest_idle() {
                 break;
             }
-            // the closed connection's task removes it
-            tokio::task::yield_now().await;
         }
         let _ = stream.set_nodelay(true);
         let id = next_id;
@@ -170,14 +221,28 @@ pub async fn serve(
                 },
             );
         }
-        let io = hyper_util::rt::TokioIo::new(Tracked {
-            inner: stream,
-            active_ms,
-            table: Arc::clone(&table),
-        });
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let (table, mut stopped) = (Arc::clone(&table), stopped.clone());
         tasks.spawn(async move {
+            // leaves the table however the task ends, a panic included
+            let _leave = Leave {
+                table: Arc::clone(&table),
+                id,
+            };
+            let http2 = tokio::select! {
+                http2 = speaks_http2(&stream) => http2,
+                // closed for a newer connection before it sent a byte
+                () = close.notified() => return,
+            };
+            if http2 {
+                answer_http2(stream).await;
+                return;
+            }
+            let io = hyper_util::rt::TokioIo::new(Tracked {
+                inner: stream,
+                active_ms,
+                table: Arc::clone(&table),
+            });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -190,9 +255,6 @@ pub async fn serve(
                     connection.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
                 }
-            }
-            if let Ok(mut open) = table.open.lock() {
-                open.remove(&id);
             }
         });
         // finished connections' results are not kept

@@ -42,7 +42,7 @@ struct Exported {
 /// is answered 503 with `Retry-After` (`ssfd_api_busy_total`). A read larger than the
 /// whole budget runs alone.
 pub struct QueryBudget {
-    units: tokio::sync::Semaphore,
+    units: Arc<tokio::sync::Semaphore>,
     total: u32,
 }
 
@@ -59,7 +59,7 @@ impl QueryBudget {
             (memory_limit / 4 / BUDGET_UNIT).clamp(256, u64::from(u32::MAX >> 4)) as u32
         };
         QueryBudget {
-            units: tokio::sync::Semaphore::new(total as usize),
+            units: Arc::new(tokio::sync::Semaphore::new(total as usize)),
             total,
         }
     }
@@ -72,7 +72,9 @@ impl QueryBudget {
         bytes * 3 + spans as u64 * 700 + rendered * 2048
     }
 
-    async fn admit(&self, bytes: u64) -> Result<tokio::sync::SemaphorePermit<'_>, Response> {
+    /// The permit is owned, so it moves into the blocking work that holds the memory:
+    /// a client that leaves does not free the budget while that work still runs.
+    async fn admit(&self, bytes: u64) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
         let busy = |why: &str| {
             ssfd_telemetry::api_busy();
             let mut response = api_error(StatusCode::SERVICE_UNAVAILABLE, why.to_string());
@@ -86,7 +88,8 @@ impl QueryBudget {
             return Err(busy("near memory_limit: retry in a moment"));
         }
         let units = (bytes / BUDGET_UNIT + 1).min(u64::from(self.total)) as u32;
-        match tokio::time::timeout(BUDGET_WAIT, self.units.acquire_many(units)).await {
+        let units_left = Arc::clone(&self.units).acquire_many_owned(units);
+        match tokio::time::timeout(BUDGET_WAIT, units_left).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(busy(
                 "other queries hold the memory this one needs: retry in a moment",
@@ -95,12 +98,9 @@ impl QueryBudget {
     }
 }
 
-/// A JSON answer rendered now, so the memory it takes is inside its budget.
-fn json_now(value: &Value) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(error) => api_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
-    }
+/// A JSON answer rendered inside its budget.
+fn json_bytes(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -119,6 +119,12 @@ pub fn version_line() -> String {
     )
 }
 
+/// A proxy's reads: its router over the globals, and how long it waits for them.
+pub struct Fleet {
+    pub proxy: Option<Arc<ssfd_export::proxy::Proxy>>,
+    pub query_timeout: std::time::Duration,
+}
+
 /// The web UI: one file, no build step.
 const UI: &str = include_str!("ui/index.html");
 
@@ -127,8 +133,8 @@ pub fn router(
     span_metrics: Arc<SpanMetricsRegistry>,
     slos: Arc<SloRegistry>,
     store: Option<Arc<Store>>,
-    proxy: Option<Arc<ssfd_export::proxy::Proxy>>,
-    query_timeout: std::time::Duration,
+    fleet: Fleet,
+    budget: Arc<QueryBudget>,
     bearer_token: Option<String>,
 ) -> Router {
     let router = routes(Exported {
@@ -136,9 +142,9 @@ pub fn router(
         span_metrics,
         slos,
         store,
-        proxy,
-        query_timeout,
-        budget: Arc::new(QueryBudget::new(ssfd_engine::memory::limit_bytes())),
+        proxy: fleet.proxy,
+        query_timeout: fleet.query_timeout,
+        budget,
     });
     match bearer_token {
         Some(token) => {
@@ -240,6 +246,7 @@ impl PeerReads {
         span_metrics: Arc<SpanMetricsRegistry>,
         slos: Arc<SloRegistry>,
         store: Arc<Store>,
+        budget: Arc<QueryBudget>,
     ) -> PeerReads {
         let reads = routes(Exported {
             exposition,
@@ -248,7 +255,7 @@ impl PeerReads {
             store: Some(Arc::clone(&store)),
             proxy: None,
             query_timeout: std::time::Duration::ZERO,
-            budget: Arc::new(QueryBudget::new(ssfd_engine::memory::limit_bytes())),
+            budget,
         });
         PeerReads { store, reads }
     }
@@ -508,23 +515,24 @@ async fn trace(State(exported): State<Exported>, Path(trace_id): Path<String>) -
         })
         .max()
         .unwrap_or(0);
-    let _permit = match exported.budget.admit(estimate).await {
+    let permit = match exported.budget.admit(estimate).await {
         Ok(permit) => permit,
         Err(busy) => return busy,
     };
     let joined = blocking(move || {
+        let _permit = permit;
         for id in ids {
             let spans = store.spans.trace(id)?;
             let records = store.trace_logs(id)?;
             if let Some(trace) = ssfd_query::trace_json(id, &spans, &records) {
-                return Ok(Some(trace));
+                return Ok(Some(serde_json::to_vec(&trace).unwrap_or_default()));
             }
         }
         Ok(None)
     })
     .await;
     match joined {
-        Ok(Some(trace)) => json_now(&trace),
+        Ok(Some(trace)) => json_bytes(trace),
         Ok(None) => not_found(),
         Err(response) => response,
     }
@@ -676,7 +684,7 @@ async fn jaeger_trace(State(exported): State<Exported>, Path(trace_id): Path<Str
         return jaeger_answer(StatusCode::NOT_FOUND, jaeger::error(404, "trace not found"));
     };
     let (spans, bytes) = store.spans.trace_size(id);
-    let _permit = match exported
+    let permit = match exported
         .budget
         .admit(QueryBudget::trace_estimate(spans, bytes))
         .await
@@ -685,15 +693,14 @@ async fn jaeger_trace(State(exported): State<Exported>, Path(trace_id): Path<Str
         Err(busy) => return busy,
     };
     match blocking(move || {
-        Ok(jaeger::trace(
-            id,
-            &store.spans.trace(id)?,
-            &store.trace_logs(id)?,
-        ))
+        let _permit = permit;
+        let trace = jaeger::trace(id, &store.spans.trace(id)?, &store.trace_logs(id)?);
+        Ok(trace
+            .map(|trace| serde_json::to_vec(&jaeger::envelope(json!([trace]))).unwrap_or_default()))
     })
     .await
     {
-        Ok(Some(trace)) => json_now(&jaeger::envelope(json!([trace]))),
+        Ok(Some(trace)) => json_bytes(trace),
         Ok(None) => jaeger_answer(StatusCode::NOT_FOUND, jaeger::error(404, "trace not found")),
         Err(response) => response,
     }

@@ -330,12 +330,17 @@ fn run_config(config: Config) -> anyhow::Result<()> {
         } else {
             None
         };
+        // one budget for the memory of every read of this node (SPEC 7)
+        let budget = std::sync::Arc::new(crate::http::QueryBudget::new(
+            ssfd_engine::memory::limit_bytes(),
+        ));
         if let Some(store) = &store {
             bound.set_trace_lookup(std::sync::Arc::new(crate::http::PeerReads::new(
                 std::sync::Arc::clone(&prometheus.exposition),
                 std::sync::Arc::clone(&span_metrics),
                 std::sync::Arc::clone(&slos),
                 std::sync::Arc::clone(store),
+                std::sync::Arc::clone(&budget),
             )));
         }
         let http = tokio::net::TcpListener::bind(
@@ -366,8 +371,11 @@ fn run_config(config: Config) -> anyhow::Result<()> {
                 span_metrics,
                 slos,
                 http_store,
-                proxy,
-                query_timeout,
+                crate::http::Fleet {
+                    proxy,
+                    query_timeout,
+                },
+                budget,
                 bearer_token,
             ),
             http_max,
