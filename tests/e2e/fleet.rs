@@ -618,3 +618,51 @@ fn the_web_ui_at_a_proxy_leads_from_a_chart_to_a_log() {
     eprintln!("{output}");
     assert!(output.contains("ui_fleet: OK"), "{output}");
 }
+
+/// The bearer token guards the globals' gRPC reads as it guards their HTTP API: a
+/// proxy with the fleet's token reads them; a caller without it is refused.
+#[test]
+fn the_bearer_token_guards_the_globals_reads_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-fleet\n").unwrap();
+    let token = format!("http_bearer_token_file: {}\n", token_file.display());
+    let port = free_port();
+    let global = {
+        let data = tempfile::tempdir().unwrap();
+        let config = fixed_grpc_config(data.path(), port);
+        Server::start_config(&format!("{config}interval: 1s\n{token}"), data, &[])
+    };
+    let proxy = Server::start(&format!(
+        "interval: 1s\nrole: proxy\nquery_timeout: 2s\n{token}proxy:\n  destinations: [127.0.0.1:{port}]\n"
+    ));
+    let (status, body) = ssfd_e2e::http_get_with(
+        &proxy.http,
+        "/api/v1/services",
+        "Authorization: Bearer s3cret-fleet\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("partial"), "the proxy's token opens the global: {body}");
+    let address = format!("http://127.0.0.1:{port}");
+    let (without, with) = ssfd_e2e::block_on(async {
+        let channel = ssfd_e2e::grpc_channel(&address).await;
+        let mut client = ssfd_wire::ssfd::v1::query_client::QueryClient::new(channel);
+        let read = || ssfd_wire::ssfd::v1::ReadRequest {
+            path: "/api/v1/services".into(),
+            query: String::new(),
+        };
+        let without = client.read(read()).await;
+        let mut request = tonic::Request::new(read());
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer s3cret-fleet".parse().unwrap());
+        let with = client.read(request).await;
+        (without, with)
+    });
+    assert_eq!(
+        without.unwrap_err().code(),
+        tonic::Code::Unauthenticated,
+        "no token, no read"
+    );
+    assert_eq!(with.unwrap().into_inner().status, 200);
+}

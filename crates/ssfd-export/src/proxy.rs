@@ -53,6 +53,8 @@ pub struct Proxy {
     ignore_tags: Vec<String>,
     /// Channels for reads, without the forwarding's call timeout (a read has its own).
     readers: Mutex<HashMap<String, tonic::transport::Channel>>,
+    /// `Bearer <token>` sent with every read, when the fleet's API has a token.
+    read_token: RwLock<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>>,
 }
 
 /// One global's answer to a read: its address, and its status and JSON body or why
@@ -198,6 +200,7 @@ impl Proxy {
             known: Arc::new(RwLock::new(all.clone())),
             ignore_tags,
             readers: Mutex::new(HashMap::new()),
+            read_token: RwLock::new(None),
         });
         let (known, ring) = (Arc::clone(&proxy.known), Arc::clone(&proxy.ring));
         std::thread::Builder::new()
@@ -265,6 +268,24 @@ impl Proxy {
         Ok(upstream)
     }
 
+    /// Sends `Bearer <token>` with every read (`http_bearer_token_file`: a fleet shares
+    /// it); a token that is not valid metadata is not sent.
+    pub fn set_read_token(&self, token: Option<String>) {
+        let value = token.and_then(|t| format!("Bearer {t}").parse().ok());
+        if let Ok(mut slot) = self.read_token.write() {
+            *slot = value;
+        }
+    }
+
+    /// `request` with the read token, when there is one.
+    fn with_token<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = self.read_token.read().ok().and_then(|t| t.clone()) {
+            request.metadata_mut().insert("authorization", token);
+        }
+        request
+    }
+
     /// The channel for reads from `destination`, made on first use.
     fn reader(&self, destination: &str) -> Result<tonic::transport::Channel, String> {
         let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
@@ -288,10 +309,10 @@ impl Proxy {
         let mut calls = Vec::new();
         for global in self.globals() {
             let channel = self.reader(&global);
-            let request = ssfd_wire::ssfd::v1::ReadRequest {
+            let request = self.with_token(ssfd_wire::ssfd::v1::ReadRequest {
                 path: path.to_string(),
                 query: query.to_string(),
-            };
+            });
             calls.push(async move {
                 let answer = match channel {
                     Err(error) => Err(error),
@@ -329,10 +350,10 @@ impl Proxy {
                     if let Ok(channel) = proxy.reader(&global) {
                         let mut client =
                             ssfd_wire::ssfd::v1::query_client::QueryClient::new(channel);
-                        let request = ssfd_wire::ssfd::v1::ReadRequest {
+                        let request = proxy.with_token(ssfd_wire::ssfd::v1::ReadRequest {
                             path: "/api/v1/logs/tail".into(),
                             query: query.clone(),
-                        };
+                        });
                         // a global that never answers holds nothing once the reader left
                         let call = tokio::select! {
                             call = client.tail(request) => call,
@@ -383,10 +404,10 @@ impl Proxy {
             .block_on(async move {
                 ssfd_wire::ssfd::v1::query_client::QueryClient::new(channel)
                     .max_decoding_message_size(256 << 20)
-                    .get_trace(ssfd_wire::ssfd::v1::TraceRequest {
+                    .get_trace(self.with_token(ssfd_wire::ssfd::v1::TraceRequest {
                         trace_id: trace_id.low(),
                         trace_id_high: trace_id.high(),
-                    })
+                    }))
                     .await
             })
             .map(|answer| {

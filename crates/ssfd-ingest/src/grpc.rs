@@ -520,6 +520,26 @@ pub trait TraceLookup: Send + Sync {
     fn tail(&self, _query: &str) -> Result<LogStream, String> {
         Err("no log index here".into())
     }
+    /// True when a call with this `authorization` value may read (the HTTP API's
+    /// bearer token guards these reads too).
+    fn authorized(&self, _authorization: Option<&str>) -> bool {
+        true
+    }
+}
+
+/// Refuses a read without the node's bearer token (SPEC 6's token covers every read).
+fn authorize<T>(lookup: &dyn TraceLookup, request: &Request<T>) -> Result<(), Status> {
+    let given = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    if lookup.authorized(given) {
+        Ok(())
+    } else {
+        Err(Status::unauthenticated(
+            "this read needs authorization: Bearer <token>",
+        ))
+    }
 }
 
 /// An answer of [`TraceLookup::read`].
@@ -538,6 +558,7 @@ impl ssfd_wire::ssfd::v1::query_server::Query for QueryService {
         &self,
         request: Request<ssfd_wire::ssfd::v1::TraceRequest>,
     ) -> Result<Response<ssfd_wire::ssfd::v1::TraceSpans>, Status> {
+        authorize(self.0.as_ref(), &request)?;
         let request = request.into_inner();
         let trace_id = ssfd_wire::ids::TraceId::from_parts(request.trace_id_high, request.trace_id);
         let lookup = std::sync::Arc::clone(&self.0);
@@ -557,6 +578,7 @@ impl ssfd_wire::ssfd::v1::query_server::Query for QueryService {
         &self,
         request: Request<ssfd_wire::ssfd::v1::ReadRequest>,
     ) -> Result<Response<ssfd_wire::ssfd::v1::ReadAnswer>, Status> {
+        authorize(self.0.as_ref(), &request)?;
         let request = request.into_inner();
         // reads only: the API, not `/metrics` or the UI
         if !request.path.starts_with("/api/") {
@@ -578,6 +600,7 @@ impl ssfd_wire::ssfd::v1::query_server::Query for QueryService {
         request: Request<ssfd_wire::ssfd::v1::ReadRequest>,
     ) -> Result<Response<Self::TailStream>, Status> {
         use tokio_stream::StreamExt;
+        authorize(self.0.as_ref(), &request)?;
         let records = self
             .0
             .tail(&request.into_inner().query)

@@ -238,6 +238,8 @@ fn routes(exported: Exported) -> Router {
 pub struct PeerReads {
     store: Arc<Store>,
     reads: Router,
+    /// `Bearer <token>` when `http_bearer_token_file` is set: the gRPC reads want it too.
+    authorization: Option<String>,
 }
 
 impl PeerReads {
@@ -247,6 +249,7 @@ impl PeerReads {
         slos: Arc<SloRegistry>,
         store: Arc<Store>,
         budget: Arc<QueryBudget>,
+        bearer_token: Option<&str>,
     ) -> PeerReads {
         let reads = routes(Exported {
             exposition,
@@ -257,11 +260,24 @@ impl PeerReads {
             query_timeout: std::time::Duration::ZERO,
             budget,
         });
-        PeerReads { store, reads }
+        PeerReads {
+            store,
+            reads,
+            authorization: bearer_token.map(|token| format!("Bearer {token}")),
+        }
     }
 }
 
 impl ssfd_ingest::grpc::TraceLookup for PeerReads {
+    fn authorized(&self, given: Option<&str>) -> bool {
+        match &self.authorization {
+            None => true,
+            Some(expected) => {
+                given.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
+            }
+        }
+    }
+
     fn trace(&self, trace_id: ssfd_wire::ids::TraceId) -> Result<Vec<Vec<u8>>, String> {
         self.store.spans.trace(trace_id).map_err(|e| e.to_string())
     }

@@ -323,6 +323,8 @@ fn run_config(config: Config) -> anyhow::Result<()> {
         };
         let proxy = if config.role == "proxy" {
             let proxy = crate::sinks::proxy(&config)?;
+            // the globals' reads want the fleet's bearer token, as the proxy's own do
+            proxy.set_read_token(bearer_token.clone());
             bound.set_proxy(std::sync::Arc::new(crate::sinks::ProxyRoute(
                 std::sync::Arc::clone(&proxy),
             )));
@@ -341,6 +343,7 @@ fn run_config(config: Config) -> anyhow::Result<()> {
                 std::sync::Arc::clone(&slos),
                 std::sync::Arc::clone(store),
                 std::sync::Arc::clone(&budget),
+                bearer_token.as_deref(),
             )));
         }
         let http = tokio::net::TcpListener::bind(
