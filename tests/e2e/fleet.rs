@@ -628,7 +628,7 @@ fn the_bearer_token_guards_the_globals_reads_over_grpc() {
     std::fs::write(&token_file, "s3cret-fleet\n").unwrap();
     let token = format!("http_bearer_token_file: {}\n", token_file.display());
     let port = free_port();
-    let global = {
+    let _global = {
         let data = tempfile::tempdir().unwrap();
         let config = fixed_grpc_config(data.path(), port);
         Server::start_config(&format!("{config}interval: 1s\n{token}"), data, &[])
