@@ -642,7 +642,10 @@ fn the_bearer_token_guards_the_globals_reads_over_grpc() {
         "Authorization: Bearer s3cret-fleet\r\n",
     );
     assert_eq!(status, 200, "{body}");
-    assert!(!body.contains("partial"), "the proxy's token opens the global: {body}");
+    assert!(
+        !body.contains("partial"),
+        "the proxy's token opens the global: {body}"
+    );
     let address = format!("http://127.0.0.1:{port}");
     let (without, with) = ssfd_e2e::block_on(async {
         let channel = ssfd_e2e::grpc_channel(&address).await;
