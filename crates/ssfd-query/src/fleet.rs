@@ -55,6 +55,36 @@ impl Read {
     }
 }
 
+/// `query` with its relative times (`now-1h`, `1h`, RFC 3339) made unix nanoseconds
+/// at `now`, and a windowed read's `end` pinned to `now` when absent, so every global
+/// reads the same window and buckets alike (each would take its own `now`). Values
+/// that do not parse are left for the globals to refuse.
+pub fn pin_times(path: &str, query: &str, now_ns: i64) -> String {
+    if !path.starts_with("/api/v1/") {
+        return query.to_string();
+    }
+    let windowed = matches!(
+        Read::of(path),
+        Read::Dependencies | Read::Red | Read::LogVolume
+    );
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    let mut has_end = false;
+    for (key, value) in crate::api::pairs(Some(query)) {
+        let value = match key.as_str() {
+            "start" | "end" => {
+                has_end |= key == "end";
+                crate::api::parse_time_at(&key, &value, now_ns).map_or(value, |ns| ns.to_string())
+            }
+            _ => value,
+        };
+        out.append_pair(&key, &value);
+    }
+    if windowed && !has_end {
+        out.append_pair("end", &now_ns.to_string());
+    }
+    out.finish()
+}
+
 /// The merged answer to `GET path?query` from every global's `answers`: its status
 /// and body. A 400 from a global is the client's mistake and is answered as it is; a
 /// 404 from every global that answered is a 404 (an unknown service); when no global
@@ -604,6 +634,30 @@ mod tests {
         assert_eq!(ids, ["b", "c"]);
         assert_eq!(answer["data"][0]["spans"].as_array().unwrap().len(), 2);
         assert_eq!(answer["errors"], Value::Null);
+    }
+
+    #[test]
+    fn relative_times_are_pinned_once_for_every_global() {
+        let now = 1_800_000_000_000_000_000;
+        let hour = 3_600_000_000_000i64;
+        assert_eq!(
+            pin_times("/api/v1/services/web/red", "start=now-1h&step=1m", now),
+            format!("start={}&step=1m&end={now}", now - hour)
+        );
+        assert_eq!(
+            pin_times("/api/v1/traces", "service=web&start=1h", now),
+            format!("service=web&start={}", now - hour),
+            "a search gets no end it did not ask for"
+        );
+        assert_eq!(
+            pin_times("/api/v1/logs", "start=yesterday", now),
+            "start=yesterday",
+            "left for the globals to refuse"
+        );
+        assert_eq!(
+            pin_times("/api/traces", "service=web&lookback=1h", now),
+            "service=web&lookback=1h"
+        );
     }
 
     #[test]

@@ -343,6 +343,11 @@ async fn fleet_read(State(exported): State<Exported>, uri: axum::http::Uri) -> R
             Ok(_) => {}
         }
     }
+    // one window for every global (each would read `now` for itself)
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let query = ssfd_query::fleet::pin_times(&path, &query, now);
     let answers = proxy.read_all(&path, &query, exported.query_timeout).await;
     let (status, body) = ssfd_query::fleet::merge(&path, &query, answers);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
