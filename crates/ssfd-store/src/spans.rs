@@ -208,9 +208,12 @@ struct Index {
     string_ids: HashMap<String, u32>,
     /// (service, name) pairs already in `services`.
     known_operations: hashbrown::HashSet<(u32, u32)>,
-    /// Per [`MAP_BUCKET_NS`] of trace start, how many times its traces changed: the
-    /// service map's cached sums of a bucket are good while its version holds.
+    /// Per [`MAP_BUCKET_NS`] of trace start, the number of the index's last change to
+    /// its traces: the service map's kept sums of a bucket are good while it holds.
+    /// Numbers come from one counter, so a bucket forgotten and made again never
+    /// repeats a number its kept sums were made at.
     map_versions: BTreeMap<i64, u64>,
+    map_changed: u64,
 }
 
 impl Index {
@@ -256,15 +259,15 @@ impl Index {
         });
         if entry.start != i64::MAX && span_ref.start < entry.start {
             // the trace leaves its old bucket of the service map
-            *self
-                .map_versions
-                .entry(map_bucket(entry.start))
-                .or_default() += 1;
+            self.map_changed += 1;
+            self.map_versions
+                .insert(map_bucket(entry.start), self.map_changed);
         }
-        *self
-            .map_versions
-            .entry(map_bucket(span_ref.start.min(entry.start)))
-            .or_default() += 1;
+        self.map_changed += 1;
+        self.map_versions.insert(
+            map_bucket(span_ref.start.min(entry.start)),
+            self.map_changed,
+        );
         let filter = if span_ref.start < entry.start {
             let filter = match entry.start {
                 i64::MAX => TraceFilter::EMPTY,
@@ -292,15 +295,16 @@ impl Index {
                 continue;
             };
             entry.refs.retain(|r| r.block != block);
-            *self
-                .map_versions
-                .entry(map_bucket(entry.start))
-                .or_default() += 1;
+            self.map_changed += 1;
+            self.map_versions
+                .insert(map_bucket(entry.start), self.map_changed);
             self.order.remove(&(entry.start, trace));
             match entry.refs.iter().map(|r| r.start).min() {
                 Some(start) => {
                     entry.start = start;
-                    *self.map_versions.entry(map_bucket(start)).or_default() += 1;
+                    self.map_changed += 1;
+                    self.map_versions
+                        .insert(map_bucket(start), self.map_changed);
                     self.order
                         .insert((start, trace), TraceFilter::of(&entry.refs));
                 }
@@ -308,6 +312,22 @@ impl Index {
                     self.traces.remove(&trace);
                 }
             }
+        }
+        // a bucket left without traces forgets its version (and so its kept sums)
+        let emptied: Vec<i64> = self
+            .map_versions
+            .keys()
+            .copied()
+            .filter(|&bucket| {
+                let range = (
+                    std::ops::Bound::Included((bucket, TraceId(0))),
+                    std::ops::Bound::Excluded((bucket + MAP_BUCKET_NS, TraceId(0))),
+                );
+                self.order.range(range).next().is_none()
+            })
+            .collect();
+        for bucket in emptied {
+            self.map_versions.remove(&bucket);
         }
     }
 }
@@ -1411,6 +1431,38 @@ mod tests {
             "received before retention"
         );
         assert_eq!(ids(&store, 3), [3], "pending, received later, kept");
+    }
+
+    #[test]
+    fn the_kept_service_map_forgets_evicted_traces() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SpanStore::open(dir.path(), Budget::new(1 << 30), Duration::from_millis(300)).unwrap();
+        let t0 = 1_800_000_000_000_000_000i64 / MAP_BUCKET_NS * MAP_BUCKET_NS;
+        let call = |trace: i64| {
+            let mut batch = SpanBatch::default();
+            // span 1 (odd) calls span 2 (even): one edge per trace
+            for one in [span(trace, 1, 0, t0 + trace), span(trace, 2, 1, t0 + trace)] {
+                let bytes = one.encode_to_vec();
+                batch.push(&SpanView::parse(&bytes).unwrap(), &bytes);
+            }
+            batch
+        };
+        let calls = || -> u64 {
+            store
+                .dependencies(0, i64::MAX)
+                .unwrap()
+                .iter()
+                .map(|d| d.call_count)
+                .sum()
+        };
+        store.append(&call(1)).unwrap();
+        store.flush().unwrap();
+        assert_eq!(calls(), 1, "and kept");
+        std::thread::sleep(Duration::from_millis(400));
+        store.append(&call(2)).unwrap();
+        store.tick();
+        assert_eq!(calls(), 1, "trace 1 evicted, trace 2 in the same bucket");
     }
 
     fn found(store: &SpanStore, edit: impl Fn(&mut TraceQuery)) -> Vec<i64> {
