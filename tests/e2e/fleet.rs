@@ -312,6 +312,20 @@ fn a_proxy_searches_the_whole_fleet_and_says_when_a_global_is_silent() {
             .any(|e| e["msg"].as_str().unwrap().contains(&destinations[0])),
         "{answer}"
     );
+    // a lookup by id of the stopped global's trace ends within query_timeout too
+    let stopped_trace = owned[0].iter().next().unwrap();
+    let asked = Instant::now();
+    let (status, answer) = json_get(&proxy, &format!("/api/traces?traceID={stopped_trace}"));
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(status == 200 || status == 504, "{status} {answer}");
+    assert!(
+        answer["errors"].as_array().is_some_and(|e| !e.is_empty()),
+        "{answer}"
+    );
     let (ok, stdout, stderr) = ssfd_query(
         &address,
         &[

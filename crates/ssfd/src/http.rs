@@ -339,7 +339,9 @@ async fn fleet_read(State(exported): State<Exported>, uri: axum::http::Uri) -> R
             Err(message) => {
                 return jaeger_answer(StatusCode::BAD_REQUEST, jaeger::error(400, &message));
             }
-            Ok(ids) if !ids.is_empty() => return jaeger_by_ids(proxy, ids).await,
+            Ok(ids) if !ids.is_empty() => {
+                return jaeger_by_ids(proxy, ids, exported.query_timeout).await;
+            }
             Ok(_) => {}
         }
     }
@@ -361,10 +363,17 @@ async fn fleet_read(State(exported): State<Exported>, uri: axum::http::Uri) -> R
 async fn jaeger_by_ids(
     proxy: Arc<ssfd_export::proxy::Proxy>,
     ids: Vec<(ssfd_query::TraceId, String)>,
+    query_timeout: std::time::Duration,
 ) -> Response {
-    let found = tokio::task::spawn_blocking(move || {
+    let deadline = std::time::Instant::now() + query_timeout;
+    let lookups = tokio::task::spawn_blocking(move || {
         let (mut traces, mut errors) = (Vec::new(), Vec::new());
         for (id, asked) in ids {
+            if std::time::Instant::now() >= deadline {
+                let why = format!("no answer within query_timeout {query_timeout:?}");
+                errors.push(json!({ "code": 504, "msg": why, "traceID": asked }));
+                continue;
+            }
             match proxy.fetch_trace(id) {
                 Ok((spans, logs)) => match jaeger::trace(id, &spans, &logs) {
                     Some(trace) => traces.push(trace),
@@ -374,13 +383,21 @@ async fn jaeger_by_ids(
             }
         }
         jaeger::envelope_with_errors(Value::Array(traces), errors)
-    })
-    .await;
-    match found {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(error) => jaeger_answer(
+    });
+    // one owner that hangs holds the answer no longer than query_timeout
+    let grace = query_timeout + std::time::Duration::from_millis(500);
+    match tokio::time::timeout(grace, lookups).await {
+        Ok(Ok(answer)) => axum::Json(answer).into_response(),
+        Ok(Err(error)) => jaeger_answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             jaeger::error(500, &error.to_string()),
+        ),
+        Err(_) => jaeger_answer(
+            StatusCode::GATEWAY_TIMEOUT,
+            jaeger::error(
+                504,
+                &format!("no answer within query_timeout {query_timeout:?}"),
+            ),
         ),
     }
 }
