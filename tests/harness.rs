@@ -12,6 +12,37 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 /// Unix nanoseconds now.
+/// Polls `path` until it answers 200 with JSON for which `ready` holds (stores and
+/// the log index commit about once a second); panics after 40 s with the last answer.
+pub fn wait_json(
+    server: &Server,
+    path: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (status, body) = server.get(path);
+        let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+        if status == 200 && ready(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{path}: {status} {value}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The `message`s of a JSON list of log records, sorted.
+pub fn messages(logs: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = logs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| l["message"].as_str().unwrap_or("").to_string())
+        .collect();
+    out.sort();
+    out
+}
+
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

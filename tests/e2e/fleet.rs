@@ -6,7 +6,7 @@
 
 use prost::Message;
 use serde_json::Value;
-use ssfd_e2e::{Server, fixed_grpc_config, free_port, ssfd_query};
+use ssfd_e2e::{Server, fixed_grpc_config, free_port, messages, ssfd_query, wait_json};
 use ssfd_wire::ssf::{SsfSample, SsfSpan};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -28,35 +28,56 @@ fn json_get(server: &Server, path: &str) -> (u16, Value) {
     (status, value)
 }
 
-/// A trace of two services: `fleet-web` calls `fleet-db`; the db span logs a line.
-fn trace(n: i64) -> [SsfSpan; 2] {
-    let start = T0 + n * 1_000_000_000;
+/// A call between two services: a `GET /cart` span of `web` that `start`s the trace,
+/// and its child `SELECT` span of `db`, which logs `message` (an error when `error`).
+fn call(
+    trace_id: i64,
+    start: i64,
+    (web, db): (&str, &str),
+    error: bool,
+    message: String,
+) -> [SsfSpan; 2] {
     let root = SsfSpan {
-        trace_id: 9_000 + n,
+        trace_id,
         id: 1,
         start_timestamp: start,
         end_timestamp: start + 50_000_000,
-        service: "fleet-web".into(),
+        service: web.into(),
         name: "GET /cart".into(),
         ..Default::default()
     };
-    let mut db = SsfSpan {
-        trace_id: 9_000 + n,
+    let mut child = SsfSpan {
+        trace_id,
         id: 2,
         parent_id: 1,
         start_timestamp: start + 10_000_000,
         end_timestamp: start + 40_000_000,
-        service: "fleet-db".into(),
+        service: db.into(),
         name: "SELECT".into(),
+        error,
         ..Default::default()
     };
-    db.metrics.push(SsfSample {
+    child.metrics.push(SsfSample {
         name: "sql".into(),
-        message: format!("fleetword query number {n}"),
+        message,
         timestamp: start + 20_000_000,
+        status: if error { 2 } else { 0 },
         ..Default::default()
     });
-    [root, db]
+    [root, child]
+}
+
+/// Trace `n` of the fleet test: `fleet-web` calls `fleet-db`, a second apart.
+fn trace(n: i64) -> [SsfSpan; 2] {
+    let start = T0 + n * 1_000_000_000;
+    let services = ("fleet-web", "fleet-db");
+    call(
+        9_000 + n,
+        start,
+        services,
+        false,
+        format!("fleetword query number {n}"),
+    )
 }
 
 fn send(local: &Server, spans: &[SsfSpan]) {
@@ -348,31 +369,6 @@ fn a_proxy_searches_the_whole_fleet_and_says_when_a_global_is_silent() {
     assert!(answer.get("partial").is_none(), "{answer}");
 }
 
-/// Polls `path` at `server` until `ready` holds.
-fn wait_json(server: &Server, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let (status, body) = server.get(path);
-        let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
-        if status == 200 && ready(&value) {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{path}: {status} {value}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn messages(logs: &Value) -> Vec<String> {
-    let mut out: Vec<String> = logs
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|l| l["message"].as_str().unwrap_or("").to_string())
-        .collect();
-    out.sort();
-    out
-}
-
 /// Issue 20 point 2: the OpenTelemetry SDK sends its spans to one local and its
 /// `LoggingHandler` records to another; both forward upstream, the proxy sends each
 /// record to its trace's owner, and the trace at the proxy has every record under its
@@ -565,35 +561,15 @@ fn the_web_ui_at_a_proxy_leads_from_a_chart_to_a_log() {
     let now = ssfd_e2e::now_ns();
     const UI_TRACES: i64 = 6;
     for n in 0..UI_TRACES {
-        let start = now + n * 1_000_000;
-        let root = SsfSpan {
-            trace_id: 50_000 + n,
-            id: 1,
-            start_timestamp: start,
-            end_timestamp: start + 80_000_000,
-            service: "ui-web".into(),
-            name: "GET /cart".into(),
-            ..Default::default()
-        };
-        let mut db = SsfSpan {
-            trace_id: 50_000 + n,
-            id: 2,
-            parent_id: 1,
-            start_timestamp: start + 10_000_000,
-            end_timestamp: start + 60_000_000,
-            service: "ui-db".into(),
-            name: "SELECT".into(),
-            error: n == 0,
-            ..Default::default()
-        };
-        db.metrics.push(SsfSample {
-            name: "sql".into(),
-            message: format!("uiword lookup for cart {n}"),
-            timestamp: start + 30_000_000,
-            status: if n == 0 { 2 } else { 0 },
-            ..Default::default()
-        });
-        send(&local, &[root, db]);
+        let message = format!("uiword lookup for cart {n}");
+        let spans = call(
+            50_000 + n,
+            now + n * 1_000_000,
+            ("ui-web", "ui-db"),
+            n == 0,
+            message,
+        );
+        send(&local, &spans);
     }
     wait_json(&proxy, "/api/v1/traces?service=ui-db&limit=100", |a| {
         a["traces"]

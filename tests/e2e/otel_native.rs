@@ -7,8 +7,7 @@
 //! the CLI and the UI. Every id form SPEC 6 lists finds a trace; bad ids are a 400.
 
 use serde_json::{Value, json};
-use ssfd_e2e::{Server, python, ssfd_query};
-use std::time::{Duration, Instant};
+use ssfd_e2e::{Server, messages, python, ssfd_query, wait_json};
 
 fn otlp_server() -> Server {
     Server::start("otlp_listen_addresses: [grpc://127.0.0.1:0, http://127.0.0.1:0]\n")
@@ -18,30 +17,6 @@ fn get_json(server: &Server, path: &str) -> (u16, Value) {
     let (status, body) = server.get(path);
     let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
     (status, value)
-}
-
-/// Polls `path` until `ready` holds (the log index commits once a second).
-fn wait_json(server: &Server, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, value) = get_json(server, path);
-        if status == 200 && ready(&value) {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{path}: {status} {value}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn messages(logs: &Value) -> Vec<String> {
-    let mut out: Vec<String> = logs
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|l| l["message"].as_str().unwrap_or("").to_string())
-        .collect();
-    out.sort();
-    out
 }
 
 fn sdk_trace_joins_its_logs(mode: &str) {
